@@ -1,0 +1,109 @@
+"""Session dependencies: each route states its intent in its signature."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import anyio
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.router import DatabaseRouter, Intent, parse_lsn
+from app.errors import BadRequest, Unauthorized
+
+CONSISTENCY_HEADER = "X-Consistency-Token"
+
+
+def get_router(request: Request) -> DatabaseRouter:
+    router: DatabaseRouter = request.app.state.db
+    return router
+
+
+async def _close(session: AsyncSession) -> None:
+    # A client that disconnects cancels the request mid-query; the connection
+    # must still go back to the pool, so closing is shielded from that cancel.
+    with anyio.CancelScope(shield=True):
+        await session.close()
+
+
+def _read_options(token: str | None, consistency: str | None) -> tuple[int | None, bool]:
+    min_lsn = None
+    if token:
+        try:
+            min_lsn = parse_lsn(token)
+        except ValueError as exc:
+            raise BadRequest(f"{CONSISTENCY_HEADER}: {exc}") from exc
+    if consistency not in (None, "", "primary", "any"):
+        raise BadRequest("X-Read-Consistency must be 'primary' or 'any'")
+    return min_lsn, consistency == "primary"
+
+
+async def _reading(
+    request: Request, intent: Intent, token: str | None, consistency: str | None
+) -> AsyncIterator[AsyncSession]:
+    min_lsn, force = _read_options(token, consistency)
+    session = get_router(request).session(intent, min_lsn=min_lsn, force_primary=force)
+    try:
+        yield session
+    finally:
+        await _close(session)
+
+
+async def read_session(
+    request: Request,
+    x_consistency_token: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_read_consistency: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> AsyncIterator[AsyncSession]:
+    async for session in _reading(request, "read", x_consistency_token, x_read_consistency):
+        yield session
+
+
+async def analytics_session(
+    request: Request,
+    x_consistency_token: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_read_consistency: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> AsyncIterator[AsyncSession]:
+    async for session in _reading(request, "analytics", x_consistency_token, x_read_consistency):
+        yield session
+
+
+async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
+    router = get_router(request)
+    session = router.session("write")
+    try:
+        yield session
+        # Commit before the response is sent: a failed commit never follows a 2xx.
+        began = session.in_transaction()
+        await session.commit()
+        # The token must come after the commit record, so it is read after commit.
+        token = await router.write_lsn(session) if began else None
+        if token:
+            request.state.consistency_token = token
+    finally:
+        await _close(session)
+
+
+ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]
+WriteSession = Annotated[AsyncSession, Depends(write_session, scope="function")]
+AnalyticsSession = Annotated[AsyncSession, Depends(analytics_session, scope="function")]
+
+_bearer = HTTPBearer(auto_error=False, description="A token from API_TOKENS")
+
+
+async def require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    tokens = request.app.state.settings.api_tokens
+    if not tokens:
+        return
+    offered = credentials.credentials.encode() if credentials else b""
+    # Compare against every token so timing says nothing about which matched.
+    matched = False
+    for token in tokens:
+        matched |= hmac.compare_digest(offered, token.get_secret_value().encode())
+    if not matched:
+        raise Unauthorized("a valid bearer token is required")

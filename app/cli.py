@@ -1,0 +1,165 @@
+"""bookedbarber: serve the API and manage its database."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+from sqlalchemy.engine import make_url
+
+from app.config import Settings, async_url, redact
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:  # pydantic's message names the setting, never its value
+        raise click.ClickException(str(exc)) from exc
+
+
+def _sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database or "")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """BookedBarber data service."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (HOST, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (PORT, default 8000).")
+@click.option("--workers", type=int, default=None, help="Worker processes (WORKERS, default 1).")
+@click.option("--keep-alive", type=int, default=None, help="Idle keep-alive seconds (default 75).")
+@click.option("--access-log/--no-access-log", default=True)
+def serve(
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    keep_alive: int | None,
+    access_log: bool,
+) -> None:
+    """Serve the HTTP API with uvicorn (uvloop, httptools)."""
+    import uvicorn
+
+    settings = _settings()
+    path = _sqlite_path(settings.primary_url)
+    if path is not None:
+        # The embedded default works out of the box: schema, and demo data when new.
+        new = not path.exists()
+        from app.db.migrate import upgrade
+
+        upgrade(settings.primary_url)
+        if new and settings.demo_seed:
+            _seed(settings.primary_url, 0.01)
+            click.echo(f"created {path} with demo data")
+    workers = workers or settings.workers
+    from app.db.metrics import prepare_multiprocess
+
+    prepare_multiprocess(workers)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        timeout_keep_alive=keep_alive or settings.keep_alive_timeout,
+        access_log=access_log,
+        log_level=settings.log_level,
+        server_header=False,
+    )
+
+
+@main.group()
+def db() -> None:
+    """Schema, demo data and data transfer."""
+
+
+def _target(url: str | None) -> str:
+    return async_url(url) if url else _settings().primary_url
+
+
+@db.command()
+@click.option("--url", help="Database URL (default: DATABASE_URL).")
+@click.option("--revision", default="head", show_default=True)
+def upgrade(url: str | None, revision: str) -> None:
+    """Apply migrations."""
+    from app.db.migrate import upgrade as run
+
+    target = _target(url)
+    run(target, revision)
+    click.echo(f"upgraded {redact(target)} to {revision}")
+
+
+@db.command()
+@click.option("--url", help="Database URL (default: DATABASE_URL).")
+@click.argument("revision")
+def downgrade(url: str | None, revision: str) -> None:
+    """Revert migrations down to REVISION (for example base)."""
+    from app.db.migrate import downgrade as run
+
+    target = _target(url)
+    run(target, revision)
+    click.echo(f"downgraded {redact(target)} to {revision}")
+
+
+def _seed(url: str, scale: float) -> dict[str, int]:
+    from app.db.engine import create_engine
+    from app.db.seed import seed_demo
+
+    async def run() -> dict[str, int]:
+        engine = create_engine(url, Settings(database_url=url, demo_seed=False))
+        try:
+            return (await seed_demo(engine, scale)).rows
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@db.command()
+@click.option("--url", help="Database URL (default: DATABASE_URL).")
+@click.option("--demo", is_flag=True, required=True, help="Generate demo data.")
+@click.option(
+    "--scale",
+    type=click.FloatRange(0.0001, 10),
+    default=0.01,
+    show_default=True,
+    help="1 = 50 locations, 2,000 barbers, 100,000 clients, 1,000,000 appointments.",
+)
+@click.option(
+    "--upgrade/--no-upgrade",
+    "migrate",
+    default=True,
+    show_default=True,
+    help="Apply migrations first.",
+)
+def seed(url: str | None, demo: bool, scale: float, migrate: bool) -> None:
+    """Fill an empty database with realistic demo data."""
+    import time
+
+    from app.db.seed import DatabaseNotEmpty
+
+    target = _target(url)
+    if migrate:
+        from app.db.migrate import upgrade as run
+
+        run(target)
+    started = time.perf_counter()
+    try:
+        rows = _seed(target, scale)
+    except DatabaseNotEmpty as exc:
+        raise click.ClickException(str(exc)) from exc
+    elapsed = time.perf_counter() - started
+    summary = ", ".join(f"{n:,} {table}" for table, n in rows.items())
+    click.echo(f"seeded {redact(target)} in {elapsed:.1f}s: {summary}")
+
+
+if __name__ == "__main__":
+    main()

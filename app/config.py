@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./bookedbarber.db"
+
+
+class Environment(StrEnum):
+    development = "development"
+    staging = "staging"
+    production = "production"
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def async_url(url: str) -> str:
+    """Point a plain postgresql:// or sqlite:// URL at the asyncio driver."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql" and parsed.drivername != "postgresql+asyncpg":
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    elif backend == "sqlite" and parsed.drivername != "sqlite+aiosqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    if backend == "postgresql" and "sslmode" in parsed.query:
+        # asyncpg calls it ssl; libpq's sslmode values are accepted unchanged.
+        query = dict(parsed.query)
+        query["ssl"] = query.pop("sslmode")
+        parsed = parsed.set(query=query)
+    return parsed.render_as_string(hide_password=False)
+
+
+def redact(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    environment: Environment = Environment.development
+
+    database_url: SecretStr | None = None
+    replica_urls: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    analytics_database_url: SecretStr | None = None
+
+    # The seed's way of configuring PostgreSQL, kept for existing deployments.
+    use_postgres: bool = False
+    postgres_host: str = "localhost"
+    postgres_port: int = 5432
+    postgres_user: str = "bookedbarber"
+    postgres_password: SecretStr = SecretStr("")
+    postgres_database: str = "bookedbarber"
+    postgres_ssl_mode: str = "prefer"
+
+    pool_size: int = Field(20, ge=1)
+    max_overflow: int = Field(30, ge=0)
+    replica_pool_size: int = Field(10, ge=1)
+    replica_max_overflow: int = Field(20, ge=0)
+    pool_timeout: float | None = Field(None, gt=0)
+    pool_recycle: int = 3600
+    pool_pre_ping: bool = True
+    statement_timeout_ms: int = Field(30_000, ge=0)
+    lock_timeout_ms: int = Field(5_000, ge=0)
+    connect_timeout: float = Field(10, gt=0)
+    pgbouncer: bool = False
+
+    max_replica_lag_seconds: float = Field(5.0, gt=0)
+    replica_probe_interval_seconds: float = Field(1.0, gt=0)
+    # A replica is back in rotation only after this long healthy and caught up.
+    replica_recovery_seconds: float = Field(5.0, ge=0)
+    # A replica whose probe takes this many times the fastest peer's (and over
+    # replica_slow_floor_seconds) is ejected as if it were down.
+    replica_slow_factor: float = Field(10.0, gt=1)
+    replica_slow_floor_seconds: float = Field(0.25, gt=0)
+    # When every replica is excluded: "primary" sends reads there,
+    # "least_lagged" keeps them on the replica that is furthest along.
+    replica_fallback: Literal["primary", "least_lagged"] = "primary"
+
+    slow_query_seconds: float = Field(1.0, gt=0)
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(1, ge=1)
+    keep_alive_timeout: int = Field(75, ge=1)
+    demo_seed: bool = True
+    log_level: str = "info"
+
+    _split_lists = field_validator("replica_urls", "api_tokens", mode="before")(_split)
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        if self.pool_timeout is None:
+            self.pool_timeout = 10.0 if self.is_production else 30.0
+        if self.database_url is None:
+            if self.use_postgres or self.environment is not Environment.development:
+                self.database_url = SecretStr(self._composed_postgres_url())
+            else:
+                self.database_url = SecretStr(DEFAULT_SQLITE_URL)
+        self.database_url = SecretStr(async_url(self.database_url.get_secret_value()))
+        self.replica_urls = [SecretStr(async_url(u.get_secret_value())) for u in self.replica_urls]
+        if self.analytics_database_url is not None:
+            url = async_url(self.analytics_database_url.get_secret_value())
+            self.analytics_database_url = SecretStr(url)
+        if self.is_production and not self.api_tokens:
+            raise ValueError("API_TOKENS is required when ENVIRONMENT=production")
+        if self.is_sqlite and (self.replica_urls or self.analytics_database_url):
+            raise ValueError("replicas need a PostgreSQL DATABASE_URL")
+        return self
+
+    def _composed_postgres_url(self) -> str:
+        user = quote(self.postgres_user, safe="")
+        password = quote(self.postgres_password.get_secret_value(), safe="")
+        auth = f"{user}:{password}" if password else user
+        return (
+            f"postgresql+asyncpg://{auth}@{self.postgres_host}:{self.postgres_port}"
+            f"/{self.postgres_database}?ssl={self.postgres_ssl_mode}"
+        )
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.production
+
+    @property
+    def primary_url(self) -> str:
+        assert self.database_url is not None
+        return self.database_url.get_secret_value()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.primary_url).get_backend_name() == "sqlite"
+
+    @property
+    def effective_pool_timeout(self) -> float:
+        assert self.pool_timeout is not None
+        return self.pool_timeout

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from app.config import Settings
+
+Role = Literal["primary", "replica", "analytics"]
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def application_name(role: Role, index: int | None = None) -> str:
+    return f"bookedbarber_{role}" if index is None else f"bookedbarber_{role}_{index}"
+
+
+def create_engine(
+    url: str,
+    settings: Settings,
+    role: Role = "primary",
+    *,
+    index: int | None = None,
+    sqlite_begin: Literal["BEGIN", "BEGIN IMMEDIATE"] = "BEGIN IMMEDIATE",
+) -> AsyncEngine:
+    """One factory for every role and both backends."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, settings, sqlite_begin)
+
+    primary = role == "primary"
+    server_settings = {"application_name": application_name(role, index), "timezone": "UTC"}
+    connect_args: dict[str, Any] = {
+        "server_settings": server_settings,
+        "timeout": settings.connect_timeout,
+    }
+    if settings.pgbouncer:
+        # Transaction pooling hands each transaction to any server connection:
+        # no statement may outlive it, and PgBouncer refuses startup parameters
+        # it does not track (set statement_timeout per role instead).
+        connect_args["statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = lambda: f"__bb_{uuid.uuid4().hex}__"
+        parsed = parsed.update_query_dict({"prepared_statement_cache_size": "0"})
+    else:
+        server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
+        server_settings["lock_timeout"] = str(settings.lock_timeout_ms)
+    return create_async_engine(
+        parsed,
+        pool_size=settings.pool_size if primary else settings.replica_pool_size,
+        max_overflow=settings.max_overflow if primary else settings.replica_max_overflow,
+        pool_timeout=settings.effective_pool_timeout,
+        pool_recycle=settings.pool_recycle,
+        pool_pre_ping=settings.pool_pre_ping,
+        connect_args=connect_args,
+    )
+
+
+def _sqlite_engine(
+    url: str, settings: Settings, begin: Literal["BEGIN", "BEGIN IMMEDIATE"]
+) -> AsyncEngine:
+    engine = create_async_engine(
+        url,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.effective_pool_timeout,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from the driver so BEGIN is ours.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Writers take the write lock up front: check-then-insert rules
+        # (no overlapping appointments) hold inside one serialized transaction.
+        connection.exec_driver_sql(begin)
+
+    return engine
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"

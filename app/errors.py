@@ -1,0 +1,104 @@
+"""One error family, rendered as {"error": code, "detail": message}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException
+
+from app.db.errors import is_connection_error, sqlstate
+
+log = logging.getLogger(__name__)
+
+
+class AppError(Exception):
+    status = 500
+    code = "internal_error"
+    headers: dict[str, str] | None = None
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(AppError):
+    status, code = 422, "invalid_request"
+
+
+class Unauthorized(AppError):
+    status, code = 401, "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class NotFound(AppError):
+    status, code = 404, "not_found"
+
+
+class Conflict(AppError):
+    status, code = 409, "conflict"
+
+
+class Unavailable(AppError):
+    status, code = 503, "unavailable"
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+def _render(error: AppError) -> JSONResponse:
+    return JSONResponse(
+        {"error": error.code, "detail": error.detail},
+        status_code=error.status,
+        headers=error.headers,
+    )
+
+
+def install(app: FastAPI, pool_timeout: float) -> None:
+    retry_after = max(1, round(pool_timeout / 10))
+
+    @app.exception_handler(AppError)
+    async def app_error(_: Request, exc: AppError) -> JSONResponse:
+        return _render(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            {"error": "invalid_request", "detail": "the request is not valid", "errors": errors},
+            status_code=422,
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": code, "detail": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def pool_exhausted(_: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
+        log.warning("connection pool exhausted")
+        return _render(Unavailable("the database connection pool is exhausted", retry_after))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if is_connection_error(exc):
+            log.warning("database unavailable", extra={"error": type(exc).__name__})
+            return _render(Unavailable("the database is unavailable", retry_after))
+        if sqlstate(exc) in ("57014", "55P03", "40001", "40P01"):
+            return _render(Unavailable("the database is busy; retry", retry_after))
+        # Never the exception text: it can carry a DSN or row data.
+        log.error("unhandled error", extra={"error": type(exc).__name__}, exc_info=exc)
+        return JSONResponse(
+            {"error": "internal_error", "detail": "internal error"}, status_code=500
+        )

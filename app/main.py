@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import errors
+from app.api import health
+from app.config import Settings
+from app.db.router import DatabaseRouter
+
+log = logging.getLogger(__name__)
+
+
+class ConsistencyTokenMiddleware:
+    """Adds X-Consistency-Token, known only once the write dependency has committed."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_token(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                token = scope.get("state", {}).get("consistency_token")
+                if token:
+                    headers = list(message.get("headers", []))
+                    headers.append((b"x-consistency-token", token.encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_token)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        router = DatabaseRouter(settings)
+        app.state.db = router
+        try:
+            await router.start_monitor()
+        except Exception as exc:  # the service must start even when a database is down
+            log.warning("replica monitor failed to start", extra={"error": type(exc).__name__})
+        try:
+            yield
+        finally:
+            await router.dispose()
+
+    app = FastAPI(
+        title="BookedBarber data service",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app, settings.effective_pool_timeout)
+    app.add_middleware(ConsistencyTokenMiddleware)
+    app.include_router(health.router)
+    return app

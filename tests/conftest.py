@@ -1,0 +1,149 @@
+"""Real databases for every test: a PostgreSQL primary with a streaming replica, and SQLite."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+
+from app.config import Settings
+from app.db.migrate import upgrade
+from app.main import create_app
+from tests import pgcluster
+
+
+@dataclass
+class Postgres:
+    """The session's PostgreSQL: started here from the machine's binaries, or given by URL."""
+
+    primary_url: str
+    replica_urls: list[str]
+    cluster: pgcluster.PgCluster | None = None
+
+    def with_database(self, url: str, database: str) -> str:
+        return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+def _plain(url: str) -> str:
+    """asyncpg.connect wants postgresql://, not SQLAlchemy's postgresql+asyncpg://."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def create_database(pg: Postgres, name: str) -> str:
+    admin = await asyncpg.connect(_plain(pg.with_database(pg.primary_url, "postgres")))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return pg.with_database(pg.primary_url, name)
+
+
+async def drop_database(pg: Postgres, name: str) -> None:
+    admin = await asyncpg.connect(_plain(pg.with_database(pg.primary_url, "postgres")))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def pg_fetch(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(_plain(url))
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        replicas = [u for u in os.environ.get("TEST_REPLICA_URLS", "").split(",") if u]
+        yield Postgres(given, replicas)
+        return
+    # No PostgreSQL is an error with instructions, never a skip.
+    cluster = pgcluster.start_cluster(replicas=1)
+    try:
+        primary = cluster.primary.url()
+        pg = Postgres(primary, [r.url() for r in cluster.replicas], cluster)
+        upgrade(primary)
+        cluster.wait_replica_caught_up(cluster.replicas[0])
+        yield pg
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path: Path = tmp_path_factory.mktemp("sqlite") / "bookedbarber.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def make_settings(primary: str, replicas: list[str] | None = None, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": SecretStr(primary),
+        "replica_urls": [SecretStr(u) for u in replicas or []],
+        "replica_probe_interval_seconds": 0.2,
+        "replica_recovery_seconds": 0.5,
+        "pool_timeout": 5,
+        "demo_seed": False,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def settings(backend: str, request: pytest.FixtureRequest) -> Settings:
+    if backend == "sqlite":
+        return make_settings(request.getfixturevalue("sqlite_url"))
+    pg: Postgres = request.getfixturevalue("postgres")
+    return make_settings(pg.primary_url, pg.replica_urls)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+class ConsistentClient(httpx.AsyncClient):
+    """A booking service's client: sends back the latest write's consistency token."""
+
+    token: str | None = None
+
+    async def send(self, request: httpx.Request, **kwargs: object) -> httpx.Response:  # type: ignore[override]
+        if self.token and "x-consistency-token" not in request.headers:
+            request.headers["X-Consistency-Token"] = self.token
+        response = await super().send(request, **kwargs)  # type: ignore[arg-type]
+        if token := response.headers.get("x-consistency-token"):
+            self.token = token
+        return response
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with ConsistentClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
