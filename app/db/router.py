@@ -253,7 +253,9 @@ class DatabaseRouter:
         """The primary's WAL position after a commit, for read-your-writes."""
         if self.sqlite or not self.replicas:
             return None
-        lsn = await session.scalar(text("SELECT pg_current_wal_lsn()::text"))
+        # The insert position covers our commit record even before it is flushed
+        # (synchronous_commit=off); pg_current_wal_lsn() can still be behind it.
+        lsn = await session.scalar(text("SELECT pg_current_wal_insert_lsn()::text"))
         return str(lsn) if lsn else None
 
     # -- replica health --------------------------------------------------------------
