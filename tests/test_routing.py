@@ -80,7 +80,7 @@ def db(app: FastAPI) -> DatabaseRouter:
     return router
 
 
-async def until(condition: Any, timeout: float = 20.0, what: str = "condition") -> float:
+async def until(condition: Any, limit: float = 20.0, what: str = "condition") -> float:
     """Poll an async or sync predicate; return how long it took."""
     started = time.monotonic()
     while True:
@@ -89,8 +89,8 @@ async def until(condition: Any, timeout: float = 20.0, what: str = "condition") 
             result = await result
         if result:
             return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        if time.monotonic() - started > limit:
+            raise AssertionError(f"timed out after {limit}s waiting for {what}")
         await asyncio.sleep(0.05)
 
 
@@ -329,7 +329,7 @@ async def test_cancelled_requests_return_their_connections(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await until(lambda: checked_out() == 0, timeout=10, what="pool drained")
+            await until(lambda: checked_out() == 0, limit=10, what="pool drained")
             # And the pool still serves.
             assert (await client.get("/_probe/read")).status_code == 200
 
