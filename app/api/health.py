@@ -1,11 +1,85 @@
+"""Probes for Kubernetes and the scrape endpoint for Prometheus: open, no auth."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.db import health, metrics
+from app.db.router import DatabaseRouter
 
 router = APIRouter(prefix="/health", tags=["health"])
+metrics_router = APIRouter(tags=["metrics"])
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _router(request: Request) -> DatabaseRouter | None:
+    # None while the lifespan has not started (or failed to): probes still answer.
+    db: DatabaseRouter | None = getattr(request.app.state, "db", None)
+    return db
+
+
+def _json(body: dict[str, Any], ok: bool) -> JSONResponse:
+    return JSONResponse(body, status_code=200 if ok else 503, headers=_NO_STORE)
 
 
 @router.get("/live")
 async def live() -> dict[str, str]:
     """The process answers; no database call."""
     return {"status": "alive"}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Ready for traffic when the primary answers SELECT 1 within CONNECT_TIMEOUT."""
+    db = _router(request)
+    if db is None:
+        return _json({"status": "not_ready", "error": "starting"}, False)
+    primary = await health.check_primary(db)
+    ok = primary["status"] == "healthy"
+    body = {"status": "ready" if ok else "not_ready", "primary": primary}
+    return _json(body, ok)
+
+
+@router.get("/db")
+async def database(request: Request) -> JSONResponse:
+    """The primary: status, response_time, timestamp."""
+    db = _router(request)
+    if db is None:
+        return _json({"status": "unhealthy", "error": "starting"}, False)
+    primary = await health.check_primary(db)
+    return _json(primary, primary["status"] == "healthy")
+
+
+@router.get("/replicas")
+async def replicas(request: Request) -> JSONResponse:
+    """The replica monitor's view; 503 when no replica can serve reads within the lag limit."""
+    db = _router(request)
+    if db is None:
+        return _json({"status": "unavailable", "replicas": [], "error": "starting"}, False)
+    report = health.replicas_report(db)
+    return _json(report, report["status"] != "unavailable")
+
+
+@router.get("/integrity")
+async def integrity(request: Request) -> JSONResponse:
+    """The seed's orphan and consistency checks on a replica, cached briefly."""
+    db = _router(request)
+    if db is None:
+        return _json({"status": "error", "error": "starting"}, False)
+    check: health.IntegrityCheck | None = getattr(request.app.state, "integrity", None)
+    if check is None or check.router is not db:
+        check = request.app.state.integrity = health.IntegrityCheck(db)
+    report = await check.result()
+    return _json(report, report["status"] != "error")
+
+
+@metrics_router.get("/metrics", include_in_schema=False)
+def scrape(request: Request) -> Response:
+    """Prometheus text format; every worker's numbers in multiprocess mode."""
+    db = _router(request)
+    body = metrics.exposition(db.engines if db is not None else list)
+    return Response(body, media_type=metrics.CONTENT_TYPE, headers=_NO_STORE)

@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
-from prometheus_client import Counter, Gauge
+import orjson
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
+
+from app.db.models import Base
+
+log = logging.getLogger("app.db.slow_queries")
 
 ROUTING = Counter(
     "database_routing_total", "Sessions handed out, by intent and target", ["intent", "target"]
@@ -33,7 +57,224 @@ REPLICA_IN_ROTATION = Gauge(
 )
 
 
+QUERIES = Counter(
+    "database_queries_total",
+    "Statements executed, by first keyword, table and engine role",
+    ["operation", "table", "role"],
+)
+QUERY_DURATION = Histogram(
+    "database_query_duration_seconds",
+    "Statement execution time, cursor execute to result",
+    ["role"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+SLOW_QUERIES = Counter(
+    "database_slow_queries_total", "Statements slower than SLOW_QUERY_SECONDS", ["role"]
+)
+POOL_TIMEOUTS = Counter(
+    "database_pool_timeouts_total",
+    "Requests that gave up waiting POOL_TIMEOUT for a pooled connection",
+    ["role"],
+)
+
+Engines = Callable[[], Iterable[tuple[str, AsyncEngine]]]
+_POOL_STATS = {
+    "size": "Configured pool size (connections kept open)",
+    "checked_out": "Connections in use",
+    "overflow": "Connections beyond the pool size (negative while the pool is not full)",
+    "checked_in": "Idle connections in the pool",
+}
+
+
+def multiprocess() -> bool:
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
 def prepare_multiprocess(workers: int) -> None:
     """Several workers share one scrape through prometheus_client's multiprocess mode."""
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bookedbarber-metrics-")
+
+
+# -- statements ------------------------------------------------------------------------
+
+TABLES = frozenset(Base.metadata.tables)
+OPERATIONS = ("SELECT", "INSERT", "UPDATE", "DELETE")
+_TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE|JOIN)\s+"?(\w+)', re.IGNORECASE)
+_CACHE_LIMIT = 4096
+# SQLAlchemy caches compiled statements, so the same strings come back again and again:
+# each is parsed once and later costs a dict lookup.
+_parsed: dict[str, tuple[str, str]] = {}
+
+
+def classify(statement: str) -> tuple[str, str]:
+    """(operation, table) of a statement, both from a bounded set of label values."""
+    found = _parsed.get(statement)
+    if found is not None:
+        return found
+    head = statement.lstrip()[:6].upper()
+    operation = head if head in OPERATIONS else "other"
+    match = _TABLE.search(statement)
+    table = match[1].lower() if match else "other"
+    found = (operation, table if table in TABLES else "other")
+    if len(_parsed) >= _CACHE_LIMIT:
+        _parsed.clear()
+    _parsed[statement] = found
+    return found
+
+
+def instrument_engine(engine: AsyncEngine, role: str, slow_query_seconds: float) -> None:
+    """Count and time every statement of `engine`; log the slow ones (never parameters)."""
+    sync_engine = engine.sync_engine
+    if getattr(sync_engine, "_bookedbarber_instrumented", False):
+        return
+    sync_engine._bookedbarber_instrumented = True  # type: ignore[attr-defined]
+    duration = QUERY_DURATION.labels(role)
+    slow = SLOW_QUERIES.labels(role)
+    counters: dict[tuple[str, str], Any] = {}
+
+    def before(
+        _conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any, _many: bool
+    ) -> None:
+        context.query_started = time.perf_counter()
+
+    def after(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool
+    ) -> None:
+        elapsed = time.perf_counter() - context.query_started
+        key = classify(statement)
+        counter = counters.get(key)
+        if counter is None:
+            counter = counters[key] = QUERIES.labels(key[0], key[1], role)
+        counter.inc()
+        duration.observe(elapsed)
+        if elapsed >= slow_query_seconds:
+            slow.inc()
+            log.warning(
+                orjson.dumps(
+                    {
+                        "event": "slow_query",
+                        "role": role,
+                        "duration_seconds": round(elapsed, 6),
+                        "statement": statement[:200],
+                    }
+                ).decode()
+            )
+
+    event.listen(sync_engine, "before_cursor_execute", before)
+    event.listen(sync_engine, "after_cursor_execute", after)
+
+
+# -- connection pools ---------------------------------------------------------------
+
+
+def pool_stats(engines: Iterable[tuple[str, AsyncEngine]]) -> dict[str, dict[str, int]]:
+    """Pool numbers summed per role (SQLite's reader engine counts as primary)."""
+    stats: dict[str, dict[str, int]] = {}
+    for role, engine in engines:
+        pool = engine.pool
+        if not isinstance(pool, QueuePool):
+            continue
+        numbers = stats.setdefault(role, dict.fromkeys(_POOL_STATS, 0))
+        numbers["size"] += pool.size()
+        numbers["checked_out"] += pool.checkedout()
+        numbers["overflow"] += pool.overflow()
+        numbers["checked_in"] += pool.checkedin()
+    return stats
+
+
+class PoolCollector(Collector):
+    """Reads the pools at scrape time: no cost per checkout (single-process mode)."""
+
+    def __init__(self, engines: Engines) -> None:
+        self._engines = engines
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stats = pool_stats(self._engines())
+        for name, documentation in _POOL_STATS.items():
+            family = GaugeMetricFamily(
+                f"database_connection_pool_{name}", documentation, labels=["role"]
+            )
+            for role, numbers in stats.items():
+                family.add_metric([role], numbers[name])
+            yield family
+
+
+# In multiprocess mode custom collectors are not aggregated across workers, so each
+# worker writes its own numbers to livesum gauges after every checkout and checkin,
+# and the scrape sums the live workers. Not in any registry: in single-process mode
+# PoolCollector owns these names.
+_POOL_GAUGES = {
+    name: Gauge(
+        f"database_connection_pool_{name}",
+        documentation,
+        ["role"],
+        registry=None,
+        multiprocess_mode="livesum",
+    )
+    for name, documentation in _POOL_STATS.items()
+}
+
+
+def track_pools(engines: list[tuple[str, AsyncEngine]]) -> None:
+    """Multiprocess mode: keep this worker's pool gauges current from pool events."""
+
+    def refresh(role: str) -> None:
+        numbers = pool_stats((r, e) for r, e in engines if r == role).get(role)
+        if numbers is not None:
+            for name, value in numbers.items():
+                _POOL_GAUGES[name].labels(role).set(value)
+
+    for role in {r for r, _ in engines}:
+        refresh(role)
+    for role, engine in engines:
+
+        def on_change(*_: Any, role: str = role) -> None:
+            refresh(role)
+
+        for name in ("checkout", "checkin", "connect", "close", "close_detached"):
+            event.listen(engine.sync_engine, name, on_change)
+
+
+def pool_timeout(router: Any) -> None:
+    """Count a pool timeout against the role whose pool is at its limit.
+
+    SQLAlchemy's TimeoutError does not say which pool gave up; the full one did.
+    """
+    engines: Iterable[tuple[str, AsyncEngine]] = router.engines() if router is not None else ()
+    full = [
+        role
+        for role, engine in engines
+        if isinstance(engine.pool, QueuePool)
+        and engine.pool.checkedout() >= engine.pool.size() + engine.pool._max_overflow
+    ]
+    POOL_TIMEOUTS.labels(full[0] if full else "unknown").inc()
+
+
+def instrument(engines: list[tuple[str, AsyncEngine]], slow_query_seconds: float) -> None:
+    for role, engine in engines:
+        instrument_engine(engine, role, slow_query_seconds)
+    if multiprocess():
+        track_pools(engines)
+
+
+# -- exposition -----------------------------------------------------------------------
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def exposition(engines: Engines) -> bytes:
+    """Everything in Prometheus text format: this process's, or every live worker's."""
+    if multiprocess():
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    pools = CollectorRegistry(auto_describe=False)
+    pools.register(PoolCollector(engines))
+    return generate_latest(REGISTRY) + generate_latest(pools)
+
+
+def worker_exited() -> None:
+    """Multiprocess mode: drop this worker's live gauges from later scrapes."""
+    if multiprocess():
+        prometheus_multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

@@ -1,0 +1,164 @@
+"""Health probes of the primary, the replicas and the data (nothing here knows HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from typing import Any
+
+from sqlalchemy import text
+
+from app.db.router import DatabaseRouter, Replica
+
+# Integrity checks are scans: bounded in time, and shared by every probe for a while.
+INTEGRITY_TIMEOUT_SECONDS = 5.0
+INTEGRITY_CACHE_SECONDS = 30.0
+
+_INTEGRITY_CHECKS = {
+    # Appointments whose client does not exist.
+    "orphaned_appointments": """
+        SELECT count(*) FROM appointments a
+        LEFT JOIN users u ON u.id = a.user_id
+        WHERE u.id IS NULL
+    """,
+    # Payments whose user or appointment does not exist.
+    "orphaned_payments": """
+        SELECT count(*) FROM payments p
+        LEFT JOIN users u ON u.id = p.user_id
+        LEFT JOIN appointments a ON a.id = p.appointment_id
+        WHERE u.id IS NULL OR (p.appointment_id IS NOT NULL AND a.id IS NULL)
+    """,
+    # A payment for an appointment is paid by that appointment's client.
+    "user_appointment_consistency": """
+        SELECT count(*) FROM payments p
+        JOIN appointments a ON a.id = p.appointment_id
+        WHERE p.user_id <> a.user_id
+    """,
+}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def describe_error(exc: BaseException) -> str:
+    """What a probe may say about a failure: never the text, which can carry a DSN."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return type(exc).__name__
+
+
+async def check_primary(router: DatabaseRouter) -> dict[str, Any]:
+    """SELECT 1 on the primary within CONNECT_TIMEOUT."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(router.settings.connect_timeout):
+            async with router.primary.connect() as conn:
+                value = await conn.scalar(text("SELECT 1"))
+        healthy = value == 1
+        error = None if healthy else "unexpected answer"
+    except Exception as exc:
+        healthy, error = False, describe_error(exc)
+    result: dict[str, Any] = {
+        "status": "healthy" if healthy else "unhealthy",
+        "response_time": round(time.perf_counter() - started, 6),
+        "timestamp": _now(),
+    }
+    if error is not None:
+        result["error"] = error
+    return result
+
+
+def _replica_status(replica: Replica) -> str:
+    if not replica.up:
+        return "unhealthy"
+    return "healthy" if replica.in_rotation else "degraded"
+
+
+def replicas_report(router: DatabaseRouter) -> dict[str, Any]:
+    """The replica monitor's last view; no query of its own."""
+    entries = [
+        {
+            "replica_id": r.index,
+            "name": r.name,
+            "status": _replica_status(r),
+            "in_rotation": r.in_rotation,
+            "reason": r.reason,
+            "response_time": r.response_time,
+            "lag_seconds": r.lag_seconds,
+            "lag_bytes": r.lag_bytes,
+            "timestamp": r.checked_at.isoformat() if r.checked_at else None,
+        }
+        for r in router.replicas
+    ]
+    serving = sum(1 for r in router.replicas if r.in_rotation)
+    if not entries:
+        status = "no_replicas"  # every read goes to the primary, by design
+    elif serving == len(entries):
+        status = "healthy"
+    elif serving:
+        status = "degraded"
+    else:
+        status = "unavailable"
+    return {
+        "status": status,
+        "max_lag_seconds": router.settings.max_replica_lag_seconds,
+        "in_rotation": serving,
+        "replicas": entries,
+        "timestamp": _now(),
+    }
+
+
+async def _run_integrity(router: DatabaseRouter) -> dict[str, Any]:
+    checks: list[dict[str, Any]] = []
+    session = router.session("read")
+    try:
+        async with asyncio.timeout(INTEGRITY_TIMEOUT_SECONDS):
+            async with session.begin():
+                if not router.sqlite:
+                    # The server gives up too, not only this task.
+                    limit_ms = int(INTEGRITY_TIMEOUT_SECONDS * 1000)
+                    await session.execute(text(f"SET LOCAL statement_timeout = {limit_ms}"))
+                for name, sql in _INTEGRITY_CHECKS.items():
+                    count = int(await session.scalar(text(sql)) or 0)
+                    checks.append(
+                        {
+                            "check": name,
+                            "status": "passed" if count == 0 else "failed",
+                            "count": count,
+                        }
+                    )
+        overall = "healthy" if all(c["status"] == "passed" for c in checks) else "issues_found"
+        error = None
+    except Exception as exc:
+        overall, error = "error", describe_error(exc)
+    finally:
+        await asyncio.shield(session.close())
+    result: dict[str, Any] = {
+        "status": overall,
+        "integrity_checks": checks,
+        "timestamp": _now(),
+    }
+    if error is not None:
+        result["error"] = error
+    return result
+
+
+class IntegrityCheck:
+    """The seed's integrity checks on a read session, run at most once per cache period."""
+
+    def __init__(self, router: DatabaseRouter, ttl: float = INTEGRITY_CACHE_SECONDS) -> None:
+        self.router = router
+        self.ttl = ttl
+        self._lock = asyncio.Lock()
+        self._result: dict[str, Any] | None = None
+        self._at = 0.0
+
+    async def result(self) -> dict[str, Any]:
+        # Concurrent probes wait for the one run in progress instead of starting their own.
+        async with self._lock:
+            if self._result is None or time.monotonic() - self._at >= self.ttl:
+                self._result = await _run_integrity(self.router)
+                self._at = time.monotonic()
+            return self._result
