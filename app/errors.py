@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
+from app.db import metrics
 from app.db.errors import is_connection_error, sqlstate
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,9 @@ def install(app: FastAPI, pool_timeout: float) -> None:
         )
 
     @app.exception_handler(sa_exc.TimeoutError)
-    async def pool_exhausted(_: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
+    async def pool_exhausted(request: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
         log.warning("connection pool exhausted")
+        metrics.pool_timeout(getattr(request.app.state, "db", None))
         return _render(Unavailable("the database connection pool is exhausted", retry_after))
 
     @app.exception_handler(Exception)

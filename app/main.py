@@ -1,18 +1,30 @@
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as http_metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import errors
 from app.api import health
 from app.config import Settings
+from app.db import metrics
 from app.db.router import DatabaseRouter
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _http_metrics() -> Callable[[http_metrics.Info], None]:
+    """HTTP metrics are process-wide: created once, shared by every app in the process."""
+    instrumentation = http_metrics.default()
+    assert instrumentation is not None
+    return instrumentation
 
 
 class ConsistencyTokenMiddleware:
@@ -45,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         router = DatabaseRouter(settings)
         app.state.db = router
+        metrics.instrument(router.engines(), settings.slow_query_seconds)
         try:
             await router.start_monitor()
         except Exception as exc:  # the service must start even when a database is down
@@ -53,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await router.dispose()
+            metrics.worker_exited()
 
     app = FastAPI(
         title="BookedBarber data service",
@@ -63,4 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app, settings.effective_pool_timeout)
     app.add_middleware(ConsistencyTokenMiddleware)
     app.include_router(health.router)
+    app.include_router(health.metrics_router)
+    # Latency by route template; probes and scrapes would only drown the real traffic.
+    Instrumentator(excluded_handlers=["^/metrics$", "^/health/"]).add(_http_metrics()).instrument(
+        app
+    )
     return app
