@@ -5,13 +5,14 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import errors
-from app.api import health
+from app.api import analytics, appointments, health, payments, users
+from app.api.deps import require_token
 from app.config import Settings
 from app.db import metrics
 from app.db.router import DatabaseRouter
@@ -78,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ConsistencyTokenMiddleware)
     app.include_router(health.router)
     app.include_router(health.metrics_router)
+    for api in (users, appointments, payments, analytics):
+        app.include_router(api.router, prefix="/api/v1", dependencies=[Depends(require_token)])
     # Latency by route template; probes and scrapes would only drown the real traffic.
     Instrumentator(excluded_handlers=["^/metrics$", "^/health/"]).add(_http_metrics()).instrument(
         app

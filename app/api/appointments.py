@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+from sqlalchemy.exc import IntegrityError
+
+from app.api.deps import ReadSession, WriteSession
+from app.db.errors import FOREIGN_KEY_VIOLATION
+from app.errors import BadRequest, Conflict, NotFound
+from app.queries import violation
+from app.queries.appointments import TRANSITIONS, AppointmentRepository
+from app.schemas import (
+    INT64_MAX,
+    AppointmentCreate,
+    AppointmentRead,
+    AppointmentStatus,
+    AppointmentUpdate,
+    ScheduledAppointment,
+)
+
+router = APIRouter(tags=["appointments"])
+
+AppointmentId = Annotated[int, Path(gt=0, le=INT64_MAX)]
+BarberId = Annotated[int, Path(gt=0, le=INT64_MAX)]
+MAX_SCHEDULE_DAYS = 366
+
+
+@router.post(
+    "/appointments",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AppointmentRead,
+    responses={409: {"description": "The barber is already booked at that time"}},
+)
+async def create_appointment(body: AppointmentCreate, session: WriteSession) -> AppointmentRead:
+    start = body.start_time.astimezone(dt.UTC)
+    try:
+        appointment = await AppointmentRepository(session).add(
+            **body.model_dump(exclude={"start_time", "end_time"}),
+            start_time=start,
+            end_time=body.end_time,
+            appointment_date=start.date(),
+        )
+    except IntegrityError as exc:
+        if violation(exc) == FOREIGN_KEY_VIOLATION:
+            raise BadRequest("the user, barber, service or location does not exist") from None
+        raise
+    if appointment is None:
+        raise Conflict(f"barber {body.barber_id} already has an appointment overlapping that time")
+    return AppointmentRead.model_validate(appointment)
+
+
+@router.get("/appointments/{appointment_id}", response_model=AppointmentRead)
+async def get_appointment(appointment_id: AppointmentId, session: ReadSession) -> AppointmentRead:
+    appointment = await AppointmentRepository(session).get(appointment_id)
+    if appointment is None:
+        raise NotFound(f"appointment {appointment_id} does not exist")
+    return AppointmentRead.model_validate(appointment)
+
+
+@router.patch(
+    "/appointments/{appointment_id}",
+    response_model=AppointmentRead,
+    responses={409: {"description": "Stale version or a transition that is not allowed"}},
+)
+async def update_appointment(
+    appointment_id: AppointmentId, body: AppointmentUpdate, session: WriteSession
+) -> AppointmentRead:
+    repository = AppointmentRepository(session)
+    updated = await repository.set_status(appointment_id, body.status, body.version)
+    if updated is not None:
+        return AppointmentRead.model_validate(updated)
+    current = await repository.get(appointment_id)
+    if current is None:
+        raise NotFound(f"appointment {appointment_id} does not exist")
+    if current.version != body.version:
+        raise Conflict(
+            f"appointment {appointment_id} is at version {current.version}, not {body.version}"
+        )
+    if current.status not in TRANSITIONS.get(body.status, ()):
+        raise Conflict(f"an appointment cannot go from {current.status} to {body.status}")
+    raise Conflict(f"appointment {appointment_id} changed concurrently; retry")
+
+
+@router.get(
+    "/barbers/{barber_id}/appointments",
+    response_model=list[ScheduledAppointment],
+)
+async def list_barber_appointments(
+    barber_id: BarberId,
+    session: ReadSession,
+    start: Annotated[dt.date, Query(description="First day (appointment_date), inclusive")],
+    end: Annotated[dt.date, Query(description="Last day, inclusive")],
+    status: Annotated[
+        list[AppointmentStatus] | None,
+        Query(description="Repeatable; default confirmed and in_progress"),
+    ] = None,
+) -> list[ScheduledAppointment]:
+    if end < start:
+        raise BadRequest("end must not be before start")
+    if (end - start).days >= MAX_SCHEDULE_DAYS:
+        raise BadRequest(f"the range spans at most {MAX_SCHEDULE_DAYS} days")
+    statuses = set(status or ("confirmed", "in_progress"))
+    appointments = await AppointmentRepository(session).list_for_barber(
+        barber_id, start, end, statuses
+    )
+    return [ScheduledAppointment.model_validate(a) for a in appointments]

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Payment
+from app.queries import insert_for
+
+
+class PaymentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_once(self, idempotency_key: str, **fields: Any) -> tuple[Payment, bool]:
+        """The payment for this key, and whether this call created it.
+
+        Concurrent retries race on the unique key, never on a prior SELECT: the
+        loser's insert does nothing (on PostgreSQL after waiting for the winner to
+        commit) and then reads the winner's row.
+        """
+        stmt = (
+            insert_for(self.session, Payment)
+            .values(idempotency_key=idempotency_key, **fields)
+            .on_conflict_do_nothing(index_elements=[Payment.idempotency_key])
+            .returning(Payment)
+        )
+        created = (await self.session.scalars(stmt)).one_or_none()
+        if created is not None:
+            return created, True
+        existing = await self.get_by_idempotency_key(idempotency_key)
+        if existing is None:  # the winner's row vanished: only a concurrent delete does that
+            raise LookupError("the payment for this idempotency key was removed")
+        return existing, False
+
+    async def get(self, payment_id: int) -> Payment | None:
+        return await self.session.get(Payment, payment_id)
+
+    async def get_by_idempotency_key(self, key: str) -> Payment | None:
+        stmt = select(Payment).where(Payment.idempotency_key == key)
+        return (await self.session.scalars(stmt)).one_or_none()
+
+    async def list_for_user(self, user_id: int, *, after: int, limit: int) -> Sequence[Payment]:
+        stmt = (
+            select(Payment)
+            .where(Payment.user_id == user_id, Payment.id > after)
+            .order_by(Payment.id)
+            .limit(limit)
+        )
+        return (await self.session.scalars(stmt)).all()

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnClause, func, literal_column, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm.interfaces import LoaderOption
+
+from app.db.models import User, UserOrganization
+from app.queries import dialect_name, insert_for
+
+# The relations GET /users/{id} may include, and how each is loaded: the
+# strategy's get_user_with_relationships, split so a caller pays only for what it reads.
+USER_RELATIONS: dict[str, LoaderOption] = {
+    "appointments": selectinload(User.appointments),
+    "payments": selectinload(User.payments),
+    "organizations": selectinload(User.user_organizations).joinedload(
+        UserOrganization.organization
+    ),
+    "stripe_account": joinedload(User.stripe_account),
+}
+
+# A literal regconfig, so the expression matches idx_users_name_search.
+_ENGLISH: ColumnClause[Any] = literal_column("'english'::regconfig")
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class UserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, **fields: Any) -> User | None:
+        """Insert a user; None when the email is taken (the unique constraint decides)."""
+        stmt = (
+            insert_for(self.session, User)
+            .values(**fields)
+            .on_conflict_do_nothing(index_elements=[User.email])
+            .returning(User)
+        )
+        result = await self.session.scalars(stmt)
+        return result.one_or_none()
+
+    async def get_with(self, user_id: int, relations: Collection[str] = ()) -> User | None:
+        stmt = (
+            select(User)
+            .where(User.id == user_id)
+            .options(*(USER_RELATIONS[name] for name in relations))
+        )
+        return (await self.session.scalars(stmt)).unique().one_or_none()
+
+    async def list_users(
+        self, *, q: str | None, role: str | None, after: int, limit: int
+    ) -> Sequence[User]:
+        stmt = select(User).where(User.id > after).order_by(User.id).limit(limit)
+        if q:
+            if dialect_name(self.session) == "postgresql":
+                stmt = stmt.where(
+                    func.to_tsvector(_ENGLISH, User.name).bool_op("@@")(
+                        func.plainto_tsquery(_ENGLISH, q)
+                    )
+                )
+            else:
+                stmt = stmt.where(User.name.ilike(_like_pattern(q), escape="\\"))
+        if role:
+            stmt = stmt.where(User.unified_role == role)
+        return (await self.session.scalars(stmt)).all()

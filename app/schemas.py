@@ -1,0 +1,375 @@
+"""Request and response bodies. Money travels as a decimal string, never a float."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+from sqlalchemy import inspect
+
+from app.db.models import APPOINTMENT_STATUSES, USER_ROLES, User
+
+INT64_MAX = 2**63 - 1
+
+Id = Annotated[int, Field(gt=0, le=INT64_MAX)]
+UserRole = Literal["client", "barber", "shop_owner", "admin"]
+AppointmentStatus = Literal[
+    "pending", "confirmed", "in_progress", "completed", "cancelled", "no_show"
+]
+assert set(UserRole.__args__) == set(USER_ROLES)  # type: ignore[attr-defined]
+assert set(AppointmentStatus.__args__) == set(APPOINTMENT_STATUSES)  # type: ignore[attr-defined]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the driver.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_nul)]
+Phone = Annotated[str, StringConstraints(max_length=40), AfterValidator(_no_nul)]
+Notes = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
+
+
+_MONEY = re.compile(r"^[0-9]{1,8}(\.[0-9]{1,2})?$")
+
+
+def _money_in(value: object) -> Decimal:
+    if not isinstance(value, str) or not _MONEY.match(value):
+        raise ValueError('a decimal string with at most 2 decimals, such as "19.99"')
+    amount = Decimal(value)
+    if amount <= 0:
+        raise ValueError("must be greater than 0")
+    return amount
+
+
+MoneyIn = Annotated[
+    Decimal,
+    BeforeValidator(_money_in),
+    WithJsonSchema(
+        {"type": "string", "pattern": _MONEY.pattern, "examples": ["19.99"]}, mode="validation"
+    ),
+]
+Money = Annotated[
+    Decimal,
+    PlainSerializer(lambda v: f"{v:.2f}", return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "examples": ["19.99"]}, mode="serialization"),
+]
+
+
+def _utc_representable(value: dt.datetime) -> dt.datetime:
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
+
+
+class ORM(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# -- users ---------------------------------------------------------------------------
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"email": "ana@example.com", "name": "Ana Silva", "unified_role": "client"}
+            ]
+        }
+    )
+
+    email: Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$")]
+    name: Name
+    phone: Phone | None = None
+    unified_role: UserRole = "client"
+    location_id: Id | None = None
+
+
+class UserRead(ORM):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1,
+                    "email": "ana@example.com",
+                    "name": "Ana Silva",
+                    "phone": None,
+                    "unified_role": "client",
+                    "location_id": None,
+                    "is_active": True,
+                    "created_at": "2025-01-01T09:00:00Z",
+                }
+            ]
+        }
+    )
+
+    id: int
+    email: str
+    name: str
+    phone: str | None
+    unified_role: str
+    location_id: int | None
+    is_active: bool
+    created_at: dt.datetime
+
+
+class UserPage(BaseModel):
+    items: list[UserRead]
+    next_after: int | None = Field(description="Pass as ?after= for the next page; null at the end")
+
+
+class OrganizationMembership(ORM):
+    organization_id: int
+    name: str
+    slug: str
+    role: str
+
+
+class StripeAccountRead(ORM):
+    stripe_account_id: str
+    charges_enabled: bool
+    payouts_enabled: bool
+
+
+# -- appointments ----------------------------------------------------------------------
+
+
+class AppointmentCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": 1,
+                    "barber_id": 2,
+                    "service_id": 1,
+                    "location_id": 1,
+                    "start_time": "2030-05-01T10:00:00+00:00",
+                    "end_time": "2030-05-01T10:30:00+00:00",
+                    "notes": "skin fade",
+                }
+            ]
+        }
+    )
+
+    user_id: Id
+    barber_id: Id
+    service_id: Id
+    location_id: Id
+    start_time: Instant
+    end_time: Instant
+    notes: Notes | None = None
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> AppointmentCreate:
+        if self.end_time <= self.start_time:
+            raise ValueError("end_time must be after start_time")
+        if self.end_time - self.start_time > dt.timedelta(hours=24):
+            raise ValueError("an appointment lasts at most 24 hours")
+        return self
+
+
+class AppointmentUpdate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "confirmed", "version": 1}]}
+    )
+
+    status: AppointmentStatus
+    version: Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class AppointmentRead(ORM):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 10,
+                    "user_id": 1,
+                    "barber_id": 2,
+                    "service_id": 1,
+                    "location_id": 1,
+                    "appointment_date": "2030-05-01",
+                    "start_time": "2030-05-01T10:00:00Z",
+                    "end_time": "2030-05-01T10:30:00Z",
+                    "status": "pending",
+                    "notes": "skin fade",
+                    "version": 1,
+                    "created_at": "2030-04-20T08:00:00Z",
+                    "updated_at": "2030-04-20T08:00:00Z",
+                }
+            ]
+        }
+    )
+
+    id: int
+    user_id: int
+    barber_id: int
+    service_id: int
+    location_id: int
+    appointment_date: dt.date
+    start_time: dt.datetime
+    end_time: dt.datetime
+    status: str
+    notes: str | None
+    version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ClientRead(ORM):
+    id: int
+    name: str
+    email: str
+    phone: str | None
+
+
+class ServiceRead(ORM):
+    id: int
+    name: str
+    duration_minutes: int
+    price: Money
+
+
+# -- payments -----------------------------------------------------------------------------
+
+
+class PaymentCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"user_id": 1, "appointment_id": 10, "location_id": 1, "amount": "19.99"}]
+        }
+    )
+
+    user_id: Id
+    appointment_id: Id | None = None
+    location_id: Id
+    amount: MoneyIn
+
+
+class PaymentRead(ORM):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 7,
+                    "user_id": 1,
+                    "appointment_id": 10,
+                    "location_id": 1,
+                    "amount": "19.99",
+                    "currency": "usd",
+                    "status": "pending",
+                    "created_at": "2030-05-01T10:31:00Z",
+                }
+            ]
+        }
+    )
+
+    id: int
+    user_id: int
+    appointment_id: int | None
+    location_id: int
+    amount: Money
+    currency: str
+    status: str
+    created_at: dt.datetime
+
+
+class PaymentPage(BaseModel):
+    items: list[PaymentRead]
+    next_after: int | None
+
+
+class ScheduledAppointment(AppointmentRead):
+    """An appointment on a barber's dashboard: the client, the service, the payment."""
+
+    user: ClientRead
+    service: ServiceRead
+    payment: PaymentRead | None
+
+
+class UserDetail(UserRead):
+    """A user and the relations asked for with ?include= (absent ones are omitted)."""
+
+    appointments: list[AppointmentRead] | None = None
+    payments: list[PaymentRead] | None = None
+    organizations: list[OrganizationMembership] | None = None
+    stripe_account: StripeAccountRead | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _loaded_only(cls, data: Any) -> Any:
+        # Relations are lazy="raise": read only what the query loaded.
+        if not isinstance(data, User):
+            return data
+        unloaded = inspect(data).unloaded
+        values = {name: getattr(data, name) for name in UserRead.model_fields}
+        for name in ("appointments", "payments", "stripe_account"):
+            if name not in unloaded:
+                values[name] = getattr(data, name)
+        if "user_organizations" not in unloaded:
+            values["organizations"] = [
+                OrganizationMembership(
+                    organization_id=m.organization_id,
+                    name=m.organization.name,
+                    slug=m.organization.slug,
+                    role=m.role,
+                )
+                for m in data.user_organizations
+            ]
+        return values
+
+
+# -- analytics ---------------------------------------------------------------------------
+
+
+class DailyRevenueRead(ORM):
+    date: dt.date
+    total_revenue: Money
+    transaction_count: int
+    average_transaction: Money
+
+
+class RevenueReport(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "location_id": 1,
+                    "start": "2030-05-01",
+                    "end": "2030-05-31",
+                    "days": [
+                        {
+                            "date": "2030-05-01",
+                            "total_revenue": "59.97",
+                            "transaction_count": 3,
+                            "average_transaction": "19.99",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    location_id: int
+    start: dt.date
+    end: dt.date
+    days: list[DailyRevenueRead]
