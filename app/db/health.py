@@ -70,6 +70,11 @@ async def check_primary(router: DatabaseRouter) -> dict[str, Any]:
     return result
 
 
+def _serving(replica: Replica) -> bool:
+    # A probe marks a replica down a moment before rotation catches up: report the former.
+    return replica.up and replica.in_rotation
+
+
 def _replica_status(replica: Replica) -> str:
     if not replica.up:
         return "unhealthy"
@@ -83,7 +88,7 @@ def replicas_report(router: DatabaseRouter) -> dict[str, Any]:
             "replica_id": r.index,
             "name": r.name,
             "status": _replica_status(r),
-            "in_rotation": r.in_rotation,
+            "in_rotation": _serving(r),
             "reason": r.reason,
             "response_time": r.response_time,
             "lag_seconds": r.lag_seconds,
@@ -92,7 +97,7 @@ def replicas_report(router: DatabaseRouter) -> dict[str, Any]:
         }
         for r in router.replicas
     ]
-    serving = sum(1 for r in router.replicas if r.in_rotation)
+    serving = sum(1 for r in router.replicas if _serving(r))
     if not entries:
         status = "no_replicas"  # every read goes to the primary, by design
     elif serving == len(entries):
