@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Appointment, BarbershopLocation, Service, User
+from app.db.models import (
+    Appointment,
+    BarbershopLocation,
+    Organization,
+    Payment,
+    Service,
+    User,
+    UserOrganization,
+)
 
 
 async def location(session: AsyncSession) -> BarbershopLocation:
@@ -63,3 +74,52 @@ async def appointment(
     session.add(row)
     await session.flush()
     return row
+
+
+async def payment(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    location_id: int,
+    amount: str,
+    appointment_id: int | None = None,
+    status: str = "completed",
+    created_at: dt.datetime | None = None,
+) -> Payment:
+    row = Payment(
+        user_id=user_id,
+        location_id=location_id,
+        appointment_id=appointment_id,
+        amount=Decimal(amount),
+        status=status,
+    )
+    if created_at is not None:
+        row.created_at = created_at
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def membership(session: AsyncSession, user_id: int, role: str = "member") -> UserOrganization:
+    org = Organization(name="Org", slug=f"org-{uuid.uuid4().hex[:12]}")
+    session.add(org)
+    await session.flush()
+    row = UserOrganization(user_id=user_id, organization_id=org.id, role=role)
+    session.add(row)
+    await session.flush()
+    return row
+
+
+@asynccontextmanager
+async def committed(app: FastAPI, client: object = None) -> AsyncIterator[AsyncSession]:
+    """A primary session, committed on exit; the client then reads what it wrote."""
+    router = app.state.db
+    session: AsyncSession = router.session("write")
+    try:
+        yield session
+        await session.commit()
+        token = await router.write_lsn(session)
+        if token and client is not None:
+            client.token = token  # type: ignore[attr-defined]
+    finally:
+        await session.close()
