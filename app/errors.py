@@ -92,8 +92,7 @@ def install(app: FastAPI, pool_timeout: float) -> None:
         metrics.pool_timeout(getattr(request.app.state, "db", None))
         return _render(Unavailable("the database connection pool is exhausted", retry_after))
 
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def database_failure(_: Request, exc: Exception) -> JSONResponse:
         if is_connection_error(exc):
             log.warning("database unavailable", extra={"error": type(exc).__name__})
             return _render(Unavailable("the database is unavailable", retry_after))
@@ -104,3 +103,9 @@ def install(app: FastAPI, pool_timeout: float) -> None:
         return JSONResponse(
             {"error": "internal_error", "detail": "internal error"}, status_code=500
         )
+
+    # Registered per class (not only under Exception) so Starlette answers
+    # without re-raising: a database outage is an expected 503, not a crash.
+    app.add_exception_handler(sa_exc.SQLAlchemyError, database_failure)
+    app.add_exception_handler(OSError, database_failure)
+    app.add_exception_handler(Exception, database_failure)

@@ -18,7 +18,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.deps import ReadSession, WriteSession
+from app.api.deps import MethodSession, ReadSession, WriteSession
 from app.config import Settings
 from app.db.models import Organization
 from app.db.router import DatabaseRouter
@@ -58,6 +58,10 @@ def _probe_routes(app: FastAPI) -> None:
     async def probe_org(slug: str, session: ReadSession) -> dict[str, Any]:
         found = await session.scalar(select(Organization.id).where(Organization.slug == slug))
         return {"found": found is not None, **(await where(session))}
+
+    @app.api_route("/_probe/by-method", methods=["GET", "PUT"])
+    async def probe_by_method(session: MethodSession) -> dict[str, Any]:
+        return await where(session)
 
     @app.get("/_probe/sleep")
     async def probe_sleep(session: ReadSession) -> dict[str, Any]:
@@ -129,6 +133,9 @@ async def test_reads_go_to_replica_writes_to_primary(cluster: pgcluster.PgCluste
         assert forced.json()["recovery"] is False
         bad = await client.get("/_probe/read", headers={"X-Consistency-Token": "nope"})
         assert bad.status_code == 422
+        # Safe methods read by default; others write.
+        assert (await client.get("/_probe/by-method")).json()["recovery"] is True
+        assert (await client.put("/_probe/by-method")).json()["recovery"] is False
 
 
 async def test_stopped_replica_loses_no_reads_and_comes_back(
@@ -382,3 +389,17 @@ async def test_promoted_standby_takes_writes_without_restart() -> None:
             assert response.json()["port"] == standby.port
             assert recovered < 10
             print(f"promotion: {failures} failed writes, writes back after {recovered:.2f}s")
+
+
+async def test_database_down_answers_503_quickly() -> None:
+    port = pgcluster.free_port()  # nothing listens there
+    url = f"postgresql+asyncpg://bookedbarber:pw-nothing@127.0.0.1:{port}/bookedbarber"
+    async with serving(make_settings(url, [url], connect_timeout=2)) as (_, client):
+        for method, path in (("POST", "/_probe/write"), ("GET", "/_probe/read")):
+            started = time.monotonic()
+            response = await client.request(method, path)
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"]
+            assert time.monotonic() - started < 2.5
+            assert "pw-nothing" not in response.text
+            assert str(port) not in response.text

@@ -86,9 +86,27 @@ async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
         await _close(session)
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def method_session(
+    request: Request,
+    x_consistency_token: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_read_consistency: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> AsyncIterator[AsyncSession]:
+    """Intent from the HTTP method: safe methods read, everything else writes."""
+    if request.method in SAFE_METHODS:
+        async for session in _reading(request, "read", x_consistency_token, x_read_consistency):
+            yield session
+    else:
+        async for session in write_session(request):
+            yield session
+
+
 ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]
 WriteSession = Annotated[AsyncSession, Depends(write_session, scope="function")]
 AnalyticsSession = Annotated[AsyncSession, Depends(analytics_session, scope="function")]
+MethodSession = Annotated[AsyncSession, Depends(method_session, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="A token from API_TOKENS")
 
