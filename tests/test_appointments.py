@@ -1,0 +1,256 @@
+"""Appointments: booking without double-booking, status changes by version, the barber dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from app.config import Settings
+from app.db.models import Appointment
+from app.main import create_app
+from tests import factories
+from tests.conftest import ConsistentClient, make_settings
+
+API = "/api/v1"
+DAY = dt.datetime(2031, 3, 3, tzinfo=dt.UTC)
+
+
+async def shop(app: FastAPI, client: httpx.AsyncClient) -> dict[str, int]:
+    """A location with a barber, a client and a service: the ids a booking needs."""
+    async with factories.committed(app, client) as session:
+        loc = await factories.location(session)
+        barber = await factories.user(session, "barber", name="Kwame Barber")
+        user = await factories.user(session, name="Ana Client")
+        svc = await factories.service(session, loc.id)
+        return {
+            "user_id": user.id,
+            "barber_id": barber.id,
+            "service_id": svc.id,
+            "location_id": loc.id,
+        }
+
+
+def booking(ids: dict[str, int], start: dt.datetime, minutes: int = 30, **extra: Any) -> dict:
+    return {
+        **ids,
+        "start_time": start.isoformat(),
+        "end_time": (start + dt.timedelta(minutes=minutes)).isoformat(),
+        **extra,
+    }
+
+
+async def test_create_and_get_appointment(app: FastAPI, client: httpx.AsyncClient) -> None:
+    ids = await shop(app, client)
+    # 23:30 in New York is the next day in UTC: appointment_date follows UTC.
+    start = dt.datetime(2031, 3, 1, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    created = await client.post(f"{API}/appointments", json=booking(ids, start, notes="fade"))
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["status"] == "pending"
+    assert body["version"] == 1
+    assert body["appointment_date"] == "2031-03-02"
+    assert body["start_time"] == "2031-03-02T04:30:00Z"
+    assert body["end_time"] == "2031-03-02T05:00:00Z"
+    assert body["notes"] == "fade"
+    assert {k: body[k] for k in ids} == ids
+
+    fetched = await client.get(f"{API}/appointments/{body['id']}")
+    assert fetched.status_code == 200
+    assert fetched.json() == body
+    assert (await client.get(f"{API}/appointments/{2**63 - 1}")).status_code == 404
+    assert (await client.get(f"{API}/appointments/{2**63}")).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"start_time": "2031-03-03T10:00:00", "end_time": "2031-03-03T10:30:00"},  # naive
+        {"start_time": "2031-03-03T10:00:00Z", "end_time": "2031-03-03T10:00:00Z"},
+        {"start_time": "2031-03-03T10:00:00Z", "end_time": "2031-03-03T09:00:00Z"},
+        {"start_time": "2031-03-03T10:00:00Z", "end_time": "2031-03-05T10:00:00Z"},
+        {"start_time": "0001-01-01T00:00:00+05:00", "end_time": "0001-01-01T01:00:00+05:00"},
+        {"start_time": "tomorrow"},
+        {"barber_id": 0},
+        {"user_id": 2**63},
+        {"notes": "x" * 2001},
+        {"notes": "nul \x00"},
+    ],
+)
+async def test_create_appointment_rejects_bad_input(
+    app: FastAPI, client: httpx.AsyncClient, change: dict
+) -> None:
+    body = {**booking({"user_id": 1, "barber_id": 1, "service_id": 1, "location_id": 1}, DAY)}
+    response = await client.post(f"{API}/appointments", json={**body, **change})
+    assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize("missing", ["user_id", "barber_id", "service_id", "location_id"])
+async def test_create_appointment_with_unknown_reference(
+    app: FastAPI, client: httpx.AsyncClient, missing: str
+) -> None:
+    ids = await shop(app, client)
+    response = await client.post(f"{API}/appointments", json=booking({**ids, missing: 2**62}, DAY))
+    assert response.status_code == 422
+    assert response.json()["detail"] == "the user, barber, service or location does not exist"
+
+
+async def test_overlap_is_a_conflict(app: FastAPI, client: httpx.AsyncClient) -> None:
+    ids = await shop(app, client)
+    first = await client.post(f"{API}/appointments", json=booking(ids, DAY, 60))
+    assert first.status_code == 201
+
+    inside = await client.post(
+        f"{API}/appointments", json=booking(ids, DAY + dt.timedelta(minutes=30))
+    )
+    assert inside.status_code == 409
+    assert inside.json() == {
+        "error": "conflict",
+        "detail": f"barber {ids['barber_id']} already has an appointment overlapping that time",
+    }
+    # Half-open ranges: a booking may start when the previous one ends.
+    after = await client.post(f"{API}/appointments", json=booking(ids, DAY + dt.timedelta(hours=1)))
+    assert after.status_code == 201
+    # Another barber is free at the same time.
+    async with factories.committed(app, client) as session:
+        other = (await factories.user(session, "barber")).id
+    elsewhere = await client.post(
+        f"{API}/appointments", json=booking({**ids, "barber_id": other}, DAY)
+    )
+    assert elsewhere.status_code == 201
+
+    # Cancelling frees the slot.
+    cancel = {"status": "cancelled", "version": 1}
+    cancelled = await client.patch(f"{API}/appointments/{first.json()['id']}", json=cancel)
+    assert cancelled.status_code == 200
+    again = await client.post(f"{API}/appointments", json=booking(ids, DAY, 60))
+    assert again.status_code == 201
+
+
+async def test_status_changes_by_version(app: FastAPI, client: httpx.AsyncClient) -> None:
+    ids = await shop(app, client)
+    created = (await client.post(f"{API}/appointments", json=booking(ids, DAY))).json()
+    url = f"{API}/appointments/{created['id']}"
+
+    confirmed = await client.patch(url, json={"status": "confirmed", "version": 1})
+    assert confirmed.status_code == 200
+    assert confirmed.json()["status"] == "confirmed"
+    assert confirmed.json()["version"] == 2
+    assert confirmed.json()["updated_at"] >= created["updated_at"]
+
+    stale = await client.patch(url, json={"status": "cancelled", "version": 1})
+    assert stale.status_code == 409
+    assert stale.json()["detail"] == f"appointment {created['id']} is at version 2, not 1"
+
+    skip = await client.patch(url, json={"status": "completed", "version": 2})
+    assert skip.status_code == 409
+    assert skip.json()["detail"] == "an appointment cannot go from confirmed to completed"
+
+    for status, version in (("in_progress", 2), ("completed", 3)):
+        step = await client.patch(url, json={"status": status, "version": version})
+        assert step.status_code == 200, step.text
+    for status in ("pending", "confirmed", "cancelled", "no_show", "in_progress"):
+        final = await client.patch(url, json={"status": status, "version": 4})
+        assert final.status_code == 409, status
+    assert (await client.get(url)).json()["status"] == "completed"
+
+    missing = await client.patch(
+        f"{API}/appointments/{2**62}", json={"status": "confirmed", "version": 1}
+    )
+    assert missing.status_code == 404
+    for bad in ({"status": "done", "version": 1}, {"status": "confirmed", "version": 0}, {}):
+        assert (await client.patch(url, json=bad)).status_code == 422
+
+
+async def test_concurrent_versions_one_winner(app: FastAPI, client: httpx.AsyncClient) -> None:
+    ids = await shop(app, client)
+    created = (await client.post(f"{API}/appointments", json=booking(ids, DAY))).json()
+    url = f"{API}/appointments/{created['id']}"
+    responses = await asyncio.gather(
+        *(
+            client.patch(url, json={"status": s, "version": 1})
+            for s in ["confirmed", "cancelled"] * 10
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [200] + [409] * 19
+
+
+async def test_barber_dashboard(app: FastAPI, client: httpx.AsyncClient) -> None:
+    ids = await shop(app, client)
+    made = []
+    for offset_hours in (26, 2, 1):  # booked out of order: the response is ordered
+        start = DAY + dt.timedelta(hours=offset_hours)
+        made.append((await client.post(f"{API}/appointments", json=booking(ids, start))).json())
+    late, second, first = made
+    for appointment in (late, first):
+        url = f"{API}/appointments/{appointment['id']}"
+        assert (
+            await client.patch(url, json={"status": "confirmed", "version": 1})
+        ).status_code == 200
+    async with factories.committed(app, client) as session:
+        await factories.payment(
+            session,
+            user_id=ids["user_id"],
+            location_id=ids["location_id"],
+            appointment_id=first["id"],
+            amount="25.00",
+        )
+
+    url = f"{API}/barbers/{ids['barber_id']}/appointments"
+    day = DAY.date().isoformat()
+    default = await client.get(url, params={"start": day, "end": day})
+    assert default.status_code == 200
+    [only] = default.json()
+    assert only["id"] == first["id"]
+    assert only["user"]["name"] == "Ana Client"
+    assert only["service"]["price"] == "25.00"
+    assert only["payment"]["amount"] == "25.00"
+
+    both_days = {"start": day, "end": (DAY + dt.timedelta(days=1)).date().isoformat()}
+    listed = (
+        await client.get(url, params={**both_days, "status": ["confirmed", "pending"]})
+    ).json()
+    assert [a["id"] for a in listed] == [first["id"], second["id"], late["id"]]
+    assert listed[1]["payment"] is None
+    assert (await client.get(url, params={**both_days, "status": "no_show"})).json() == []
+
+    for params in (
+        {"start": day},
+        {"start": "2031-03-05", "end": day},
+        {"start": "2030-01-01", "end": "2031-12-31"},
+        {"start": day, "end": day, "status": "done"},
+        {"start": "someday", "end": day},
+    ):
+        assert (await client.get(url, params=params)).status_code == 422, params
+
+
+async def test_concurrent_bookings_of_one_slot(settings: Settings) -> None:
+    # SQLite serializes the 200 writers through its busy handler, which can keep
+    # the last ones waiting for a pooled connection longer than the suite's 5 s.
+    patient = make_settings(
+        settings.primary_url,
+        [u.get_secret_value() for u in settings.replica_urls],
+        pool_timeout=30,
+    )
+    app = create_app(patient)
+    async with (
+        app.router.lifespan_context(app),
+        ConsistentClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        ids = await shop(app, client)
+        slot = booking(ids, DAY + dt.timedelta(hours=9))
+        responses = await asyncio.gather(
+            *(client.post(f"{API}/appointments", json=slot) for _ in range(200))
+        )
+        assert Counter(r.status_code for r in responses) == {201: 1, 409: 199}
+        async with factories.committed(app) as session:
+            rows = await session.scalar(
+                select(func.count()).where(Appointment.barber_id == ids["barber_id"])
+            )
+        assert rows == 1
