@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -22,6 +21,7 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -260,7 +260,9 @@ def instrument(engines: list[tuple[str, AsyncEngine]], slow_query_seconds: float
 
 # -- exposition -----------------------------------------------------------------------
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The classic text format: every Prometheus 2.x and other scrapers read it (our names are
+# plain ASCII, so nothing needs the newer format's escaping).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
 def exposition(engines: Engines) -> bytes:
