@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import click
 from sqlalchemy.engine import make_url
@@ -159,6 +160,68 @@ def seed(url: str | None, demo: bool, scale: float, migrate: bool) -> None:
     elapsed = time.perf_counter() - started
     summary = ", ".join(f"{n:,} {table}" for table, n in rows.items())
     click.echo(f"seeded {redact(target)} in {elapsed:.1f}s: {summary}")
+
+
+def _transfer_options(func: Any) -> Any:
+    for option in (
+        click.option("--round-money", is_flag=True, help="Round values to the column's scale."),
+        click.option("--strip-nul", is_flag=True, help="Store text without its NUL bytes."),
+    ):
+        func = option(func)
+    return func
+
+
+@db.command(name="copy")
+@click.argument("source_url")
+@click.argument("target_url")
+@click.option("--truncate", is_flag=True, help="Replace rows the target tables already hold.")
+@click.option("--batch-size", type=click.IntRange(1), default=10_000, show_default=True)
+@_transfer_options
+def copy_data(
+    source_url: str,
+    target_url: str,
+    truncate: bool,
+    batch_size: int,
+    round_money: bool,
+    strip_nul: bool,
+) -> None:
+    """Copy every table SQLite -> PostgreSQL (or back), resumably, then verify."""
+    from rich.console import Console
+
+    from app.db import transfer
+
+    console = Console(stderr=True)
+    opts = transfer.CopyOptions(truncate, round_money, strip_nul, batch_size)
+    try:
+        report = asyncio.run(transfer.copy(source_url, target_url, opts, console))
+    except transfer.TransferError as exc:
+        if failed := getattr(exc, "report", None):
+            transfer.render(failed, console)
+        raise click.ClickException(str(exc)) from exc
+    transfer.render(report, console)
+    click.echo(f"copied {report.rows_copied:,} rows into {redact(target_url)}; verified")
+
+
+@db.command(name="verify")
+@click.argument("source_url")
+@click.argument("target_url")
+@_transfer_options
+def verify_data(source_url: str, target_url: str, round_money: bool, strip_nul: bool) -> None:
+    """Compare row counts and content checksums of every table on both sides."""
+    from rich.console import Console
+
+    from app.db import transfer
+
+    console = Console(stderr=True)
+    opts = transfer.CopyOptions(round_money=round_money, strip_nul=strip_nul)
+    try:
+        report = asyncio.run(transfer.verify(source_url, target_url, opts))
+    except transfer.TransferError as exc:
+        raise click.ClickException(str(exc)) from exc
+    transfer.render(report, console)
+    if not report.ok:
+        raise click.ClickException("the databases differ")
+    click.echo(f"{len(report.checks)} tables match")
 
 
 if __name__ == "__main__":

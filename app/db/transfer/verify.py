@@ -1,0 +1,126 @@
+"""Row counts and order-independent content checksums, computed on both sides."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.db.transfer import lite, pg
+from app.db.transfer.schema import Table
+from app.db.transfer.types import Options, Type, canonical
+
+BUCKETS = 1024
+MASK = 2**64 - 1
+SAMPLE_CAP = 100_000
+BATCH = 5_000
+
+
+@dataclass
+class Check:
+    table: str
+    source_rows: int
+    target_rows: int
+    source_sum: int
+    target_sum: int
+    differing_keys: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.source_rows == self.target_rows and self.source_sum == self.target_sum
+
+
+@dataclass
+class Side:
+    """One end of a comparison: a SQLite connection or a PostgreSQL schema."""
+
+    sqlite: sqlite3.Connection | None = None
+    pg: Any = None
+    schema: str = "public"
+
+    async def rows(self, table: Table, columns: list[str]) -> AsyncIterator[tuple[Any, ...]]:
+        after: list[Any] | None = None
+        nkeys = len(lite.key_columns(table) if self.sqlite else pg.key_columns(table))
+        while True:
+            if self.sqlite is not None:
+                batch = lite.read_batch(self.sqlite, table, columns, after, BATCH)
+            else:
+                batch = await pg.read_batch(self.pg, self.schema, table, columns, after, BATCH)
+            for row in batch:
+                yield row[nkeys:]
+            if len(batch) < BATCH:
+                return
+            after = list(batch[-1][:nkeys])
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+async def _digest(
+    side: Side,
+    table: Table,
+    columns: list[str],
+    forms: list[Callable[[Any], str]],
+    key_at: list[int],
+    wanted: set[int] | None,
+) -> tuple[int, int, list[int], dict[str, int]]:
+    n = 0
+    total = 0
+    buckets = [0] * BUCKETS
+    found: dict[str, int] = {}
+    async for row in side.rows(table, columns):
+        texts = [form(value) for form, value in zip(forms, row, strict=True)]
+        line = "\x1f".join(texts)
+        h = _hash(line)
+        key = "|".join(texts[i] for i in key_at) if key_at else line
+        bucket = _hash(key) % BUCKETS
+        n += 1
+        total = (total + h) & MASK
+        buckets[bucket] = (buckets[bucket] + h) & MASK
+        if wanted is not None and bucket in wanted and len(found) < SAMPLE_CAP:
+            found[key] = (found.get(key, 0) + h) & MASK
+    return n, total, buckets, found
+
+
+def _types(source: Table, target: Table, typed: Table) -> list[tuple[str, str, Type]]:
+    """(source column, target column, the typed side's type) for columns both have."""
+    pairs = []
+    for column in source.columns:
+        other = target.column(column.name)
+        if other is None:
+            continue
+        typed_column = typed.column(column.name)
+        assert typed_column is not None
+        pairs.append((column.name, other.name, typed_column.type))
+    return pairs
+
+
+async def compare(
+    source: Side,
+    source_table: Table,
+    target: Side,
+    target_table: Table,
+    opts: Options,
+) -> Check:
+    typed = target_table if target.pg is not None else source_table
+    pairs = _types(source_table, target_table, typed)
+    verify_opts = Options(round_money=opts.round_money, strip_nul=True)
+    forms = [canonical(t, verify_opts) for _s, _t, t in pairs]
+    key_names = source_table.primary_key or target_table.primary_key
+    key_at = [i for i, (s, _t, _ty) in enumerate(pairs) if s in key_names]
+    scols = [s for s, _t, _ty in pairs]
+    tcols = [t for _s, t, _ty in pairs]
+    sn, ssum, sb, _ = await _digest(source, source_table, scols, forms, key_at, None)
+    tn, tsum, tb, _ = await _digest(target, target_table, tcols, forms, key_at, None)
+    check = Check(source_table.name, sn, tn, ssum, tsum)
+    if check.ok:
+        return check
+    wanted = {i for i in range(BUCKETS) if sb[i] != tb[i]}
+    *_, sfound = await _digest(source, source_table, scols, forms, key_at, wanted)
+    *_, tfound = await _digest(target, target_table, tcols, forms, key_at, wanted)
+    differing = sorted(k for k in sfound.keys() | tfound.keys() if sfound.get(k) != tfound.get(k))
+    check.differing_keys = differing[:5]
+    return check

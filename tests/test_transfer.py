@@ -1,0 +1,274 @@
+"""db copy / db verify between SQLite and PostgreSQL, on real databases."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from rich.console import Console
+from sqlalchemy import text
+
+from app.config import Settings
+from app.db import transfer
+from app.db.engine import create_engine
+from app.db.migrate import upgrade_async
+from app.db.seed import seed_demo
+from app.db.transfer import lite, pg
+from app.db.transfer.schema import quote
+from app.db.transfer.types import Options, canonical
+from tests.conftest import Postgres, create_database, drop_database, pg_fetch, unique
+from tests.messy_sqlite import build_large, build_messy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+async def target(postgres: Postgres) -> AsyncIterator[str]:
+    name = unique("xfer").replace("-", "_")
+    url = await create_database(postgres, name)
+    try:
+        yield url
+    finally:
+        await drop_database(postgres, name)
+
+
+def quiet() -> Console:
+    return Console(file=open(os.devnull, "w"), width=120)
+
+
+def lite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "db", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+async def rows_by_key(
+    conn: sqlite3.Connection, table: str, forms: dict[str, Any]
+) -> dict[str, tuple[str, ...]]:
+    columns = list(forms)
+    select = ", ".join(quote(c) for c in columns)
+    out: dict[str, tuple[str, ...]] = {}
+    for row in conn.execute(f"SELECT {select} FROM {quote(table)}"):
+        values = tuple(forms[c](v) for c, v in zip(columns, row, strict=True))
+        out["|".join(values)] = values
+    return out
+
+
+async def test_messy_sqlite_round_trip(target: str, tmp_path: Path) -> None:
+    source = tmp_path / "messy.db"
+    build_messy(source)
+    assert len(lite.reflect(sqlite3.connect(source))) >= 20
+
+    # NUL bytes are refused by name before any row moves, not silently dropped.
+    with pytest.raises(transfer.TransferError, match=r"notes\.body.*NUL.*keys \[2\]"):
+        await transfer.copy(lite_url(source), target, transfer.CopyOptions(), quiet())
+    assert not await pg_fetch(target, "SELECT 1 FROM pg_namespace WHERE nspname = $1", pg.STATE)
+
+    opts = transfer.CopyOptions(strip_nul=True, batch_size=7)
+    report = await transfer.copy(lite_url(source), target, opts, quiet())
+    assert report.ok
+    assert report.kept_schema is not None
+    assert report.kept_schema.startswith("public_before_")
+    notes = "\n".join(report.notes)
+    assert "purchases (person_id) -> people: 4 orphaned rows kept" in notes
+    assert "[1049, 1099, 1149, 1199]" in notes
+    assert "enrollments (course_code) -> courses: 1 orphaned rows kept" in notes
+    assert "foreign-key cycle" in notes
+    assert "purchases.amount" in notes
+    assert "purchases.code" in notes
+    assert "NUL bytes removed from 1 values (keys [2])" in notes
+    assert "ix_people_active_partial" in notes
+
+    types = {
+        (r["table_name"], r["column_name"]): r["data_type"]
+        for r in await pg_fetch(
+            target,
+            "SELECT table_name, column_name, format_type(atttypid, atttypmod) AS data_type "
+            "FROM information_schema.columns c JOIN pg_attribute a "
+            "ON a.attrelid = ('public.' || quote_ident(c.table_name))::regclass "
+            "AND a.attname = c.column_name WHERE c.table_schema = 'public'",
+        )
+    }
+    assert types[("purchases", "amount")] == "numeric"  # 12.345 kept exact
+    assert types[("purchases", "quantity")] == "numeric"  # 2.5 in an INTEGER column
+    assert types[("purchases", "code")] == "text"
+    assert types[("prices", "price")] == "numeric(10,2)"
+    assert types[("people", "is_active")] == "boolean"
+    assert types[("people", "created_at")] == "timestamp with time zone"
+    assert types[("people", "profile")] == "jsonb"
+    validated = {
+        r["conname"]: r["convalidated"]
+        for r in await pg_fetch(target, "SELECT conname, convalidated FROM pg_constraint")
+    }
+    assert validated["fk_purchases_0"] is False
+    assert validated["fk_employees_1"] is True
+    money = await pg_fetch(target, "SELECT price::text FROM prices ORDER BY id LIMIT 3")
+    assert all(len(r[0].split(".")[1]) == 2 for r in money)
+    exact = await pg_fetch(
+        target, "SELECT amount::text, quantity::text FROM purchases WHERE id = 201"
+    )
+    assert tuple(exact[0]) == ("12.345", "2.5")
+    # Identity past the copied ids: a new row gets a fresh key.
+    new = await pg_fetch(target, "INSERT INTO people (name) VALUES ('new') RETURNING id")
+    assert new[0][0] == 61
+    await pg_fetch(target, "DELETE FROM people WHERE id = 61")
+
+    check = await transfer.verify(lite_url(source), target)
+    assert check.ok, [c for c in check.checks if not c.ok]
+
+    back = tmp_path / "back.db"
+    report = await transfer.copy(target, lite_url(back), transfer.CopyOptions(), quiet())
+    assert report.ok
+    assert (await transfer.verify(target, lite_url(back))).ok
+
+    # The original and the round trip agree value by value (through the typed side's types).
+    conn = await asyncpg.connect(target.replace("+asyncpg", ""))
+    try:
+        typed = await pg.reflect(conn, "public")
+    finally:
+        await conn.close()
+    original, copied = sqlite3.connect(source), sqlite3.connect(back)
+    nul_free = Options(strip_nul=True)
+    for name, table in lite.reflect(original).items():
+        forms = {
+            c.name: canonical(typed[name].column(c.name).type, nul_free) for c in table.columns
+        }  # type: ignore[union-attr]
+        a = await rows_by_key(original, name, forms)
+        b = await rows_by_key(copied, name, forms)
+        assert a == b, name
+    raw = copied.execute("SELECT amount, quantity, code FROM purchases WHERE id = 201").fetchone()
+    assert raw == (12.345, 2.5, "TOOLONGCODE")
+
+
+async def test_sigkill_mid_table_then_resume(target: str, tmp_path: Path) -> None:
+    source = tmp_path / "large.db"
+    build_large(source, 300_000)
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "db",
+            "copy",
+            lite_url(source),
+            target,
+            "--batch-size",
+            "5000",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    committed = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            rows = await pg_fetch(
+                target, f"SELECT rows FROM {pg.STATE}.progress WHERE table_name = 'bookings'"
+            )
+        except asyncpg.UndefinedTableError:
+            rows = []
+        committed = rows[0][0] if rows else 0
+        if committed >= 20_000:
+            break
+        await asyncio.sleep(0.05)
+    assert proc.poll() is None, "the copy finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 20_000 <= committed < 300_000
+    staged = await pg_fetch(target, f"SELECT count(*) FROM {pg.STAGING}.bookings")
+    assert 0 < staged[0][0] < 300_000
+
+    result = cli("copy", lite_url(source), target, check=True)
+    assert "resuming" in result.stderr
+    counts = await pg_fetch(target, "SELECT count(*), count(DISTINCT id) FROM bookings")
+    assert tuple(counts[0]) == (300_000, 300_000)
+    assert not await pg_fetch(target, "SELECT 1 FROM pg_namespace WHERE nspname = $1", pg.STATE)
+    cli("verify", lite_url(source), target, check=True)
+
+
+async def test_verify_names_the_changed_row_and_refusals(target: str, tmp_path: Path) -> None:
+    source = tmp_path / "messy.db"
+    build_messy(source, filler_tables=1)
+    cli("copy", lite_url(source), target, "--strip-nul", check=True)
+    await pg_fetch(target, "UPDATE employees SET salary = salary + 0.01 WHERE id = 3")
+    result = cli("verify", lite_url(source), target)
+    assert result.returncode != 0
+    assert "DIFFERS" in result.stderr
+    assert "employees: 4 rows vs 4, content differs at keys: 3" in result.stderr
+
+    # Data already there and no --truncate: refused, nothing replaced.
+    again = cli("copy", lite_url(source), target, "--strip-nul")
+    assert again.returncode != 0
+    assert "already has rows" in again.stderr
+
+    password = "s3cret-pass"
+    unreachable = f"postgresql://someone:{password}@127.0.0.1:1/nowhere"
+    failed = cli("copy", lite_url(source), unreachable)
+    assert failed.returncode != 0
+    assert "cannot reach" in failed.stderr
+    assert password not in failed.stderr + failed.stdout
+
+
+async def test_service_schema_into_upgraded_database(target: str, tmp_path: Path) -> None:
+    source = tmp_path / "service.db"
+    source_url = f"sqlite+aiosqlite:///{source}"
+    await upgrade_async(source_url)
+    settings = Settings(database_url=source_url, demo_seed=False)
+    engine = create_engine(source_url, settings)
+    try:
+        await seed_demo(engine, 0.002)
+    finally:
+        await engine.dispose()
+    await upgrade_async(target)
+
+    report = await transfer.copy(source_url, target, transfer.CopyOptions(), quiet())
+    assert report.ok
+    assert report.actions["appointments"] == "filled"
+    assert (await transfer.verify(source_url, target)).ok
+    exclusion = await pg_fetch(
+        target,
+        "SELECT 1 FROM pg_constraint WHERE conname = 'ex_appointments_barber_overlap' "
+        "AND connamespace = 'public'::regnamespace",
+    )
+    assert exclusion
+    top = (await pg_fetch(target, "SELECT max(id) FROM users"))[0][0]
+    engine = create_engine(target, Settings(database_url=target, demo_seed=False))
+    try:
+        async with engine.begin() as conn:
+            new_id = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO users (email, name, unified_role) "
+                        "VALUES ('fresh@example.com', 'Fresh', 'client') RETURNING id"
+                    )
+                )
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    assert new_id == top + 1
+    kept = await pg_fetch(
+        target, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'public_before_%'"
+    )
+    assert len(kept) == 1
