@@ -118,7 +118,7 @@ async def committed(app: FastAPI, client: object = None) -> AsyncIterator[AsyncS
     try:
         yield session
         await session.commit()
-        token = await router.write_lsn(session)
+        token = await router.write_lsn()
         if token and client is not None:
             client.token = token  # type: ignore[attr-defined]
     finally:
