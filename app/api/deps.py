@@ -79,7 +79,7 @@ async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
         began = session.in_transaction()
         await session.commit()
         # The token must come after the commit record, so it is read after commit.
-        token = await router.write_lsn(session) if began else None
+        token = await router.write_lsn() if began else None
         if token:
             request.state.consistency_token = token
     finally:

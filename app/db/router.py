@@ -45,6 +45,7 @@ def format_lsn(value: int) -> str:
 class Replica:
     index: int
     engine: AsyncEngine
+    reader: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     up: bool = False
     in_rotation: bool = False
@@ -122,6 +123,19 @@ def _sessionmaker(engine: AsyncEngine, cls: type[AsyncSession]) -> async_session
     return async_sessionmaker(engine, class_=cls, expire_on_commit=False, autoflush=False)
 
 
+def _reader(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
+    """Reads on PostgreSQL run in autocommit: no BEGIN and ROLLBACK round trips.
+
+    Each statement sees its own snapshot; a read request's few statements are
+    each consistent, which is what a replica offers anyway. Behind PgBouncer in
+    transaction mode, asyncpg's prepare and execute must share a transaction to
+    reach the same server connection, so reads stay transactional there.
+    """
+    if is_sqlite(engine) or settings.pgbouncer:
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 class DatabaseRouter:
     """Owns every engine; hands out sessions by intent; watches the replicas."""
 
@@ -134,11 +148,16 @@ class DatabaseRouter:
         self.primary_reader = (
             create_engine(settings.primary_url, settings, "primary", sqlite_begin="BEGIN")
             if self.sqlite
-            else self.primary
+            else _reader(self.primary, settings)
         )
         self._primary_reads = _sessionmaker(self.primary_reader, RoutedSession)
         self.replicas = [
-            Replica(i, engine, _sessionmaker(engine, RoutedSession))
+            Replica(
+                i,
+                engine,
+                _reader(engine, settings),
+                _sessionmaker(_reader(engine, settings), RoutedSession),
+            )
             for i, url in enumerate(settings.replica_urls)
             for engine in [create_engine(url.get_secret_value(), settings, "replica", index=i)]
         ]
@@ -148,7 +167,9 @@ class DatabaseRouter:
             self.analytics = create_engine(
                 settings.analytics_database_url.get_secret_value(), settings, "analytics"
             )
-            self._analytics_sessions = _sessionmaker(self.analytics, RoutedSession)
+            self._analytics_sessions = _sessionmaker(
+                _reader(self.analytics, settings), RoutedSession
+            )
         self._round_robin = itertools.count()
         self._monitor: asyncio.Task[None] | None = None
         self.primary_lsn: int | None = None
@@ -157,7 +178,7 @@ class DatabaseRouter:
     # -- engines and their roles ------------------------------------------------
     def engines(self) -> list[tuple[str, AsyncEngine]]:
         pairs = [("primary", self.primary)]
-        if self.primary_reader is not self.primary:
+        if self.sqlite:  # its own pool; on PostgreSQL the reader shares the primary's
             pairs.append(("primary", self.primary_reader))
         pairs += [("replica", r.engine) for r in self.replicas]
         if self.analytics is not None:
@@ -189,7 +210,12 @@ class DatabaseRouter:
             and min_lsn is None
         ):
             return self._count(
-                Target("analytics", self.analytics, self._analytics_sessions, label="analytics")
+                Target(
+                    "analytics",
+                    _reader(self.analytics, self.settings),
+                    self._analytics_sessions,
+                    label="analytics",
+                )
             )
         tried = set(exclude or ())
         reason: PrimaryReason
@@ -226,7 +252,7 @@ class DatabaseRouter:
     def _to_replica(self, intent: Intent, replica: Replica, tried: set[int]) -> Target:
         tried.add(replica.index)
         return self._count(
-            Target(intent, replica.engine, replica.sessionmaker, replica, replica.name, tried)
+            Target(intent, replica.reader, replica.sessionmaker, replica, replica.name, tried)
         )
 
     def _to_primary(self, intent: Intent, reason: PrimaryReason, tried: set[int]) -> Target:
@@ -249,13 +275,15 @@ class DatabaseRouter:
         return session
 
     # -- consistency tokens --------------------------------------------------------
-    async def write_lsn(self, session: AsyncSession) -> str | None:
+    async def write_lsn(self) -> str | None:
         """The primary's WAL position after a commit, for read-your-writes."""
         if self.sqlite or not self.replicas:
             return None
-        # The insert position covers our commit record even before it is flushed
-        # (synchronous_commit=off); pg_current_wal_lsn() can still be behind it.
-        lsn = await session.scalar(text("SELECT pg_current_wal_insert_lsn()::text"))
+        # One autocommit statement, after the commit returned. The insert position
+        # covers our commit record even before it is flushed (synchronous_commit
+        # off), where pg_current_wal_lsn() can still be behind it.
+        async with self.primary_reader.connect() as conn:
+            lsn = await conn.scalar(text("SELECT pg_current_wal_insert_lsn()::text"))
         return str(lsn) if lsn else None
 
     # -- replica health --------------------------------------------------------------
