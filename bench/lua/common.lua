@@ -1,0 +1,107 @@
+-- Shared by every scenario: seeded randomness per thread, per-status counts,
+-- a JSON summary on stdout for bench/run.py. Arguments: key=value after "--".
+local M = {}
+local threads = {}
+
+function M.setup(thread)
+  table.insert(threads, thread)
+  thread:set("id", #threads)
+end
+
+function M.init(args)
+  opts = {}
+  for _, arg in ipairs(args) do
+    local k, v = arg:match("^([%w_]+)=(.*)$")
+    if k then opts[k] = tonumber(v) or v end
+  end
+  math.randomseed((opts.seed or 1) * 1000 + id)
+  statuses = {}
+  sent = 0
+end
+
+function M.response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function M.day(offset)
+  return os.date("!%Y-%m-%d", (opts.today + offset) * 86400)
+end
+
+function M.iso(epoch)
+  return os.date("!%Y-%m-%dT%H:%M:%S+00:00", epoch)
+end
+
+function M.get(path)
+  sent = sent + 1
+  return wrk.format("GET", path)
+end
+
+-- GET /users/{id} with every relation the dashboard shows.
+function M.user()
+  return M.get("/api/v1/users/" .. math.random(1, opts.users)
+    .. "?include=appointments,payments,organizations")
+end
+
+-- A barber's week, in the month around today where bookings are confirmed.
+function M.barber()
+  local first = math.random(-7, 23)
+  return M.get(string.format("/api/v1/barbers/%d/appointments?start=%s&end=%s",
+    math.random(1, opts.barbers), M.day(first), M.day(first + 6)))
+end
+
+-- A location's revenue over a calendar month of the last ~22 months.
+function M.revenue()
+  local t = os.date("!*t", (opts.today - 30 * math.random(1, 22)) * 86400)
+  local last = os.date("!*t", os.time({year = t.year, month = t.month + 1, day = 0, hour = 12}))
+  return M.get(string.format("/api/v1/locations/%d/revenue?start=%04d-%02d-01&end=%04d-%02d-%02d",
+    math.random(1, opts.locations), t.year, t.month, t.year, t.month, last.day))
+end
+
+-- A booking in a slot nobody else takes: one hour per request, far in the future,
+-- `base` differs per scenario so reruns on the same database do not collide.
+function M.write()
+  sent = sent + 1
+  local slot = opts.base + (sent * 4 + id) * 3600
+  local barber = math.random(1, opts.barbers)
+  local location = (barber - 1) % opts.locations + 1
+  local body = string.format(
+    '{"user_id":%d,"barber_id":%d,"service_id":%d,"location_id":%d,'
+    .. '"start_time":"%s","end_time":"%s","notes":"bench"}',
+    math.random(opts.clients_from, opts.users), barber, (location - 1) * 5 + math.random(1, 5),
+    location, M.iso(slot), M.iso(slot + 1800))
+  return wrk.format("POST", "/api/v1/appointments",
+    {["Content-Type"] = "application/json"}, body)
+end
+
+local function percentile(latency, p)
+  return latency:percentile(p) / 1000.0
+end
+
+function M.done(summary, latency, requests)
+  local counts = {}
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("statuses") or {}) do
+      counts[status] = (counts[status] or 0) + n
+    end
+  end
+  local parts = {}
+  for status, n in pairs(counts) do
+    table.insert(parts, string.format('"%d":%d', status, n))
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%d,"duration_us":%d,"p50_ms":%.3f,"p95_ms":%.3f,"p99_ms":%.3f,'
+    .. '"mean_ms":%.3f,"max_ms":%.3f,"connect":%d,"read":%d,"write":%d,"timeout":%d,'
+    .. '"status_errors":%d,"statuses":{%s}}\n',
+    summary.requests, summary.duration, percentile(latency, 50), percentile(latency, 95),
+    percentile(latency, 99), latency.mean / 1000.0, latency.max / 1000.0, e.connect, e.read,
+    e.write, e.timeout, e.status, table.concat(parts, ",")))
+end
+
+-- Wires the hooks of a scenario whose request() is `make`.
+function M.scenario(make)
+  setup, init, response, done = M.setup, M.init, M.response, M.done
+  request = make
+end
+
+return M

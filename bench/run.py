@@ -1,0 +1,976 @@
+"""Load benchmark: the service against a minimal raw-ASGI reference, on a real primary + replica.
+
+    uv run python bench/run.py [--scale 1] [--duration 20] [--workers 1,2] [--connections 64]
+                               [--skip-seed-if-cached] [--profile] [--explain]
+
+Starts a PostgreSQL primary and streaming replica, migrates and seeds them (or restores a
+cached seeded copy), starts the servers pinned to CPU 0 with wrk and PostgreSQL on CPU 1,
+drives wrk with the Lua scripts in bench/lua/, and writes bench/RESULTS.md. Every process
+it starts is stopped again, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.db.seed import Scale  # noqa: E402
+from tests.pgcluster import (  # noqa: E402
+    SUPERUSER,
+    PgCluster,
+    PgNode,
+    find_pg_bin,
+    free_port,
+    start_cluster,
+)
+
+LUA = ROOT / "bench" / "lua"
+PINNED = "servers on CPU 0; wrk and PostgreSQL on CPU 1; a service with several workers unpinned"
+CACHE = Path(tempfile.gettempdir()) / "bookedbarber-bench"
+NOFILE = 65536
+ENDPOINTS = ("user", "barber", "revenue", "write")
+ENDPOINT_NAMES = {
+    "user": "GET /users/{id}?include=appointments,payments,organizations",
+    "barber": "GET /barbers/{id}/appointments (a week)",
+    "revenue": "GET /locations/{id}/revenue (a month)",
+    "write": "POST /appointments",
+    "reads": "mixed reads (1/3 each)",
+    "writes": "POST /appointments",
+    "all": "90% reads / 10% writes",
+}
+# Each wrk run books its own far-future 20 years, so runs never collide.
+_write_base = iter(range(0, 10_000))
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+def _raise_nofile() -> None:
+    """As many open files as allowed: 10k sockets need more than the usual 1024."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+    except (ValueError, OSError):  # no CAP_SYS_RESOURCE, e.g. in a container: up to the hard cap
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@dataclass
+class Processes:
+    """Everything this run started, stopped by PID (and its own session) on the way out."""
+
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(
+        self, args: list[str], env: dict[str, str] | None = None, log_path: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        out = log_path.open("wb") if log_path else subprocess.DEVNULL
+        proc = subprocess.Popen(
+            args,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_raise_nofile,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)  # the session holds uvicorn's workers too
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.procs)):
+            self.stop(proc)
+
+
+def _on_sigterm(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+# -- database ----------------------------------------------------------------------------
+
+
+def _cache_key(scale: float) -> str:
+    digest = hashlib.sha256()
+    sources = [ROOT / "app/db/seed.py", ROOT / "app/db/models.py"]
+    for path in [*sources, *sorted((ROOT / "alembic/versions").glob("*.py"))]:
+        digest.update(path.read_bytes())
+    digest.update(str(find_pg_bin()).encode())
+    return f"scale-{scale:g}-{digest.hexdigest()[:12]}"
+
+
+def _set_port(node: PgNode) -> None:
+    with (node.datadir / "postgresql.conf").open("a") as conf:
+        conf.write(f"\nport = {node.port}\nunix_socket_directories = '{node.datadir}'\n")
+
+
+def restore_cluster(cache: Path, work: Path) -> tuple[PgCluster, dict[str, Any]]:
+    """A copy of the cached, seeded cluster on fresh ports (the cache stays pristine)."""
+    meta = json.loads((cache / "meta.json").read_text())
+    subprocess.run(["cp", "-a", str(cache), str(work)], check=True)
+    bindir = find_pg_bin()
+    primary = PgNode("primary", work / "primary", free_port(), bindir, SUPERUSER, meta["password"])
+    replica = PgNode(
+        "replica1", work / "replica1", free_port(), bindir, SUPERUSER, meta["password"]
+    )
+    for node in (primary, replica):
+        _set_port(node)
+    auto = replica.datadir / "postgresql.auto.conf"
+    auto.write_text(re.sub(r"port=\d+", f"port={primary.port}", auto.read_text()))
+    cluster = PgCluster(primary, [replica], work, "bookedbarber", [primary, replica])
+    primary.start(timeout=120)
+    replica.start(timeout=120)
+    cluster.wait_streaming(replica, timeout=60)
+    return cluster, meta
+
+
+def seed_cluster(scale: float, work: Path, cache: Path) -> tuple[PgCluster, dict[str, Any]]:
+    cluster = start_cluster(replicas=1, base_dir=work)
+    primary, replica = cluster.primary, cluster.replicas[0]
+    env = {**os.environ, "DATABASE_URL": primary.url()}
+    log(f"seeding scale {scale:g} (migrations, COPY, ANALYZE)")
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "app", "db", "seed", "--demo", "--scale", f"{scale:g}"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+    )
+    log(f"seeded in {time.monotonic() - started:.0f}s; VACUUM ANALYZE")
+    primary.psql("VACUUM ANALYZE", timeout=1800)
+    primary.psql("CHECKPOINT", timeout=600)
+    cluster.wait_replica_caught_up(replica, timeout=600)
+    meta = {"password": primary.password, "seeded_on": dt.datetime.now(dt.UTC).date().isoformat()}
+    # Keep a clean copy: later runs restore it in seconds instead of seeding again.
+    replica.stop("fast")
+    primary.stop("fast")
+    staging = cache.with_suffix(".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    subprocess.run(["cp", "-a", str(work), str(staging)], check=True)
+    (staging / "meta.json").write_text(json.dumps(meta))
+    (staging / "meta.json").chmod(0o600)
+    shutil.rmtree(cache, ignore_errors=True)
+    staging.rename(cache)
+    primary.start(timeout=120)
+    replica.start(timeout=120)
+    cluster.wait_streaming(replica, timeout=60)
+    return cluster, meta
+
+
+def pin_postgres(cluster: PgCluster, cpus: str) -> None:
+    """Pin every server process; backends forked later inherit the postmaster's mask."""
+    for node in (cluster.primary, *cluster.replicas):
+        pid = node.pid
+        if pid is None:
+            continue
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for p in [str(pid), *children]:
+            subprocess.run(["taskset", "-a", "-p", "-c", cpus, p], capture_output=True, check=False)
+
+
+# -- servers -----------------------------------------------------------------------------
+
+
+def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as res:  # noqa: S310 - our http URLs
+            return res.status, res.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError):
+            if check():
+                return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    workers: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        """uvicorn serves in its own process with one worker, else in spawned children."""
+        if self.workers == 1:
+            return [self.proc.pid]
+        pids = []
+        for child in (
+            Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        ):
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+                pids.append(int(child))
+        return pids
+
+
+def rss_mb(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start_service(
+    procs: Processes, cluster: PgCluster, workers: int, cpus: str | None, keep_alive: int, out: Path
+) -> Server:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": cluster.primary.url(),
+        "REPLICA_URLS": cluster.replicas[0].url(),
+        "LOG_LEVEL": "warning",
+        "KEEP_ALIVE_TIMEOUT": str(keep_alive),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    args = [sys.executable, "-m", "app", "serve", "--workers", str(workers)]
+    args += ["--no-access-log", "--port", str(port), "--keep-alive", str(keep_alive)]
+    if cpus:
+        args = ["taskset", "-c", cpus, *args]
+    log_path = out / f"service-{workers}w-{port}.log"
+    server = Server("service", procs.start(args, env, log_path), port, workers, log_path)
+    wait_ready(server)
+
+    def replica_in_rotation() -> bool:
+        _, body = http_get(server.url + "/metrics")
+        return re.search(rb"^database_replica_in_rotation\{[^}]*\} 1\.0$", body, re.M) is not None
+
+    # A replica joins the rotation only after REPLICA_RECOVERY_SECONDS of good probes.
+    wait_until("the replica to join the read rotation", replica_in_rotation, 60)
+    return server
+
+
+def start_reference(
+    procs: Processes, cluster: PgCluster, cpus: str | None, keep_alive: int, out: Path
+) -> Server:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": cluster.primary.url(driver="postgresql"),
+        "REPLICA_URL": cluster.replicas[0].url(driver="postgresql"),
+    }
+    args = [sys.executable, str(ROOT / "bench" / "reference.py"), "--port", str(port)]
+    args += ["--keep-alive", str(keep_alive)]
+    if cpus:
+        args = ["taskset", "-c", cpus, *args]
+    log_path = out / f"reference-{port}.log"
+    server = Server("reference", procs.start(args, env, log_path), port, 1, log_path)
+    wait_ready(server)
+    return server
+
+
+def wait_ready(server: Server) -> None:
+    def live() -> bool:
+        if server.proc.poll() is not None:
+            tail = server.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{tail}")
+        return http_get(server.url + "/health/live", timeout=2)[0] == 200
+
+    wait_until(f"{server.name} on port {server.port}", live, 90)
+
+
+# -- sampling while the load runs ----------------------------------------------------------
+
+_GAUGE = re.compile(
+    rb'^database_connection_pool_(size|checked_out)\{role="(\w+)"\} ([\d.e+-]+)$', re.M
+)
+_TIMEOUTS = re.compile(rb"^database_pool_timeouts_total\{[^}]*\} ([\d.e+-]+)$", re.M)
+
+
+@dataclass
+class Sample:
+    pool_peak: dict[str, float] = field(default_factory=dict)
+    pool_size: dict[str, float] = field(default_factory=dict)
+    pool_timeouts: float | None = None
+    rss_peak: dict[int, float] = field(default_factory=dict)
+    scraped: bool = False
+
+
+@contextlib.contextmanager
+def sampling(server: Server, metrics: bool) -> Iterator[Sample]:
+    sample, stop = Sample(), threading.Event()
+
+    def scrape() -> None:
+        if metrics:
+            with contextlib.suppress(OSError):
+                status, body = http_get(server.url + "/metrics", timeout=5)
+                if status == 200:
+                    for name, role, value in _GAUGE.findall(body):
+                        r, v = role.decode(), float(value)
+                        if name == b"size":
+                            sample.pool_size[r] = v
+                        else:
+                            sample.pool_peak[r] = max(sample.pool_peak.get(r, 0.0), v)
+                    timeouts = [float(v) for v in _TIMEOUTS.findall(body)]
+                    sample.pool_timeouts = sum(timeouts)
+                    sample.scraped = True
+        with contextlib.suppress(OSError):
+            for pid in server.worker_pids():
+                sample.rss_peak[pid] = max(sample.rss_peak.get(pid, 0.0), rss_mb(pid))
+
+    def loop() -> None:
+        while not stop.wait(1.0):
+            scrape()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield sample
+    finally:
+        stop.set()
+        thread.join()
+        scrape()
+
+
+# -- load --------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    scenario: str
+    server: str
+    workers: int
+    endpoint: str
+    connections: int
+    stats: dict[str, Any]
+    sample: Sample
+    target_rps: float | None = None
+
+    @property
+    def rps(self) -> float:
+        return float(self.stats["requests"]) / (float(self.stats["duration_us"]) / 1e6)
+
+    def count(self, predicate: Callable[[int], bool]) -> int:
+        return sum(n for s, n in self.stats["statuses"].items() if predicate(int(s)))
+
+    @property
+    def conflicts(self) -> int:
+        return self.count(lambda s: s == 409)
+
+    @property
+    def non_2xx(self) -> int:
+        return self.count(lambda s: not 200 <= s < 300 and s != 409)
+
+    @property
+    def socket_errors(self) -> int:
+        return sum(int(self.stats[k]) for k in ("connect", "read", "write", "timeout"))
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    cluster: PgCluster
+    size: Scale
+    today: int
+    out: Path
+    wrk_cpus: str | None
+
+    def lua_args(self, extra: dict[str, Any]) -> list[str]:
+        users = self.size.barbers + self.size.locations + self.size.clients
+        base = {
+            "seed": self.args.seed,
+            "users": users,
+            "clients_from": self.size.barbers + self.size.locations + 1,
+            "barbers": self.size.barbers,
+            "locations": self.size.locations,
+            "today": self.today,
+            # 2040-01-01 plus 20 years per wrk run (a run books at most one slot per 4 hours).
+            "base": 2_208_988_800 + next(_write_base) * 631_152_000,
+        }
+        return [f"{k}={v}" for k, v in {**base, **extra}.items()]
+
+    def wrk(
+        self,
+        server: Server,
+        script: str,
+        connections: int,
+        duration: int,
+        threads: int = 1,
+        extra: dict[str, Any] | None = None,
+    ) -> subprocess.Popen[str]:
+        args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s"]
+        args += ["--timeout", "10s", "-s", str(LUA / f"{script}.lua"), server.url, "--"]
+        args += self.lua_args(extra or {})
+        if self.wrk_cpus:
+            args = ["taskset", "-c", self.wrk_cpus, *args]
+        return subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=_raise_nofile,
+        )
+
+    @staticmethod
+    def collect(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        for line in output.splitlines():
+            if line.startswith("BENCH_JSON "):
+                stats: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+                return stats
+        raise RuntimeError(f"wrk printed no summary (rc={proc.returncode}):\n{output[-2000:]}")
+
+    def closed_loop(self, scenario: str, server: Server, endpoint: str) -> Result:
+        c, d = self.args.connections, self.args.duration
+        self.collect(self.wrk(server, endpoint, c, self.args.warmup), self.args.warmup + 60)
+        with sampling(server, server.name == "service") as sample:
+            stats = self.collect(self.wrk(server, endpoint, c, d), d + 60)
+        result = Result(scenario, server.name, server.workers, endpoint, c, stats, sample)
+        log(
+            f"  {server.name} {server.workers}w {endpoint}: {result.rps:,.0f} req/s, "
+            f"p95 {stats['p95_ms']:.1f} ms, statuses {stats['statuses']}"
+        )
+        return result
+
+    def many_connections(self, server: Server) -> list[Result]:
+        """10k mostly idle keep-alive connections, each sending at a slow fixed rate.
+
+        Reads and writes run as two wrk processes at once so each gets its own percentiles.
+        """
+        total, interval = self.args.c10k_connections, self.args.c10k_interval
+        writers = total // 10
+        parts = [("reads", total - writers), ("writes", writers)]
+
+        def launch(duration: int) -> list[subprocess.Popen[str]]:
+            return [
+                self.wrk(
+                    server,
+                    "mixed",
+                    conns,
+                    duration,
+                    threads=2,
+                    extra={"mix": mix, "interval": interval * 1000},
+                )
+                for mix, conns in parts
+            ]
+
+        warm = self.args.c10k_warmup
+        for proc in launch(warm):
+            self.collect(proc, warm + 120)
+        d = self.args.c10k_duration
+        with sampling(server, server.name == "service") as sample:
+            stats = [self.collect(proc, d + 120) for proc in launch(d)]
+        results = []
+        for (mix, conns), st in zip(parts, stats, strict=True):
+            r = Result(
+                "c: 10k connections",
+                server.name,
+                server.workers,
+                mix,
+                conns,
+                st,
+                sample,
+                target_rps=conns / interval,
+            )
+            log(
+                f"  {server.name} {server.workers}w 10k/{mix}: {r.rps:,.0f} req/s, "
+                f"p95 {st['p95_ms']:.1f} ms, statuses {st['statuses']}, "
+                f"socket errors {r.socket_errors}"
+            )
+            results.append(r)
+        return results
+
+
+# -- checks, profile, explain ------------------------------------------------------------
+
+
+def compare_shapes(service: Server, reference: Server, size: Scale, today: int) -> list[str]:
+    """The reference must answer the same JSON as the service, or the comparison is moot."""
+    day = dt.date(1970, 1, 1) + dt.timedelta(days=today)
+    week = f"start={day}&end={day + dt.timedelta(days=6)}"
+    past = day - dt.timedelta(days=120)
+    month_start = past.replace(day=1)
+    month_end = (month_start + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
+    client = size.barbers + size.locations + 7
+    paths = [
+        f"/api/v1/users/{client}?include=appointments,payments,organizations",
+        "/api/v1/users/3?include=appointments,payments,organizations",
+        f"/api/v1/barbers/5/appointments?{week}",
+        f"/api/v1/barbers/5/appointments?start={past}&end={past + dt.timedelta(days=13)}"
+        "&status=completed&status=cancelled",
+        f"/api/v1/locations/3/revenue?start={month_start}&end={month_end}",
+    ]
+    problems = []
+    for path in paths:
+        a, b = http_get(service.url + path), http_get(reference.url + path)
+        if a[0] != 200 or b[0] != 200:
+            problems.append(f"{path}: status {a[0]} vs {b[0]}")
+        elif json.loads(a[1]) != json.loads(b[1]):
+            problems.append(
+                f"{path}: bodies differ\n  service:   {a[1][:300]!r}\n  reference: {b[1][:300]!r}"
+            )
+    return problems
+
+
+def profile(bench: Bench, server: Server, out: Path, seconds: int = 15) -> str:
+    """py-spy on the (single) worker while the mixed load runs; top frames by own time."""
+    raw = out / "profile.txt"
+    pid = server.worker_pids()[0]
+    load = bench.wrk(
+        server, "mixed", bench.args.connections, seconds + 8, extra={"mix": "all", "interval": 0}
+    )
+    time.sleep(3)
+    spy = subprocess.run(
+        [
+            "uv",
+            "run",
+            "--with",
+            "py-spy",
+            "py-spy",
+            "record",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "-r",
+            "200",
+            "-d",
+            str(seconds),
+            "-o",
+            str(raw),
+            "--pid",
+            str(pid),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    stats = bench.collect(load, seconds + 60)
+    if spy.returncode != 0 or not raw.exists():
+        return f"py-spy failed (rc={spy.returncode}): {spy.stderr.strip()[-500:]}"
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        frames = [f for f in stack.split(";") if f]
+        total += n
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in {_short(f) for f in frames}:
+            inclusive[f] = inclusive.get(f, 0) + n
+    own_short: dict[str, int] = {}
+    for f, n in own.items():
+        own_short[_short(f)] = own_short.get(_short(f), 0) + n
+    rps = stats["requests"] / (stats["duration_us"] / 1e6)
+    lines = [
+        f"{total} samples at 200 Hz of worker {pid}, mixed load at {rps:,.0f} req/s",
+        "",
+        "Top 10 by own time:",
+        "",
+    ]
+    lines += [f"- {100 * n / total:5.1f}% {f}" for f, n in _top(own_short, 10)]
+    lines += ["", "Top 25 by inclusive time (a frame and everything it called):", ""]
+    lines += [f"- {100 * n / total:5.1f}% {f}" for f, n in _top(inclusive, 25)]
+    return "\n".join(lines)
+
+
+def _short(frame: str) -> str:
+    """'func (path/to/site-packages/pkg/mod.py:123)' -> 'func (pkg/mod.py)'."""
+    m = re.match(r"^(.*) \((.*?)(?::\d+)?\)$", frame)
+    if not m:
+        return frame
+    path = m[2]
+    for marker in ("site-packages/", "/work/main/", "lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{m[1]} ({path})"
+
+
+def _top(counts: dict[str, int], n: int) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda kv: -kv[1])[:n]
+
+
+def explain(cluster: PgCluster, size: Scale, today: int) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of exactly the statements the service sends, on the replica."""
+    import asyncio
+
+    from sqlalchemy import event
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    from app.queries.analytics import AnalyticsRepository
+    from app.queries.appointments import AppointmentRepository
+    from app.queries.users import UserRepository
+
+    day = dt.date(1970, 1, 1) + dt.timedelta(days=today)
+    month_start = (day - dt.timedelta(days=60)).replace(day=1)
+    month_end = (month_start + dt.timedelta(days=32)).replace(day=1)
+    client = size.barbers + size.locations + 1234
+
+    async def run() -> list[tuple[str, str, list[str]]]:
+        engine = create_async_engine(cluster.replicas[0].url())
+        captured: list[tuple[str, Any]] = []
+
+        @event.listens_for(engine.sync_engine, "before_cursor_execute")
+        def capture(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
+            captured.append((statement, params))
+
+        calls: list[tuple[str, Callable[[AsyncSession], Any]]] = [
+            (
+                "GET /users/{id}?include=appointments,payments,organizations",
+                lambda s: UserRepository(s).get_with(
+                    client, {"appointments", "payments", "organizations"}
+                ),
+            ),
+            (
+                "GET /barbers/{id}/appointments (a week)",
+                lambda s: AppointmentRepository(s).list_for_barber(
+                    17, day, day + dt.timedelta(days=6), {"confirmed", "in_progress"}
+                ),
+            ),
+            (
+                "GET /locations/{id}/revenue (a month)",
+                lambda s: AnalyticsRepository(s).daily_revenue(
+                    7,
+                    dt.datetime.combine(month_start, dt.time(), dt.UTC),
+                    dt.datetime.combine(month_end, dt.time(), dt.UTC),
+                ),
+            ),
+        ]
+        plans = []
+        try:
+            for name, call in calls:
+                async with AsyncSession(engine) as session:
+                    captured.clear()
+                    await call(session)
+                    statements = list(captured)
+                    for statement, params in statements:
+                        res = await session.connection()
+                        rows = await res.exec_driver_sql(
+                            "EXPLAIN (ANALYZE, BUFFERS) " + statement, params
+                        )
+                        plans.append((name, statement, [r[0] for r in rows]))
+        finally:
+            await engine.dispose()
+        return plans
+
+    plans = asyncio.run(run())
+    lines = []
+    for name, statement, plan in plans:
+        flat = " ".join(statement.split())
+        scans = [re.sub(r"\s+\(cost.*", "", p.strip(" ->")) for p in plan if "Scan" in p]
+        took = next((p for p in plan if p.startswith("Execution Time")), "?")
+        lines.append(f"### {name}\n\n`{flat[:400]}`\n\n- scans: {'; '.join(scans)}\n- {took}\n")
+        lines.append("```\n" + "\n".join(plan) + "\n```\n")
+    return "\n".join(lines)
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = subprocess.run(["free", "-g"], capture_output=True, text=True, check=False).stdout
+    total = next((ln.split()[1] for ln in mem.splitlines() if ln.startswith("Mem:")), "?")
+    pg = subprocess.run(
+        [str(find_pg_bin() / "postgres"), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    load = os.getloadavg()
+    return (
+        f"{os.cpu_count()} CPUs (`nproc`), {cpu}, {total} GB RAM (`free -g`), "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, {pg}; "
+        f"load average at start {load[0]:.2f}"
+    )
+
+
+def _ms(v: float) -> str:
+    return f"{v:.1f}" if v < 100 else f"{v:,.0f}"
+
+
+def _pool(r: Result) -> str:
+    s = r.sample
+    if r.server != "service":
+        return "n/a"
+    if not s.scraped:
+        return "n/a"
+    parts = [
+        f"{role} {s.pool_peak.get(role, 0):.0f}/{s.pool_size.get(role, 0):.0f}"
+        for role in sorted(s.pool_size)
+    ]
+    return ", ".join(parts) or "n/a"
+
+
+def _rss(r: Result) -> str:
+    return " / ".join(f"{v:.0f}" for v in r.sample.rss_peak.values()) or "?"
+
+
+def table(results: list[Result]) -> str:
+    head = (
+        "| scenario | server | workers | endpoint | conns | req/s | p50 ms | p95 ms | p99 ms "
+        "| non-2xx | 409 | socket errors | pool peak checked-out/size | RSS MB per worker |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for r in results:
+        s = r.stats
+        rate = f"{r.rps:,.0f}" + (f" (sent at ~{r.target_rps:,.0f})" if r.target_rps else "")
+        rows.append(
+            f"| {r.scenario} | {r.server} | {r.workers} | {ENDPOINT_NAMES[r.endpoint]} "
+            f"| {r.connections:,} | {rate} | {_ms(s['p50_ms'])} | {_ms(s['p95_ms'])} "
+            f"| {_ms(s['p99_ms'])} | {r.non_2xx} | {r.conflicts} | {r.socket_errors} "
+            f"| {_pool(r)} | {_rss(r)} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def targets(results: list[Result]) -> str:
+    def find(scenario: str, server: str, endpoint: str) -> Result | None:
+        return next(
+            (
+                r
+                for r in results
+                if r.scenario.startswith(scenario) and r.server == server and r.endpoint == endpoint
+            ),
+            None,
+        )
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    lines = ["| target | measured | verdict |", "|---|---|---|"]
+    for endpoint in ("user", "barber", "revenue", "write"):
+        svc, ref = find("a", "service", endpoint), find("a", "reference", endpoint)
+        if svc and ref:
+            ratio = svc.rps / ref.rps if ref.rps else 0.0
+            goal = "≥ 60% of the reference" if endpoint != "write" else "(no target; for info)"
+            v = verdict(ratio >= 0.6) if endpoint != "write" else "-"
+            lines.append(
+                f"| {ENDPOINT_NAMES[endpoint]}: {goal} | {svc.rps:,.0f} vs {ref.rps:,.0f} req/s "
+                f"= {100 * ratio:.0f}% | {v} |"
+            )
+    c10k = [r for r in results if r.scenario.startswith("c") and r.server == "service"]
+    for r in c10k:
+        p95 = r.stats["p95_ms"]
+        what = "reads" if r.endpoint == "reads" else "writes"
+        lines.append(
+            f"| 10k connections, {what}: p95 < 100 ms | {_ms(p95)} ms | {verdict(p95 < 100)} |"
+        )
+        errors = r.non_2xx + r.socket_errors
+        lines.append(
+            f"| 10k connections, {what}: zero errors | {r.non_2xx} non-2xx, {r.conflicts} 409, "
+            f"{r.socket_errors} socket errors | {verdict(errors == 0 and r.conflicts == 0)} |"
+        )
+    if c10k:
+        rss = max(c10k[0].sample.rss_peak.values(), default=0.0)
+        lines.append(
+            f"| 10k connections: RSS per worker < 250 MB | peak {rss:.0f} MB "
+            f"| {verdict(0 < rss < 250)} |"
+        )
+    timeouts = [r.sample.pool_timeouts for r in results if r.sample.pool_timeouts is not None]
+    if timeouts:
+        lines.append(
+            f"| no pool checkout timeouts | {max(timeouts):.0f} "
+            f"(database_pool_timeouts_total) | {verdict(max(timeouts) == 0)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    log("installing wrk with apt-get")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--duration", type=int, default=20, help="measured seconds per closed-loop run")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--workers", default="1,2", help="service worker counts; 1 runs scenario a")
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--endpoints", default=",".join(ENDPOINTS))
+    p.add_argument("--c10k-connections", type=int, default=10_000)
+    p.add_argument("--c10k-interval", type=float, default=60, help="mean seconds between requests")
+    p.add_argument("--c10k-duration", type=int, default=40)
+    p.add_argument("--c10k-warmup", type=int, default=15)
+    p.add_argument("--c10k-workers", type=int, default=None, help="default: the largest --workers")
+    p.add_argument("--skip-c10k", action="store_true")
+    p.add_argument("--skip-seed-if-cached", action="store_true")
+    p.add_argument("--no-pin", action="store_true", help="let the scheduler place everything")
+    p.add_argument("--profile", action="store_true", help="py-spy the 1-worker service")
+    p.add_argument("--explain", action="store_true", help="EXPLAIN the hot reads on the replica")
+    p.add_argument("--seed", type=int, default=1, help="wrk's random seed")
+    p.add_argument("--output", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    return p.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _raise_nofile()
+    ensure_wrk()
+    workers = [int(w) for w in args.workers.split(",") if w]
+    endpoints = [e for e in args.endpoints.split(",") if e]
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+    server_cpus, other_cpus = ("0", "1") if pin else (None, None)
+    started = time.monotonic()
+    header = machine()
+    command = "uv run python bench/run.py " + " ".join(sys.argv[1:])
+
+    CACHE.mkdir(mode=0o755, exist_ok=True)
+    cache = CACHE / _cache_key(args.scale)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
+    work.chmod(0o755)
+    work.rmdir()  # cp -a / start_cluster create it
+    out = Path(tempfile.mkdtemp(prefix="logs-", dir=CACHE))
+    procs = Processes()
+    cluster: PgCluster | None = None
+    results: list[Result] = []
+    extras: list[str] = []
+    try:
+        if args.skip_seed_if_cached and (cache / "meta.json").exists():
+            log(f"restoring the seeded cluster from {cache}")
+            cluster, meta = restore_cluster(cache, work)
+        else:
+            cluster, meta = seed_cluster(args.scale, work, cache)
+        if pin:
+            pin_postgres(cluster, "1")
+        size = Scale.of(args.scale)
+        today = (dt.date.fromisoformat(meta["seeded_on"]) - dt.date(1970, 1, 1)).days
+        bench = Bench(args, cluster, size, today, out, other_cpus)
+        keep_alive = int(2 * args.c10k_interval) + 30
+
+        if 1 in workers:
+            service = start_service(procs, cluster, 1, server_cpus, keep_alive, out)
+            reference = start_reference(procs, cluster, server_cpus, keep_alive, out)
+            problems = compare_shapes(service, reference, size, today)
+            extras.append(
+                "Response check (service vs reference, same requests): "
+                + (
+                    "identical JSON for every sample."
+                    if not problems
+                    else "DIFFERENCES:\n\n" + "\n".join(f"- {p}" for p in problems)
+                )
+            )
+            log(extras[-1])
+            procs.stop(reference.proc)
+            log("scenario a: 1 worker each, service")
+            for e in endpoints:
+                results.append(bench.closed_loop("a: 64 conns", service, e))
+            if args.profile:
+                log("profiling the service under the mixed load")
+                extras.append("## Profile (py-spy, 1 worker)\n\n" + profile(bench, service, out))
+            procs.stop(service.proc)
+            log("scenario a: reference")
+            reference = start_reference(procs, cluster, server_cpus, keep_alive, out)
+            for e in endpoints:
+                results.append(bench.closed_loop("a: 64 conns", reference, e))
+            procs.stop(reference.proc)
+        for w in [w for w in workers if w != 1]:
+            log(f"scenario b: service with {w} workers (not pinned)")
+            service = start_service(procs, cluster, w, None, keep_alive, out)
+            for e in endpoints:
+                results.append(bench.closed_loop(f"b: {w} workers", service, e))
+            procs.stop(service.proc)
+        if not args.skip_c10k:
+            w = args.c10k_workers or max(workers)
+            log(f"scenario c: {args.c10k_connections:,} connections, service with {w} workers")
+            service = start_service(
+                procs, cluster, w, server_cpus if w == 1 else None, keep_alive, out
+            )
+            results.extend(bench.many_connections(service))
+            procs.stop(service.proc)
+        if args.explain:
+            log("EXPLAIN (ANALYZE, BUFFERS) on the replica")
+            extras.append(
+                "## EXPLAIN (ANALYZE, BUFFERS) on the replica\n\n" + explain(cluster, size, today)
+            )
+    finally:
+        procs.stop_all()
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    elapsed = time.monotonic() - started
+    report = (
+        "# Benchmark results\n\n"
+        f"Command: `{command}` ({elapsed / 60:.1f} min, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} "
+        "UTC)\n\n"
+        f"Machine: {header}\n\n"
+        f"Placement: {PINNED if pin else 'unpinned'}. "
+        f"Scale {args.scale:g} demo data; closed-loop runs: {args.connections} keep-alive "
+        f"connections, {args.warmup} s warm-up, {args.duration} s measured. "
+        "Latencies from wrk; RSS is the peak VmRSS sampled each second; pool numbers are the "
+        "peak `database_connection_pool_checked_out` against `database_connection_pool_size` "
+        "(overflow allowed above it) scraped each second.\n\n"
+        + table(results)
+        + "\n## Targets\n\n"
+        + targets(results)
+        + "\n"
+        + "\n\n".join(extras)
+        + "\n"
+    )
+    args.output.write_text(report)
+    print(report)
+    log(f"server logs in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
