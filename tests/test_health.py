@@ -77,7 +77,8 @@ def serve(
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    # Generous: importing the app takes seconds on a busy two-core CI machine.
+    deadline = time.monotonic() + 60
     while True:
         try:
             if httpx.get(f"{base}/health/live", timeout=2).status_code == 200:

@@ -274,6 +274,9 @@ def test_workers_aggregate_into_one_scrape(workers: str) -> None:
             assert http.get("/health/db", headers={"Connection": "close"}).status_code == 200
     after = _scrape(workers)
     assert value(after, "database_queries_total", **labels) - before == n
+    # Every connection went back: each worker's gauges saw the checkins.
+    assert value(after, "database_connection_pool_checked_out", role="primary") == 0
+    assert value(after, "database_connection_pool_checked_in", role="primary") >= 1
     assert "pid=" not in after
     promtool_check_metrics(after)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -230,7 +231,12 @@ def track_pools(engines: list[tuple[str, AsyncEngine]]) -> None:
     for role, engine in engines:
 
         def on_change(*_: Any, role: str = role) -> None:
-            refresh(role)
+            # Checkin and close fire before the pool has counted the change: read it
+            # once the current step is done.
+            try:
+                asyncio.get_running_loop().call_soon(refresh, role)
+            except RuntimeError:  # a connection garbage-collected outside the loop
+                refresh(role)
 
         for name in ("checkout", "checkin", "connect", "close", "close_detached"):
             event.listen(engine.sync_engine, name, on_change)
