@@ -72,18 +72,19 @@ async def analytics_session(
 
 async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
     router = get_router(request)
-    session = router.session("write")
-    try:
-        yield session
-        # Commit before the response is sent: a failed commit never follows a 2xx.
-        began = session.in_transaction()
-        await session.commit()
-        # The token must come after the commit record, so it is read after commit.
-        token = await router.write_lsn() if began else None
-        if token:
-            request.state.consistency_token = token
-    finally:
-        await _close(session)
+    async with router.write_turn():
+        session = router.session("write")
+        try:
+            yield session
+            # Commit before the response is sent: a failed commit never follows a 2xx.
+            began = session.in_transaction()
+            await session.commit()
+            # The token must come after the commit record, so it is read after commit.
+            token = await router.write_lsn() if began else None
+            if token:
+                request.state.consistency_token = token
+        finally:
+            await _close(session)
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -170,6 +172,9 @@ class DatabaseRouter:
             self._analytics_sessions = _sessionmaker(
                 _reader(self.analytics, settings), RoutedSession
             )
+        # SQLite has one writer at a time; queueing writers here is fair and
+        # cheap, where SQLite's own busy handler sleeps in growing steps.
+        self._sqlite_writer = asyncio.Lock() if self.sqlite else None
         self._round_robin = itertools.count()
         self._monitor: asyncio.Task[None] | None = None
         self.primary_lsn: int | None = None
@@ -273,6 +278,9 @@ class DatabaseRouter:
         if isinstance(session, RoutedSession):
             session.router, session.target, session.min_lsn = self, target, min_lsn
         return session
+
+    def write_turn(self) -> AbstractAsyncContextManager[object]:
+        return self._sqlite_writer or contextlib.nullcontext()
 
     # -- consistency tokens --------------------------------------------------------
     async def write_lsn(self) -> str | None:
