@@ -212,6 +212,26 @@ async def test_integrity_reports_inconsistent_payment(tmp_path: Path) -> None:
     assert checks["orphaned_appointments"]["status"] == "passed"
 
 
+async def test_integrity_scan_is_stopped_by_the_server(
+    postgres: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.db import health
+
+    monkeypatch.setattr(health, "INTEGRITY_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setitem(health._INTEGRITY_CHECKS, "slow_scan", "SELECT count(*) FROM pg_sleep(3)")
+    settings = make_settings(postgres.primary_url, postgres.replica_urls)
+    async with serving(settings) as (_, client):
+        started = time.monotonic()
+        response = await client.get("/health/integrity")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "error"
+    # statement_timeout (0.8 s) ended it on the server, before the task's own 1 s limit.
+    assert body["error"] != "timed out"
+    assert 0.7 < elapsed < 1.0
+
+
 # -- a service whose databases are unreachable ------------------------------------------
 
 
