@@ -398,19 +398,24 @@ async def _finish_pg(
         definitions = {n: await pg.public_definitions(conn, n) for n in filled}
         public = await pg.reflect(conn, "public")
         await conn.execute(f"SET LOCAL search_path = {pg.STAGING}, public")
-        for name, (constraints, indexes) in definitions.items():
-            fks = {fk.name: fk for fk in public[name].foreign_keys}
-            for contype, cname, definition in constraints:
-                suffix = ""
-                fk = fks.get(cname)
-                if contype == "f" and fk is not None:
-                    suffix = await _orphan_note(conn, staged[name], fk, report)
-                await conn.execute(
-                    f"ALTER TABLE {pg.STAGING}.{quote(name)} ADD CONSTRAINT {quote(cname)} "
-                    f"{definition}{suffix}"
-                )
-            for definition in indexes:
-                await conn.execute(definition)
+        # Keys first, everywhere; foreign keys once every table has its keys.
+        for foreign in (False, True):
+            for name, (constraints, indexes) in definitions.items():
+                fks = {fk.name: fk for fk in public[name].foreign_keys}
+                for contype, cname, definition in constraints:
+                    if (contype == "f") != foreign:
+                        continue
+                    suffix = ""
+                    fk = fks.get(cname)
+                    if fk is not None:
+                        suffix = await _orphan_note(conn, staged[name], fk, report)
+                    await conn.execute(
+                        f"ALTER TABLE {pg.STAGING}.{quote(name)} ADD CONSTRAINT {quote(cname)} "
+                        f"{definition}{suffix}"
+                    )
+                if not foreign:
+                    for definition in indexes:
+                        await conn.execute(definition)
         for name, action in actions.items():
             if action != "created":
                 continue
@@ -533,6 +538,9 @@ async def _to_pg(source_url: str, target_url: str, opts: CopyOptions, console: C
     report = Report()
     try:
         tables = lite.reflect(src)
+        if await conn.fetchval("SELECT to_regclass('public.alembic_version')") is not None:
+            # The target's migrations made its schema: its revision stays.
+            tables.pop("alembic_version", None)
         order, cycles = load_order(tables)
         for cycle in cycles:
             report.notes.append(

@@ -197,7 +197,7 @@ async def public_definitions(conn: Any, table: str) -> tuple[list[tuple[str, str
         SELECT contype::text AS contype, conname, pg_get_constraintdef(oid) AS def
         FROM pg_constraint
         WHERE conrelid = ('public.' || quote_ident($1))::regclass AND contype <> 'n'
-        ORDER BY array_position(ARRAY['p', 'u', 'x', 'c', 'f', 't']::char[], contype), conname
+        ORDER BY array_position(ARRAY['p', 'u', 'x', 'c', 'f', 't'], contype::text), conname
         """,
         table,
     )

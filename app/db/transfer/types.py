@@ -378,25 +378,43 @@ def canonical(t: Type, opts: Options) -> Callable[[Any], str]:
     convert = to_python(replace(t, length=None) if t.kind == "varchar" else t, opts)
     k = t.kind
 
+    def numeric(v: Any) -> str:
+        d = _decimal(v).normalize()
+        return "0" if d.is_zero() else format(d, "f")
+
+    render: Callable[[Any], str]
+    if k == "numeric":
+        render = numeric
+    elif k == "bool":
+        render = lambda v: "true" if v else "false"  # noqa: E731
+    elif k == "float":
+        render = lambda v: repr(float(v))  # noqa: E731
+    elif k == "timestamptz":
+        render = lambda v: v.astimezone(dt.UTC).isoformat(timespec="microseconds")  # noqa: E731
+    elif k in ("timestamp", "time"):
+        render = lambda v: v.isoformat(timespec="microseconds")  # noqa: E731
+    elif k in ("json", "jsonb"):
+        render = lambda v: json.dumps(json.loads(v), sort_keys=True, separators=(",", ":"))  # noqa: E731
+    else:
+
+        def render(v: Any) -> str:
+            if isinstance(v, bytes):
+                return v.hex()
+            if k == "any" and isinstance(v, int | float | Decimal):
+                return numeric(v)
+            return str(v)
+
+    plain_int = k in INT_RANGES
+    plain_text = k in ("text", "varchar")
+
     def form(value: Any) -> str:
         if value is None:
             return "\\N"
-        v = convert(value)
-        if k == "numeric" or (k == "any" and isinstance(v, int | float | Decimal)):
-            d = _decimal(v).normalize()
-            return "0" if d.is_zero() else format(d, "f")
-        if k == "bool":
-            return "true" if v else "false"
-        if k == "float":
-            return repr(float(v))
-        if k == "timestamptz":
-            return str(v.astimezone(dt.UTC).isoformat(timespec="microseconds"))
-        if k in ("timestamp", "time"):
-            return str(v.isoformat(timespec="microseconds"))
-        if k in ("json", "jsonb"):
-            return json.dumps(json.loads(v), sort_keys=True, separators=(",", ":"))
-        if isinstance(v, bytes):
-            return v.hex()
-        return str(v)
+        cls = type(value)
+        if plain_int and cls is int:
+            return str(value)
+        if plain_text and cls is str and "\x00" not in value:
+            return value  # type: ignore[no-any-return]
+        return render(convert(value))
 
     return form

@@ -76,7 +76,7 @@ async def _digest(
         line = "\x1f".join(texts)
         h = _hash(line)
         key = "|".join(texts[i] for i in key_at) if key_at else line
-        bucket = _hash(key) % BUCKETS
+        bucket = hash(key) % BUCKETS  # both sides digest in this one process
         n += 1
         total = (total + h) & MASK
         buckets[bucket] = (buckets[bucket] + h) & MASK
