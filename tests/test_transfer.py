@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from rich.console import Console
-from sqlalchemy import text
 
 from app.config import Settings
 from app.db import transfer
@@ -26,6 +26,7 @@ from app.db.seed import seed_demo
 from app.db.transfer import lite, pg
 from app.db.transfer.schema import quote
 from app.db.transfer.types import Options, canonical
+from app.main import create_app
 from tests.conftest import Postgres, create_database, drop_database, pg_fetch, unique
 from tests.messy_sqlite import build_large, build_messy
 
@@ -253,21 +254,40 @@ async def test_service_schema_into_upgraded_database(target: str, tmp_path: Path
         "AND connamespace = 'public'::regnamespace",
     )
     assert exclusion
-    top = (await pg_fetch(target, "SELECT max(id) FROM users"))[0][0]
-    engine = create_engine(target, Settings(database_url=target, demo_seed=False))
-    try:
-        async with engine.begin() as conn:
-            new_id = (
-                await conn.execute(
-                    text(
-                        "INSERT INTO users (email, name, unified_role) "
-                        "VALUES ('fresh@example.com', 'Fresh', 'client') RETURNING id"
-                    )
+    top_user = (await pg_fetch(target, "SELECT max(id) FROM users"))[0][0]
+    top_appointment = (await pg_fetch(target, "SELECT max(id) FROM appointments"))[0][0]
+    # New rows through the API get fresh ids: the copy set every sequence past its table.
+    settings = Settings(database_url=target, demo_seed=False, replica_urls=[])
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            user = await client.post(
+                "/api/v1/users",
+                json={"email": "fresh@example.com", "name": "Fresh", "unified_role": "client"},
+            )
+            assert user.status_code == 201, user.text
+            assert user.json()["id"] == top_user + 1
+            ids = (
+                await pg_fetch(
+                    target,
+                    "SELECT a.barber_id, a.service_id, a.location_id FROM appointments a "
+                    "ORDER BY a.id LIMIT 1",
                 )
-            ).scalar_one()
-    finally:
-        await engine.dispose()
-    assert new_id == top + 1
+            )[0]
+            booked = await client.post(
+                "/api/v1/appointments",
+                json={
+                    "user_id": user.json()["id"],
+                    "barber_id": ids[0],
+                    "service_id": ids[1],
+                    "location_id": ids[2],
+                    "start_time": "2031-05-01T10:00:00+00:00",
+                    "end_time": "2031-05-01T10:30:00+00:00",
+                },
+            )
+            assert booked.status_code == 201, booked.text
+            assert booked.json()["id"] == top_appointment + 1
     kept = await pg_fetch(
         target, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'public_before_%'"
     )
