@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +15,12 @@ from app.db.router import DatabaseRouter, Intent, parse_lsn
 from app.errors import BadRequest, Unauthorized
 
 CONSISTENCY_HEADER = "X-Consistency-Token"
+
+
+class JSONBytes(Response):
+    """A body already serialized (app/queries/hot.py): sent as it is."""
+
+    media_type = "application/json"
 
 
 def get_router(request: Request) -> DatabaseRouter:

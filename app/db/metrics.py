@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -139,10 +140,7 @@ def instrument_engine(engine: AsyncEngine, role: str, slow_query_seconds: float)
     ) -> None:
         context.query_started = time.perf_counter()
 
-    def after(
-        _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool
-    ) -> None:
-        elapsed = time.perf_counter() - context.query_started
+    def record(statement: str, elapsed: float) -> None:
         key = classify(statement)
         counter = counters.get(key)
         if counter is None:
@@ -162,8 +160,27 @@ def instrument_engine(engine: AsyncEngine, role: str, slow_query_seconds: float)
                 ).decode()
             )
 
+    def after(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool
+    ) -> None:
+        record(statement, time.perf_counter() - context.query_started)
+
     event.listen(sync_engine, "before_cursor_execute", before)
     event.listen(sync_engine, "after_cursor_execute", after)
+    _recorders[engine.pool] = record
+
+
+# Statements sent to the driver directly (app/queries/hot.py) bypass the engine's
+# events; they are recorded here instead, found by the pool they ran on.
+_recorders: weakref.WeakKeyDictionary[Any, Callable[[str, float], None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def record_statement(engine: AsyncEngine, statement: str, elapsed: float) -> None:
+    record = _recorders.get(engine.pool)
+    if record is not None:
+        record(statement, elapsed)
 
 
 # -- connection pools ---------------------------------------------------------------

@@ -9,10 +9,10 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -119,6 +119,42 @@ class RoutedSession(AsyncSession):
 
     async def get(self, *args: Any, **kwargs: Any) -> Any:
         return await self._retrying(super().get, *args, **kwargs)
+
+    # -- hand-written SQL for the hot reads (app/queries/hot.py) ------------------------
+    @property
+    def uses_asyncpg(self) -> bool:
+        return self.target.engine.dialect.driver == "asyncpg"
+
+    async def fetch(self, statement: str, *args: Any) -> Sequence[Mapping[str, Any]]:
+        """Rows of a `$n`-parameter statement, straight from asyncpg where that is safe.
+
+        In autocommit (every read, unless behind PgBouncer) the statement goes to the
+        driver connection underneath, skipping SQLAlchemy's execution and result
+        layers; it is still counted and timed like any other statement. Behind
+        PgBouncer it runs through SQLAlchemy, inside the read's transaction.
+        """
+        return await self._retrying(self._fetch, statement, args)
+
+    async def fetchrow(self, statement: str, *args: Any) -> Mapping[str, Any] | None:
+        rows = await self.fetch(statement, *args)
+        return rows[0] if rows else None
+
+    async def _fetch(self, statement: str, args: tuple[Any, ...]) -> Sequence[Mapping[str, Any]]:
+        connection = await self.connection()
+        if self.target.engine.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            result = await connection.exec_driver_sql(statement, args)
+            return cast(Sequence[Mapping[str, Any]], result.mappings().all())
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None
+        started = time.perf_counter()
+        try:
+            rows: Sequence[Mapping[str, Any]] = await driver.fetch(statement, *args)
+        except Exception as exc:
+            if is_connection_error(exc):
+                await connection.invalidate()
+            raise
+        metrics.record_statement(self.target.engine, statement, time.perf_counter() - started)
+        return rows
 
 
 def _sessionmaker(engine: AsyncEngine, cls: type[AsyncSession]) -> async_sessionmaker[Any]:

@@ -1,0 +1,161 @@
+"""The three hot reads on PostgreSQL: hand-written SQL on the asyncpg connection, orjson out.
+
+The repositories (selectinload through the ORM) answer the same requests on SQLite
+and remain the reference for the JSON shapes; tests compare both paths value by
+value on PostgreSQL. Here each row costs a tuple and a dict instead of an ORM
+identity, a pydantic model and a second validation: on the demo data this is the
+difference between about 250 and over 1,000 requests per second for a worker
+(bench/RESULTS.md). Statements run through `RoutedSession.fetch`, so routing,
+retry on a dead replica and the query metrics stay as they are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+from typing import Any, TypeGuard
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.router import RoutedSession
+
+_APPOINTMENT = """a.id, a.user_id, a.barber_id, a.service_id, a.location_id, a.appointment_date,
+    a.start_time, a.end_time, a.status, a.notes, a.version, a.created_at, a.updated_at"""
+_PAYMENT = """p.id, p.user_id, p.appointment_id, p.location_id, p.amount::text AS amount,
+    p.currency, p.status, p.created_at"""
+
+USER = """
+SELECT id, email, name, phone, unified_role, location_id, is_active, created_at
+FROM users WHERE id = $1
+"""
+USER_APPOINTMENTS = (
+    f"SELECT {_APPOINTMENT} FROM appointments a WHERE a.user_id = $1 ORDER BY a.start_time"
+)
+USER_PAYMENTS = f"SELECT {_PAYMENT} FROM payments p WHERE p.user_id = $1 ORDER BY p.id"
+USER_ORGANIZATIONS = """
+SELECT m.organization_id, o.name, o.slug, m.role
+FROM user_organizations m JOIN organizations o ON o.id = m.organization_id
+WHERE m.user_id = $1 ORDER BY m.id
+"""
+USER_STRIPE_ACCOUNT = """
+SELECT stripe_account_id, charges_enabled, payouts_enabled FROM stripe_accounts WHERE user_id = $1
+"""
+_RELATIONS = {
+    "appointments": USER_APPOINTMENTS,
+    "payments": USER_PAYMENTS,
+    "organizations": USER_ORGANIZATIONS,
+}
+
+SCHEDULE = f"""
+SELECT {_APPOINTMENT},
+       u.name AS u_name, u.email AS u_email, u.phone AS u_phone,
+       s.name AS s_name, s.duration_minutes AS s_minutes, s.price::text AS s_price,
+       p.id AS p_id, p.user_id AS p_user_id, p.location_id AS p_location_id,
+       p.amount::text AS p_amount, p.currency AS p_currency, p.status AS p_status,
+       p.created_at AS p_created_at
+FROM appointments a
+JOIN users u ON u.id = a.user_id
+JOIN services s ON s.id = a.service_id
+LEFT JOIN payments p ON p.appointment_id = a.id
+WHERE a.barber_id = $1 AND a.appointment_date >= $2 AND a.appointment_date <= $3
+  AND a.status = ANY($4::text[])
+ORDER BY a.appointment_date, a.start_time
+"""
+# The same days and sums as AnalyticsRepository.daily_revenue; PostgreSQL's round()
+# on numeric rounds halves away from zero, as ROUND_HALF_UP does there.
+REVENUE = """
+SELECT (created_at AT TIME ZONE 'UTC')::date AS date, sum(amount)::text AS total_revenue,
+       count(*) AS transaction_count,
+       round(sum(amount) / count(*), 2)::text AS average_transaction
+FROM payments
+WHERE location_id = $1 AND status = 'completed' AND created_at >= $2 AND created_at < $3
+GROUP BY 1 ORDER BY 1
+"""
+
+
+def dumps(value: Any) -> bytes:
+    # Naive datetimes never occur (timestamptz, TimeZone=UTC); UTC renders as Z, like pydantic.
+    return orjson.dumps(value, option=orjson.OPT_UTC_Z)
+
+
+def available(session: AsyncSession) -> TypeGuard[RoutedSession]:
+    """The hot path needs a routed read session on PostgreSQL with asyncpg underneath."""
+    return isinstance(session, RoutedSession) and session.uses_asyncpg
+
+
+async def user_document(
+    session: RoutedSession, user_id: int, relations: Collection[str]
+) -> bytes | None:
+    row = await session.fetchrow(USER, user_id)
+    if row is None:
+        return None
+    user = dict(row)
+    for name, statement in _RELATIONS.items():
+        if name in relations:
+            user[name] = [dict(r) for r in await session.fetch(statement, user_id)]
+    if "stripe_account" in relations:
+        account = await session.fetchrow(USER_STRIPE_ACCOUNT, user_id)
+        user["stripe_account"] = dict(account) if account is not None else None
+    return dumps(user)
+
+
+async def schedule_document(
+    session: RoutedSession, barber_id: int, start: dt.date, end: dt.date, statuses: Collection[str]
+) -> bytes:
+    rows = await session.fetch(SCHEDULE, barber_id, start, end, sorted(statuses))
+    items = []
+    for r in rows:
+        payment = None
+        if r["p_id"] is not None:
+            payment = {
+                "id": r["p_id"],
+                "user_id": r["p_user_id"],
+                "appointment_id": r["id"],
+                "location_id": r["p_location_id"],
+                "amount": r["p_amount"],
+                "currency": r["p_currency"],
+                "status": r["p_status"],
+                "created_at": r["p_created_at"],
+            }
+        items.append(
+            {
+                "id": r["id"],
+                "user_id": r["user_id"],
+                "barber_id": r["barber_id"],
+                "service_id": r["service_id"],
+                "location_id": r["location_id"],
+                "appointment_date": r["appointment_date"],
+                "start_time": r["start_time"],
+                "end_time": r["end_time"],
+                "status": r["status"],
+                "notes": r["notes"],
+                "version": r["version"],
+                "created_at": r["created_at"],
+                "updated_at": r["updated_at"],
+                "user": {
+                    "id": r["user_id"],
+                    "name": r["u_name"],
+                    "email": r["u_email"],
+                    "phone": r["u_phone"],
+                },
+                "service": {
+                    "id": r["service_id"],
+                    "name": r["s_name"],
+                    "duration_minutes": r["s_minutes"],
+                    "price": r["s_price"],
+                },
+                "payment": payment,
+            }
+        )
+    return dumps(items)
+
+
+async def revenue_document(
+    session: RoutedSession, location_id: int, start: dt.date, end: dt.date
+) -> bytes:
+    since = dt.datetime.combine(start, dt.time(), dt.UTC)
+    until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC)
+    rows = await session.fetch(REVENUE, location_id, since, until)
+    report = {"location_id": location_id, "start": start, "end": end}
+    return dumps({**report, "days": [dict(r) for r in rows]})
