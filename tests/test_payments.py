@@ -116,11 +116,16 @@ async def test_idempotency_key_is_required_and_bounded(
 
 async def test_unknown_references(app: FastAPI, client: httpx.AsyncClient) -> None:
     ids = await shop(app, client)
-    for missing in ("user_id", "appointment_id", "location_id"):
-        body = {**ids, missing: 2**62, "amount": "5.00"}
+    loose = {"user_id": ids["user_id"], "location_id": ids["location_id"], "amount": "5.00"}
+    for missing in ("user_id", "location_id"):
+        body = {**loose, missing: 2**62}
         response = await client.post(f"{API}/payments", json=body, headers=key())
         assert response.status_code == 422, missing
         assert response.json()["detail"] == "the user, appointment or location does not exist"
+    body = {**ids, "appointment_id": 2**62, "amount": "5.00"}
+    response = await client.post(f"{API}/payments", json=body, headers=key())
+    assert response.status_code == 422
+    assert response.json()["detail"] == f"appointment {2**62} does not exist"
     assert (await client.get(f"{API}/payments/{2**62}")).status_code == 404
     assert (await client.get(f"{API}/payments/0")).status_code == 422
 
@@ -161,3 +166,18 @@ async def test_list_user_payments_by_keyset(app: FastAPI, client: httpx.AsyncCli
     }
     for params in ({"limit": 0}, {"limit": 101}, {"after": -1}):
         assert (await client.get(url, params=params)).status_code == 422
+
+
+async def test_payment_must_match_its_appointment(app: FastAPI, client: httpx.AsyncClient) -> None:
+    ids = await shop(app, client)
+    other = await shop(app, client)
+    for field in ("user_id", "location_id"):
+        body = {**ids, field: other[field], "amount": "5.00"}
+        response = await client.post(f"{API}/payments", json=body, headers=key())
+        assert response.status_code == 422, field
+        assert "a payment for it must too" in response.json()["detail"]
+    async with factories.committed(app) as session:
+        count = await session.scalar(
+            select(func.count()).where(Payment.appointment_id == ids["appointment_id"])
+        )
+    assert count == 0

@@ -9,6 +9,7 @@ from app.api.deps import ReadSession, WriteSession
 from app.db.errors import FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION
 from app.errors import BadRequest, Conflict, NotFound
 from app.queries import violation
+from app.queries.appointments import AppointmentRepository
 from app.queries.payments import PaymentRepository
 from app.schemas import INT64_MAX, PaymentCreate, PaymentPage, PaymentRead
 
@@ -44,6 +45,15 @@ async def create_payment(
     session: WriteSession,
     response: Response,
 ) -> PaymentRead:
+    if body.appointment_id is not None:
+        appointment = await AppointmentRepository(session).get(body.appointment_id)
+        if appointment is None:
+            raise BadRequest(f"appointment {body.appointment_id} does not exist")
+        if (appointment.user_id, appointment.location_id) != (body.user_id, body.location_id):
+            raise BadRequest(
+                f"appointment {body.appointment_id} belongs to user {appointment.user_id} "
+                f"at location {appointment.location_id}; a payment for it must too"
+            )
     try:
         payment, created = await PaymentRepository(session).add_once(
             idempotency_key, **body.model_dump()
