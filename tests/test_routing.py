@@ -403,3 +403,48 @@ async def test_database_down_answers_503_quickly() -> None:
             assert time.monotonic() - started < 2.5
             assert "pw-nothing" not in response.text
             assert str(port) not in response.text
+
+
+async def test_hot_reads_survive_a_stopped_replica_and_cancellation(
+    cluster: pgcluster.PgCluster,
+) -> None:
+    """The hand-written hot reads hold a pooled connection of their own: same guarantees."""
+    replica = cluster.replicas[0]
+    async with serving(cluster_settings(cluster)) as (app, client):
+        email = f"{uuid.uuid4().hex}@example.com"
+        created = await client.post(
+            "/api/v1/users", json={"email": email, "name": "Hot Path", "unified_role": "client"}
+        )
+        assert created.status_code == 201
+        cluster.wait_replica_caught_up(replica)
+        await until(lambda: db(app).replicas[0].in_rotation, what="replica in rotation")
+        url = f"/api/v1/users/{created.json()['id']}?include=appointments,payments,organizations"
+        engines = [engine for _, engine in db(app).engines()]
+
+        def checked_out() -> int:
+            return sum(e.pool.checkedout() for e in engines)  # type: ignore[attr-defined]
+
+        # Cancelled at every stage (waiting for the pool, pinging, fetching): nothing leaks.
+        tasks = [asyncio.create_task(client.get(url)) for _ in range(300)]
+        await until(lambda: checked_out() > 0, what="reads in flight")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await until(lambda: checked_out() == 0, limit=10, what="pool drained")
+
+        retries_before = primary_reads("retry") + primary_reads("all_down")
+        first = asyncio.gather(*(client.get(url) for _ in range(100)))
+        await asyncio.sleep(0.05)
+        replica.stop("immediate")
+        try:
+            responses = list(await first)
+            responses += await asyncio.gather(*(client.get(url) for _ in range(100)))
+        finally:
+            replica.start()
+        failed = [r for r in responses if r.status_code != 200]
+        assert failed == [], [r.text for r in failed[:3]]
+        assert {r.json()["email"] for r in responses} == {email}
+        assert primary_reads("retry") + primary_reads("all_down") > retries_before
+        await until(lambda: db(app).replicas[0].in_rotation, what="replica back in rotation")
+        assert (await client.get(url)).status_code == 200
+        await until(lambda: checked_out() == 0, limit=10, what="pool drained")

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, Header, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,21 +58,25 @@ async def _reading(
         await _close(session)
 
 
-async def read_session(
-    request: Request,
-    x_consistency_token: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_read_consistency: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> AsyncIterator[AsyncSession]:
-    async for session in _reading(request, "read", x_consistency_token, x_read_consistency):
+# The two consistency headers are read straight from the request: as declared
+# Header parameters FastAPI would validate both on every read, for nothing.
+_LSN_HEADER = "x-consistency-token"
+_CONSISTENCY_HEADER = "x-read-consistency"
+
+
+async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    headers = request.headers
+    async for session in _reading(
+        request, "read", headers.get(_LSN_HEADER), headers.get(_CONSISTENCY_HEADER)
+    ):
         yield session
 
 
-async def analytics_session(
-    request: Request,
-    x_consistency_token: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_read_consistency: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> AsyncIterator[AsyncSession]:
-    async for session in _reading(request, "analytics", x_consistency_token, x_read_consistency):
+async def analytics_session(request: Request) -> AsyncIterator[AsyncSession]:
+    headers = request.headers
+    async for session in _reading(
+        request, "analytics", headers.get(_LSN_HEADER), headers.get(_CONSISTENCY_HEADER)
+    ):
         yield session
 
 
@@ -96,14 +100,10 @@ async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def method_session(
-    request: Request,
-    x_consistency_token: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_read_consistency: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> AsyncIterator[AsyncSession]:
+async def method_session(request: Request) -> AsyncIterator[AsyncSession]:
     """Intent from the HTTP method: safe methods read, everything else writes."""
     if request.method in SAFE_METHODS:
-        async for session in _reading(request, "read", x_consistency_token, x_read_consistency):
+        async for session in read_session(request):
             yield session
     else:
         async for session in write_session(request):

@@ -16,6 +16,8 @@ from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from app.config import Settings
 from app.db import metrics
@@ -90,6 +92,7 @@ class RoutedSession(AsyncSession):
     router: DatabaseRouter
     target: Target
     min_lsn: int | None
+    _pooled: PoolProxiedConnection | None = None
 
     async def _retrying(
         self, call: Callable[_P, Awaitable[_T]], *args: _P.args, **kwargs: _P.kwargs
@@ -140,21 +143,36 @@ class RoutedSession(AsyncSession):
         return rows[0] if rows else None
 
     async def _fetch(self, statement: str, args: tuple[Any, ...]) -> Sequence[Mapping[str, Any]]:
-        connection = await self.connection()
-        if self.target.engine.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        engine = self.target.engine
+        if engine.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            connection = await self.connection()
             result = await connection.exec_driver_sql(statement, args)
             return cast(Sequence[Mapping[str, Any]], result.mappings().all())
-        driver = (await connection.get_raw_connection()).driver_connection
+        # A pooled connection of the session's own, without the ORM session's
+        # transaction bookkeeping; given back in close(). Outside a transaction
+        # asyncpg runs each statement in autocommit.
+        if self._pooled is None:
+            self._pooled = await engine.raw_connection()
+        driver = self._pooled.driver_connection
         assert driver is not None
         started = time.perf_counter()
         try:
             rows: Sequence[Mapping[str, Any]] = await driver.fetch(statement, *args)
         except Exception as exc:
             if is_connection_error(exc):
-                await connection.invalidate()
+                pooled, self._pooled = self._pooled, None
+                await greenlet_spawn(pooled.invalidate, exc)
             raise
-        metrics.record_statement(self.target.engine, statement, time.perf_counter() - started)
+        metrics.record_statement(engine, statement, time.perf_counter() - started)
         return rows
+
+    async def close(self) -> None:
+        pooled, self._pooled = self._pooled, None
+        try:
+            if pooled is not None:
+                await greenlet_spawn(pooled.close)
+        finally:
+            await super().close()
 
 
 def _sessionmaker(engine: AsyncEngine, cls: type[AsyncSession]) -> async_sessionmaker[Any]:
