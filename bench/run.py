@@ -51,6 +51,12 @@ LUA = ROOT / "bench" / "lua"
 PINNED = "servers on CPU 0; wrk and PostgreSQL on CPU 1; a service with several workers unpinned"
 CACHE = Path(tempfile.gettempdir()) / "bookedbarber-bench"
 NOFILE = 65536
+SIZED_POOLS = {
+    "POOL_SIZE": "30",
+    "MAX_OVERFLOW": "0",
+    "REPLICA_POOL_SIZE": "30",
+    "REPLICA_MAX_OVERFLOW": "0",
+}
 ENDPOINTS = ("user", "barber", "revenue", "write")
 ENDPOINT_NAMES = {
     "user": "GET /users/{id}?include=appointments,payments,organizations",
@@ -275,6 +281,12 @@ def start_service(
         "KEEP_ALIVE_TIMEOUT": str(keep_alive),
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    # The reference's connection budget: 30 per database, waiting beyond that. With the
+    # seed's defaults (10 + 20 overflow on the replica) a sustained 64 concurrent reads
+    # keep opening and closing overflow connections (a SCRAM handshake and a backend
+    # fork each); the environment still wins.
+    for name, value in SIZED_POOLS.items():
+        env.setdefault(name, value)
     args = [sys.executable, "-m", "app", "serve", "--workers", str(workers)]
     args += ["--no-access-log", "--port", str(port), "--keep-alive", str(keep_alive)]
     if cpus:
