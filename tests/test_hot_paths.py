@@ -11,6 +11,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -22,6 +23,7 @@ from app.queries.appointments import AppointmentRepository
 from app.queries.users import USER_RELATIONS, UserRepository
 from app.schemas import DailyRevenueRead, RevenueReport, ScheduledAppointment, UserDetail
 from tests import factories
+from tests.conftest import Postgres
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"])
 API = "/api/v1"
@@ -143,3 +145,17 @@ async def test_revenue_document_equals_the_repository_and_model(
     [today] = expected["days"]
     assert Decimal(today["total_revenue"]) == Decimal("20.29")
     assert today["average_transaction"] == "6.76"
+
+
+async def test_revenue_is_an_index_only_scan(app: FastAPI, postgres: Postgres) -> None:
+    """The revenue statement is answered from idx_payments_location_revenue alone."""
+    conn = await asyncpg.connect(postgres.primary_url.replace("+asyncpg", ""))
+    try:
+        await conn.execute("VACUUM payments")  # index-only scans need the visibility map
+        await conn.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        since = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+        rows = await conn.fetch("EXPLAIN " + hot.REVENUE, 1, since, since + dt.timedelta(days=31))
+    finally:
+        await conn.close()
+    plan = "\n".join(r[0] for r in rows)
+    assert "Index Only Scan using idx_payments_location_revenue" in plan, plan

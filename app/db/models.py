@@ -267,8 +267,9 @@ class Payment(Base):
         Index("idx_payments_stripe_session", "stripe_session_id"),
         Index("idx_payments_created_amount", "created_at", "amount"),
         Index("idx_payments_location", "location_id"),
-        # Not in the seed: the revenue query is bound by the database without it.
-        Index("idx_payments_location_created", "location_id", "created_at"),
+        # Not in the seed: the revenue query is bound by the database without it. Status
+        # and amount make it covering: an index-only scan, no heap page per payment.
+        Index("idx_payments_location_revenue", "location_id", "created_at", "status", "amount"),
     )
 
     id: Mapped[int] = _id()
