@@ -653,67 +653,52 @@ def _top(counts: dict[str, int], n: int) -> list[tuple[str, int]]:
 
 
 def explain(cluster: PgCluster, size: Scale, today: int) -> str:
-    """EXPLAIN (ANALYZE, BUFFERS) of exactly the statements the service sends, on the replica."""
+    """EXPLAIN (ANALYZE, BUFFERS) of exactly the statements the service sends, on the replica.
+
+    On PostgreSQL the three hot reads are app/queries/hot.py's statements.
+    """
     import asyncio
 
-    from sqlalchemy import event
-    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+    import asyncpg
 
-    from app.queries.analytics import AnalyticsRepository
-    from app.queries.appointments import AppointmentRepository
-    from app.queries.users import UserRepository
+    from app.queries import hot
 
     day = dt.date(1970, 1, 1) + dt.timedelta(days=today)
     month_start = (day - dt.timedelta(days=60)).replace(day=1)
     month_end = (month_start + dt.timedelta(days=32)).replace(day=1)
     client = size.barbers + size.locations + 1234
+    since = dt.datetime.combine(month_start, dt.time(), dt.UTC)
+    until = dt.datetime.combine(month_end, dt.time(), dt.UTC)
+    user = "GET /users/{id}?include=appointments,payments,organizations"
+    calls: list[tuple[str, str, tuple[Any, ...]]] = [
+        (user, hot.USER, (client,)),
+        (user, hot.USER_APPOINTMENTS, (client,)),
+        (user, hot.USER_PAYMENTS, (client,)),
+        (user, hot.USER_ORGANIZATIONS, (client,)),
+        (
+            "GET /barbers/{id}/appointments (a week)",
+            hot.SCHEDULE,
+            (17, day, day + dt.timedelta(days=6), ["confirmed", "in_progress"]),
+        ),
+        ("GET /locations/{id}/revenue (a month)", hot.REVENUE, (7, since, until)),
+    ]
 
     async def run() -> list[tuple[str, str, list[str]]]:
-        engine = create_async_engine(cluster.replicas[0].url())
-        captured: list[tuple[str, Any]] = []
-
-        @event.listens_for(engine.sync_engine, "before_cursor_execute")
-        def capture(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
-            captured.append((statement, params))
-
-        calls: list[tuple[str, Callable[[AsyncSession], Any]]] = [
-            (
-                "GET /users/{id}?include=appointments,payments,organizations",
-                lambda s: UserRepository(s).get_with(
-                    client, {"appointments", "payments", "organizations"}
-                ),
-            ),
-            (
-                "GET /barbers/{id}/appointments (a week)",
-                lambda s: AppointmentRepository(s).list_for_barber(
-                    17, day, day + dt.timedelta(days=6), {"confirmed", "in_progress"}
-                ),
-            ),
-            (
-                "GET /locations/{id}/revenue (a month)",
-                lambda s: AnalyticsRepository(s).daily_revenue(
-                    7,
-                    dt.datetime.combine(month_start, dt.time(), dt.UTC),
-                    dt.datetime.combine(month_end, dt.time(), dt.UTC),
-                ),
-            ),
-        ]
-        plans = []
+        conn = await asyncpg.connect(cluster.replicas[0].url(driver="postgresql"))
         try:
-            for name, call in calls:
-                async with AsyncSession(engine) as session:
-                    captured.clear()
-                    await call(session)
-                    statements = list(captured)
-                    for statement, params in statements:
-                        res = await session.connection()
-                        rows = await res.exec_driver_sql(
-                            "EXPLAIN (ANALYZE, BUFFERS) " + statement, params
-                        )
-                        plans.append((name, statement, [r[0] for r in rows]))
+            return [
+                (
+                    name,
+                    statement,
+                    [
+                        r[0]
+                        for r in await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + statement, *args)
+                    ],
+                )
+                for name, statement, args in calls
+            ]
         finally:
-            await engine.dispose()
-        return plans
+            await conn.close()
 
     plans = asyncio.run(run())
     lines = []
