@@ -59,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         router = DatabaseRouter(settings)
         app.state.db = router
         metrics.instrument(router.engines(), settings.slow_query_seconds)
+        for role, engine in router.monitor_engines():
+            metrics.instrument_engine(engine, role, settings.slow_query_seconds)
         try:
             await router.start_monitor()
         except Exception as exc:  # the service must start even when a database is down

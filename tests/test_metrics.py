@@ -272,11 +272,17 @@ def test_workers_aggregate_into_one_scrape(workers: str) -> None:
     with httpx.Client(base_url=workers, timeout=10) as http:
         for _ in range(n):  # new connections: the two workers share them
             assert http.get("/health/db", headers={"Connection": "close"}).status_code == 200
+        for _ in range(n):  # reads take pooled replica connections (health has its own)
+            response = http.get(
+                "/api/v1/users", params={"limit": 1}, headers={"Connection": "close"}
+            )
+            assert response.status_code == 200
     after = _scrape(workers)
     assert value(after, "database_queries_total", **labels) - before == n
     # Every connection went back: each worker's gauges saw the checkins.
     assert value(after, "database_connection_pool_checked_out", role="primary") == 0
-    assert value(after, "database_connection_pool_checked_in", role="primary") >= 1
+    assert value(after, "database_connection_pool_checked_out", role="replica") == 0
+    assert value(after, "database_connection_pool_checked_in", role="replica") >= 1
     assert "pid=" not in after
     promtool_check_metrics(after)
 

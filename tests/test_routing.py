@@ -448,3 +448,26 @@ async def test_hot_reads_survive_a_stopped_replica_and_cancellation(
         await until(lambda: db(app).replicas[0].in_rotation, what="replica back in rotation")
         assert (await client.get(url)).status_code == 200
         await until(lambda: checked_out() == 0, limit=10, what="pool drained")
+
+
+async def test_a_saturated_pool_does_not_eject_its_replica(cluster: pgcluster.PgCluster) -> None:
+    """The monitor probes on its own connection: a busy pool is not a slow replica."""
+    settings = cluster_settings(
+        cluster, replica_pool_size=2, replica_max_overflow=0, connect_timeout=1
+    )
+    async with serving(settings) as (app, client):
+        replica = db(app).replicas[0]
+        await until(lambda: replica.in_rotation, what="replica in rotation")
+        held = [await replica.engine.connect() for _ in range(2)]
+        try:
+            for conn in held:
+                await conn.execute(text("SELECT 1"))
+            await asyncio.sleep(1.5)  # several probe rounds, each past CONNECT_TIMEOUT's worth
+            assert replica.in_rotation, replica.reason
+            assert replica.response_time is not None
+            assert replica.response_time < 0.5
+            health = (await client.get("/health/replicas")).json()
+            assert health["replicas"][0]["status"] == "healthy", health
+        finally:
+            for conn in held:
+                await conn.close()

@@ -28,14 +28,31 @@ def create_engine(
     *,
     index: int | None = None,
     sqlite_begin: Literal["BEGIN", "BEGIN IMMEDIATE"] = "BEGIN IMMEDIATE",
+    monitor: bool = False,
 ) -> AsyncEngine:
-    """One factory for every role and both backends."""
+    """One factory for every role and both backends.
+
+    `monitor` makes the replica monitor's own one-connection engine: its probes
+    never queue behind requests for a pooled connection, so a busy pool is not
+    mistaken for a slow or dead database.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, settings, sqlite_begin)
 
     primary = role == "primary"
-    server_settings = {"application_name": application_name(role, index), "timezone": "UTC"}
+    name = application_name(role, index)
+    if monitor:
+        name = name.replace("bookedbarber_", "bookedbarber_monitor_", 1)
+        settings = settings.model_copy(
+            update={
+                "pool_size": 1,
+                "max_overflow": 0,
+                "replica_pool_size": 1,
+                "replica_max_overflow": 0,
+            }
+        )
+    server_settings = {"application_name": name, "timezone": "UTC"}
     connect_args: dict[str, Any] = {
         "server_settings": server_settings,
         "timeout": settings.connect_timeout,

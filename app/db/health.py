@@ -54,7 +54,7 @@ async def check_primary(router: DatabaseRouter) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         async with asyncio.timeout(router.settings.connect_timeout):
-            async with router.primary.connect() as conn:
+            async with router.probe_engine.connect() as conn:
                 value = await conn.scalar(text("SELECT 1"))
         healthy = value == 1
         error = None if healthy else "unexpected answer"

@@ -51,6 +51,7 @@ class Replica:
     engine: AsyncEngine
     reader: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    probe: AsyncEngine
     up: bool = False
     in_rotation: bool = False
     lag_seconds: float | None = None
@@ -213,10 +214,18 @@ class DatabaseRouter:
                 engine,
                 _reader(engine, settings),
                 _sessionmaker(_reader(engine, settings), RoutedSession),
+                create_engine(url.get_secret_value(), settings, "replica", index=i, monitor=True),
             )
             for i, url in enumerate(settings.replica_urls)
             for engine in [create_engine(url.get_secret_value(), settings, "replica", index=i)]
         ]
+        # The monitor's own connections (one per database): a saturated pool must not
+        # look like a slow replica, or a busy service would eject its replicas.
+        self._primary_probe = (
+            create_engine(settings.primary_url, settings, "primary", monitor=True)
+            if self.replicas
+            else None
+        )
         self.analytics: AsyncEngine | None = None
         self._analytics_sessions: async_sessionmaker[AsyncSession] | None = None
         if settings.analytics_database_url is not None:
@@ -244,9 +253,21 @@ class DatabaseRouter:
             pairs.append(("analytics", self.analytics))
         return pairs
 
+    def monitor_engines(self) -> list[tuple[str, AsyncEngine]]:
+        """The monitor's and health checks' own engines: their statements count, their pools not."""
+        pairs = [("replica", r.probe) for r in self.replicas]
+        if self._primary_probe is not None:
+            pairs.append(("primary", self._primary_probe))
+        return pairs
+
+    @property
+    def probe_engine(self) -> AsyncEngine:
+        """Where health checks reach the primary: past a busy pool when there is a monitor."""
+        return self._primary_probe or self.primary
+
     async def dispose(self) -> None:
         await self.stop_monitor()
-        for _, engine in self.engines():
+        for _, engine in self.engines() + self.monitor_engines():
             await engine.dispose()
 
     # -- choosing ----------------------------------------------------------------
@@ -368,7 +389,8 @@ class DatabaseRouter:
         timeout = self.settings.connect_timeout
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout), self.primary.connect() as conn:
+            assert self._primary_probe is not None
+            async with asyncio.timeout(timeout), self._primary_probe.connect() as conn:
                 value = await conn.scalar(text("SELECT pg_current_wal_lsn()::text"))
             self.primary_lsn = parse_lsn(str(value))
             self.primary_response_time = time.perf_counter() - started
@@ -382,7 +404,7 @@ class DatabaseRouter:
         started = time.perf_counter()
         replica.checked_at = dt.datetime.now(dt.UTC)
         try:
-            async with asyncio.timeout(limit), replica.engine.connect() as conn:
+            async with asyncio.timeout(limit), replica.probe.connect() as conn:
                 row = (
                     await conn.execute(
                         text(
