@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
@@ -102,9 +103,16 @@ class RoutedSession(AsyncSession):
             return await call(*args, **kwargs)
         except Exception as exc:
             replica = self.target.replica
-            if replica is None or not is_connection_error(exc):
+            # A replica's pool that stays exhausted for POOL_TIMEOUT: the read goes
+            # elsewhere too, without ejecting a replica that is merely busy. (Requests
+            # queued on the pool of a replica that just died wait out that timeout:
+            # SQLAlchemy wakes them only when a connection comes back, and failed
+            # reconnects give back overflow slots without one.)
+            busy = isinstance(exc, sa_exc.TimeoutError)
+            if replica is None or not (busy or is_connection_error(exc)):
                 raise
-            self.router.eject(replica, "connection error")
+            if not busy:
+                self.router.eject(replica, "connection error")
             await self.rollback()
             self.target = self.router.target(
                 self.target.intent, min_lsn=self.min_lsn, exclude=self.target.tried, retry=True
