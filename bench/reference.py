@@ -13,7 +13,9 @@ import argparse
 import datetime as dt
 import os
 import re
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,52 +23,23 @@ import asyncpg
 import orjson
 import uvicorn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-USER = """
-SELECT id, email, name, phone, unified_role, location_id, is_active, created_at
-FROM users WHERE id = $1
-"""
-USER_APPOINTMENTS = """
-SELECT id, user_id, barber_id, service_id, location_id, appointment_date, start_time, end_time,
-       status, notes, version, created_at, updated_at
-FROM appointments WHERE user_id = $1 ORDER BY start_time
-"""
-USER_PAYMENTS = """
-SELECT id, user_id, appointment_id, location_id, amount::text AS amount, currency, status,
-       created_at
-FROM payments WHERE user_id = $1 ORDER BY id
-"""
-USER_ORGANIZATIONS = """
-SELECT m.organization_id, o.name, o.slug, m.role
-FROM user_organizations m JOIN organizations o ON o.id = m.organization_id
-WHERE m.user_id = $1 ORDER BY m.id
-"""
-SCHEDULE = """
-SELECT a.id, a.user_id, a.barber_id, a.service_id, a.location_id, a.appointment_date,
-       a.start_time, a.end_time, a.status, a.notes, a.version, a.created_at, a.updated_at,
-       u.name AS u_name, u.email AS u_email, u.phone AS u_phone,
-       s.name AS s_name, s.duration_minutes AS s_minutes, s.price::text AS s_price,
-       p.id AS p_id, p.user_id AS p_user_id, p.location_id AS p_location_id,
-       p.amount::text AS p_amount, p.currency AS p_currency, p.status AS p_status,
-       p.created_at AS p_created_at
-FROM appointments a
-JOIN users u ON u.id = a.user_id
-JOIN services s ON s.id = a.service_id
-LEFT JOIN payments p ON p.appointment_id = a.id
-WHERE a.barber_id = $1 AND a.appointment_date >= $2 AND a.appointment_date <= $3
-  AND a.status = ANY($4::text[])
-ORDER BY a.appointment_date, a.start_time
-"""
-REVENUE = """
-SELECT (created_at AT TIME ZONE 'UTC')::date AS date, sum(amount)::text AS total_revenue,
-       count(*) AS transaction_count, round(sum(amount) / count(*), 2)::text AS average_transaction
-FROM payments
-WHERE location_id = $1 AND status = 'completed' AND created_at >= $2 AND created_at < $3
-GROUP BY 1 ORDER BY 1
-"""
+# The service's own hot-read statements (app/queries/hot.py): the same SQL by
+# construction, so the comparison measures everything around it.
+from app.queries.hot import (  # noqa: E402
+    REVENUE,
+    SCHEDULE,
+    USER,
+    USER_APPOINTMENTS,
+    USER_ORGANIZATIONS,
+    USER_PAYMENTS,
+)
+
 INSERT = """
 INSERT INTO appointments (user_id, barber_id, service_id, location_id, appointment_date,
                           start_time, end_time, status, notes, version, created_at, updated_at)
