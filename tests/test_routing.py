@@ -465,7 +465,7 @@ async def test_hot_reads_survive_a_stopped_replica_and_cancellation(
 async def test_a_saturated_pool_does_not_eject_its_replica(cluster: pgcluster.PgCluster) -> None:
     """The monitor probes on its own connection: a busy pool is not a slow replica."""
     settings = cluster_settings(
-        cluster, replica_pool_size=2, replica_max_overflow=0, connect_timeout=1
+        cluster, replica_pool_size=2, replica_max_overflow=0, connect_timeout=1, pool_timeout=1
     )
     async with serving(settings) as (app, client):
         replica = db(app).replicas[0]
@@ -480,6 +480,12 @@ async def test_a_saturated_pool_does_not_eject_its_replica(cluster: pgcluster.Pg
             assert replica.response_time < 0.5
             health = (await client.get("/health/replicas")).json()
             assert health["replicas"][0]["status"] == "healthy", health
+            # A read that finds the pool of a replica in rotation exhausted: 503, on time.
+            started = time.monotonic()
+            read = await client.get("/_probe/read")
+            assert read.status_code == 503
+            assert read.headers["retry-after"]
+            assert 0.9 <= time.monotonic() - started < 3
         finally:
             for conn in held:
                 await conn.close()

@@ -103,15 +103,16 @@ class RoutedSession(AsyncSession):
             return await call(*args, **kwargs)
         except Exception as exc:
             replica = self.target.replica
-            # A replica's pool that stays exhausted for POOL_TIMEOUT: the read goes
-            # elsewhere too, without ejecting a replica that is merely busy. (Requests
-            # queued on the pool of a replica that just died wait out that timeout:
-            # SQLAlchemy wakes them only when a connection comes back, and failed
-            # reconnects give back overflow slots without one.)
-            busy = isinstance(exc, sa_exc.TimeoutError)
-            if replica is None or not (busy or is_connection_error(exc)):
+            # Requests queued on the pool of a replica that died meanwhile wait out
+            # POOL_TIMEOUT (SQLAlchemy wakes a waiter only when a connection comes
+            # back, and failed reconnects give back overflow slots without one): they
+            # go elsewhere. A replica still in rotation is merely busy: 503, as promised.
+            if replica is None:
                 raise
-            if not busy:
+            stranded = isinstance(exc, sa_exc.TimeoutError) and not replica.in_rotation
+            if not (stranded or is_connection_error(exc)):
+                raise
+            if not stranded:
                 self.router.eject(replica, "connection error")
             await self.rollback()
             self.target = self.router.target(
