@@ -29,7 +29,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-# The service's own hot-read statements (app/queries/hot.py): the same SQL by
+# The service's own hot-read statements and row shaping (app/queries/hot.py): the same by
 # construction, so the comparison measures everything around it.
 from app.queries.hot import (  # noqa: E402
     REVENUE,
@@ -38,6 +38,7 @@ from app.queries.hot import (  # noqa: E402
     USER_APPOINTMENTS,
     USER_ORGANIZATIONS,
     USER_PAYMENTS,
+    schedule_items,
 )
 
 INSERT = """
@@ -149,43 +150,7 @@ class Reference:
         statuses = query.get("status") or DEFAULT_STATUSES
         assert self.replica is not None
         rows = await self.replica.fetch(SCHEDULE, barber_id, start, end, statuses)
-        out = []
-        for r in rows:
-            item = dict(r)
-            for key in ("u_name", "u_email", "u_phone", "s_name", "s_minutes", "s_price"):
-                del item[key]
-            for key in ("p_id", "p_user_id", "p_location_id", "p_amount"):
-                del item[key]
-            for key in ("p_currency", "p_status", "p_created_at"):
-                del item[key]
-            item["user"] = {
-                "id": r["user_id"],
-                "name": r["u_name"],
-                "email": r["u_email"],
-                "phone": r["u_phone"],
-            }
-            item["service"] = {
-                "id": r["service_id"],
-                "name": r["s_name"],
-                "duration_minutes": r["s_minutes"],
-                "price": r["s_price"],
-            }
-            item["payment"] = (
-                None
-                if r["p_id"] is None
-                else {
-                    "id": r["p_id"],
-                    "user_id": r["p_user_id"],
-                    "appointment_id": r["id"],
-                    "location_id": r["p_location_id"],
-                    "amount": r["p_amount"],
-                    "currency": r["p_currency"],
-                    "status": r["p_status"],
-                    "created_at": r["p_created_at"],
-                }
-            )
-            out.append(item)
-        return dumps(out)
+        return dumps(schedule_items(rows))
 
     async def revenue(self, location_id: int, query: dict[str, list[str]]) -> bytes:
         start, end = _date(query, "start"), _date(query, "end")

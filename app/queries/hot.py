@@ -12,7 +12,7 @@ retry on a dead replica and the query metrics stay as they are.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, TypeGuard
 
 import orjson
@@ -22,6 +22,7 @@ from app.db.router import RoutedSession
 
 _APPOINTMENT = """a.id, a.user_id, a.barber_id, a.service_id, a.location_id, a.appointment_date,
     a.start_time, a.end_time, a.status, a.notes, a.version, a.created_at, a.updated_at"""
+_APPOINTMENT_FIELDS = tuple(c.strip().removeprefix("a.") for c in _APPOINTMENT.split(","))
 _PAYMENT = """p.id, p.user_id, p.appointment_id, p.location_id, p.amount::text AS amount,
     p.currency, p.status, p.created_at"""
 
@@ -104,6 +105,11 @@ async def schedule_document(
     session: RoutedSession, barber_id: int, start: dt.date, end: dt.date, statuses: Collection[str]
 ) -> bytes:
     rows = await session.fetch(SCHEDULE, barber_id, start, end, sorted(statuses))
+    return dumps(schedule_items(rows))
+
+
+def schedule_items(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """SCHEDULE's flat rows as ScheduledAppointment's nested shape."""
     items = []
     for r in rows:
         payment = None
@@ -120,19 +126,7 @@ async def schedule_document(
             }
         items.append(
             {
-                "id": r["id"],
-                "user_id": r["user_id"],
-                "barber_id": r["barber_id"],
-                "service_id": r["service_id"],
-                "location_id": r["location_id"],
-                "appointment_date": r["appointment_date"],
-                "start_time": r["start_time"],
-                "end_time": r["end_time"],
-                "status": r["status"],
-                "notes": r["notes"],
-                "version": r["version"],
-                "created_at": r["created_at"],
-                "updated_at": r["updated_at"],
+                **{name: r[name] for name in _APPOINTMENT_FIELDS},
                 "user": {
                     "id": r["user_id"],
                     "name": r["u_name"],
@@ -148,7 +142,7 @@ async def schedule_document(
                 "payment": payment,
             }
         )
-    return dumps(items)
+    return items
 
 
 async def revenue_document(
