@@ -15,6 +15,7 @@ from app.db.router import DatabaseRouter, Intent, parse_lsn
 from app.errors import BadRequest, Unauthorized
 
 CONSISTENCY_HEADER = "X-Consistency-Token"
+READ_CONSISTENCY_HEADER = "X-Read-Consistency"
 
 
 class JSONBytes(Response):
@@ -35,7 +36,11 @@ async def _close(session: AsyncSession) -> None:
         await session.close()
 
 
-def _read_options(token: str | None, consistency: str | None) -> tuple[int | None, bool]:
+def _read_options(request: Request) -> tuple[int | None, bool]:
+    # Read straight from the request: as declared Header parameters FastAPI would
+    # validate both on every read, for nothing (they are not in the schema anyway).
+    token = request.headers.get(CONSISTENCY_HEADER)
+    consistency = request.headers.get(READ_CONSISTENCY_HEADER)
     min_lsn = None
     if token:
         try:
@@ -43,14 +48,12 @@ def _read_options(token: str | None, consistency: str | None) -> tuple[int | Non
         except ValueError as exc:
             raise BadRequest(f"{CONSISTENCY_HEADER}: {exc}") from exc
     if consistency not in (None, "", "primary", "any"):
-        raise BadRequest("X-Read-Consistency must be 'primary' or 'any'")
+        raise BadRequest(f"{READ_CONSISTENCY_HEADER} must be 'primary' or 'any'")
     return min_lsn, consistency == "primary"
 
 
-async def _reading(
-    request: Request, intent: Intent, token: str | None, consistency: str | None
-) -> AsyncIterator[AsyncSession]:
-    min_lsn, force = _read_options(token, consistency)
+async def _reading(request: Request, intent: Intent) -> AsyncIterator[AsyncSession]:
+    min_lsn, force = _read_options(request)
     session = get_router(request).session(intent, min_lsn=min_lsn, force_primary=force)
     try:
         yield session
@@ -58,25 +61,13 @@ async def _reading(
         await _close(session)
 
 
-# The two consistency headers are read straight from the request: as declared
-# Header parameters FastAPI would validate both on every read, for nothing.
-_LSN_HEADER = "x-consistency-token"
-_CONSISTENCY_HEADER = "x-read-consistency"
-
-
 async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    headers = request.headers
-    async for session in _reading(
-        request, "read", headers.get(_LSN_HEADER), headers.get(_CONSISTENCY_HEADER)
-    ):
+    async for session in _reading(request, "read"):
         yield session
 
 
 async def analytics_session(request: Request) -> AsyncIterator[AsyncSession]:
-    headers = request.headers
-    async for session in _reading(
-        request, "analytics", headers.get(_LSN_HEADER), headers.get(_CONSISTENCY_HEADER)
-    ):
+    async for session in _reading(request, "analytics"):
         yield session
 
 
