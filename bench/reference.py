@@ -31,6 +31,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # The service's own hot-read statements and row shaping (app/queries/hot.py): the same by
 # construction, so the comparison measures everything around it.
+from app.queries.analytics import utc_days  # noqa: E402
 from app.queries.hot import (  # noqa: E402
     REVENUE,
     SCHEDULE,
@@ -154,10 +155,8 @@ class Reference:
 
     async def revenue(self, location_id: int, query: dict[str, list[str]]) -> bytes:
         start, end = _date(query, "start"), _date(query, "end")
-        since = dt.datetime.combine(start, dt.time(), dt.UTC)
-        until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC)
         assert self.replica is not None
-        rows = await self.replica.fetch(REVENUE, location_id, since, until)
+        rows = await self.replica.fetch(REVENUE, location_id, *utc_days(start, end))
         report = {"location_id": location_id, "start": start, "end": end}
         report["days"] = [dict(r) for r in rows]
         return dumps(report)

@@ -98,6 +98,11 @@ async def until(condition: Any, limit: float = 20.0, what: str = "condition") ->
         await asyncio.sleep(0.05)
 
 
+def checked_out(app: FastAPI) -> int:
+    """Connections checked out of every serving pool of the app."""
+    return sum(e.pool.checkedout() for _, e in db(app).engines())  # type: ignore[attr-defined]
+
+
 def primary_reads(reason: str) -> float:
     value = REGISTRY.get_sample_value("database_primary_reads_total", {"reason": reason})
     return value or 0.0
@@ -163,8 +168,7 @@ async def test_stopped_replica_loses_no_reads_and_comes_back(
         await asyncio.sleep(0.05)
         replica.stop("immediate")
         stopped_at = time.monotonic()
-        responses = list(await first)
-        responses += await asyncio.gather(*(read() for _ in range(100)))
+        responses = list(await first) + list(await asyncio.gather(*(read() for _ in range(100))))
         failed = [r for r in responses if r.status_code != 200]
         assert failed == [], [r.text for r in failed[:3]]
         on_primary = sum(1 for r in responses if r.json()["recovery"] is False)
@@ -337,18 +341,13 @@ async def test_cancelled_requests_return_their_connections(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            engines = [engine for _, engine in db(app).engines()]
-
-            def checked_out() -> int:
-                return sum(e.pool.checkedout() for e in engines)  # type: ignore[attr-defined]
-
             tasks = [asyncio.create_task(client.get("/_probe/sleep")) for _ in range(500)]
-            await until(lambda: checked_out() > 0, what="queries in flight")
+            await until(lambda: checked_out(app) > 0, what="queries in flight")
             await asyncio.sleep(0.2)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await until(lambda: checked_out() == 0, limit=10, what="pool drained")
+            await until(lambda: checked_out(app) == 0, limit=10, what="pool drained")
             # And the pool still serves.
             assert (await client.get("/_probe/read")).status_code == 200
 
@@ -431,18 +430,13 @@ async def test_hot_reads_survive_a_stopped_replica_and_cancellation(
         cluster.wait_replica_caught_up(replica)
         await until(lambda: db(app).replicas[0].in_rotation, what="replica in rotation")
         url = f"/api/v1/users/{created.json()['id']}?include=appointments,payments,organizations"
-        engines = [engine for _, engine in db(app).engines()]
-
-        def checked_out() -> int:
-            return sum(e.pool.checkedout() for e in engines)  # type: ignore[attr-defined]
-
         # Cancelled at every stage (waiting for the pool, pinging, fetching): nothing leaks.
         tasks = [asyncio.create_task(client.get(url)) for _ in range(300)]
-        await until(lambda: checked_out() > 0, what="reads in flight")
+        await until(lambda: checked_out(app) > 0, what="reads in flight")
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await until(lambda: checked_out() == 0, limit=10, what="pool drained")
+        await until(lambda: checked_out(app) == 0, limit=10, what="pool drained")
 
         retries_before = primary_reads("retry") + primary_reads("all_down")
         first = asyncio.gather(*(client.get(url) for _ in range(100)))
@@ -459,7 +453,7 @@ async def test_hot_reads_survive_a_stopped_replica_and_cancellation(
         assert primary_reads("retry") + primary_reads("all_down") > retries_before
         await until(lambda: db(app).replicas[0].in_rotation, what="replica back in rotation")
         assert (await client.get(url)).status_code == 200
-        await until(lambda: checked_out() == 0, limit=10, what="pool drained")
+        await until(lambda: checked_out(app) == 0, limit=10, what="pool drained")
 
 
 async def test_a_saturated_pool_does_not_eject_its_replica(cluster: pgcluster.PgCluster) -> None:

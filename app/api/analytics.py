@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Response
 from app.api.deps import AnalyticsSession, JSONBytes
 from app.errors import BadRequest
 from app.queries import hot
-from app.queries.analytics import AnalyticsRepository
+from app.queries.analytics import AnalyticsRepository, utc_days
 from app.schemas import INT64_MAX, DailyRevenueRead, RevenueReport
 
 router = APIRouter(tags=["analytics"])
@@ -33,11 +33,7 @@ async def get_location_revenue(
         raise BadRequest("end is out of range")
     if hot.available(session):
         return JSONBytes(await hot.revenue_document(session, location_id, start, end))
-    days = await AnalyticsRepository(session).daily_revenue(
-        location_id,
-        dt.datetime.combine(start, dt.time(), dt.UTC),
-        dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC),
-    )
+    days = await AnalyticsRepository(session).daily_revenue(location_id, *utc_days(start, end))
     return RevenueReport(
         location_id=location_id,
         start=start,

@@ -14,6 +14,14 @@ from app.queries import dialect_name
 CENT = Decimal("0.01")
 
 
+def utc_days(start: dt.date, end: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """The instants [start 00:00 UTC, the day after end 00:00 UTC) of an inclusive day range."""
+    return (
+        dt.datetime.combine(start, dt.time(), dt.UTC),
+        dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class DailyRevenue:
     date: dt.date

@@ -19,6 +19,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.router import RoutedSession
+from app.queries.analytics import utc_days
 
 _APPOINTMENT = """a.id, a.user_id, a.barber_id, a.service_id, a.location_id, a.appointment_date,
     a.start_time, a.end_time, a.status, a.notes, a.version, a.created_at, a.updated_at"""
@@ -148,8 +149,6 @@ def schedule_items(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 async def revenue_document(
     session: RoutedSession, location_id: int, start: dt.date, end: dt.date
 ) -> bytes:
-    since = dt.datetime.combine(start, dt.time(), dt.UTC)
-    until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC)
-    rows = await session.fetch(REVENUE, location_id, since, until)
+    rows = await session.fetch(REVENUE, location_id, *utc_days(start, end))
     report = {"location_id": location_id, "start": start, "end": end}
     return dumps({**report, "days": [dict(r) for r in rows]})
