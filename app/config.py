@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     lock_timeout_ms: int = Field(5_000, ge=0)
     connect_timeout: float = Field(10, gt=0)
     pgbouncer: bool = False
+    # The three hot reads answered before FastAPI's pipeline on PostgreSQL (app/api/lane.py);
+    # false sends them through their routes and the repositories like every other request.
+    hot_reads: bool = True
 
     max_replica_lag_seconds: float = Field(5.0, gt=0)
     replica_probe_interval_seconds: float = Field(1.0, gt=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -51,7 +52,7 @@ class Unavailable(AppError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
-def _render(error: AppError) -> JSONResponse:
+def render(error: AppError) -> JSONResponse:
     return JSONResponse(
         {"error": error.code, "detail": error.detail},
         status_code=error.status,
@@ -59,12 +60,33 @@ def _render(error: AppError) -> JSONResponse:
     )
 
 
+def retry_after(pool_timeout: float) -> int:
+    """Seconds a 503 asks the client to wait: a tenth of POOL_TIMEOUT, at least one."""
+    return max(1, round(pool_timeout / 10))
+
+
+def database_response(exc: Exception, router: Any, wait: int) -> JSONResponse:
+    """The answer to an exception a request's database work raised."""
+    if isinstance(exc, sa_exc.TimeoutError):
+        log.warning("connection pool exhausted")
+        metrics.pool_timeout(router)
+        return render(Unavailable("the database connection pool is exhausted", wait))
+    if is_connection_error(exc):
+        log.warning("database unavailable", extra={"error": type(exc).__name__})
+        return render(Unavailable("the database is unavailable", wait))
+    if sqlstate(exc) in ("57014", "55P03", "40001", "40P01"):
+        return render(Unavailable("the database is busy; retry", wait))
+    # Never the exception text: it can carry a DSN or row data.
+    log.error("unhandled error", extra={"error": type(exc).__name__}, exc_info=exc)
+    return JSONResponse({"error": "internal_error", "detail": "internal error"}, status_code=500)
+
+
 def install(app: FastAPI, pool_timeout: float) -> None:
-    retry_after = max(1, round(pool_timeout / 10))
+    wait = retry_after(pool_timeout)
 
     @app.exception_handler(AppError)
     async def app_error(_: Request, exc: AppError) -> JSONResponse:
-        return _render(exc)
+        return render(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -86,23 +108,8 @@ def install(app: FastAPI, pool_timeout: float) -> None:
             headers=getattr(exc, "headers", None),
         )
 
-    @app.exception_handler(sa_exc.TimeoutError)
-    async def pool_exhausted(request: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
-        log.warning("connection pool exhausted")
-        metrics.pool_timeout(getattr(request.app.state, "db", None))
-        return _render(Unavailable("the database connection pool is exhausted", retry_after))
-
-    async def database_failure(_: Request, exc: Exception) -> JSONResponse:
-        if is_connection_error(exc):
-            log.warning("database unavailable", extra={"error": type(exc).__name__})
-            return _render(Unavailable("the database is unavailable", retry_after))
-        if sqlstate(exc) in ("57014", "55P03", "40001", "40P01"):
-            return _render(Unavailable("the database is busy; retry", retry_after))
-        # Never the exception text: it can carry a DSN or row data.
-        log.error("unhandled error", extra={"error": type(exc).__name__}, exc_info=exc)
-        return JSONResponse(
-            {"error": "internal_error", "detail": "internal error"}, status_code=500
-        )
+    async def database_failure(request: Request, exc: Exception) -> JSONResponse:
+        return database_response(exc, getattr(request.app.state, "db", None), wait)
 
     # Registered per class (not only under Exception) so Starlette answers
     # without re-raising: a database outage is an expected 503, not a crash.

@@ -1,18 +1,18 @@
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
-from prometheus_fastapi_instrumentator import metrics as http_metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import errors
+from app import errors, http_metrics
 from app.api import analytics, appointments, health, payments, users
 from app.api.deps import require_token
+from app.api.lane import HotReadLane
 from app.config import Settings
 from app.db import metrics
 from app.db.router import DatabaseRouter
@@ -20,12 +20,16 @@ from app.db.router import DatabaseRouter
 log = logging.getLogger(__name__)
 
 
-@functools.cache
-def _http_metrics() -> Callable[[http_metrics.Info], None]:
-    """HTTP metrics are process-wide: created once, shared by every app in the process."""
-    instrumentation = http_metrics.default()
-    assert instrumentation is not None
-    return instrumentation
+class Service(FastAPI):
+    """FastAPI with the hot reads' lane in front of it (app/api/lane.py)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lane = HotReadLane(self)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await self.lane.answer(scope, receive, send):
+            await super().__call__(scope, receive, send)
 
 
 class ConsistencyTokenMiddleware:
@@ -71,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await router.dispose()
             metrics.worker_exited()
 
-    app = FastAPI(
+    app = Service(
         title="BookedBarber data service",
         version="0.1.0",
         lifespan=lifespan,
@@ -84,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for api in (users, appointments, payments, analytics):
         app.include_router(api.router, prefix="/api/v1", dependencies=[Depends(require_token)])
     # Latency by route template; probes and scrapes would only drown the real traffic.
-    Instrumentator(excluded_handlers=["^/metrics$", "^/health/"]).add(_http_metrics()).instrument(
-        app
-    )
+    Instrumentator(excluded_handlers=["^/metrics$", "^/health/"]).add(
+        http_metrics.instrumentation
+    ).instrument(app)
     return app

@@ -3,11 +3,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query
 
-from app.api.deps import AnalyticsSession, JSONBytes
+from app.api.deps import AnalyticsSession
 from app.errors import BadRequest
-from app.queries import hot
 from app.queries.analytics import AnalyticsRepository, utc_days
 from app.schemas import INT64_MAX, DailyRevenueRead, RevenueReport
 
@@ -23,7 +22,7 @@ async def get_location_revenue(
     session: AnalyticsSession,
     start: Annotated[dt.date, Query(description="First day (UTC), inclusive")],
     end: Annotated[dt.date, Query(description="Last day (UTC), inclusive")],
-) -> RevenueReport | Response:
+) -> RevenueReport:
     """Per-day totals of the location's completed payments."""
     if end < start:
         raise BadRequest("end must not be before start")
@@ -31,8 +30,6 @@ async def get_location_revenue(
         raise BadRequest(f"the range spans at most {MAX_REPORT_DAYS} days")
     if end >= dt.date.max:
         raise BadRequest("end is out of range")
-    if hot.available(session):
-        return JSONBytes(await hot.revenue_document(session, location_id, start, end))
     days = await AnalyticsRepository(session).daily_revenue(location_id, *utc_days(start, end))
     return RevenueReport(
         location_id=location_id,

@@ -3,13 +3,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, status
 from sqlalchemy.exc import IntegrityError
 
-from app.api.deps import JSONBytes, ReadSession, WriteSession
+from app.api.deps import ReadSession, WriteSession
 from app.db.errors import FOREIGN_KEY_VIOLATION
 from app.errors import BadRequest, Conflict, NotFound
-from app.queries import hot, violation
+from app.queries import violation
 from app.queries.appointments import TRANSITIONS, AppointmentRepository
 from app.schemas import (
     INT64_MAX,
@@ -25,6 +25,7 @@ router = APIRouter(tags=["appointments"])
 AppointmentId = Annotated[int, Path(gt=0, le=INT64_MAX)]
 BarberId = Annotated[int, Path(gt=0, le=INT64_MAX)]
 MAX_SCHEDULE_DAYS = 366
+DEFAULT_SCHEDULE_STATUSES = ("confirmed", "in_progress")
 
 
 @router.post(
@@ -96,14 +97,12 @@ async def list_barber_appointments(
         list[AppointmentStatus] | None,
         Query(description="Repeatable; default confirmed and in_progress"),
     ] = None,
-) -> list[ScheduledAppointment] | Response:
+) -> list[ScheduledAppointment]:
     if end < start:
         raise BadRequest("end must not be before start")
     if (end - start).days >= MAX_SCHEDULE_DAYS:
         raise BadRequest(f"the range spans at most {MAX_SCHEDULE_DAYS} days")
-    statuses = set(status or ("confirmed", "in_progress"))
-    if hot.available(session):
-        return JSONBytes(await hot.schedule_document(session, barber_id, start, end, statuses))
+    statuses = set(status or DEFAULT_SCHEDULE_STATUSES)
     appointments = await AppointmentRepository(session).list_for_barber(
         barber_id, start, end, statuses
     )

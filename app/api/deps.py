@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.router import DatabaseRouter, Intent, parse_lsn
@@ -16,12 +17,6 @@ from app.errors import BadRequest, Unauthorized
 
 CONSISTENCY_HEADER = "X-Consistency-Token"
 READ_CONSISTENCY_HEADER = "X-Read-Consistency"
-
-
-class JSONBytes(Response):
-    """A body already serialized (app/queries/hot.py): sent as it is."""
-
-    media_type = "application/json"
 
 
 def get_router(request: Request) -> DatabaseRouter:
@@ -36,11 +31,8 @@ async def _close(session: AsyncSession) -> None:
         await session.close()
 
 
-def _read_options(request: Request) -> tuple[int | None, bool]:
-    # Read straight from the request: as declared Header parameters FastAPI would
-    # validate both on every read, for nothing (they are not in the schema anyway).
-    token = request.headers.get(CONSISTENCY_HEADER)
-    consistency = request.headers.get(READ_CONSISTENCY_HEADER)
+def read_options(token: str | None, consistency: str | None) -> tuple[int | None, bool]:
+    """The consistency headers of a read: (LSN it must see, primary forced)."""
     min_lsn = None
     if token:
         try:
@@ -50,6 +42,13 @@ def _read_options(request: Request) -> tuple[int | None, bool]:
     if consistency not in (None, "", "primary", "any"):
         raise BadRequest(f"{READ_CONSISTENCY_HEADER} must be 'primary' or 'any'")
     return min_lsn, consistency == "primary"
+
+
+def _read_options(request: Request) -> tuple[int | None, bool]:
+    # Read straight from the request: as declared Header parameters FastAPI would
+    # validate both on every read, for nothing (they are not in the schema anyway).
+    headers = request.headers
+    return read_options(headers.get(CONSISTENCY_HEADER), headers.get(READ_CONSISTENCY_HEADER))
 
 
 async def _reading(request: Request, intent: Intent) -> AsyncIterator[AsyncSession]:
@@ -113,13 +112,18 @@ async def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    tokens = request.app.state.settings.api_tokens
+    offered = credentials.credentials if credentials else None
+    if not token_accepted(request.app.state.settings.api_tokens, offered):
+        raise Unauthorized("a valid bearer token is required")
+
+
+def token_accepted(tokens: Sequence[SecretStr], offered: str | None) -> bool:
+    """True when no tokens are configured or `offered` (a bearer credential) is one of them."""
     if not tokens:
-        return
-    offered = credentials.credentials.encode() if credentials else b""
+        return True
+    given = offered.encode() if offered else b""
     # Compare against every token so timing says nothing about which matched.
     matched = False
     for token in tokens:
-        matched |= hmac.compare_digest(offered, token.get_secret_value().encode())
-    if not matched:
-        raise Unauthorized("a valid bearer token is required")
+        matched |= hmac.compare_digest(given, token.get_secret_value().encode())
+    return matched

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, status
 from sqlalchemy.exc import IntegrityError
 
-from app.api.deps import JSONBytes, ReadSession, WriteSession
+from app.api.deps import ReadSession, WriteSession
 from app.db.errors import FOREIGN_KEY_VIOLATION
 from app.errors import BadRequest, Conflict, NotFound
-from app.queries import hot, violation
+from app.queries import violation
 from app.queries.users import USER_RELATIONS, UserRepository
 from app.schemas import INT64_MAX, UserCreate, UserDetail, UserPage, UserRead, UserRole
 
@@ -16,11 +16,13 @@ router = APIRouter(tags=["users"])
 
 UserId = Annotated[int, Path(gt=0, le=INT64_MAX)]
 _RELATION = "|".join(USER_RELATIONS)
+INCLUDE_PATTERN = rf"^(({_RELATION})(,({_RELATION}))*)?$"
+INCLUDE_MAX_LENGTH = 200
 Include = Annotated[
     str | None,
     Query(
-        max_length=200,
-        pattern=rf"^(({_RELATION})(,({_RELATION}))*)?$",
+        max_length=INCLUDE_MAX_LENGTH,
+        pattern=INCLUDE_PATTERN,
         description=f"Comma-separated relations to embed: {', '.join(USER_RELATIONS)}",
         examples=["appointments,payments,organizations"],
     ),
@@ -45,15 +47,8 @@ async def create_user(body: UserCreate, session: WriteSession) -> UserRead:
     response_model=UserDetail,
     response_model_exclude_unset=True,
 )
-async def get_user(
-    user_id: UserId, session: ReadSession, include: Include = None
-) -> UserDetail | Response:
+async def get_user(user_id: UserId, session: ReadSession, include: Include = None) -> UserDetail:
     relations = set(include.split(",")) if include else set()
-    if hot.available(session):
-        body = await hot.user_document(session, user_id, relations)
-        if body is None:
-            raise NotFound(f"user {user_id} does not exist")
-        return JSONBytes(body)
     user = await UserRepository(session).get_with(user_id, relations)
     if user is None:
         raise NotFound(f"user {user_id} does not exist")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -57,6 +58,19 @@ REPLICA_IN_ROTATION = Gauge(
     ["replica"],
     multiprocess_mode="livemostrecent",
 )
+
+
+@functools.cache
+def _routing(intent: str, kind: str) -> Any:
+    return ROUTING.labels(intent, kind)
+
+
+def routed(intent: str, kind: str) -> None:
+    _routing(intent, kind).inc()
+
+
+def primary_read(reason: str) -> None:
+    PRIMARY_READS.labels(reason).inc()
 
 
 QUERIES = Counter(

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, ParamSpec, TypeVar, cast
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
@@ -94,7 +94,6 @@ class RoutedSession(AsyncSession):
     router: DatabaseRouter
     target: Target
     min_lsn: int | None
-    _pooled: PoolProxiedConnection | None = None
 
     async def _retrying(
         self, call: Callable[_P, Awaitable[_T]], *args: _P.args, **kwargs: _P.kwargs
@@ -102,23 +101,12 @@ class RoutedSession(AsyncSession):
         try:
             return await call(*args, **kwargs)
         except Exception as exc:
-            replica = self.target.replica
-            # Requests queued on the pool of a replica that died meanwhile wait out
-            # POOL_TIMEOUT (SQLAlchemy wakes a waiter only when a connection comes
-            # back, and failed reconnects give back overflow slots without one): they
-            # go elsewhere. A replica still in rotation is merely busy: 503, as promised.
-            if replica is None:
+            target = self.router.retarget(self.target, exc, self.min_lsn)
+            if target is None:
                 raise
-            stranded = isinstance(exc, sa_exc.TimeoutError) and not replica.in_rotation
-            if not (stranded or is_connection_error(exc)):
-                raise
-            if not stranded:
-                self.router.eject(replica, "connection error")
             await self.rollback()
-            self.target = self.router.target(
-                self.target.intent, min_lsn=self.min_lsn, exclude=self.target.tried, retry=True
-            )
-            self.sync_session.bind = self.target.engine.sync_engine
+            self.target = target
+            self.sync_session.bind = target.engine.sync_engine
             return await call(*args, **kwargs)
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
@@ -133,20 +121,31 @@ class RoutedSession(AsyncSession):
     async def get(self, *args: Any, **kwargs: Any) -> Any:
         return await self._retrying(super().get, *args, **kwargs)
 
-    # -- hand-written SQL for the hot reads (app/queries/hot.py) ------------------------
-    @property
-    def uses_asyncpg(self) -> bool:
-        return self.target.engine.dialect.driver == "asyncpg"
+
+class Reader:
+    """Hand-written SQL on a routed connection's asyncpg driver (app/queries/hot.py).
+
+    No ORM session, no SQLAlchemy execution or result layers: one pooled connection
+    of the target's engine, its statements in autocommit, each counted and timed like
+    any other statement. Retries once elsewhere, as RoutedSession does.
+    """
+
+    __slots__ = ("_pooled", "min_lsn", "router", "target")
+
+    def __init__(self, router: DatabaseRouter, target: Target, min_lsn: int | None) -> None:
+        self.router, self.target, self.min_lsn = router, target, min_lsn
+        self._pooled: PoolProxiedConnection | None = None
 
     async def fetch(self, statement: str, *args: Any) -> Sequence[Mapping[str, Any]]:
-        """Rows of a `$n`-parameter statement, straight from asyncpg where that is safe.
-
-        In autocommit (every read, unless behind PgBouncer) the statement goes to the
-        driver connection underneath, skipping SQLAlchemy's execution and result
-        layers; it is still counted and timed like any other statement. Behind
-        PgBouncer it runs through SQLAlchemy, inside the read's transaction.
-        """
-        return await self._retrying(self._fetch, statement, args)
+        try:
+            return await self._fetch(statement, args)
+        except Exception as exc:
+            target = self.router.retarget(self.target, exc, self.min_lsn)
+            if target is None:
+                raise
+            await self.close()
+            self.target = target
+            return await self._fetch(statement, args)
 
     async def fetchrow(self, statement: str, *args: Any) -> Mapping[str, Any] | None:
         rows = await self.fetch(statement, *args)
@@ -154,13 +153,6 @@ class RoutedSession(AsyncSession):
 
     async def _fetch(self, statement: str, args: tuple[Any, ...]) -> Sequence[Mapping[str, Any]]:
         engine = self.target.engine
-        if engine.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            connection = await self.connection()
-            result = await connection.exec_driver_sql(statement, args)
-            return cast(Sequence[Mapping[str, Any]], result.mappings().all())
-        # A pooled connection of the session's own, without the ORM session's
-        # transaction bookkeeping; given back in close(). Outside a transaction
-        # asyncpg runs each statement in autocommit.
         if self._pooled is None:
             self._pooled = await engine.raw_connection()
         driver = self._pooled.driver_connection
@@ -178,11 +170,8 @@ class RoutedSession(AsyncSession):
 
     async def close(self) -> None:
         pooled, self._pooled = self._pooled, None
-        try:
-            if pooled is not None:
-                await greenlet_spawn(pooled.close)
-        finally:
-            await super().close()
+        if pooled is not None:
+            await greenlet_spawn(pooled.close)
 
 
 def _sessionmaker(engine: AsyncEngine, cls: type[AsyncSession]) -> async_sessionmaker[Any]:
@@ -210,6 +199,13 @@ class DatabaseRouter:
         self.primary = create_engine(settings.primary_url, settings, "primary")
         self._write_sessions = _sessionmaker(self.primary, AsyncSession)
         self.sqlite = is_sqlite(self.primary)
+        # The hot reads' lane (app/api/lane.py) needs asyncpg in autocommit: not SQLite, and
+        # not behind PgBouncer, where reads stay in transactions (see _reader).
+        self.hot_reads = (
+            settings.hot_reads
+            and self.primary.dialect.driver == "asyncpg"
+            and not settings.pgbouncer
+        )
         # SQLite: readers use their own engine so they never take the write lock.
         self.primary_reader = (
             create_engine(settings.primary_url, settings, "primary", sqlite_begin="BEGIN")
@@ -345,14 +341,36 @@ class DatabaseRouter:
         )
 
     def _to_primary(self, intent: Intent, reason: PrimaryReason, tried: set[int]) -> Target:
-        metrics.PRIMARY_READS.labels(reason).inc()
+        metrics.primary_read(reason)
         return self._count(Target(intent, self.primary_reader, self._primary_reads, tried=tried))
 
     @staticmethod
     def _count(target: Target) -> Target:
-        kind = "replica" if target.replica else target.label
-        metrics.ROUTING.labels(target.intent, kind).inc()
+        metrics.routed(target.intent, "replica" if target.replica else target.label)
         return target
+
+    def retarget(self, target: Target, exc: Exception, min_lsn: int | None) -> Target | None:
+        """Where a read goes after `exc` on `target`: another database, or None to fail."""
+        replica = target.replica
+        if replica is None:
+            return None
+        # Requests queued on the pool of a replica that died meanwhile wait out
+        # POOL_TIMEOUT (SQLAlchemy wakes a waiter only when a connection comes
+        # back, and failed reconnects give back overflow slots without one): they
+        # go elsewhere. A replica still in rotation is merely busy: 503, as promised.
+        stranded = isinstance(exc, sa_exc.TimeoutError) and not replica.in_rotation
+        if not (stranded or is_connection_error(exc)):
+            return None
+        if not stranded:
+            self.eject(replica, "connection error")
+        return self.target(target.intent, min_lsn=min_lsn, exclude=target.tried, retry=True)
+
+    def reader(
+        self, intent: Intent, *, min_lsn: int | None = None, force_primary: bool = False
+    ) -> Reader:
+        """A raw-SQL read handle (the hot-read lane); PostgreSQL through asyncpg only."""
+        target = self.target(intent, min_lsn=min_lsn, force_primary=force_primary)
+        return Reader(self, target, min_lsn)
 
     def session(
         self, intent: Intent, *, min_lsn: int | None = None, force_primary: bool = False

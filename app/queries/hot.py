@@ -1,24 +1,22 @@
 """The three hot reads on PostgreSQL: hand-written SQL on the asyncpg connection, orjson out.
 
-The repositories (selectinload through the ORM) answer the same requests on SQLite
-and remain the reference for the JSON shapes; tests compare both paths value by
-value on PostgreSQL. Here each row costs a tuple and a dict instead of an ORM
-identity, a pydantic model and a second validation: for GET /users/{id} with three
-relations at scale 1, one worker went from 126 to over 400 requests per second
-(README, Performance). Statements run through `RoutedSession.fetch`, so routing,
-retry on a dead replica and the query metrics stay as they are.
+The routes answer the same requests through the repositories (selectinload through
+the ORM) and pydantic, and remain the reference for the JSON shapes; tests hold both
+to the same bytes (tests/test_lane.py). Here each row costs a tuple and a dict
+instead of an ORM identity, a pydantic model and a second validation. Statements run
+through a routed `Reader`, so routing, retry on a dead replica and the query metrics
+stay as they are; app/api/lane.py decides which requests come here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any, TypeGuard
+from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.router import RoutedSession
+from app.db.router import Reader
 from app.queries.analytics import utc_days
 
 _APPOINTMENT = """a.id, a.user_id, a.barber_id, a.service_id, a.location_id, a.appointment_date,
@@ -81,31 +79,24 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_UTC_Z)
 
 
-def available(session: AsyncSession) -> TypeGuard[RoutedSession]:
-    """The hot path needs a routed read session on PostgreSQL with asyncpg underneath."""
-    return isinstance(session, RoutedSession) and session.uses_asyncpg
-
-
-async def user_document(
-    session: RoutedSession, user_id: int, relations: Collection[str]
-) -> bytes | None:
-    row = await session.fetchrow(USER, user_id)
+async def user_document(reader: Reader, user_id: int, relations: Collection[str]) -> bytes | None:
+    row = await reader.fetchrow(USER, user_id)
     if row is None:
         return None
     user = dict(row)
     for name, statement in _RELATIONS.items():
         if name in relations:
-            user[name] = [dict(r) for r in await session.fetch(statement, user_id)]
+            user[name] = [dict(r) for r in await reader.fetch(statement, user_id)]
     if "stripe_account" in relations:
-        account = await session.fetchrow(USER_STRIPE_ACCOUNT, user_id)
+        account = await reader.fetchrow(USER_STRIPE_ACCOUNT, user_id)
         user["stripe_account"] = dict(account) if account is not None else None
     return dumps(user)
 
 
 async def schedule_document(
-    session: RoutedSession, barber_id: int, start: dt.date, end: dt.date, statuses: Collection[str]
+    reader: Reader, barber_id: int, start: dt.date, end: dt.date, statuses: Collection[str]
 ) -> bytes:
-    rows = await session.fetch(SCHEDULE, barber_id, start, end, sorted(statuses))
+    rows = await reader.fetch(SCHEDULE, barber_id, start, end, sorted(statuses))
     return dumps(schedule_items(rows))
 
 
@@ -146,9 +137,7 @@ def schedule_items(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return items
 
 
-async def revenue_document(
-    session: RoutedSession, location_id: int, start: dt.date, end: dt.date
-) -> bytes:
-    rows = await session.fetch(REVENUE, location_id, *utc_days(start, end))
+async def revenue_document(reader: Reader, location_id: int, start: dt.date, end: dt.date) -> bytes:
+    rows = await reader.fetch(REVENUE, location_id, *utc_days(start, end))
     report = {"location_id": location_id, "start": start, "end": end}
     return dumps({**report, "days": [dict(r) for r in rows]})
