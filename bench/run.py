@@ -305,7 +305,12 @@ def start_service(
 
 
 def start_reference(
-    procs: Processes, cluster: PgCluster, cpus: str | None, keep_alive: int, out: Path
+    procs: Processes,
+    cluster: PgCluster,
+    cpus: str | None,
+    keep_alive: int,
+    out: Path,
+    reset: bool = True,
 ) -> Server:
     port = free_port()
     env = {
@@ -314,11 +319,12 @@ def start_reference(
         "REPLICA_URL": cluster.replicas[0].url(driver="postgresql"),
     }
     args = [sys.executable, str(ROOT / "bench" / "reference.py"), "--port", str(port)]
-    args += ["--keep-alive", str(keep_alive)]
+    args += ["--keep-alive", str(keep_alive)] + ([] if reset else ["--no-pool-reset"])
     if cpus:
         args = ["taskset", "-c", cpus, *args]
     log_path = out / f"reference-{port}.log"
-    server = Server("reference", procs.start(args, env, log_path), port, 1, log_path)
+    name = "reference" if reset else NO_RESET
+    server = Server(name, procs.start(args, env, log_path), port, 1, log_path)
     wait_ready(server)
     return server
 
@@ -733,6 +739,9 @@ def machine() -> str:
     )
 
 
+NO_RESET = "reference, no reset"
+
+
 def _ms(v: float) -> str:
     return f"{v:.1f}" if v < 100 else f"{v:,.0f}"
 
@@ -798,6 +807,14 @@ def targets(results: list[Result]) -> str:
                 f"| {ENDPOINT_NAMES[endpoint]}: {goal} | {svc.rps:,.0f} vs {ref.rps:,.0f} req/s "
                 f"= {100 * ratio:.0f}% | {v} |"
             )
+    for endpoint in ("user", "barber", "revenue", "write"):
+        svc, strict = find("a", "service", endpoint), find("a", NO_RESET, endpoint)
+        if svc and strict:
+            ratio = svc.rps / strict.rps if strict.rps else 0.0
+            lines.append(
+                f"| {ENDPOINT_NAMES[endpoint]}: vs the {NO_RESET} (for info) "
+                f"| {svc.rps:,.0f} vs {strict.rps:,.0f} req/s = {100 * ratio:.0f}% | - |"
+            )
     c10k = [r for r in results if r.scenario.startswith("c") and r.server == "service"]
     for r in c10k:
         p95 = r.stats["p95_ms"]
@@ -854,6 +871,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-pin", action="store_true", help="let the scheduler place everything")
     p.add_argument("--profile", action="store_true", help="py-spy the 1-worker service")
     p.add_argument("--explain", action="store_true", help="EXPLAIN the hot reads on the replica")
+    p.add_argument(
+        "--strict-reference",
+        action="store_true",
+        help="also run the reference without asyncpg's per-release reset statement",
+    )
     p.add_argument("--seed", type=int, default=1, help="wrk's random seed")
     p.add_argument("--output", type=Path, default=ROOT / "bench" / "RESULTS.md")
     return p.parse_args()
@@ -925,6 +947,12 @@ def main() -> int:
             for e in endpoints:
                 results.append(bench.closed_loop("a: 64 conns", reference, e))
             procs.stop(reference.proc)
+            if args.strict_reference:
+                log("scenario a: reference without asyncpg's reset on release")
+                reference = start_reference(procs, cluster, server_cpus, keep_alive, out, False)
+                for e in endpoints:
+                    results.append(bench.closed_loop("a: 64 conns", reference, e))
+                procs.stop(reference.proc)
         for w in [w for w in workers if w != 1]:
             log(f"scenario b: service with {w} workers (not pinned)")
             service = start_service(procs, cluster, w, None, keep_alive, out)
