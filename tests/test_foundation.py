@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.db.engine import create_engine
+from app.db.engine import PING_AFTER_IDLE_SECONDS, create_engine
 from app.db.migrate import downgrade_async, upgrade_async
 from app.db.models import Base, User
 from app.db.seed import seed_demo
@@ -199,6 +199,26 @@ async def test_engine_settings_are_applied(postgres: Postgres) -> None:
         assert pool.size() == settings.pool_size  # type: ignore[attr-defined]
         assert pool._max_overflow == settings.max_overflow  # type: ignore[attr-defined]
         assert pool._timeout == settings.pool_timeout  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
+
+
+async def test_pre_ping_replaces_a_connection_that_died_idle(postgres: Postgres) -> None:
+    """A connection idle past the bypass window is pinged and replaced; a fresh one is not."""
+    settings = make_settings(postgres.primary_url, pool_size=1, max_overflow=0)
+    engine = create_engine(settings.primary_url, settings, "primary")
+    try:
+        async with engine.connect() as conn:
+            first = await conn.scalar(text("SELECT pg_backend_pid()"))
+        # Just returned: the next checkout skips the ping and gets the same connection.
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SELECT pg_backend_pid()")) == first
+        await pg_fetch(postgres.primary_url, "SELECT pg_terminate_backend($1)", first)
+        await asyncio.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+        # Idle past the window: pinged, found dead, replaced before the statement runs.
+        async with engine.connect() as conn:
+            second = await conn.scalar(text("SELECT pg_backend_pid()"))
+        assert second != first
     finally:
         await engine.dispose()
 
