@@ -24,13 +24,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 import anyio
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import SecretStr
 from starlette.types import Receive, Scope, Send
 
 from app import errors, http_metrics
@@ -49,7 +51,6 @@ Work = Callable[[Reader], Awaitable[bytes | None]]
 USER_ROUTE = "/api/v1/users/{user_id}"
 SCHEDULE_ROUTE = "/api/v1/barbers/{barber_id}/appointments"
 REVENUE_ROUTE = "/api/v1/locations/{location_id}/revenue"
-ROUTES = (USER_ROUTE, SCHEDULE_ROUTE, REVENUE_ROUTE)
 
 # ASCII digits only: `\d` would also take other scripts' digits, which int() reads.
 _PATH = re.compile(
@@ -82,22 +83,21 @@ class HotReadLane:
         plan = _plan(scope, match, settings.api_tokens)
         if plan is None:
             return False
-        route, intent, min_lsn, force_primary, work, missing = plan
-        reader = router.reader(intent, min_lsn=min_lsn, force_primary=force_primary)
+        reader = router.reader(plan.intent, min_lsn=plan.min_lsn, force_primary=plan.force_primary)
         try:
-            body = await work(reader)
+            body = await plan.work(reader)
         except Exception as exc:
             wait = errors.retry_after(settings.effective_pool_timeout)
             response = errors.database_response(exc, router, wait)
-            await self._respond(scope, receive, send, route, started, response)
+            await _respond(scope, receive, send, plan, started, response)
             return True
         finally:
             # A cancelled request must still give its connection back.
             with anyio.CancelScope(shield=True):
                 await reader.close()
         if body is None:
-            response = errors.render(errors.NotFound(missing))
-            await self._respond(scope, receive, send, route, started, response)
+            response = errors.render(errors.NotFound(plan.missing))
+            await _respond(scope, receive, send, plan, started, response)
             return True
         await send(
             {
@@ -107,33 +107,40 @@ class HotReadLane:
             }
         )
         await send({"type": "http.response.body", "body": body})
-        _record(scope, route, 200, time.perf_counter() - started, len(body))
+        _record(plan, 200, time.perf_counter() - started, len(body))
         return True
 
-    async def _respond(
-        self, scope: Scope, receive: Receive, send: Send, route: str, started: float, response: Any
-    ) -> None:
-        await response(scope, receive, send)
-        elapsed = time.perf_counter() - started
-        _record(scope, route, response.status_code, elapsed, len(response.body))
+
+class Plan(NamedTuple):
+    """What the route would do with a request."""
+
+    route: str  # its template, the HTTP metrics' handler label
+    intent: Intent
+    min_lsn: int | None
+    force_primary: bool
+    work: Work
+    missing: str  # the 404's detail when `work` finds nothing
+    request_bytes: int
 
 
-def _record(scope: Scope, handler: str, status: int, seconds: float, size: int) -> None:
+async def _respond(
+    scope: Scope, receive: Receive, send: Send, plan: Plan, started: float, response: JSONResponse
+) -> None:
+    await response(scope, receive, send)
+    elapsed = time.perf_counter() - started
+    _record(plan, response.status_code, elapsed, len(response.body))
+
+
+def _record(plan: Plan, status: int, seconds: float, size: int) -> None:
     """HTTP metrics, into the series the instrumented stack feeds (app/http_metrics.py)."""
-    request_bytes = 0
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            request_bytes = int(value) if value.isdigit() else 0
-            break
-    http_metrics.observe("GET", f"{status // 100}xx", handler, seconds, request_bytes, size)
+    status_class = f"{status // 100}xx"
+    http_metrics.observe("GET", status_class, plan.route, seconds, plan.request_bytes, size)
 
 
-Plan = tuple[str, Intent, "int | None", bool, Work, str]
-
-
-def _plan(scope: Scope, match: re.Match[str], tokens: Any) -> Plan | None:
+def _plan(scope: Scope, match: re.Match[str], tokens: Sequence[SecretStr]) -> Plan | None:
     """What the route would do with this request, or None where the lane is not sure."""
     authorization = token = consistency = None
+    request_bytes = 0
     for name, value in scope["headers"]:
         # The first of each, as Starlette's Headers.get reads them.
         if name == b"authorization" and authorization is None:
@@ -142,6 +149,8 @@ def _plan(scope: Scope, match: re.Match[str], tokens: Any) -> Plan | None:
             token = value.decode("latin-1")
         elif name == b"x-read-consistency" and consistency is None:
             consistency = value.decode("latin-1")
+        elif name == b"content-length" and value.isdigit():
+            request_bytes = int(value)
     if tokens:
         scheme, credentials = get_authorization_scheme_param(authorization)
         if not (authorization and credentials and scheme.lower() == "bearer"):
@@ -168,14 +177,8 @@ def _plan(scope: Scope, match: re.Match[str], tokens: Any) -> Plan | None:
         async def user_work(reader: Reader) -> bytes | None:
             return await hot.user_document(reader, number, relations)
 
-        return (
-            USER_ROUTE,
-            "read",
-            min_lsn,
-            force_primary,
-            user_work,
-            f"user {number} does not exist",
-        )
+        missing = f"user {number} does not exist"
+        return Plan(USER_ROUTE, "read", min_lsn, force_primary, user_work, missing, request_bytes)
     span = MAX_SCHEDULE_DAYS if barber is not None else MAX_REPORT_DAYS
     days = _days(query, span)
     if days is None:
@@ -190,14 +193,16 @@ def _plan(scope: Scope, match: re.Match[str], tokens: Any) -> Plan | None:
         async def schedule_work(reader: Reader) -> bytes | None:
             return await hot.schedule_document(reader, number, start, end, wanted)
 
-        return SCHEDULE_ROUTE, "read", min_lsn, force_primary, schedule_work, ""
+        return Plan(
+            SCHEDULE_ROUTE, "read", min_lsn, force_primary, schedule_work, "", request_bytes
+        )
     if end >= dt.date.max:
         return None
 
     async def revenue_work(reader: Reader) -> bytes | None:
         return await hot.revenue_document(reader, number, start, end)
 
-    return REVENUE_ROUTE, "analytics", min_lsn, force_primary, revenue_work, ""
+    return Plan(REVENUE_ROUTE, "analytics", min_lsn, force_primary, revenue_work, "", request_bytes)
 
 
 def _relations(query: Query) -> frozenset[str] | None:

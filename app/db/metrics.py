@@ -69,10 +69,6 @@ def routed(intent: str, kind: str) -> None:
     _routing(intent, kind).inc()
 
 
-def primary_read(reason: str) -> None:
-    PRIMARY_READS.labels(reason).inc()
-
-
 QUERIES = Counter(
     "database_queries_total",
     "Statements executed, by first keyword, table and engine role",

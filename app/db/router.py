@@ -342,7 +342,7 @@ class DatabaseRouter:
         )
 
     def _to_primary(self, intent: Intent, reason: PrimaryReason, tried: set[int]) -> Target:
-        metrics.primary_read(reason)
+        metrics.PRIMARY_READS.labels(reason).inc()
         return self._count(Target(intent, self.primary_reader, self._primary_reads, tried=tried))
 
     @staticmethod
