@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     replica_fallback: Literal["primary", "least_lagged"] = "primary"
 
     slow_query_seconds: float = Field(1.0, gt=0)
+    # Bookings: a start this far in the past is still taken (clocks disagree a little),
+    # and none is taken further ahead than the horizon.
+    booking_clock_skew_seconds: float = Field(300.0, ge=0)
+    booking_horizon_days: int = Field(365, ge=1)
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     host: str = "127.0.0.1"

@@ -22,7 +22,7 @@ async def shop(app: FastAPI, client: httpx.AsyncClient) -> dict[str, int]:
     start = dt.datetime(2031, 6, 2, 9, tzinfo=dt.UTC)
     async with factories.committed(app, client) as session:
         loc = await factories.location(session)
-        barber = await factories.user(session, "barber")
+        barber = await factories.user(session, "barber", location_id=loc.id)
         user = await factories.user(session)
         svc = await factories.service(session, loc.id)
         appointment = await factories.appointment(
@@ -42,12 +42,13 @@ def key() -> dict[str, str]:
 
 async def test_create_payment_and_replay(app: FastAPI, client: httpx.AsyncClient) -> None:
     ids = await shop(app, client)
-    body = {**ids, "amount": "19.99"}
+    body = {**ids, "amount": "25.00"}
     headers = key()
     first = await client.post(f"{API}/payments", json=body, headers=headers)
     assert first.status_code == 201, first.text
     payment = first.json()
-    assert payment["amount"] == "19.99"
+    assert payment["amount"] == "25.00"
+    assert payment["version"] == 1
     assert payment["status"] == "pending"
     assert payment["currency"] == "usd"
     assert {k: payment[k] for k in ids} == ids
@@ -79,6 +80,8 @@ async def test_money_round_trips_exactly(
     app: FastAPI, client: httpx.AsyncClient, amount: str
 ) -> None:
     ids = await shop(app, client)
+    # A payment without an appointment: any amount within the bounds.
+    ids = {"user_id": ids["user_id"], "location_id": ids["location_id"]}
     created = await client.post(f"{API}/payments", json={**ids, "amount": amount}, headers=key())
     assert created.status_code == 201, created.text
     expected = f"{float(amount):.2f}" if "." not in amount[-3:] else amount.ljust(len(amount), "0")
@@ -133,7 +136,7 @@ async def test_unknown_references(app: FastAPI, client: httpx.AsyncClient) -> No
 async def test_concurrent_retries_make_one_payment(app: FastAPI, client: httpx.AsyncClient) -> None:
     ids = await shop(app, client)
     headers = key()
-    body = {**ids, "amount": "42.50"}
+    body = {**ids, "amount": "25.00"}
     responses = await asyncio.gather(
         *(client.post(f"{API}/payments", json=body, headers=headers) for _ in range(50))
     )
@@ -160,7 +163,12 @@ async def test_list_user_payments_by_keyset(app: FastAPI, client: httpx.AsyncCli
     rest = (await client.get(url, params={"limit": 2, "after": first["next_after"]})).json()
     assert [p["amount"] for p in rest["items"]] == ["3.00"]
     assert rest["next_after"] is None
-    assert (await client.get(f"{API}/users/{2**62}/payments")).json() == {
+    missing = await client.get(f"{API}/users/{2**62}/payments")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "not_found", "detail": f"user {2**62} does not exist"}
+    async with factories.committed(app, client) as session:
+        payless = (await factories.user(session)).id
+    assert (await client.get(f"{API}/users/{payless}/payments")).json() == {
         "items": [],
         "next_after": None,
     }
@@ -172,7 +180,7 @@ async def test_payment_must_match_its_appointment(app: FastAPI, client: httpx.As
     ids = await shop(app, client)
     other = await shop(app, client)
     for field in ("user_id", "location_id"):
-        body = {**ids, field: other[field], "amount": "5.00"}
+        body = {**ids, field: other[field], "amount": "25.00"}
         response = await client.post(f"{API}/payments", json=body, headers=key())
         assert response.status_code == 422, field
         assert "a payment for it must too" in response.json()["detail"]
