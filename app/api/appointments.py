@@ -46,7 +46,7 @@ async def create_appointment(
     repository = AppointmentRepository(session)
     check_booking(
         body,
-        await repository.booking_facts(body.barber_id, body.service_id),
+        await repository.booking_facts(body.user_id, body.barber_id, body.service_id),
         request.app.state.settings,
         utcnow(),
     )

@@ -4,7 +4,7 @@ import datetime as dt
 from collections.abc import Collection, Sequence
 from typing import Any, Literal, NamedTuple, cast
 
-from sqlalchemy import Row, Table, exists, insert, select, update
+from sqlalchemy import Row, Table, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
@@ -51,6 +51,11 @@ _OVERLAP_CONSTRAINTS: dict[str | None, Literal["barber", "client"]] = {
 }
 
 
+# The advisory lock class of bookings (pg_advisory_xact_lock(class, id)); ids past
+# 2**31 wrap, which only makes two unrelated users queue now and then.
+BOOKING_LOCK = 0x424B  # "BK"
+
+
 class BookingFacts(NamedTuple):
     """What the booking rules read about a barber and a service; None where absent."""
 
@@ -65,8 +70,16 @@ class AppointmentRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def booking_facts(self, barber_id: int, service_id: int) -> BookingFacts:
-        """One round trip: the barber's role and location, the service's location and length."""
+    async def booking_facts(self, user_id: int, barber_id: int, service_id: int) -> BookingFacts:
+        """One round trip: the barber's role and location, the service's location and length.
+
+        On PostgreSQL it also takes the booking locks of the client and the barber
+        (transaction advisory locks, in id order): two bookings that could overlap
+        share one, so they queue instead of inserting side by side. Concurrent inserts
+        into an exclusion constraint otherwise wait on each other's uncommitted rows
+        and end in deadlocks (a second each, then 40P01); with the lock the loser's
+        insert meets a committed row and fails at once. The constraints still decide.
+        """
 
         def barber(column: Any) -> Any:
             return select(column).where(User.id == barber_id).scalar_subquery()
@@ -74,18 +87,21 @@ class AppointmentRepository:
         def service(column: Any) -> Any:
             return select(column).where(Service.id == service_id).scalar_subquery()
 
-        row = (
-            await self.session.execute(
-                select(
-                    barber(User.unified_role),
-                    barber(User.location_id),
-                    service(Service.location_id),
-                    service(Service.duration_minutes),
-                    service(Service.is_active),
-                )
-            )
-        ).one()
-        return BookingFacts(*row)
+        columns = [
+            barber(User.unified_role),
+            barber(User.location_id),
+            service(Service.location_id),
+            service(Service.duration_minutes),
+            service(Service.is_active),
+        ]
+        if dialect_name(self.session) == "postgresql":
+            # Evaluated left to right: the lower id first, so no two bookings deadlock.
+            columns += [
+                func.pg_advisory_xact_lock(BOOKING_LOCK, user % 2**31)
+                for user in sorted({user_id, barber_id})
+            ]
+        row = (await self.session.execute(select(*columns))).one()
+        return BookingFacts(*row[:5])
 
     async def add(self, **fields: Any) -> Row[Any]:
         """Book a slot; Overlap when the barber or the client is busy at that time.
