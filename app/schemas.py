@@ -164,22 +164,19 @@ class StripeAccountRead(ORM):
 # -- appointments ----------------------------------------------------------------------
 
 
+def _booking_example(schema: dict[str, Any]) -> None:
+    # Demo data (bookedbarber seed): client 100 with barber 2 and the 30-minute service 1 of
+    # location 1, a week from the day the document is made, after the demo's hours.
+    today = dt.datetime.now(dt.UTC).date()
+    start = dt.datetime.combine(today + dt.timedelta(days=7), dt.time(18), dt.UTC)
+    end = start + dt.timedelta(minutes=30)
+    ids = {"user_id": 100, "barber_id": 2, "service_id": 1, "location_id": 1}
+    times = {"start_time": start.isoformat(), "end_time": end.isoformat()}
+    schema["examples"] = [{**ids, **times, "notes": "skin fade"}]
+
+
 class AppointmentCreate(Body):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "user_id": 1,
-                    "barber_id": 2,
-                    "service_id": 1,
-                    "location_id": 1,
-                    "start_time": "2030-05-01T10:00:00+00:00",
-                    "end_time": "2030-05-01T10:30:00+00:00",
-                    "notes": "skin fade",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=_booking_example)
 
     user_id: Id
     barber_id: Id
@@ -264,13 +261,13 @@ class ServiceRead(ORM):
 
 class PaymentCreate(Body):
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"user_id": 1, "appointment_id": 10, "location_id": 1, "amount": "19.99"}]
-        }
+        json_schema_extra={"examples": [{"user_id": 100, "location_id": 1, "amount": "25.00"}]}
     )
 
     user_id: Id
-    appointment_id: Id | None = None
+    appointment_id: Id | None = Field(
+        None, description="The appointment paid for; the amount must then be its service's price"
+    )
     location_id: Id
     amount: MoneyIn
 
