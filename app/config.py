@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     # Bookings: a start this far in the past is still taken (clocks disagree a little),
     # and none is taken further ahead than the horizon.
     booking_clock_skew_seconds: float = Field(300.0, ge=0)
-    booking_horizon_days: int = Field(365, ge=1)
+    booking_horizon_days: int = Field(365, ge=1, le=36_500)
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     host: str = "127.0.0.1"
