@@ -12,9 +12,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.db.models import Appointment, Payment, User
+from app.db.models import Appointment, Payment, Service, User
 from app.main import create_app
 from tests import factories
 from tests.conftest import ConsistentClient, make_settings
@@ -48,7 +49,14 @@ async def shop(app: FastAPI, client: httpx.AsyncClient) -> dict[str, int]:
             "other_barber": (await factories.user(session, "barber", location_id=loc.id)).id,
             "far_barber": (await factories.user(session, "barber", location_id=elsewhere.id)).id,
             "far_service": (await factories.service(session, elsewhere.id)).id,
+            "retired_service": (await retired_service(session, loc.id)).id,
         }
+
+
+async def retired_service(session: AsyncSession, location_id: int) -> Service:
+    service = await factories.service(session, location_id)
+    service.is_active = False
+    return service
 
 
 BOOKING_FIELDS = ("user_id", "barber_id", "service_id", "location_id")
@@ -109,6 +117,10 @@ REFUSALS: dict[str, tuple[Callable[[dict[str, int]], dict], str]] = {
         lambda ids: booking({**ids, "service_id": ids["far_service"]}, DAY),
         "service {far_service} is not offered at location {location_id}",
     ),
+    "retired service": (
+        lambda ids: booking({**ids, "service_id": ids["retired_service"]}, DAY),
+        "service {retired_service} is not offered at location {location_id}",
+    ),
     "too long": (
         lambda ids: booking(ids, DAY, minutes=45),
         "service {service_id} lasts 30 minutes: end_time must be start_time plus that",
@@ -129,7 +141,8 @@ async def test_booking_rules_refuse_by_name(
     response = await client.post(f"{API}/appointments", json=body(ids))
     assert response.status_code == 422, response.text
     assert response.json() == {"error": "invalid_request", "detail": detail.format(**ids)}
-    assert await appointments_of(app, *(ids[k] for k in ids if "service" not in k)) == 0
+    people = [ids[k] for k in ("user_id", "barber_id", "other_client", "far_barber")]
+    assert await appointments_of(app, *people) == 0
 
 
 async def test_clock_skew_allowance(app: FastAPI, client: httpx.AsyncClient) -> None:
