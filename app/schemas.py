@@ -165,12 +165,12 @@ class StripeAccountRead(ORM):
 
 
 def _booking_example(schema: dict[str, Any]) -> None:
-    # Demo data (bookedbarber seed): client 100 with barber 2 and the 30-minute service 1 of
-    # location 1, a week from the day the document is made, after the demo's hours.
+    # Demo data (bookedbarber seed, any scale): user 100 with barber 1 and the 30-minute
+    # service 1, both of location 1, a week from the day the document is made, after hours.
     today = dt.datetime.now(dt.UTC).date()
     start = dt.datetime.combine(today + dt.timedelta(days=7), dt.time(18), dt.UTC)
     end = start + dt.timedelta(minutes=30)
-    ids = {"user_id": 100, "barber_id": 2, "service_id": 1, "location_id": 1}
+    ids = {"user_id": 100, "barber_id": 1, "service_id": 1, "location_id": 1}
     times = {"start_time": start.isoformat(), "end_time": end.isoformat()}
     schema["examples"] = [{**ids, **times, "notes": "skin fade"}]
 
