@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from app.config import Settings
 from app.db.models import Appointment, Payment
 from app.main import create_app
+from app.queries import hot
 from tests import factories
 from tests.conftest import ConsistentClient, make_settings
 
@@ -477,10 +478,20 @@ async def test_revenue_counts_completed_and_shows_refunds_apart(
     ]
 
 
-async def test_revenue_route_and_hot_statement_agree_on_refunds(settings: Settings) -> None:
+async def test_revenue_route_and_hot_statement_agree_on_refunds(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The same report through the routes (HOT_READS=false) and, on PostgreSQL, the lane."""
     urls = settings.primary_url, [u.get_secret_value() for u in settings.replica_urls]
     bodies = []
+    lane_answers = []
+    revenue_document = hot.revenue_document
+
+    async def counted(*args: Any) -> bytes:
+        lane_answers.append(args)
+        return await revenue_document(*args)
+
+    monkeypatch.setattr(hot, "revenue_document", counted)
     for hot_reads in (True, False):
         app = create_app(make_settings(*urls, hot_reads=hot_reads))
         async with (
@@ -518,6 +529,8 @@ async def test_revenue_route_and_hot_statement_agree_on_refunds(settings: Settin
             assert response.status_code == 200
             bodies.append(response.json())
     assert bodies[0] == bodies[1]
+    # The first report came from app/queries/hot.py's REVENUE on PostgreSQL, not the route.
+    assert len(lane_answers) == (0 if settings.is_sqlite else 1)
     [day] = bodies[0]["days"]
     assert day == {
         "date": day["date"],
