@@ -59,9 +59,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _cause(exc: BaseException) -> BaseException:
-    """The driver's exception under SQLAlchemy's wrapper, when there is one."""
-    orig = getattr(exc, "orig", None)
-    return orig if isinstance(orig, BaseException) else exc
+    """The driver's own exception under SQLAlchemy's and its adapter's wrappers."""
+    seen = {id(exc)}
+    while True:
+        inner = getattr(exc, "orig", None) or exc.__cause__
+        if not isinstance(inner, BaseException) or id(inner) in seen:
+            return exc
+        seen.add(id(inner))
+        exc = inner
 
 
 def failure(exc: BaseException) -> str:
