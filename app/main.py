@@ -38,9 +38,12 @@ class Service(FastAPI):
             return
         request_id = logs.request_id(scope["headers"])
         header = (b"x-request-id", request_id.encode())
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message = {**message, "headers": [*message.get("headers", ()), header]}
             await send(message)
 
@@ -48,10 +51,14 @@ class Service(FastAPI):
         try:
             if not await self.lane.answer(scope, receive, send_with_id):
                 await super().__call__(scope, receive, send_with_id)
-        except Exception:  # noqa: S110
-            # Starlette re-raises what its last-resort handler answered (500) and logged
-            # (app/errors.py); passed on, uvicorn would log it a second time.
-            pass
+        except Exception as exc:
+            # Starlette re-raises what its last-resort handler logged (app/errors.py) and
+            # answered: passed on, uvicorn would log it a second time. Anything else is
+            # logged and answered here, once.
+            if not started:
+                wait = errors.retry_after(self.state.settings.effective_pool_timeout)
+                response = errors.database_response(exc, getattr(self.state, "db", None), wait)
+                await response(scope, receive, send_with_id)
         finally:
             logs.REQUEST_ID.reset(reset)
 
