@@ -5,7 +5,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from app.config import Settings, async_url
+from app.config import async_url, load_settings
 from app.db.models import Base, migration_only
 
 config = context.config
@@ -14,7 +14,7 @@ target_metadata = Base.metadata
 
 def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
-    return async_url(url) if url else Settings().primary_url
+    return async_url(url) if url else load_settings().primary_url
 
 
 def _include(
@@ -37,7 +37,7 @@ def _configure(connection: Connection) -> None:
 
 
 async def _run() -> None:
-    engine = create_async_engine(_url(), poolclass=pool.NullPool)
+    engine = create_async_engine(_url(), poolclass=pool.NullPool, hide_parameters=True)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_configure)
