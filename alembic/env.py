@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
 from app.config import async_url, load_settings
-from app.db.models import Base
+from app.db.models import Base, migration_only
 
 config = context.config
 target_metadata = Base.metadata
@@ -20,8 +20,8 @@ def _url() -> str:
 def _include(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    # The full-text indexes exist only on PostgreSQL and only in migrations.
-    return not (type_ == "index" and name is not None and name.endswith("_search"))
+    # The full-text indexes and the case-insensitive email key exist only in migrations.
+    return not (type_ == "index" and name is not None and migration_only(name))
 
 
 def _configure(connection: Connection) -> None:

@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     replica_fallback: Literal["primary", "least_lagged"] = "primary"
 
     slow_query_seconds: float = Field(1.0, gt=0)
+    # Bookings: a start this far in the past is still taken (clocks disagree a little),
+    # and none is taken further ahead than the horizon.
+    booking_clock_skew_seconds: float = Field(300.0, ge=0)
+    booking_horizon_days: int = Field(365, ge=1, le=36_500)
     # How long start-up waits for the first probe round before serving (it goes on in
     # the background after that; readiness says "starting" until it is done).
     startup_probe_wait_seconds: float = Field(0.0, ge=0)

@@ -11,7 +11,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import errors, http_metrics, logs
-from app.api import analytics, appointments, health, payments, users
+from app.api import analytics, appointments, docs, health, payments, users
 from app.api.deps import require_token
 from app.api.lane import HotReadLane
 from app.config import Settings, load_settings
@@ -119,7 +119,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="BookedBarber data service",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served from local files instead of a CDN (app/api/docs.py)
+        redoc_url=None,
     )
+    docs.install(app)
     app.state.settings = settings
     errors.install(app, settings.effective_pool_timeout)
     app.add_middleware(ConsistencyTokenMiddleware)

@@ -39,7 +39,7 @@ async def live() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/ready")
+@router.get("/ready", responses={503: {"description": "Not ready: the primary does not answer"}})
 async def ready(request: Request) -> JSONResponse:
     """Ready once the first probe round is done and while the primary answers SELECT 1."""
     db = _router(request)
@@ -51,7 +51,7 @@ async def ready(request: Request) -> JSONResponse:
     return _json(body, ok)
 
 
-@router.get("/db")
+@router.get("/db", responses={503: {"description": "The primary is unhealthy"}})
 async def database(request: Request) -> JSONResponse:
     """The primary: status, response_time, timestamp."""
     db = _router(request)
@@ -61,7 +61,9 @@ async def database(request: Request) -> JSONResponse:
     return _json(primary, primary["status"] == "healthy")
 
 
-@router.get("/replicas")
+@router.get(
+    "/replicas", responses={503: {"description": "No replica can serve reads within the lag limit"}}
+)
 async def replicas(request: Request) -> JSONResponse:
     """The replica monitor's view; 503 when no replica can serve reads within the lag limit."""
     db = _router(request)
@@ -71,7 +73,7 @@ async def replicas(request: Request) -> JSONResponse:
     return _json(report, report["status"] != "unavailable")
 
 
-@router.get("/integrity")
+@router.get("/integrity", responses={503: {"description": "The checks could not run"}})
 async def integrity(request: Request) -> JSONResponse:
     """The seed's orphan and consistency checks on a replica, cached briefly."""
     db = _router(request)
