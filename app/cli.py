@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import traceback
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ def serve(
             _seed(settings.primary_url, 0.01)
             click.echo(f"created {path} with demo data")
     workers = workers or settings.workers
+    # The workers read their settings afresh: they size their pools by this count.
+    os.environ["WORKERS"] = str(workers)
     from app import logs
     from app.db.metrics import prepare_multiprocess
 

@@ -9,6 +9,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from sqlalchemy.engine import make_url
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./bookedbarber.db"
+# The most connections a worker keeps per database by default: one event loop gains
+# nothing from more (its CPU, not the database, is the limit at that concurrency).
+DEFAULT_POOL_CAP = 30
 
 
 class Environment(StrEnum):
@@ -96,10 +99,16 @@ class Settings(BaseSettings):
     postgres_database: str = "bookedbarber"
     postgres_ssl_mode: str = "prefer"
 
-    pool_size: int = Field(20, ge=1)
-    max_overflow: int = Field(30, ge=0)
-    replica_pool_size: int = Field(10, ge=1)
-    replica_max_overflow: int = Field(20, ge=0)
+    # Unset, each database gets a fixed pool per worker sized from the connection budget
+    # (derive_pools): overflow connections are closed on return, so a pool that relies
+    # on them under steady load opens a connection per request.
+    pool_size: int = Field(DEFAULT_POOL_CAP, ge=1)
+    max_overflow: int = Field(0, ge=0)
+    replica_pool_size: int = Field(DEFAULT_POOL_CAP, ge=1)
+    replica_max_overflow: int = Field(0, ge=0)
+    # Connections all workers together may hold on each database (its max_connections
+    # less superuser_reserved_connections and room for other clients).
+    pool_connection_budget: int = Field(80, ge=1)
     pool_timeout: float | None = Field(None, gt=0)
     pool_recycle: int = 3600
     pool_pre_ping: bool = True
@@ -154,6 +163,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
+        self._derive_pools()
         if self.pool_timeout is None:
             self.pool_timeout = 10.0 if self.is_production else 30.0
         if self.database_url is None:
@@ -175,6 +185,14 @@ class Settings(BaseSettings):
         if self.is_sqlite and (self.replica_urls or self.analytics_database_url):
             raise ValueError("replicas need a PostgreSQL DATABASE_URL")
         return self
+
+    def _derive_pools(self) -> None:
+        """Fill the pool settings left unset: a fixed pool per worker and database."""
+        given = self.model_fields_set
+        steady = max(1, min(DEFAULT_POOL_CAP, self.pool_connection_budget // self.workers))
+        for name in ("pool_size", "replica_pool_size"):
+            if name not in given:
+                setattr(self, name, steady)
 
     def _composed_postgres_url(self) -> str:
         user = quote(self.postgres_user, safe="")

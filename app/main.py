@@ -16,6 +16,7 @@ from app.api.deps import require_token
 from app.api.lane import HotReadLane
 from app.config import Settings, load_settings
 from app.db import metrics
+from app.db.budget import check_budget
 from app.db.router import DatabaseRouter
 from app.guards import BodyGuard, TokenGate
 
@@ -106,12 +107,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The first probe round may take CONNECT_TIMEOUT per database: the process answers
         # meanwhile (liveness), and readiness says "starting" until the round is done.
         startup = app.state.startup = asyncio.create_task(first_probe(), name="first-probe")
+        # Off the start-up path: a slow database must not delay liveness.
+        budget = asyncio.create_task(
+            check_budget(router.engines(), router.monitor_engines(), settings), name="pool-budget"
+        )
         await asyncio.wait({startup}, timeout=settings.startup_probe_wait_seconds)
         try:
             yield
         finally:
             startup.cancel()
-            await asyncio.gather(startup, return_exceptions=True)
+            budget.cancel()
+            await asyncio.gather(startup, budget, return_exceptions=True)
             await router.dispose()
             metrics.worker_exited()
 

@@ -162,8 +162,9 @@ async def test_queries_counted_per_role_and_scrape_is_valid(postgres: Postgres) 
     assert 'handler="/health/' not in after
     assert 'handler="/metrics"' not in after
     # Pools are read at scrape time; every role that has an engine shows up.
-    assert value(after, "database_connection_pool_size", role="primary", pool="primary") == 20
-    assert value(after, "database_connection_pool_size", role="replica", pool="replica-0") == 10
+    # The default pools: a fixed size per worker from the connection budget.
+    assert value(after, "database_connection_pool_size", role="primary", pool="primary") == 30
+    assert value(after, "database_connection_pool_size", role="replica", pool="replica-0") == 30
     assert "pw-" not in after
     promtool_check_metrics(after)
 
