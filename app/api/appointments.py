@@ -1,19 +1,27 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, status
 from sqlalchemy.exc import IntegrityError
 
-from app.api.deps import ReadSession, WriteSession
+from app.api.deps import ReadSession, WriteSession, get_router
 from app.api.responses import errors_doc
 from app.config import Settings
-from app.db.errors import FOREIGN_KEY_VIOLATION
+from app.db.errors import EXCLUSION_VIOLATION, FOREIGN_KEY_VIOLATION, constraint_name
 from app.db.models import utcnow
+from app.db.router import WRITE_LSN, DatabaseRouter
 from app.errors import BadRequest, Conflict, NotFound
-from app.queries import violation
-from app.queries.appointments import TRANSITIONS, AppointmentRepository, BookingFacts, Overlap
+from app.queries import booking, violation
+from app.queries.appointments import (
+    OVERLAP_CONSTRAINTS,
+    TRANSITIONS,
+    AppointmentRepository,
+    BookingFacts,
+    Overlap,
+)
 from app.schemas import (
     INT64_MAX,
     AppointmentCreate,
@@ -43,36 +51,90 @@ async def create_appointment(
     body: AppointmentCreate, session: WriteSession, request: Request
 ) -> AppointmentRead:
     start, end = body.start_time.astimezone(dt.UTC), body.end_time.astimezone(dt.UTC)
+    settings: Settings = request.app.state.settings
+    fields = {
+        **body.model_dump(exclude={"start_time", "end_time"}),
+        "start_time": start,
+        "end_time": end,
+        "appointment_date": start.date(),
+    }
+    router = get_router(request)
+    if one_statement_writes(router):
+        check_request(body, settings, utcnow())
+        return AppointmentRead.model_validate(dict(await _book(router, body, fields, request)))
     repository = AppointmentRepository(session)
     check_booking(
         body,
         await repository.booking_facts(body.user_id, body.barber_id, body.service_id),
-        request.app.state.settings,
+        settings,
         utcnow(),
     )
     try:
-        appointment = await repository.add(
-            **body.model_dump(exclude={"start_time", "end_time"}),
-            start_time=start,
-            end_time=end,
-            appointment_date=start.date(),
-        )
+        appointment = await repository.add(**fields)
     except IntegrityError as exc:
-        if violation(exc) == FOREIGN_KEY_VIOLATION:
-            raise BadRequest(
-                f"user {body.user_id} or location {body.location_id} does not exist"
-            ) from None
+        _refuse_integrity(body, exc)
         raise
     except Overlap as overlap:
-        who = f"barber {body.barber_id}" if overlap.who == "barber" else f"user {body.user_id}"
-        raise Conflict(f"{who} already has an appointment overlapping that time") from None
+        raise _conflict(body, overlap.who) from None
     return AppointmentRead.model_validate(appointment)
+
+
+def one_statement_writes(router: DatabaseRouter) -> bool:
+    """PostgreSQL through asyncpg, statements in autocommit: not SQLite, not PgBouncer."""
+    return router.primary.dialect.driver == "asyncpg" and not router.settings.pgbouncer
+
+
+async def _book(
+    router: DatabaseRouter, body: AppointmentCreate, fields: dict[str, Any], request: Request
+) -> Mapping[str, Any]:
+    """The booking in one statement (app/queries/booking.py), then the consistency token."""
+    writer = router.reader("write")
+    try:
+        try:
+            row = await booking.book(writer, fields)
+        except Exception as exc:
+            who = OVERLAP_CONSTRAINTS.get(constraint_name(exc))
+            if violation(exc) == EXCLUSION_VIOLATION and who is not None:
+                raise _conflict(body, who) from None
+            _refuse_integrity(body, exc)
+            raise
+        if row is None:
+            facts = await booking.facts(writer, body.barber_id, body.service_id)
+            check_facts(body, BookingFacts(**facts))
+            # Every rule passes on a second look: the barber or service changed meanwhile.
+            raise Conflict("the barber or the service changed while booking; retry")
+        if router.replicas:
+            # After the statement's own commit, on the same connection: the token covers it.
+            lsn = await writer.fetchrow(WRITE_LSN)
+            if lsn is not None and lsn["lsn"]:
+                request.state.consistency_token = str(lsn["lsn"])
+    finally:
+        await writer.close()
+    return row
+
+
+def _refuse_integrity(body: AppointmentCreate, exc: Exception) -> None:
+    if violation(exc) == FOREIGN_KEY_VIOLATION:
+        raise BadRequest(
+            f"user {body.user_id} or location {body.location_id} does not exist"
+        ) from None
+
+
+def _conflict(body: AppointmentCreate, who: str) -> Conflict:
+    name = f"barber {body.barber_id}" if who == "barber" else f"user {body.user_id}"
+    return Conflict(f"{name} already has an appointment overlapping that time")
 
 
 def check_booking(
     body: AppointmentCreate, facts: BookingFacts, settings: Settings, now: dt.datetime
 ) -> None:
     """The booking rules a caller must hear about by name (README, Booking rules)."""
+    check_request(body, settings, now)
+    check_facts(body, facts)
+
+
+def check_request(body: AppointmentCreate, settings: Settings, now: dt.datetime) -> None:
+    """The rules the request alone decides: no database needed."""
     skew = dt.timedelta(seconds=settings.booking_clock_skew_seconds)
     horizon = dt.timedelta(days=settings.booking_horizon_days)
     if body.start_time < now - skew:
@@ -81,6 +143,10 @@ def check_booking(
         raise BadRequest(f"start_time is more than {settings.booking_horizon_days} days ahead")
     if body.barber_id == body.user_id:
         raise BadRequest("a client cannot be their own barber")
+
+
+def check_facts(body: AppointmentCreate, facts: BookingFacts) -> None:
+    """The rules on the barber and the service; app/queries/booking.py's BOOK holds the same."""
     if facts.barber_role is None:
         raise BadRequest(f"barber {body.barber_id} does not exist")
     if facts.barber_role != "barber":

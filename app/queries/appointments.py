@@ -45,7 +45,7 @@ class Overlap(Exception):
 
 
 # The database's names for the two overlap rules on PostgreSQL (migrations 0003, 0005).
-_OVERLAP_CONSTRAINTS: dict[str | None, Literal["barber", "client"]] = {
+OVERLAP_CONSTRAINTS: dict[str | None, Literal["barber", "client"]] = {
     "ex_appointments_barber_overlap": "barber",
     "ex_appointments_client_overlap": "client",
 }
@@ -119,7 +119,7 @@ class AppointmentRepository:
         try:
             return (await self.session.execute(_INSERT, fields)).one()
         except IntegrityError as exc:
-            who = _OVERLAP_CONSTRAINTS.get(constraint_name(exc))
+            who = OVERLAP_CONSTRAINTS.get(constraint_name(exc))
             if violation(exc) == EXCLUSION_VIOLATION and who is not None:
                 raise Overlap(who) from None
             raise
