@@ -2,6 +2,8 @@
 
 Answers the three hot reads and the booking write with the service's JSON shapes and data,
 without a framework, an ORM, validation models or transactions around single statements.
+The booking runs the service's own statement (app/queries/booking.py): the same locks,
+rules and constraints.
 Reads go to REPLICA_URL, the write to DATABASE_URL (plain postgresql:// URLs).
 
     python bench/reference.py --port 8100
@@ -29,9 +31,12 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-# The service's own hot-read statements and row shaping (app/queries/hot.py): the same by
-# construction, so the comparison measures everything around it.
+# The service's own hot-read statements and row shaping (app/queries/hot.py) and its booking
+# statement (app/queries/booking.py: booking locks, booking rules, INSERT ... RETURNING under
+# the exclusion constraints): the same by construction, so the comparison measures
+# everything around them.
 from app.queries.analytics import utc_days  # noqa: E402
+from app.queries.booking import BOOK, FACTS, lock_keys  # noqa: E402
 from app.queries.hot import (  # noqa: E402
     REVENUE,
     SCHEDULE,
@@ -42,13 +47,8 @@ from app.queries.hot import (  # noqa: E402
     schedule_items,
 )
 
-INSERT = """
-INSERT INTO appointments (user_id, barber_id, service_id, location_id, appointment_date,
-                          start_time, end_time, status, notes, version, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, 1, now(), now())
-RETURNING id, user_id, barber_id, service_id, location_id, appointment_date, start_time,
-          end_time, status, notes, version, created_at, updated_at
-"""
+SKEW = dt.timedelta(seconds=300)
+HORIZON = dt.timedelta(days=33_000)  # bench/run.py's BOOKING_HORIZON_DAYS
 LSN = "SELECT pg_current_wal_insert_lsn()::text"
 DEFAULT_STATUSES = ["confirmed", "in_progress"]
 
@@ -185,11 +185,15 @@ class Reference:
             raise Problem(422, "validation_error", "invalid appointment") from None
         if start.tzinfo is None or end.tzinfo is None or end <= start:
             raise Problem(422, "validation_error", "aware start_time < end_time required")
+        now = dt.datetime.now(dt.UTC)
+        if not now - SKEW <= start <= now + HORIZON or args[0] == args[1]:
+            raise Problem(422, "bad_request", "the booking breaks a rule")
+        end = end.astimezone(dt.UTC)
         assert self.primary is not None
         async with self.primary.acquire() as conn:
             try:
                 row = await conn.fetchrow(
-                    INSERT, *args, start.date(), start, end, body.get("notes")
+                    BOOK, *args, start.date(), start, end, body.get("notes"), *lock_keys(*args[:2])
                 )
             except asyncpg.ExclusionViolationError:
                 raise Problem(409, "conflict", "the barber is already booked then") from None
@@ -197,6 +201,9 @@ class Reference:
                 raise Problem(
                     422, "bad_request", "unknown user, barber, service or location"
                 ) from None
+            if row is None:
+                facts = await conn.fetchrow(FACTS, args[1], args[2])
+                raise Problem(422, "bad_request", f"the booking breaks a rule: {dict(facts)}")
             # The service's read-your-writes token, read after the (auto)commit as it does.
             lsn = await conn.fetchval(LSN)
         headers = [*JSON_HEADERS, (b"x-consistency-token", lsn.encode())]
