@@ -4,7 +4,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import ReadSession, WriteSession, get_router
@@ -37,6 +37,7 @@ AppointmentId = Annotated[int, Path(gt=0, le=INT64_MAX)]
 BarberId = Annotated[int, Path(gt=0, le=INT64_MAX)]
 MAX_SCHEDULE_DAYS = 366
 DEFAULT_SCHEDULE_STATUSES = ("confirmed", "in_progress")
+JSON = "application/json"
 
 
 @router.post(
@@ -49,7 +50,7 @@ DEFAULT_SCHEDULE_STATUSES = ("confirmed", "in_progress")
 )
 async def create_appointment(
     body: AppointmentCreate, session: WriteSession, request: Request
-) -> AppointmentRead:
+) -> Response:
     start, end = body.start_time.astimezone(dt.UTC), body.end_time.astimezone(dt.UTC)
     settings: Settings = request.app.state.settings
     fields = {
@@ -61,7 +62,9 @@ async def create_appointment(
     router = get_router(request)
     if one_statement_writes(router):
         check_request(body, settings, utcnow())
-        return AppointmentRead.model_validate(dict(await _book(router, body, fields, request)))
+        return _created(
+            AppointmentRead.model_validate(dict(await _book(router, body, fields, request)))
+        )
     repository = AppointmentRepository(session)
     check_booking(
         body,
@@ -76,7 +79,12 @@ async def create_appointment(
         raise
     except Overlap as overlap:
         raise _conflict(body, overlap.who) from None
-    return AppointmentRead.model_validate(appointment)
+    return _created(AppointmentRead.model_validate(appointment))
+
+
+def _created(appointment: AppointmentRead) -> Response:
+    """201 with the body serialized once: FastAPI would validate and encode the model again."""
+    return Response(appointment.model_dump_json(), status.HTTP_201_CREATED, media_type=JSON)
 
 
 def one_statement_writes(router: DatabaseRouter) -> bool:
