@@ -266,6 +266,7 @@ class Server:
     port: int
     workers: int
     log_path: Path
+    tails: bool = False  # bench/tails.py: GET /_tails answers its histograms
 
     @property
     def url(self) -> str:
@@ -301,6 +302,7 @@ def start_service(
     keep_alive: int,
     out: Path,
     pools: str = "defaults",
+    tails: bool = False,
 ) -> Server:
     port = free_port()
     env = {
@@ -320,13 +322,18 @@ def start_service(
     for name in POOL_VARIABLES:
         env.pop(name, None)
     env.update(POOL_PROFILES[pools])
-    args = [sys.executable, "-m", "app", "serve", "--workers", str(workers)]
-    args += ["--no-access-log", "--port", str(port), "--keep-alive", str(keep_alive)]
+    if tails and workers == 1:
+        args = [sys.executable, str(ROOT / "bench" / "tails.py"), "--port", str(port)]
+        args += ["--keep-alive", str(keep_alive)]
+    else:
+        args = [sys.executable, "-m", "app", "serve", "--workers", str(workers)]
+        args += ["--no-access-log", "--port", str(port), "--keep-alive", str(keep_alive)]
     if cpus:
         args = ["taskset", "-c", cpus, *args]
     log_path = out / f"service-{workers}w-{port}.log"
     name = service_name(pools)
     server = Server(name, procs.start(args, env, log_path), port, workers, log_path)
+    server.tails = tails and workers == 1
     wait_ready(server)
 
     def replica_in_rotation() -> bool:
@@ -468,6 +475,7 @@ class Result:
     stats: dict[str, Any]
     sample: Sample
     target_rps: float | None = None
+    tails: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -557,9 +565,13 @@ class Bench:
         c, d = self.args.connections, self.args.duration
         self.collect(self.wrk(server, endpoint, c, self.args.warmup), self.args.warmup + 60)
         metrics = server.name.startswith("service")
+        if server.tails:
+            http_get(server.url + "/_tails/reset")
         with sampling(server, metrics, self.cluster) as sample:
             stats = self.collect(self.wrk(server, endpoint, c, d), d + 60)
         result = Result(scenario, server.name, server.workers, endpoint, c, stats, sample)
+        if server.tails:
+            result.tails = json.loads(http_get(server.url + "/_tails")[1])
         log(
             f"  {server.name} {server.workers}w {endpoint}: {result.rps:,.0f} req/s, "
             f"p95 {stats['p95_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms, "
@@ -858,6 +870,23 @@ def table(results: list[Result]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def tails_table(results: list[Result]) -> str:
+    """Where the milliseconds of slow requests went (bench/tails.py), per run."""
+    rows = [
+        "| server | endpoint | wrk p99 ms | measure | count | p50 ms | p90 ms | p99 ms "
+        "| p99.9 ms | max ms | total s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for measure, h in r.tails.items():
+            rows.append(
+                f"| {r.server} | {r.endpoint} | {_ms(r.stats['p99_ms'])} | {measure} "
+                f"| {h['count']:,} | {h['p50']:.2f} | {h['p90']:.2f} | {h['p99']:.2f} "
+                f"| {h['p99.9']:.2f} | {h['max']:.2f} | {h['total_ms'] / 1000:.2f} |"
+            )
+    return "\n".join(rows) + "\n"
+
+
 def targets(results: list[Result]) -> str:
     def find(scenario: str, server: str, endpoint: str) -> Result | None:
         return next(
@@ -959,6 +988,11 @@ def parse_args() -> argparse.Namespace:
         + ", ".join(POOL_PROFILES)
         + " (several workers and the 10k scenario use the first)",
     )
+    p.add_argument(
+        "--tails",
+        action="store_true",
+        help="run the 1-worker service under bench/tails.py and report where its tail goes",
+    )
     p.add_argument("--skip-c10k", action="store_true")
     p.add_argument("--skip-seed-if-cached", action="store_true")
     p.add_argument("--no-pin", action="store_true", help="let the scheduler place everything")
@@ -1012,7 +1046,9 @@ def main() -> int:
 
         if 1 in workers:
             profiles = [p for p in args.pools.split(",") if p]
-            service = start_service(procs, cluster, 1, server_cpus, keep_alive, out, profiles[0])
+            service = start_service(
+                procs, cluster, 1, server_cpus, keep_alive, out, profiles[0], args.tails
+            )
             reference = start_reference(procs, cluster, server_cpus, keep_alive, out)
             problems = compare_shapes(service, reference, size, today)
             extras.append(
@@ -1027,7 +1063,9 @@ def main() -> int:
             procs.stop(reference.proc)
             for number, pools in enumerate(profiles):
                 if number:
-                    service = start_service(procs, cluster, 1, server_cpus, keep_alive, out, pools)
+                    service = start_service(
+                        procs, cluster, 1, server_cpus, keep_alive, out, pools, args.tails
+                    )
                 log(f"scenario a: 1 worker each, {service.name}")
                 for e in endpoints:
                     results.append(bench.closed_loop("a: 64 conns", service, e))
@@ -1092,6 +1130,11 @@ def main() -> int:
         + table(results)
         + "\n## Targets\n\n"
         + targets(results)
+        + (
+            "\n## Where the tail comes from (bench/tails.py)\n\n" + tails_table(results)
+            if any(r.tails for r in results)
+            else ""
+        )
         + "\n"
         + "\n\n".join(extras)
         + "\n"
