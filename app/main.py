@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -87,6 +88,18 @@ class ConsistencyTokenMiddleware:
         await self.app(scope, receive, send_with_token)
 
 
+def freeze_startup_heap() -> None:
+    """Keep what start-up built (modules, routes, models, engines) out of full collections.
+
+    Those objects live as long as the process, yet every full (generation 2) collection
+    walked them all: under load a pause of about 200 ms every few seconds, which every
+    request in flight waited out (the p99.9 of bench/tails.py). Once per process.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
 
@@ -107,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The first probe round may take CONNECT_TIMEOUT per database: the process answers
         # meanwhile (liveness), and readiness says "starting" until the round is done.
         startup = app.state.startup = asyncio.create_task(first_probe(), name="first-probe")
+        freeze_startup_heap()
         # Off the start-up path: a slow database must not delay liveness.
         budget = asyncio.create_task(
             check_budget(router.engines(), router.monitor_engines(), settings), name="pool-budget"
