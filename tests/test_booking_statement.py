@@ -52,3 +52,29 @@ async def test_with_replicas_the_token_is_the_second(postgres: Postgres) -> None
     grew, token = await _statements_per_booking(postgres.replica_urls, postgres)
     assert grew == {("INSERT", "appointments"): 1, ("SELECT", "other"): 1}
     assert "/" in token
+
+
+async def test_a_payment_is_one_statement_and_a_retry_two(postgres: Postgres) -> None:
+    settings = make_settings(postgres.primary_url, [], replica_probe_interval_seconds=3600)
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        ids = await shop(app, client)
+        body = {"user_id": ids["user_id"], "location_id": ids["location_id"], "amount": "12.50"}
+        key = {"Idempotency-Key": f"one-statement-{ids['user_id']}"}
+
+        async def statements() -> tuple[int, dict]:
+            before = _primary_statements((await client.get("/metrics")).text)
+            answer = await client.post(f"{API}/payments", json=body, headers=key)
+            after = _primary_statements((await client.get("/metrics")).text)
+            grew = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k)}
+            return answer.status_code, grew
+
+        assert await statements() == (201, {("INSERT", "payments"): 1})
+        # The retry: the insert does nothing, the key's row answers.
+        assert await statements() == (200, {("INSERT", "payments"): 1, ("SELECT", "payments"): 1})
+        body["amount"] = "13.00"
+        status, _ = await statements()
+        assert status == 409

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import ReadSession, WriteSession
+from app.api.appointments import one_statement_writes
+from app.api.deps import ReadSession, WriteSession, get_router
 from app.api.responses import errors_doc
 from app.db.errors import FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION
 from app.db.models import PAYABLE_APPOINTMENT_STATUSES
+from app.db.router import WRITE_LSN, DatabaseRouter
 from app.errors import BadRequest, Conflict, NotFound
-from app.queries import violation
+from app.queries import payments, violation
 from app.queries.payments import TRANSITIONS, PaymentRepository
 from app.queries.users import UserRepository
 from app.schemas import INT64_MAX, PaymentCreate, PaymentPage, PaymentRead, PaymentUpdate
@@ -49,28 +52,14 @@ async def create_payment(
     body: PaymentCreate,
     idempotency_key: IdempotencyKey,
     session: WriteSession,
+    request: Request,
     response: Response,
 ) -> PaymentRead:
-    repository = PaymentRepository(session)
-    # A retry is answered by the first result even if the rules would now refuse it.
-    earlier = await repository.get_by_idempotency_key(idempotency_key)
-    if earlier is None and body.appointment_id is not None:
-        await _check_payable(repository, body)
-    try:
-        payment, created = (
-            (earlier, False)
-            if earlier is not None
-            else await repository.add_once(idempotency_key, **body.model_dump())
-        )
-    except IntegrityError as exc:
-        code = violation(exc)
-        if code == FOREIGN_KEY_VIOLATION:
-            raise BadRequest("the user, appointment or location does not exist") from None
-        if code == UNIQUE_VIOLATION:
-            raise Conflict(f"appointment {body.appointment_id} already has a payment") from None
-        raise
-    except LookupError:
-        raise Conflict("the payment for this idempotency key was removed; retry") from None
+    router = get_router(request)
+    if one_statement_writes(router):
+        payment, created = await _pay(router, body, idempotency_key, request)
+    else:
+        payment, created = await _pay_in_transaction(session, body, idempotency_key)
     same = (
         payment.user_id == body.user_id
         and payment.appointment_id == body.appointment_id
@@ -81,16 +70,79 @@ async def create_payment(
         raise Conflict("this Idempotency-Key was used with a different request body")
     if not created:
         response.status_code = status.HTTP_200_OK
-    return PaymentRead.model_validate(payment)
+    return payment
 
 
-async def _check_payable(repository: PaymentRepository, body: PaymentCreate) -> None:
-    """The payment rules for an appointment (README, Payments)."""
-    assert body.appointment_id is not None
-    terms = await repository.terms(body.appointment_id)
+async def _pay_in_transaction(
+    session: AsyncSession, body: PaymentCreate, idempotency_key: str
+) -> tuple[PaymentRead, bool]:
+    repository = PaymentRepository(session)
+    # A retry is answered by the first result even if the rules would now refuse it.
+    earlier = await repository.get_by_idempotency_key(idempotency_key)
+    if earlier is None and body.appointment_id is not None:
+        check_payable(body, await repository.terms(body.appointment_id))
+    try:
+        payment, created = (
+            (earlier, False)
+            if earlier is not None
+            else await repository.add_once(idempotency_key, **body.model_dump())
+        )
+    except IntegrityError as exc:
+        _refuse_integrity(body, exc)
+        raise
+    except LookupError:
+        raise _removed() from None
+    return PaymentRead.model_validate(payment), created
+
+
+async def _pay(
+    router: DatabaseRouter, body: PaymentCreate, key: str, request: Request
+) -> tuple[PaymentRead, bool]:
+    """One statement on PostgreSQL (app/queries/payments.py's PAY), then the token."""
+    writer = router.reader("write")
+    try:
+        try:
+            args = (body.user_id, body.appointment_id, body.location_id, body.amount)
+            row = await payments.pay(writer, key, *args)
+        except Exception as exc:
+            _refuse_integrity(body, exc)
+            raise
+        if row is None:
+            # The key was taken (a retry is answered by the first result, even if the
+            # rules would now refuse it), or a payment rule refused: which one, in words.
+            earlier = await payments.by_key(writer, key)
+            if earlier is not None:
+                return PaymentRead.model_validate(dict(earlier)), False
+            if body.appointment_id is None:
+                raise _removed()
+            check_payable(body, await payments.terms(writer, body.appointment_id))
+            raise Conflict(f"appointment {body.appointment_id} changed while paying; retry")
+        if router.replicas:
+            lsn = await writer.fetchrow(WRITE_LSN)
+            if lsn is not None and lsn["lsn"]:
+                request.state.consistency_token = str(lsn["lsn"])
+    finally:
+        await writer.close()
+    return PaymentRead.model_validate(dict(row)), True
+
+
+def _refuse_integrity(body: PaymentCreate, exc: Exception) -> None:
+    code = violation(exc)
+    if code == FOREIGN_KEY_VIOLATION:
+        raise BadRequest("the user, appointment or location does not exist") from None
+    if code == UNIQUE_VIOLATION:
+        raise Conflict(f"appointment {body.appointment_id} already has a payment") from None
+
+
+def _removed() -> Conflict:
+    return Conflict("the payment for this idempotency key was removed; retry")
+
+
+def check_payable(body: PaymentCreate, terms: Any) -> None:
+    """The payment rules for an appointment (README, Payments); terms as PaymentRepository's."""
     if terms is None:
         raise BadRequest(f"appointment {body.appointment_id} does not exist")
-    user_id, location_id, appointment_status, price = terms
+    user_id, location_id, appointment_status, price = tuple(terms)
     if (user_id, location_id) != (body.user_id, body.location_id):
         raise BadRequest(
             f"appointment {body.appointment_id} belongs to user {user_id} "

@@ -1,14 +1,66 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Appointment, Payment, Service
+from app.db.models import PAYABLE_APPOINTMENT_STATUSES, Appointment, Payment, Service
+from app.db.router import Reader
 from app.queries import insert_for
+
+PAYMENT_COLUMNS = (
+    "id, user_id, appointment_id, location_id, amount, currency, status, version, "
+    "stripe_session_id, idempotency_key, created_at"
+)
+_PAYABLE = ", ".join(f"'{s}'" for s in PAYABLE_APPOINTMENT_STATUSES)
+
+# A payment on PostgreSQL in one autocommit statement: the appointment's terms checked
+# and share-locked (it cannot be cancelled before the insert commits), the insert, and
+# the idempotency key's race settled by ON CONFLICT, as add_once does in a transaction.
+# No row back: the key was taken (a retry) or a payment rule refused; the caller looks.
+PAY = f"""
+INSERT INTO payments (user_id, appointment_id, location_id, amount, currency, status, version,
+                      idempotency_key, created_at)
+WITH payable AS MATERIALIZED (
+    SELECT a.id FROM appointments a JOIN services s ON s.id = a.service_id
+    WHERE a.id = $2::bigint AND a.user_id = $1::bigint AND a.location_id = $3::bigint
+      AND a.status IN ({_PAYABLE}) AND s.price = $4::numeric
+    FOR SHARE OF a
+)
+SELECT $1::bigint, $2::bigint, $3::bigint, $4::numeric, 'usd', 'pending', 1, $5::text, now()
+WHERE $2::bigint IS NULL OR EXISTS (SELECT FROM payable)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING {PAYMENT_COLUMNS}
+"""
+BY_KEY = f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE idempotency_key = $1"
+TERMS = """
+SELECT a.user_id, a.location_id, a.status, s.price
+FROM appointments a JOIN services s ON s.id = a.service_id WHERE a.id = $1
+"""
+
+
+async def pay(
+    reader: Reader,
+    key: str,
+    user_id: int,
+    appointment_id: int | None,
+    location_id: int,
+    amount: Decimal,
+) -> Mapping[str, Any] | None:
+    """The new payment's row; None when the key was taken or a payment rule refused."""
+    return await reader.fetchrow(PAY, user_id, appointment_id, location_id, amount, key)
+
+
+async def by_key(reader: Reader, key: str) -> Mapping[str, Any] | None:
+    return await reader.fetchrow(BY_KEY, key)
+
+
+async def terms(reader: Reader, appointment_id: int) -> Mapping[str, Any] | None:
+    return await reader.fetchrow(TERMS, appointment_id)
+
 
 # status -> the statuses a payment may reach it from. A failed payment may be tried
 # again (back to pending): an appointment keeps one payment row, attempts included.
