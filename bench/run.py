@@ -311,6 +311,10 @@ def start_service(
         "REPLICA_URLS": cluster.replicas[0].url(),
         "LOG_LEVEL": "warning",
         "KEEP_ALIVE_TIMEOUT": str(keep_alive),
+        # wrk opens every connection at once and a 10k connection then thinks up to twice
+        # --c10k-interval before its first request: the header deadline, counted from the
+        # connection's opening, would answer those 408 (slow-client protection, not load).
+        "HEADER_TIMEOUT": str(keep_alive),
         # Each wrk run books its own year (lua_args' base); the reference has no horizon.
         "BOOKING_HORIZON_DAYS": str(BENCH_HORIZON_DAYS),
     }
