@@ -15,6 +15,7 @@ from app import errors, http_metrics, logs
 from app.api import analytics, appointments, docs, health, payments, users
 from app.api.deps import require_token
 from app.api.lane import HotReadLane
+from app.api.write_lane import BookingLane
 from app.config import Settings, load_settings
 from app.db import metrics
 from app.db.budget import check_budget
@@ -33,6 +34,7 @@ class Service(FastAPI):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.lane = HotReadLane(self)
+        self.booking_lane = BookingLane(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,7 +53,8 @@ class Service(FastAPI):
 
         reset = logs.REQUEST_ID.set(request_id)
         try:
-            if not await self.lane.answer(scope, receive, send_with_id):
+            answered = await self.lane.answer(scope, receive, send_with_id)
+            if not answered and not await self.booking_lane.answer(scope, receive, send_with_id):
                 await super().__call__(scope, receive, send_with_id)
         except Exception as exc:
             # Starlette re-raises what its last-resort handler logged (app/errors.py) and

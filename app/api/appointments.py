@@ -4,6 +4,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 
@@ -51,20 +52,15 @@ JSON = "application/json"
 async def create_appointment(
     body: AppointmentCreate, session: WriteSession, request: Request
 ) -> Response:
-    start, end = body.start_time.astimezone(dt.UTC), body.end_time.astimezone(dt.UTC)
     settings: Settings = request.app.state.settings
-    fields = {
-        **body.model_dump(exclude={"start_time", "end_time"}),
-        "start_time": start,
-        "end_time": end,
-        "appointment_date": start.date(),
-    }
+    fields = booking_fields(body)
     router = get_router(request)
     if one_statement_writes(router):
         check_request(body, settings, utcnow())
-        return _created(
-            AppointmentRead.model_validate(dict(await _book(router, body, fields, request)))
-        )
+        row, token = await book_in_one_statement(router, body, fields)
+        if token:
+            request.state.consistency_token = token
+        return _created(AppointmentRead.model_validate(dict(row)))
     repository = AppointmentRepository(session)
     check_booking(
         body,
@@ -87,16 +83,28 @@ def _created(appointment: AppointmentRead) -> Response:
     return Response(appointment.model_dump_json(), status.HTTP_201_CREATED, media_type=JSON)
 
 
+def booking_fields(body: AppointmentCreate) -> dict[str, Any]:
+    """The appointment's columns from a booking request: UTC times, the UTC day."""
+    start, end = body.start_time.astimezone(dt.UTC), body.end_time.astimezone(dt.UTC)
+    return {
+        **body.model_dump(exclude={"start_time", "end_time"}),
+        "start_time": start,
+        "end_time": end,
+        "appointment_date": start.date(),
+    }
+
+
 def one_statement_writes(router: DatabaseRouter) -> bool:
     """PostgreSQL through asyncpg, statements in autocommit: not SQLite, not PgBouncer."""
     return router.primary.dialect.driver == "asyncpg" and not router.settings.pgbouncer
 
 
-async def _book(
-    router: DatabaseRouter, body: AppointmentCreate, fields: dict[str, Any], request: Request
-) -> Mapping[str, Any]:
+async def book_in_one_statement(
+    router: DatabaseRouter, body: AppointmentCreate, fields: dict[str, Any]
+) -> tuple[Mapping[str, Any], str | None]:
     """The booking in one statement (app/queries/booking.py), then the consistency token."""
     writer = router.reader("write")
+    token: str | None = None
     try:
         try:
             row = await booking.book(writer, fields)
@@ -114,11 +122,12 @@ async def _book(
         if router.replicas:
             # After the statement's own commit, on the same connection: the token covers it.
             lsn = await writer.fetchrow(WRITE_LSN)
-            if lsn is not None and lsn["lsn"]:
-                request.state.consistency_token = str(lsn["lsn"])
+            token = str(lsn["lsn"]) if lsn is not None and lsn["lsn"] else None
     finally:
-        await writer.close()
-    return row
+        # A cancelled request must still give its connection back.
+        with anyio.CancelScope(shield=True):
+            await writer.close()
+    return row, token
 
 
 def _refuse_integrity(body: AppointmentCreate, exc: Exception) -> None:
