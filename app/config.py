@@ -116,8 +116,8 @@ class Settings(BaseSettings):
     lock_timeout_ms: int = Field(5_000, ge=0)
     connect_timeout: float = Field(10, gt=0)
     pgbouncer: bool = False
-    # The three hot reads answered before FastAPI's pipeline on PostgreSQL (app/api/lane.py);
-    # false sends them through their routes and the repositories like every other request.
+    # The three hot reads (app/api/lane.py) and the booking (app/api/write_lane.py) answered
+    # before FastAPI's pipeline on PostgreSQL; false sends them through their routes.
     hot_reads: bool = True
 
     max_replica_lag_seconds: float = Field(5.0, gt=0)
