@@ -107,11 +107,16 @@ def _ping(_dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> N
     moment do anyway. HikariCP's aliveBypassWindowMs, 500 ms by default, is the
     same trade.
     """
+    driver: Any = record.driver_connection
+    if driver is not None and driver.is_closed():
+        # The driver already saw the server go (connection_lost): no round trip needed to
+        # know, and a fixed pool keeps many such connections when a server stops.
+        raise DisconnectionError("pooled connection was closed by the server")
     returned_at = record.info.get("returned_at")
     if returned_at is not None and time.monotonic() - returned_at < PING_AFTER_IDLE_SECONDS:
         return
     try:
-        await_only(record.driver_connection.fetchrow(";"))  # type: ignore[union-attr]
+        await_only(driver.fetchrow(";"))
     except Exception as exc:
         # The pool discards this connection and checks out (or opens) another.
         raise DisconnectionError("pooled connection failed its ping") from exc

@@ -162,9 +162,14 @@ class Reader:
         try:
             rows: Sequence[Mapping[str, Any]] = await driver.fetch(statement, *args)
         except Exception as exc:
-            if is_connection_error(exc):
+            # asyncpg says "connection is closed" without a SQLSTATE when the server went
+            # between checkout and this statement: a connection error all the same.
+            lost = not is_connection_error(exc) and driver.is_closed()
+            if lost or is_connection_error(exc):
                 pooled, self._pooled = self._pooled, None
                 await greenlet_spawn(pooled.invalidate, exc)
+            if lost:
+                raise ConnectionResetError("the database closed the connection") from exc
             raise
         metrics.record_statement(engine, statement, time.perf_counter() - started)
         return rows
