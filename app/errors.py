@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,7 +10,6 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
-from app.db import metrics
 from app.db.errors import is_connection_error, sqlstate
 
 log = logging.getLogger(__name__)
@@ -65,11 +63,10 @@ def retry_after(pool_timeout: float) -> int:
     return max(1, round(pool_timeout / 10))
 
 
-def database_response(exc: Exception, router: Any, wait: int) -> JSONResponse:
+def database_response(exc: Exception, wait: int) -> JSONResponse:
     """The answer to an exception a request's database work raised."""
     if isinstance(exc, sa_exc.TimeoutError):
         log.warning("connection pool exhausted")
-        metrics.pool_timeout(router)
         return render(Unavailable("the database connection pool is exhausted", wait))
     if is_connection_error(exc):
         log.warning("database unavailable", extra={"error": type(exc).__name__})
@@ -108,8 +105,8 @@ def install(app: FastAPI, pool_timeout: float) -> None:
             headers=getattr(exc, "headers", None),
         )
 
-    async def database_failure(request: Request, exc: Exception) -> JSONResponse:
-        return database_response(exc, getattr(request.app.state, "db", None), wait)
+    async def database_failure(_: Request, exc: Exception) -> JSONResponse:
+        return database_response(exc, wait)
 
     # Registered per class (not only under Exception) so Starlette answers
     # without re-raising: a database outage is an expected 503, not a crash.

@@ -12,7 +12,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.router import DatabaseRouter, Intent, parse_lsn
+from app.db.lsn import parse_lsn
+from app.db.router import DatabaseRouter, Intent
 from app.errors import BadRequest, Unauthorized
 
 CONSISTENCY_HEADER = "X-Consistency-Token"

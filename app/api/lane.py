@@ -41,7 +41,8 @@ from app.api.appointments import DEFAULT_SCHEDULE_STATUSES, MAX_SCHEDULE_DAYS
 from app.api.deps import read_options, token_accepted
 from app.api.users import INCLUDE_MAX_LENGTH, INCLUDE_PATTERN
 from app.db.models import APPOINTMENT_STATUSES
-from app.db.router import DatabaseRouter, Intent, Reader
+from app.db.router import DatabaseRouter
+from app.db.sessions import Intent, Reader
 from app.queries import hot
 from app.schemas import INT64_MAX
 
@@ -88,7 +89,7 @@ class HotReadLane:
             body = await plan.work(reader)
         except Exception as exc:
             wait = errors.retry_after(settings.effective_pool_timeout)
-            response = errors.database_response(exc, router, wait)
+            response = errors.database_response(exc, wait)
             await _respond(scope, receive, send, plan, started, response)
             return True
         finally:

@@ -30,6 +30,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
+from app.db.engine import CountingPool
 from app.db.models import Base
 
 log = logging.getLogger("app.db.slow_queries")
@@ -175,6 +176,8 @@ def instrument_engine(engine: AsyncEngine, role: str, slow_query_seconds: float)
     ) -> None:
         record(statement, time.perf_counter() - context.query_started)
 
+    if isinstance(engine.pool, CountingPool):
+        engine.pool.on_timeout = POOL_TIMEOUTS.labels(role).inc
     event.listen(sync_engine, "before_cursor_execute", before)
     event.listen(sync_engine, "after_cursor_execute", after)
     _recorders[engine.pool] = record
@@ -267,21 +270,6 @@ def track_pools(engines: list[tuple[str, AsyncEngine]]) -> None:
 
         for name in ("checkout", "checkin", "connect", "close", "close_detached"):
             event.listen(engine.sync_engine, name, on_change)
-
-
-def pool_timeout(router: Any) -> None:
-    """Count a pool timeout against the role whose pool is at its limit.
-
-    SQLAlchemy's TimeoutError does not say which pool gave up; the full one did.
-    """
-    engines: Iterable[tuple[str, AsyncEngine]] = router.engines() if router is not None else ()
-    full = [
-        role
-        for role, engine in engines
-        if isinstance(engine.pool, QueuePool)
-        and engine.pool.checkedout() >= engine.pool.size() + engine.pool._max_overflow
-    ]
-    POOL_TIMEOUTS.labels(full[0] if full else "unknown").inc()
 
 
 def instrument(engines: list[tuple[str, AsyncEngine]], slow_query_seconds: float) -> None:

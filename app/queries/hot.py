@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from app.db.router import Reader
+from app.db.sessions import Reader
 from app.queries.analytics import utc_days
 
 _APPOINTMENT = """a.id, a.user_id, a.barber_id, a.service_id, a.location_id, a.appointment_date,
