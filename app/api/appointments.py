@@ -7,9 +7,7 @@ from fastapi import APIRouter, Path, Query, status
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import ReadSession, WriteSession
-from app.db.errors import FOREIGN_KEY_VIOLATION
-from app.errors import BadRequest, Conflict, NotFound
-from app.queries import violation
+from app.errors import BadRequest, Conflict, NotFound, constraint_error
 from app.queries.appointments import TRANSITIONS, AppointmentRepository
 from app.schemas import (
     INT64_MAX,
@@ -44,9 +42,8 @@ async def create_appointment(body: AppointmentCreate, session: WriteSession) -> 
             appointment_date=start.date(),
         )
     except IntegrityError as exc:
-        if violation(exc) == FOREIGN_KEY_VIOLATION:
-            raise BadRequest("the user, barber, service or location does not exist") from None
-        raise
+        detail = "the user, barber, service or location does not exist"
+        raise constraint_error(exc, foreign_key=detail) from None
     if appointment is None:
         raise Conflict(f"barber {body.barber_id} already has an appointment overlapping that time")
     return AppointmentRead.model_validate(appointment)

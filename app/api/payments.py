@@ -6,9 +6,7 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import ReadSession, WriteSession
-from app.db.errors import FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION
-from app.errors import BadRequest, Conflict, NotFound
-from app.queries import violation
+from app.errors import BadRequest, Conflict, NotFound, constraint_error
 from app.queries.appointments import AppointmentRepository
 from app.queries.payments import PaymentRepository
 from app.schemas import INT64_MAX, PaymentCreate, PaymentPage, PaymentRead
@@ -59,12 +57,11 @@ async def create_payment(
             idempotency_key, **body.model_dump()
         )
     except IntegrityError as exc:
-        code = violation(exc)
-        if code == FOREIGN_KEY_VIOLATION:
-            raise BadRequest("the user, appointment or location does not exist") from None
-        if code == UNIQUE_VIOLATION:
-            raise Conflict(f"appointment {body.appointment_id} already has a payment") from None
-        raise
+        raise constraint_error(
+            exc,
+            foreign_key="the user, appointment or location does not exist",
+            unique=f"appointment {body.appointment_id} already has a payment",
+        ) from None
     except LookupError:
         raise Conflict("the payment for this idempotency key was removed; retry") from None
     same = (

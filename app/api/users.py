@@ -6,9 +6,7 @@ from fastapi import APIRouter, Path, Query, status
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import ReadSession, WriteSession
-from app.db.errors import FOREIGN_KEY_VIOLATION
-from app.errors import BadRequest, Conflict, NotFound
-from app.queries import violation
+from app.errors import BadRequest, Conflict, NotFound, constraint_error
 from app.queries.users import USER_RELATIONS, UserRepository
 from app.schemas import INT64_MAX, UserCreate, UserDetail, UserPage, UserRead, UserRole
 
@@ -34,9 +32,8 @@ async def create_user(body: UserCreate, session: WriteSession) -> UserRead:
     try:
         user = await UserRepository(session).add(**body.model_dump())
     except IntegrityError as exc:
-        if violation(exc) == FOREIGN_KEY_VIOLATION:
-            raise BadRequest(f"location {body.location_id} does not exist") from None
-        raise
+        detail = f"location {body.location_id} does not exist"
+        raise constraint_error(exc, foreign_key=detail) from None
     if user is None:
         raise Conflict("a user with this email already exists")
     return UserRead.model_validate(user)
