@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import errors, http_metrics
 from app.api import analytics, appointments, health, payments, users
+from app.api.contract import head_as_get, strict_query
 from app.api.deps import require_token
 from app.api.lane import HotReadLane
 from app.config import Settings
@@ -28,6 +29,8 @@ class Service(FastAPI):
         self.lane = HotReadLane(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope, send = head_as_get(scope, send)
         if not await self.lane.answer(scope, receive, send):
             await super().__call__(scope, receive, send)
 
@@ -83,10 +86,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app, settings.effective_pool_timeout)
     app.add_middleware(ConsistencyTokenMiddleware)
-    app.include_router(health.router)
-    app.include_router(health.metrics_router)
+    # The query contract is checked after the token: a stranger learns nothing of it.
+    strict = Depends(strict_query)
+    app.include_router(health.router, dependencies=[strict])
+    app.include_router(health.metrics_router, dependencies=[strict])
     for api in (users, appointments, payments, analytics):
-        app.include_router(api.router, prefix="/api/v1", dependencies=[Depends(require_token)])
+        app.include_router(
+            api.router, prefix="/api/v1", dependencies=[Depends(require_token), strict]
+        )
     # Latency by route template; probes and scrapes would only drown the real traffic.
     Instrumentator(excluded_handlers=["^/metrics$", "^/health/"]).add(
         http_metrics.instrumentation

@@ -88,9 +88,9 @@ async def test_revenue_rejects_bad_ranges(client: httpx.AsyncClient, params: dic
 
 async def test_revenue_of_unknown_or_invalid_location(client: httpx.AsyncClient) -> None:
     range_ = {"start": "2030-07-01", "end": "2030-07-01"}
-    assert (await client.get(f"{API}/locations/{2**62}/revenue", params=range_)).json()[
-        "days"
-    ] == []
+    unknown = await client.get(f"{API}/locations/{2**62}/revenue", params=range_)
+    assert unknown.status_code == 404
+    assert unknown.json() == {"error": "not_found", "detail": f"location {2**62} does not exist"}
     assert (await client.get(f"{API}/locations/0/revenue", params=range_)).status_code == 422
     response = await client.get(f"{API}/locations/{2**63}/revenue", params=range_)
     assert response.status_code == 422

@@ -3,17 +3,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 
-from app.api.deps import ReadSession, WriteSession
-from app.errors import BadRequest, Conflict, NotFound, constraint_error
+from app.api.deps import HotRead, ReadSession, WriteSession
+from app.api.reads import MAX_SCHEDULE_DAYS, ScheduleQuery, no_barber, schedule_body
+from app.db.models import User
+from app.db.sessions import Reader
+from app.errors import Conflict, NotFound, constraint_error
+from app.queries import exists
 from app.queries.appointments import TRANSITIONS, AppointmentRepository
 from app.schemas import (
     INT64_MAX,
     AppointmentCreate,
     AppointmentRead,
-    AppointmentStatus,
     AppointmentUpdate,
     ScheduledAppointment,
 )
@@ -22,8 +25,6 @@ router = APIRouter(tags=["appointments"])
 
 AppointmentId = Annotated[int, Path(gt=0, le=INT64_MAX)]
 BarberId = Annotated[int, Path(gt=0, le=INT64_MAX)]
-MAX_SCHEDULE_DAYS = 366
-DEFAULT_SCHEDULE_STATUSES = ("confirmed", "in_progress")
 
 
 @router.post(
@@ -86,21 +87,15 @@ async def update_appointment(
     response_model=list[ScheduledAppointment],
 )
 async def list_barber_appointments(
-    barber_id: BarberId,
-    session: ReadSession,
-    start: Annotated[dt.date, Query(description="First day (appointment_date), inclusive")],
-    end: Annotated[dt.date, Query(description="Last day, inclusive")],
-    status: Annotated[
-        list[AppointmentStatus] | None,
-        Query(description="Repeatable; default confirmed and in_progress"),
-    ] = None,
-) -> list[ScheduledAppointment]:
-    if end < start:
-        raise BadRequest("end must not be before start")
-    if (end - start).days >= MAX_SCHEDULE_DAYS:
-        raise BadRequest(f"the range spans at most {MAX_SCHEDULE_DAYS} days")
-    statuses = set(status or DEFAULT_SCHEDULE_STATUSES)
-    appointments = await AppointmentRepository(session).list_for_barber(
-        barber_id, start, end, statuses
+    barber_id: BarberId, query: Annotated[ScheduleQuery, Query()], reads: HotRead
+) -> list[ScheduledAppointment] | Response:
+    if isinstance(reads, Reader):
+        body = await schedule_body(reads, barber_id, query)
+        return Response(body, media_type="application/json")
+    start, end = query.days(MAX_SCHEDULE_DAYS)
+    appointments = await AppointmentRepository(reads).list_for_barber(
+        barber_id, start, end, query.statuses
     )
+    if not appointments and not await exists(reads, User, barber_id):
+        raise no_barber(barber_id)
     return [ScheduledAppointment.model_validate(a) for a in appointments]

@@ -2,29 +2,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 
-from app.api.deps import ReadSession, WriteSession
-from app.errors import BadRequest, Conflict, NotFound, constraint_error
-from app.queries.users import USER_RELATIONS, UserRepository
+from app.api.deps import HotRead, ReadSession, WriteSession
+from app.api.reads import UserQuery, no_user, user_body
+from app.db.sessions import Reader
+from app.errors import BadRequest, Conflict, constraint_error
+from app.queries.users import UserRepository
 from app.schemas import INT64_MAX, UserCreate, UserDetail, UserPage, UserRead, UserRole
 
 router = APIRouter(tags=["users"])
 
 UserId = Annotated[int, Path(gt=0, le=INT64_MAX)]
-_RELATION = "|".join(USER_RELATIONS)
-INCLUDE_PATTERN = rf"^(({_RELATION})(,({_RELATION}))*)?$"
-INCLUDE_MAX_LENGTH = 200
-Include = Annotated[
-    str | None,
-    Query(
-        max_length=INCLUDE_MAX_LENGTH,
-        pattern=INCLUDE_PATTERN,
-        description=f"Comma-separated relations to embed: {', '.join(USER_RELATIONS)}",
-        examples=["appointments,payments,organizations"],
-    ),
-]
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserRead)
@@ -44,11 +34,14 @@ async def create_user(body: UserCreate, session: WriteSession) -> UserRead:
     response_model=UserDetail,
     response_model_exclude_unset=True,
 )
-async def get_user(user_id: UserId, session: ReadSession, include: Include = None) -> UserDetail:
-    relations = set(include.split(",")) if include else set()
-    user = await UserRepository(session).get_with(user_id, relations)
+async def get_user(
+    user_id: UserId, query: Annotated[UserQuery, Query()], reads: HotRead
+) -> UserDetail | Response:
+    if isinstance(reads, Reader):
+        return Response(await user_body(reads, user_id, query), media_type="application/json")
+    user = await UserRepository(reads).get_with(user_id, query.relations)
     if user is None:
-        raise NotFound(f"user {user_id} does not exist")
+        raise no_user(user_id)
     return UserDetail.model_validate(user)
 
 

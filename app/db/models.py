@@ -159,14 +159,14 @@ class User(Base):
         back_populates="user",
         foreign_keys="Appointment.user_id",
         lazy="raise",
-        order_by="Appointment.start_time",
+        order_by="(Appointment.start_time, Appointment.id)",
     )
     payments: Mapped[list[Payment]] = relationship(
         back_populates="user", lazy="raise", order_by="Payment.id"
     )
     stripe_account: Mapped[StripeAccount | None] = relationship(back_populates="user", lazy="raise")
     user_organizations: Mapped[list[UserOrganization]] = relationship(
-        back_populates="user", lazy="raise"
+        back_populates="user", lazy="raise", order_by="UserOrganization.id"
     )
 
 

@@ -52,13 +52,11 @@ class DatabaseRouter:
         self.primary = create_engine(settings.primary_url, settings, "primary")
         self._write_sessions = _sessionmaker(self.primary, AsyncSession)
         self.sqlite = is_sqlite(self.primary)
-        # The hot reads' lane (app/api/lane.py) needs asyncpg in autocommit: not SQLite, and
-        # not behind PgBouncer, where reads stay in transactions (see _reader).
-        self.hot_reads = (
-            settings.hot_reads
-            and self.primary.dialect.driver == "asyncpg"
-            and not settings.pgbouncer
-        )
+        # The hot reads' statements (app/queries/hot.py) need asyncpg in autocommit: not
+        # SQLite, and not behind PgBouncer, where reads stay in transactions (see _reader).
+        self.raw_reads = self.primary.dialect.driver == "asyncpg" and not settings.pgbouncer
+        # And the lane in front of FastAPI (app/api/lane.py) unless HOT_READS=false.
+        self.hot_reads = settings.hot_reads and self.raw_reads
         # SQLite: readers use their own engine so they never take the write lock.
         self.primary_reader = (
             create_engine(settings.primary_url, settings, "primary", sqlite_begin="BEGIN")
