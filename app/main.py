@@ -6,10 +6,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import errors, http_metrics
+from app import errors
 from app.api import analytics, appointments, health, payments, users
 from app.api.contract import head_as_get, strict_query
 from app.api.deps import require_token
@@ -17,6 +18,7 @@ from app.api.lane import HotReadLane
 from app.config import Settings
 from app.db import metrics
 from app.db.router import DatabaseRouter
+from app.http_metrics import HttpMetrics
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +65,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        router = DatabaseRouter(settings)
+        router = DatabaseRouter(settings, db_metrics)
         app.state.db = router
-        metrics.instrument(router.engines(), settings.slow_query_seconds)
+        db_metrics.instrument(router.engines(), settings.slow_query_seconds)
         for role, engine in router.monitor_engines():
-            metrics.instrument_engine(engine, role, settings.slow_query_seconds)
+            db_metrics.instrument_engine(engine, role, settings.slow_query_seconds)
         try:
             await router.start_monitor()
         except Exception as exc:  # the service must start even when a database is down
@@ -84,6 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # The app's own metrics, made after the multiprocess directory is settled: no global
+    # registry, so every app (and test) starts from zero.
+    metrics.settle_multiprocess()
+    app.state.metrics_registry = registry = CollectorRegistry(auto_describe=True)
+    app.state.db_metrics = db_metrics = metrics.DatabaseMetrics(registry)
+    app.state.http_metrics = http_metrics = HttpMetrics(registry)
     errors.install(app, settings.effective_pool_timeout)
     app.add_middleware(ConsistencyTokenMiddleware)
     # The query contract is checked after the token: a stranger learns nothing of it.
@@ -95,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             api.router, prefix="/api/v1", dependencies=[Depends(require_token), strict]
         )
     # Latency by route template; probes and scrapes would only drown the real traffic.
-    Instrumentator(excluded_handlers=["^/metrics$", "^/health/"]).add(
+    Instrumentator(excluded_handlers=["^/metrics$", "^/health/"], registry=registry).add(
         http_metrics.instrumentation
     ).instrument(app)
     return app

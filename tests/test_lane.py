@@ -23,7 +23,6 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from app.api import reads
@@ -288,7 +287,12 @@ async def test_tokens_are_checked_as_the_routes_check_them(postgres: Postgres) -
 
 async def test_consistency_headers_route_the_lane_as_the_routes(pair: Pair) -> None:
     def forced() -> float:
-        return REGISTRY.get_sample_value("database_primary_reads_total", {"reason": "forced"}) or 0
+        labels = {"reason": "forced"}
+        return sum(
+            side.app.state.metrics_registry.get_sample_value("database_primary_reads_total", labels)
+            or 0
+            for side in (pair.lane, pair.routes)
+        )
 
     before = forced()
     response, answered = await pair.get(
@@ -306,7 +310,10 @@ async def test_consistency_headers_route_the_lane_as_the_routes(pair: Pair) -> N
 async def test_the_lane_feeds_the_route_templates_http_metrics(pair: Pair) -> None:
     def requests(handler: str, status: str) -> float:
         labels = {"handler": handler, "method": "GET", "status": status}
-        return REGISTRY.get_sample_value("http_requests_total", labels) or 0
+        return sum(
+            side.app.state.metrics_registry.get_sample_value("http_requests_total", labels) or 0
+            for side in (pair.lane, pair.routes)
+        )
 
     ok, missing = requests(reads.USER.route, "2xx"), requests(reads.USER.route, "4xx")
     shop = await _shop(pair)

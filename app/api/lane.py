@@ -31,11 +31,12 @@ from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, SecretStr, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from app import errors, http_metrics
+from app import errors
 from app.api import reads
 from app.api.contract import QueryContract
 from app.api.deps import read_options, token_accepted
 from app.db.router import DatabaseRouter
+from app.http_metrics import HttpMetrics
 from app.schemas import INT64_MAX
 
 # ASCII digits only: `\d` would also take other scripts' digits, which int() reads.
@@ -74,12 +75,12 @@ class HotReadLane:
         try:
             body = await read.body(reader, plan.key, plan.query)
         except errors.AppError as exc:
-            await _respond(scope, receive, send, plan, started, errors.render(exc))
+            await self._respond(scope, receive, send, plan, started, errors.render(exc))
             return True
         except Exception as exc:
             wait = errors.retry_after(settings.effective_pool_timeout)
             response = errors.database_response(exc, wait)
-            await _respond(scope, receive, send, plan, started, response)
+            await self._respond(scope, receive, send, plan, started, response)
             return True
         finally:
             # A cancelled request must still give its connection back.
@@ -93,8 +94,27 @@ class HotReadLane:
             }
         )
         await send({"type": "http.response.body", "body": body})
-        _record(plan, 200, time.perf_counter() - started, len(body))
+        self._record(plan, 200, time.perf_counter() - started, len(body))
         return True
+
+    async def _respond(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        plan: Plan,
+        started: float,
+        response: JSONResponse,
+    ) -> None:
+        await response(scope, receive, send)
+        elapsed = time.perf_counter() - started
+        self._record(plan, response.status_code, elapsed, len(response.body))
+
+    def _record(self, plan: Plan, status: int, seconds: float, size: int) -> None:
+        """HTTP metrics, into the series the instrumented stack feeds (app/http_metrics.py)."""
+        http: HttpMetrics = self.service.state.http_metrics
+        status_class = f"{status // 100}xx"
+        http.observe("GET", status_class, plan.read.route, seconds, plan.request_bytes, size)
 
 
 class Plan(NamedTuple):
@@ -106,20 +126,6 @@ class Plan(NamedTuple):
     min_lsn: int | None
     force_primary: bool
     request_bytes: int
-
-
-async def _respond(
-    scope: Scope, receive: Receive, send: Send, plan: Plan, started: float, response: JSONResponse
-) -> None:
-    await response(scope, receive, send)
-    elapsed = time.perf_counter() - started
-    _record(plan, response.status_code, elapsed, len(response.body))
-
-
-def _record(plan: Plan, status: int, seconds: float, size: int) -> None:
-    """HTTP metrics, into the series the instrumented stack feeds (app/http_metrics.py)."""
-    status_class = f"{status // 100}xx"
-    http_metrics.observe("GET", status_class, plan.read.route, seconds, plan.request_bytes, size)
 
 
 def _plan(scope: Scope, match: re.Match[str], tokens: Sequence[SecretStr]) -> Plan | None:

@@ -13,8 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db import metrics
 from app.db.lsn import parse_lsn
+from app.db.metrics import DatabaseMetrics
 
 log = logging.getLogger("app.db.router")
 
@@ -76,9 +76,14 @@ class ReplicaMonitor:
     """Probes the primary's WAL position and every replica; keeps the rotation."""
 
     def __init__(
-        self, settings: Settings, replicas: list[Replica], primary_probe: AsyncEngine | None
+        self,
+        settings: Settings,
+        replicas: list[Replica],
+        primary_probe: AsyncEngine | None,
+        metrics: DatabaseMetrics,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.replicas = replicas
         self.primary_probe = primary_probe
         self.primary_lsn: int | None = None
@@ -95,7 +100,7 @@ class ReplicaMonitor:
         replica.in_rotation = False
         replica.healthy_since = None
         replica.reason = reason
-        metrics.REPLICA_IN_ROTATION.labels(replica.name).set(0)
+        self.metrics.replica_in_rotation.labels(replica.name).set(0)
 
     async def probe(self) -> None:
         """Probe the primary's WAL position and every replica, then update rotation."""
@@ -137,9 +142,9 @@ class ReplicaMonitor:
             times.append(self.primary_response_time)
         fastest = min(times) if times else None
         for replica in self.replicas:
-            metrics.REPLICA_UP.labels(replica.name).set(1 if replica.up else 0)
+            self.metrics.replica_up.labels(replica.name).set(1 if replica.up else 0)
             if replica.lag_seconds is not None:
-                metrics.REPLICA_LAG.labels(replica.name).set(replica.lag_seconds)
+                self.metrics.replica_lag.labels(replica.name).set(replica.lag_seconds)
             reason = self._exclusion(replica, fastest)
             if reason is not None:
                 self.eject(replica, reason)
@@ -157,7 +162,7 @@ class ReplicaMonitor:
         if not replica.probed_once or waited >= self.settings.replica_recovery_seconds:
             replica.in_rotation = True
             replica.reason = "in rotation"
-            metrics.REPLICA_IN_ROTATION.labels(replica.name).set(1)
+            self.metrics.replica_in_rotation.labels(replica.name).set(1)
         else:
             replica.reason = "recovering"
 

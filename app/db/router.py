@@ -13,10 +13,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db import metrics
 from app.db.engine import create_engine, is_sqlite
 from app.db.errors import is_connection_error
 from app.db.lsn import WRITE_LSN
+from app.db.metrics import DatabaseMetrics
 from app.db.replicas import Replica, ReplicaMonitor
 from app.db.sessions import Intent, Reader, RoutedSession, Target
 
@@ -47,8 +47,9 @@ def _reader(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
 class DatabaseRouter:
     """Owns every engine; hands out sessions by intent; watches the replicas."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: DatabaseMetrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.primary = create_engine(settings.primary_url, settings, "primary")
         self._write_sessions = _sessionmaker(self.primary, AsyncSession)
         self.sqlite = is_sqlite(self.primary)
@@ -95,7 +96,7 @@ class DatabaseRouter:
         # cheap, where SQLite's own busy handler sleeps in growing steps.
         self._sqlite_writer = asyncio.Lock() if self.sqlite else None
         self._round_robin = itertools.count()
-        self.monitor = ReplicaMonitor(settings, self.replicas, self._primary_probe)
+        self.monitor = ReplicaMonitor(settings, self.replicas, self._primary_probe, metrics)
 
     # -- engines and their roles ------------------------------------------------
     def engines(self) -> list[tuple[str, AsyncEngine]]:
@@ -193,12 +194,11 @@ class DatabaseRouter:
         )
 
     def _to_primary(self, intent: Intent, reason: PrimaryReason, tried: set[int]) -> Target:
-        metrics.PRIMARY_READS.labels(reason).inc()
+        self.metrics.primary_reads.labels(reason).inc()
         return self._count(Target(intent, self.primary_reader, self._primary_reads, tried=tried))
 
-    @staticmethod
-    def _count(target: Target) -> Target:
-        metrics.routed(target.intent, "replica" if target.replica else target.label)
+    def _count(self, target: Target) -> Target:
+        self.metrics.routed(target.intent, "replica" if target.replica else target.label)
         return target
 
     def retarget(self, target: Target, exc: Exception, min_lsn: int | None) -> Target | None:

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
-from app.db import metrics
 from app.db.errors import is_connection_error
 
 if TYPE_CHECKING:
@@ -123,7 +122,7 @@ class Reader:
                 pooled, self._pooled = self._pooled, None
                 await greenlet_spawn(pooled.invalidate, exc)
             raise
-        metrics.record_statement(engine, statement, time.perf_counter() - started)
+        self.router.metrics.record_statement(engine, statement, time.perf_counter() - started)
         return rows
 
     async def close(self) -> None:
