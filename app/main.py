@@ -6,7 +6,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -88,8 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # The app's own metrics, made after the multiprocess directory is settled: no global
     # registry, so every app (and test) starts from zero.
-    metrics.settle_multiprocess()
-    app.state.metrics_registry = registry = CollectorRegistry(auto_describe=True)
+    app.state.metrics_registry = registry = metrics.app_registry()
     app.state.db_metrics = db_metrics = metrics.DatabaseMetrics(registry)
     app.state.http_metrics = http_metrics = HttpMetrics(registry)
     errors.install(app, settings.effective_pool_timeout)

@@ -13,7 +13,16 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client import values as prometheus_values
 from prometheus_client.core import GaugeMetricFamily
@@ -45,6 +54,21 @@ def prepare_multiprocess(workers: int) -> None:
     """Several workers share one scrape through prometheus_client's multiprocess mode."""
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bookedbarber-metrics-")
+
+
+def app_registry() -> CollectorRegistry:
+    """A registry of one application's own, made once multiprocess mode is settled.
+
+    In single-process mode it also carries the process, platform and GC collectors
+    the global registry would have had (multiprocess mode cannot aggregate those).
+    """
+    settle_multiprocess()
+    registry = CollectorRegistry(auto_describe=True)
+    if not multiprocess():
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    return registry
 
 
 def settle_multiprocess() -> None:
