@@ -420,3 +420,48 @@ async def test_each_app_counts_into_its_own_registry(sqlite_url: str) -> None:
         routed = {"intent": "read", "target": "primary"}
         assert first.state.metrics_registry.get_sample_value("database_routing_total", routed) == 3
         assert not second.state.metrics_registry.get_sample_value("database_routing_total", routed)
+
+
+def test_http_series_are_the_instrumentators_own() -> None:
+    """The hand-declared HTTP series (kept for the lane's sake) equal the library's default
+    set: names, types, help, labels, buckets and values for the same request."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_fastapi_instrumentator import metrics as library
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from app.http_metrics import HttpMetrics
+
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    default = library.default(registry=theirs)
+    mine = HttpMetrics(ours)
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/v1/users/1",
+        "headers": [(b"content-length", b"17")],
+        "query_string": b"",
+    }
+    for seconds, size in ((0.003, 600), (0.7, 20), (12.0, 0)):
+        response = Response(b"x" * size, media_type="application/json")
+        default(library.Info(Request(scope), response, "GET", "/u/{id}", "2xx", seconds))
+        mine.observe("GET", "2xx", "/u/{id}", seconds, 17, size)
+
+    def families(registry: CollectorRegistry) -> dict[str, Any]:
+        return {
+            f.name: (
+                f.type,
+                f.documentation,
+                sorted((s.name, sorted(s.labels.items()), s.value) for s in f.samples),
+            )
+            for f in registry.collect()
+        }
+
+    def stable(found: dict[str, Any]) -> dict[str, Any]:
+        # `_created` samples carry the creation time of each series.
+        return {
+            name: (kind, doc, [s for s in samples if not s[0].endswith("_created")])
+            for name, (kind, doc, samples) in found.items()
+        }
+
+    assert stable(families(ours)) == stable(families(theirs))
