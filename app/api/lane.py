@@ -120,7 +120,7 @@ class HotReadLane:
 class Plan(NamedTuple):
     """A request read exactly as its route would read it."""
 
-    read: reads.HotRead
+    read: reads.HotEndpoint
     key: int  # the id in the path
     query: BaseModel  # the route's query model, validated
     min_lsn: int | None

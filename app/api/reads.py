@@ -122,7 +122,7 @@ async def revenue_body(reader: Reader, location_id: int, query: RevenueQuery) ->
 
 
 @dataclass(frozen=True)
-class HotRead:
+class HotEndpoint:
     """What the lane needs of one hot route: all of it defined above, nothing of its own."""
 
     route: str  # the route's template, the HTTP metrics' handler label
@@ -135,8 +135,10 @@ class HotRead:
         return model_contract(self.query)
 
 
-USER = HotRead("/api/v1/users/{user_id}", "read", UserQuery, user_body)
-SCHEDULE = HotRead("/api/v1/barbers/{barber_id}/appointments", "read", ScheduleQuery, schedule_body)
-REVENUE = HotRead(
+USER = HotEndpoint("/api/v1/users/{user_id}", "read", UserQuery, user_body)
+SCHEDULE = HotEndpoint(
+    "/api/v1/barbers/{barber_id}/appointments", "read", ScheduleQuery, schedule_body
+)
+REVENUE = HotEndpoint(
     "/api/v1/locations/{location_id}/revenue", "analytics", RevenueQuery, revenue_body
 )
