@@ -102,7 +102,7 @@ class Organization(Base):
     created_at: Mapped[dt.datetime] = _created()
 
     locations: Mapped[list[BarbershopLocation]] = relationship(
-        back_populates="organization", lazy="raise"
+        back_populates="organization", lazy="raise", order_by="BarbershopLocation.id"
     )
 
 
