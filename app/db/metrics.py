@@ -288,6 +288,12 @@ class DatabaseMetrics:
         if record is not None:
             record(statement, elapsed)
 
+    def statement_failed(self, engine: AsyncEngine, statement: str) -> None:
+        """A statement sent to the driver directly failed: counted with outcome error."""
+        record = self._recorders.get(engine.pool)
+        if record is not None:
+            record.failed(statement)
+
     def exposition(self, engines: Engines) -> bytes:
         """Everything in Prometheus text format: this app's, or every live worker's."""
         if multiprocess():

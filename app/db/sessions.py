@@ -88,7 +88,8 @@ class Reader:
 
     No ORM session, no SQLAlchemy execution or result layers: one pooled connection
     of the target's engine, its statements in autocommit, each counted and timed like
-    any other statement. Retries once elsewhere, as RoutedSession does.
+    any other statement (a failed one with outcome error). Retries once elsewhere, as
+    RoutedSession does.
     """
 
     __slots__ = ("_pooled", "min_lsn", "router", "target")
@@ -118,6 +119,7 @@ class Reader:
         try:
             rows: Sequence[Mapping[str, Any]] = await driver.fetch(statement, *args)
         except Exception as exc:
+            self.router.metrics.statement_failed(engine, statement)
             if is_connection_error(exc):
                 pooled, self._pooled = self._pooled, None
                 await greenlet_spawn(pooled.invalidate, exc)
