@@ -1,0 +1,202 @@
+"""What each SQLite column really holds: a home for every value, or a refusal naming it."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from app.db.transfer.report import Finding, describe
+from app.db.transfer.schema import Table, quote
+from app.db.transfer.types import INT_RANGES, Type, Unfit, wider
+from app.db.transfer.values import Options, to_python
+
+SAMPLES = 3
+
+
+@dataclass
+class Probe:
+    failed: int = 0
+    failures: list[tuple[Any, Any, str]] = field(default_factory=list)  # key, value, reason
+    all_numbers: bool = True
+    converted: int = 0
+    nul_removed: list[Any] = field(default_factory=list)
+    conversions: list[tuple[Any, Any, Any]] = field(default_factory=list)  # key, value, result
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, int | float):
+        return True
+    try:
+        return Decimal(str(value).strip()).is_finite()
+    except (InvalidOperation, ValueError):
+        return False
+
+
+def candidates(q: str, t: Type) -> str:
+    """SQL true for values that need a look in Python; the rest fit t as they are."""
+    k = t.kind
+    if k in INT_RANGES:
+        top = INT_RANGES[k]
+        return f"NOT (typeof({q}) = 'integer' AND {q} BETWEEN {-top} AND {top - 1})"
+    if k == "numeric":
+        if t.precision is None:
+            return f"typeof({q}) NOT IN ('integer', 'real') OR abs({q}) > 1.7e308"
+        scale = t.scale or 0
+        return (
+            f"NOT (typeof({q}) IN ('integer', 'real') AND round({q}, {scale}) = {q} "
+            f"AND abs({q}) < 1e{t.precision - scale})"
+        )
+    if k == "float":
+        return (
+            f"typeof({q}) NOT IN ('integer', 'real') "
+            f"OR (typeof({q}) = 'integer' AND abs({q}) > 9007199254740992)"
+        )
+    if k == "bool":
+        return f"NOT (typeof({q}) = 'integer' AND {q} IN (0, 1))"
+    if k in ("text", "varchar", "any"):
+        longer = f" OR length({q}) > {t.length}" if k == "varchar" and t.length else ""
+        return f"typeof({q}) <> 'text' OR bb_suspect(CAST({q} AS BLOB)){longer}"
+    if k in ("timestamptz", "timestamp"):
+        return (
+            f"NOT (typeof({q}) = 'text' AND datetime({q}) = replace(substr({q}, 1, 19), 'T', ' ') "
+            f"AND (length({q}) = 19 OR (length({q}) = 26 AND substr({q}, 20, 1) = '.' "
+            f"AND substr({q}, 21) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')))"
+        )
+    if k == "date":
+        return f"NOT (typeof({q}) = 'text' AND length({q}) = 10 AND date({q}) = {q})"
+    if k in ("json", "jsonb"):
+        return (
+            f"typeof({q}) <> 'text' OR NOT json_valid({q}) OR instr({q}, '\\u') > 0 "
+            f"OR bb_suspect(CAST({q} AS BLOB))"
+        )
+    if k == "bytea":
+        return "0"
+    return "1"
+
+
+def key_sql(table: Table) -> list[str]:
+    return [quote(k) for k in table.primary_key] or ["rowid"]
+
+
+def _key(row: tuple[Any, ...], n: int) -> Any:
+    return row[0] if n == 1 else tuple(row[:n])
+
+
+def probe(conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Options) -> Probe:
+    """Run the loader's own conversion over every value SQL cannot vouch for."""
+    q = quote(column)
+    keys = key_sql(table)
+    convert = to_python(t, Options(opts.round_money, opts.strip_nul))
+    result = Probe()
+    cursor = conn.execute(
+        f"SELECT {', '.join(keys)}, {q} FROM {quote(table.name)} "
+        f"WHERE {q} IS NOT NULL AND ({candidates(q, t)}) ORDER BY {', '.join(keys)}"
+    )
+    n = len(keys)
+    while rows := cursor.fetchmany(5_000):
+        for row in rows:
+            value = row[n]
+            try:
+                out = convert(value)
+            except Unfit as exc:
+                result.failed += 1
+                if len(result.failures) < SAMPLES:
+                    result.failures.append((_key(row, n), value, str(exc)))
+                if result.all_numbers and not _is_number(value):
+                    result.all_numbers = False
+                continue
+            result.converted += 1
+            if isinstance(value, str) and "\x00" in value:
+                result.nul_removed.append(_key(row, n))
+            if len(result.conversions) < SAMPLES:
+                result.conversions.append((_key(row, n), value, out))
+    return result
+
+
+def initial_any(conn: sqlite3.Connection, table: Table, column: str) -> Type:
+    """A home for a column declared without a type, from the storage classes it holds."""
+    q = quote(column)
+    ints, reals, texts, blobs = conn.execute(
+        f"SELECT sum(typeof({q}) = 'integer'), sum(typeof({q}) = 'real'), "
+        f"sum(typeof({q}) = 'text'), sum(typeof({q}) = 'blob') FROM {quote(table.name)}"
+    ).fetchone()
+    if texts:
+        return Type("text")
+    if blobs:
+        return Type("bytea")
+    if reals:
+        return Type("numeric")
+    return Type("int8") if ints else Type("text")
+
+
+def _refusal(table: str, column: str, t: Type, p: Probe, what: str) -> str:
+    key, value, reason = p.failures[0]
+    return (
+        f"{table}.{column} at key {describe(key)}: value {describe(value)} does not fit "
+        f"{t.pg()} ({reason}; {p.failed} such values){what}"
+    )
+
+
+def home(
+    conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Options, strict: bool
+) -> tuple[Type, list[Finding], list[str]]:
+    """The type that holds every value of a column the copy creates, widening as needed."""
+    findings: list[Finding] = []
+    declared = t
+    p = probe(conn, table, column, t, opts)
+    while p.failed:
+        if strict:
+            return t, findings, [_refusal(table.name, column, t, p, " (--strict)")]
+        new = wider(t, p.all_numbers)
+        findings.append(
+            Finding(
+                "widened",
+                table.name,
+                column,
+                f"declared {declared.pg()} holds {p.failed} values that do not fit {t.pg()} "
+                f"({p.failures[0][2]}, e.g. {describe(p.failures[0][1])}); created as "
+                f"{new.pg()} to keep them exact",
+                p.failed,
+                [f[0] for f in p.failures],
+            )
+        )
+        t = new
+        p = probe(conn, table, column, t, opts)
+    findings += _converted(table.name, column, t, p)
+    return t, findings, []
+
+
+def _converted(table: str, column: str, t: Type, p: Probe) -> list[Finding]:
+    if p.nul_removed:
+        return [
+            Finding(
+                "nul-removed",
+                table,
+                column,
+                f"NUL bytes removed from {len(p.nul_removed)} values (--strip-nul)",
+                len(p.nul_removed),
+                p.nul_removed[:SAMPLES],
+            )
+        ]
+    if not p.converted or t.kind in ("text", "bytea", "any"):
+        return []
+    _key0, value, out = p.conversions[0]
+    return [
+        Finding(
+            "converted",
+            table,
+            column,
+            f"{p.converted} values read into {t.pg()} from other forms (e.g. "
+            f"{describe(value)} -> {describe(out)})",
+            p.converted,
+            [c[0] for c in p.conversions],
+        )
+    ]
+
+
+def fits(conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Options) -> list[str]:
+    """Filling an existing column: every value must fit it as it is."""
+    p = probe(conn, table, column, t, opts)
+    return [_refusal(table.name, column, t, p, " (the existing target column)")] if p.failed else []
