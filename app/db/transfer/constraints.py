@@ -50,13 +50,18 @@ async def finish_filled(conn: Any, actions: dict[str, str], report: Report) -> N
                 if fk is not None and fk.parent in staged:
                     key = public[name].primary_key
                     suffix = await _orphans(conn, staged[name], staged[fk.parent], fk, key, report)
-                await conn.execute(
+                failed = await _try(
+                    conn,
                     f"ALTER TABLE {pg.STAGING}.{quote(name)} ADD CONSTRAINT {quote(cname)} "
-                    f"{definition}{suffix}"
+                    f"{definition}{suffix}",
                 )
+                if failed:
+                    # The target's own rule refuses the data: the copy must not go live.
+                    report.note("schema", name, f"constraint {cname} refuses the data: {failed}")
             if not foreign:
                 for definition in indexes:
-                    await conn.execute(definition)
+                    if failed := await _try(conn, definition):
+                        report.note("schema", name, f"index refuses the data: {failed}")
 
 
 async def _try(conn: Any, sql: str) -> str | None:

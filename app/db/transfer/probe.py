@@ -23,6 +23,17 @@ class Probe:
     converted: int = 0
     nul_removed: list[Any] = field(default_factory=list)
     conversions: list[tuple[Any, Any, Any]] = field(default_factory=list)  # key, value, result
+    # Values read as another kind of thing: 'true' as a boolean, a number as Unix seconds.
+    reinterpreted: list[tuple[Any, Any, str]] = field(default_factory=list)
+    reinterpreted_count: int = 0
+
+
+def _reinterpreted(t: Type, value: Any) -> str | None:
+    if t.kind == "bool" and isinstance(value, str | bytes):
+        return "text read as a boolean"
+    if t.kind in ("timestamptz", "timestamp", "date") and isinstance(value, int | float):
+        return "a number read as Unix seconds"
+    return None
 
 
 def _is_number(value: Any) -> bool:
@@ -60,12 +71,21 @@ def candidates(q: str, t: Type) -> str:
         return f"typeof({q}) <> 'text' OR bb_suspect(CAST({q} AS BLOB)){longer}"
     if k in ("timestamptz", "timestamp"):
         return (
-            f"NOT (typeof({q}) = 'text' AND datetime({q}) = replace(substr({q}, 1, 19), 'T', ' ') "
+            # julianday() first: date() alone passes 2024-02-30 through unchanged.
+            f"NOT (typeof({q}) = 'text' "
+            f"AND datetime(julianday({q})) = replace(substr({q}, 1, 19), 'T', ' ') "
             f"AND (length({q}) = 19 OR (length({q}) = 26 AND substr({q}, 20, 1) = '.' "
             f"AND substr({q}, 21) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')))"
         )
     if k == "date":
-        return f"NOT (typeof({q}) = 'text' AND length({q}) = 10 AND date({q}) = {q})"
+        return f"NOT (typeof({q}) = 'text' AND length({q}) = 10 AND date(julianday({q})) = {q})"
+    if k == "time":
+        return (
+            f"NOT (typeof({q}) = 'text' AND time(julianday({q})) = substr({q}, 1, 8) "
+            f"AND (length({q}) = 8 "
+            f"OR (length({q}) = 15 AND substr({q}, 9, 1) = '.' "
+            f"AND substr({q}, 10) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')))"
+        )
     if k in ("json", "jsonb"):
         return (
             f"typeof({q}) <> 'text' OR NOT json_valid({q}) OR instr({q}, '\\u') > 0 "
@@ -108,6 +128,10 @@ def probe(conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Op
                     result.all_numbers = False
                 continue
             result.converted += 1
+            if why := _reinterpreted(t, value):
+                result.reinterpreted_count += 1
+                if len(result.reinterpreted) < SAMPLES:
+                    result.reinterpreted.append((_key(row, n), value, why))
             if isinstance(value, str) and "\x00" in value:
                 result.nul_removed.append(_key(row, n))
             if len(result.conversions) < SAMPLES:
@@ -164,6 +188,9 @@ def home(
         )
         t = new
         p = probe(conn, table, column, t, opts)
+    if strict and p.reinterpreted:
+        p.failures, p.failed = p.reinterpreted, p.reinterpreted_count
+        return t, findings, [_refusal(table.name, column, t, p, " (--strict)")]
     findings += _converted(table.name, column, t, p)
     return t, findings, []
 
