@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.db.transfer import fastpath
 from app.db.transfer.schema import Column, ForeignKey, Index, Table, quote
 from app.db.transfer.types import from_sqlite
 
@@ -43,6 +44,9 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.text_factory = SAFE_TEXT
     conn.create_function("bb_suspect", 1, _suspect, deterministic=True)
+    conn.create_function("bb_f8", 1, fastpath.f8, deterministic=True)
+    conn.create_function("bb_jsonb", 1, fastpath.jsonb_text, deterministic=True)
+    conn.create_aggregate("bb_sum", 1, fastpath.Sum)  # type: ignore[arg-type]
     conn.execute("PRAGMA busy_timeout=10000")
     return conn
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 import json
 import sqlite3
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -14,9 +16,10 @@ from rich.console import Console
 from app.config import redact
 from app.db.transfer import lite, pg, probe
 from app.db.transfer.constraints import finish_created, finish_filled
-from app.db.transfer.load import convert_rows, progress
+from app.db.transfer.digest import pg_digest, sqlite_digest
+from app.db.transfer.load import convert_rows, progress, read_split
 from app.db.transfer.options import CopyOptions, pg_connect, sqlite_path
-from app.db.transfer.report import Finding, Report, TransferError
+from app.db.transfer.report import Check, Finding, Report, TransferError
 from app.db.transfer.schema import PG_NAME_BYTES, Table, load_order, quote
 from app.db.transfer.values import Options
 from app.db.transfer.verify import Side, compare
@@ -149,16 +152,16 @@ async def _plan(
 
 
 async def _load_table(
-    src: sqlite3.Connection,
-    conn: Any,
+    path: Path,
+    url: str,
     table: Table,
     target: Table,
     state: Any,
     opts: CopyOptions,
     advance: Any,
 ) -> int:
+    """One table in key-range batches; each batch and its progress row commit together."""
     name = table.name
-    columns = [c.name for c in table.columns]
     types = []
     for c in table.columns:
         other = target.column(c.name)
@@ -167,36 +170,49 @@ async def _load_table(
     options = Options(opts.round_money, opts.strip_nul)
     nkeys = len(lite.key_columns(table))
     after = json.loads(state["last_key"]) if state["last_key"] else None
+    columns = [t[0] for t in types]
     copied = 0
-    while True:
-        batch = await asyncio.to_thread(
-            lite.read_batch, src, table, columns, after, opts.batch_size
-        )
-        records = convert_rows(name, types, batch, nkeys, options, target=True)
-        done = len(batch) < opts.batch_size
-        last = list(batch[-1][:nkeys]) if batch else None
-        async with conn.transaction():
-            if records:
-                await conn.copy_records_to_table(
-                    name, records=records, columns=[t[0] for t in types], schema_name=pg.STAGING
+    src = lite.connect(path)
+    conn = await pg_connect(url)
+    try:
+        while True:
+            batch = await asyncio.to_thread(read_split, src, table, types, after, opts.batch_size)
+            records = convert_rows(name, types, batch.slow, nkeys, options, target=True)
+            rows = batch.fast_rows + len(records)
+            async with conn.transaction():
+                if batch.text:
+                    await conn.copy_to_table(
+                        name,
+                        source=io.BytesIO(batch.text),
+                        columns=columns,
+                        schema_name=pg.STAGING,
+                        format="text",
+                    )
+                if records:
+                    await conn.copy_records_to_table(
+                        name, records=records, columns=columns, schema_name=pg.STAGING
+                    )
+                await conn.execute(
+                    f"UPDATE {pg.STATE}.progress SET last_key = coalesce($2::jsonb, last_key), "
+                    "rows = rows + $3, done = $4 WHERE table_name = $1",
+                    name,
+                    json.dumps(batch.last) if batch.last else None,
+                    rows,
+                    batch.done,
                 )
-            await conn.execute(
-                f"UPDATE {pg.STATE}.progress SET last_key = coalesce($2::jsonb, last_key), "
-                "rows = rows + $3, done = $4 WHERE table_name = $1",
-                name,
-                json.dumps(last) if last else None,
-                len(records),
-                done,
-            )
-        copied += len(records)
-        advance(name, len(records))
-        if done:
-            return copied
-        after = last
+            copied += rows
+            advance(name, rows)
+            if batch.done:
+                return copied
+            after = batch.last
+    finally:
+        src.close()
+        await conn.close()
 
 
 async def _load(
-    src: sqlite3.Connection,
+    path: Path,
+    url: str,
     conn: Any,
     tables: dict[str, Table],
     order: list[str],
@@ -204,15 +220,27 @@ async def _load(
     console: Console,
     report: Report,
 ) -> None:
+    """Tables in parallel (opts.jobs at once), each on its own connections."""
     staged = await pg.reflect(conn, pg.STAGING)
     rows = {r["table_name"]: r for r in await conn.fetch(f"SELECT * FROM {pg.STATE}.progress")}
-    totals = {name: lite.count(src, name) for name in order}
+    src = lite.connect(path)
+    try:
+        totals = {name: lite.count(src, name) for name in order}
+    finally:
+        src.close()
+    # Biggest first, so the long tables start early.
+    pending = sorted((n for n in order if not rows[n]["done"]), key=lambda n: -totals[n])
     with progress(console, totals, {n: int(rows[n]["rows"]) for n in order}) as advance:
-        for name in order:
-            if not rows[name]["done"]:
-                report.rows_copied += await _load_table(
-                    src, conn, tables[name], staged[name], rows[name], opts, advance
+
+        async def worker() -> None:
+            while pending:
+                name = pending.pop(0)
+                copied = await _load_table(
+                    path, url, tables[name], staged[name], rows[name], opts, advance
                 )
+                report.rows_copied += copied
+
+        await asyncio.gather(*(worker() for _ in range(max(1, opts.jobs))))
 
 
 async def _swap(conn: Any, report: Report) -> None:
@@ -277,7 +305,7 @@ async def to_pg(source_url: str, target_url: str, opts: CopyOptions, console: Co
         actions = {k[7:]: v for k, v in state.items() if k.startswith("action:")}
         report.actions = actions
         if state.get("phase") == "load":
-            await _load(src, conn, tables, order, opts, console, report)
+            await _load(path, target_url, conn, tables, order, opts, console, report)
             async with conn.transaction():
                 await finish_filled(conn, actions, report)
                 await finish_created(conn, tables, actions, report)
@@ -285,7 +313,7 @@ async def to_pg(source_url: str, target_url: str, opts: CopyOptions, console: Co
                     await pg.reset_sequences(conn, pg.STAGING, table)
                 await _set_state(conn, "phase", "loaded")
                 await _set_state(conn, "findings", json.dumps([asdict(f) for f in report.findings]))
-        await _verify(src, conn, tables, order, opts, report)
+        await _verify(path, conn, tables, order, opts, report)
         if rules and opts.rules is not None:
             report.findings += await opts.rules.check(src, conn, pg.STAGING)
         if not report.ok:
@@ -300,22 +328,36 @@ async def to_pg(source_url: str, target_url: str, opts: CopyOptions, console: Co
 
 
 async def _verify(
-    src: sqlite3.Connection,
+    path: Path,
     conn: Any,
     tables: dict[str, Table],
     order: list[str],
     opts: CopyOptions,
     report: Report,
 ) -> None:
+    """Counts and checksums on both sides, computed in each database; keys on a mismatch."""
     staged = await pg.reflect(conn, pg.STAGING)
     options = Options(opts.round_money, opts.strip_nul)
-    for name in order:
-        report.checks.append(
-            await compare(
-                Side(sqlite=src),
-                tables[name],
-                Side(pg=conn, schema=pg.STAGING),
-                staged[name],
-                options,
+    src = lite.connect(path)
+    try:
+        for name in order:
+            pairs = [(c.name, staged[name].column(c.name)) for c in tables[name].columns]
+            types = [(c, other.type) for c, other in pairs if other is not None]
+            pg_types = [(other.name, other.type) for _c, other in pairs if other is not None]
+            theirs, mine = await asyncio.gather(
+                pg_digest(conn, pg.STAGING, name, pg_types),
+                asyncio.to_thread(sqlite_digest, src, tables[name], types, options),
             )
-        )
+            check = Check(name, mine.rows, theirs.rows, mine.total, theirs.total)
+            if not check.ok:
+                # Where they differ: the value-by-value comparison names the keys.
+                check = await compare(
+                    Side(sqlite=src),
+                    tables[name],
+                    Side(pg=conn, schema=pg.STAGING),
+                    staged[name],
+                    options,
+                )
+            report.checks.append(check)
+    finally:
+        src.close()

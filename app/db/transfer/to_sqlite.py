@@ -17,7 +17,7 @@ from app.db.transfer.report import Report, TransferError
 from app.db.transfer.schema import Table, load_order, quote
 from app.db.transfer.types import Type
 from app.db.transfer.values import Options
-from app.db.transfer.verify import Side, compare
+from app.db.transfer.verify import Side, compare, digests
 
 LITE_PROGRESS = "_bookedbarber_transfer_progress"
 
@@ -182,15 +182,16 @@ async def to_sqlite(
         options = Options(opts.round_money, opts.strip_nul)
         final = lite.reflect(dst)
         for name in order:
-            report.checks.append(
-                await compare(
+            check = await digests(dst, final[name], conn, tables[name], options, False)
+            if not check.ok:
+                check = await compare(
                     Side(pg=conn, schema="public"),
                     tables[name],
                     Side(sqlite=dst),
                     final[name],
                     options,
                 )
-            )
+            report.checks.append(check)
         dst.execute(f"DROP TABLE {LITE_PROGRESS}")
         if not report.ok:
             raise TransferError(f"verification failed; the copy stays in {path}", report)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.db.transfer import lite, pg
+from app.db.transfer.digest import pg_digest, sqlite_digest
 from app.db.transfer.options import CopyOptions, backend, pg_connect, sqlite_path
 from app.db.transfer.probe import fits
 from app.db.transfer.report import Check, Report, TransferError
@@ -119,6 +120,25 @@ async def compare(
     return check
 
 
+async def digests(
+    db: sqlite3.Connection,
+    lite_table: Table,
+    conn: Any,
+    pg_table: Table,
+    opts: Options,
+    lite_first: bool = True,
+) -> Check:
+    """Counts and checksums computed in each database (the PostgreSQL side types the values)."""
+    pairs = [(c.name, pg_table.column(c.name)) for c in lite_table.columns]
+    types = [(n, other.type) for n, other in pairs if other is not None]
+    pg_types = [(other.name, other.type) for _n, other in pairs if other is not None]
+    theirs = await pg_digest(conn, "public", pg_table.name, pg_types)
+    mine = await asyncio.to_thread(sqlite_digest, db, lite_table, types, opts)
+    if lite_first:
+        return Check(lite_table.name, mine.rows, theirs.rows, mine.total, theirs.total)
+    return Check(lite_table.name, theirs.rows, mine.rows, theirs.total, mine.total)
+
+
 def _schema_differences(lite_table: Table, pg_table: Table, report: Report) -> None:
     """Columns one side lacks are differences, never skipped silently."""
     for a, b, side in ((lite_table, pg_table, "PostgreSQL"), (pg_table, lite_table, "SQLite")):
@@ -156,9 +176,10 @@ async def verify(source_url: str, target_url: str, opts: CopyOptions | None = No
             a, b = Side(sqlite=db), Side(pg=conn)
             ta, tb = lite_tables[name], pg_tables[name]
             _schema_differences(ta, tb, report)
-            if pair[0] == "sqlite":
+            check = await digests(db, ta, conn, tb, options, pair[0] == "sqlite")
+            if not check.ok and pair[0] == "sqlite":
                 check = await compare(a, ta, b, tb, options)
-            else:
+            elif not check.ok:
                 check = await compare(b, tb, a, ta, options)
             report.checks.append(check)
             if not check.ok and check.differing_keys:
