@@ -195,6 +195,13 @@ def _finish(report: Any, as_json: bool, error: str | None, console: Any) -> None
 @click.option("--truncate", is_flag=True, help="Replace rows the target tables already hold.")
 @click.option("--batch-size", type=click.IntRange(1), default=10_000, show_default=True)
 @click.option("--strict", is_flag=True, help="Refuse values the declared types do not hold.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="Tables loaded at once.",
+)
 @_transfer_options
 def copy_data(
     source_url: str,
@@ -202,6 +209,7 @@ def copy_data(
     truncate: bool,
     batch_size: int,
     strict: bool,
+    jobs: int,
     round_money: bool,
     strip_nul: bool,
     as_json: bool,
@@ -214,7 +222,7 @@ def copy_data(
 
     console = Console(stderr=True)
     opts = transfer.CopyOptions(
-        truncate, round_money, strip_nul, batch_size, strict=strict, rules=ServiceRules()
+        truncate, round_money, strip_nul, batch_size, strict, ServiceRules(), jobs
     )
     try:
         report = asyncio.run(transfer.copy(source_url, target_url, opts, console))

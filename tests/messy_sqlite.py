@@ -568,3 +568,106 @@ def build_backend(path: Path, appointments: int = 2_000) -> int:
     conn.commit()
     conn.close()
     return total
+
+
+# One-off oddities real SQLite files hold: (name, SQL on the source, what the default run
+# reports, what --strict names).
+ODDITIES = [
+    (
+        "empty-json",
+        "UPDATE users SET preferences = '' WHERE id = 5",
+        "users.preferences: declared jsonb holds 1 values",
+        "users.preferences at key 5: value ''",
+    ),
+    (
+        "invalid-json",
+        "UPDATE organizations SET settings = '{oops' WHERE id = 2",
+        "organizations.settings: declared jsonb holds 1 values",
+        "organizations.settings at key 2: value '{oops'",
+    ),
+    (
+        "empty-date",
+        "UPDATE appointments SET appointment_date = '' WHERE id = 7",
+        "appointments.appointment_date: declared date holds 1 values",
+        "appointments.appointment_date at key 7: value ''",
+    ),
+    (
+        "empty-datetime",
+        "UPDATE appointments SET created_at = '' WHERE id = 8",
+        "appointments.created_at: declared timestamptz holds 1 values",
+        "appointments.created_at at key 8: value ''",
+    ),
+    (
+        "invalid-date",
+        "UPDATE payouts SET period_start = '2024-02-30' WHERE id = 3",
+        "payouts.period_start: declared date holds 1 values",
+        "payouts.period_start at key 3: value '2024-02-30'",
+    ),
+    (
+        "invalid-utf8-text",
+        "UPDATE client_notes SET body = CAST(x'66ff6f' AS TEXT) WHERE id = 4",
+        "created as bytea",
+        "client_notes.body at key 4: value 'f\\udcffo'",
+    ),
+    (
+        "invalid-utf8-blob",
+        "UPDATE client_notes SET body = x'c328' WHERE id = 5",
+        "client_notes.body: declared text holds 1 values",
+        "client_notes.body at key 5: value b'\\xc3('",
+    ),
+    (
+        "nul-in-text",
+        "UPDATE reviews SET comment = 'a' || char(0) || 'b' WHERE id = 3",
+        "reviews.comment: declared text holds 1 values that do not fit text (text holds NUL",
+        "reviews.comment at key 3: value 'a\\x00b'",
+    ),
+    (
+        "text-in-integer",
+        "UPDATE services SET duration_minutes = 'forty' WHERE id = 6",
+        "services.duration_minutes: declared bigint holds 1 values",
+        "services.duration_minutes at key 6: value 'forty'",
+    ),
+    (
+        "fraction-in-integer",
+        "UPDATE product_variants SET stock = 2.5 WHERE product_id = 1 AND variant = 'S'",
+        "created as numeric",
+        "product_variants.stock at key (1, 'S'): value 2.5",
+    ),
+    (
+        "true-in-boolean",
+        "UPDATE users SET is_active = 'true' WHERE id = 9",
+        "users.is_active: 1 values read into boolean",
+        "users.is_active at key 9: value 'true'",
+    ),
+    (
+        "epoch-in-datetime",
+        "UPDATE appointments SET created_at = 1704164645 WHERE id = 10",
+        "appointments.created_at: 1 values read into timestamptz",
+        "appointments.created_at at key 10: value 1704164645",
+    ),
+    (
+        "infinity-in-numeric",
+        "UPDATE payments SET amount = 9e999 WHERE id = 11",
+        "payments.amount: declared numeric(10, 2) holds 1 values",
+        "payments.amount at key 11: value inf",
+    ),
+    (
+        "float-noise-in-money",
+        "UPDATE payments SET amount = 0.1 + 0.2 WHERE id = 12",
+        "payments.amount: declared numeric(10, 2) holds 1 values",
+        "payments.amount at key 12: value 0.30000000000000004",
+    ),
+    (
+        "varchar-too-long",
+        "UPDATE users SET phone = '+33 6 00 00 00 00 extension 1234567890' WHERE id = 4",
+        "users.phone: declared varchar(32) holds 1 values",
+        "users.phone at key 4: value '+33 6 00 00 00 00 extension 1234567890'",
+    ),
+]
+
+
+def add_oddities(path: Path) -> None:
+    """Every one-off oddity at once (each on its own row)."""
+    with sqlite3.connect(path) as conn:
+        for _name, change, _reported, _refused in ODDITIES:
+            conn.execute(change)

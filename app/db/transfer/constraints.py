@@ -12,6 +12,8 @@ from app.db.transfer.report import Report
 from app.db.transfer.schema import ForeignKey, Table, quote, shorten
 from app.db.transfer.types import family
 
+FK_VIOLATION = "23503"
+
 
 async def _orphans(
     conn: Any, child: Table, parent: Table, fk: ForeignKey, key: list[str], report: Report
@@ -45,16 +47,16 @@ async def finish_filled(conn: Any, actions: dict[str, str], report: Report) -> N
             for contype, cname, definition in constraints:
                 if (contype == "f") != foreign:
                     continue
-                suffix = ""
+                sql = (
+                    f"ALTER TABLE {pg.STAGING}.{quote(name)} ADD CONSTRAINT {quote(cname)} "
+                    f"{definition}"
+                )
+                failed = await _try(conn, sql)
                 fk = fks.get(cname)
-                if fk is not None and fk.parent in staged:
+                if failed and failed.startswith(FK_VIOLATION) and fk and fk.parent in staged:
                     key = public[name].primary_key
                     suffix = await _orphans(conn, staged[name], staged[fk.parent], fk, key, report)
-                failed = await _try(
-                    conn,
-                    f"ALTER TABLE {pg.STAGING}.{quote(name)} ADD CONSTRAINT {quote(cname)} "
-                    f"{definition}{suffix}",
-                )
+                    failed = await _try(conn, sql + suffix)
                 if failed:
                     # The target's own rule refuses the data: the copy must not go live.
                     report.note("schema", name, f"constraint {cname} refuses the data: {failed}")
@@ -77,24 +79,25 @@ async def _try(conn: Any, sql: str) -> str | None:
 async def _unique(
     conn: Any, table: Table, name: str, columns: list[str], constraint: bool, report: Report
 ) -> None:
+    """Tried first (PostgreSQL checks as it builds); repeats are found only when it refuses."""
     qualified = f"{pg.STAGING}.{quote(table.name)}"
     cols = ", ".join(quote(c) for c in columns)
-    dups = await pg.duplicates(conn, pg.STAGING, table, columns)
-    if dups:
-        report.note(
-            "unique-skipped",
-            table.name,
-            f"({', '.join(columns)}) repeats once converted; {name} created as a plain index",
-            count=len(dups),
-            keys=dups,
-        )
-        await conn.execute(f"CREATE INDEX {quote(shorten(name))} ON {qualified} ({cols})")
-    elif constraint:
-        await conn.execute(
-            f"ALTER TABLE {qualified} ADD CONSTRAINT {quote(shorten(name))} UNIQUE ({cols})"
-        )
+    index = quote(shorten(name))
+    if constraint:
+        sql = f"ALTER TABLE {qualified} ADD CONSTRAINT {index} UNIQUE ({cols})"
     else:
-        await conn.execute(f"CREATE UNIQUE INDEX {quote(shorten(name))} ON {qualified} ({cols})")
+        sql = f"CREATE UNIQUE INDEX {index} ON {qualified} ({cols})"
+    if await _try(conn, sql) is None:
+        return
+    dups = await pg.duplicates(conn, pg.STAGING, table, columns)
+    report.note(
+        "unique-skipped",
+        table.name,
+        f"({', '.join(columns)}) repeats once converted; {name} created as a plain index",
+        count=len(dups),
+        keys=dups,
+    )
+    await conn.execute(f"CREATE INDEX {index} ON {qualified} ({cols})")
 
 
 async def _columns(conn: Any, table: Table, report: Report) -> None:
@@ -115,20 +118,25 @@ async def _columns(conn: Any, table: Table, report: Report) -> None:
                     f"default {column.default} has no PostgreSQL form for {column.type.pg()}",
                     column=column.name,
                 )
-        if column.not_null:
+    required = [c for c in table.columns if c.not_null]
+    if not required:
+        return
+    every = ", ".join(f"ALTER COLUMN {quote(c.name)} SET NOT NULL" for c in required)
+    if await _try(conn, f"ALTER TABLE {qualified} {every}") is None:
+        return  # one scan for all of them, the usual case
+    for column in required:
+        failed = await _try(
+            conn, f"ALTER TABLE {qualified} ALTER COLUMN {quote(column.name)} SET NOT NULL"
+        )
+        if failed:
             missing = await pg.nulls(conn, pg.STAGING, table, column.name, table.primary_key)
-            if missing:
-                report.note(
-                    "not-null-skipped",
-                    table.name,
-                    "declared NOT NULL but holds NULLs; created nullable",
-                    column=column.name,
-                    keys=missing,
-                )
-            else:
-                await conn.execute(
-                    f"ALTER TABLE {qualified} ALTER COLUMN {quote(column.name)} SET NOT NULL"
-                )
+            report.note(
+                "not-null-skipped",
+                table.name,
+                "declared NOT NULL but holds NULLs; created nullable",
+                column=column.name,
+                keys=missing,
+            )
 
 
 async def finish_created(
@@ -147,23 +155,17 @@ async def finish_created(
         qualified = f"{pg.STAGING}.{quote(name)}"
         await _columns(conn, table, report)
         if table.primary_key:
-            keyless = await pg.duplicates(conn, pg.STAGING, table, table.primary_key) or any(
-                [await pg.nulls(conn, pg.STAGING, table, c, []) for c in table.primary_key]
-            )
-            if keyless:
+            named = f"CONSTRAINT {quote(shorten(table.pk_name))} " if table.pk_name else ""
+            cols = ", ".join(quote(c) for c in table.primary_key)
+            if await _try(conn, f"ALTER TABLE {qualified} ADD {named}PRIMARY KEY ({cols})"):
                 report.note(
                     "key-skipped",
                     name,
                     f"primary key ({', '.join(table.primary_key)}) holds NULLs or repeats once "
-                    "converted; kept as a plain index",
+                    "converted; kept as an index",
                 )
-                await _unique(
-                    conn, table, table.pk_name or f"pk_{name}", table.primary_key, False, report
-                )
-            else:
-                named = f"CONSTRAINT {quote(shorten(table.pk_name))} " if table.pk_name else ""
-                cols = ", ".join(quote(c) for c in table.primary_key)
-                await conn.execute(f"ALTER TABLE {qualified} ADD {named}PRIMARY KEY ({cols})")
+                pk = table.pk_name or f"pk_{name}"
+                await _unique(conn, table, pk, table.primary_key, False, report)
         for unique in table.uniques:
             await _unique(conn, table, unique.name, unique.columns, True, report)
         for index in table.indexes:
@@ -202,9 +204,9 @@ async def _foreign_key(
             "fk-skipped", name, f"foreign key to {fk.parent} names missing columns; skipped"
         )
         return
-    suffix = await _orphans(conn, child, parent, fk, table.primary_key, report)
     kinds = [(a.type, b.type) for a, b in pairs if a and b]
     if any(family(a) != family(b) for a, b in kinds):
+        await _orphans(conn, child, parent, fk, table.primary_key, report)
         shown = ", ".join(f"{a.pg()} -> {b.pg()}" for a, b in kinds)
         report.note(
             "fk-skipped",
@@ -215,11 +217,15 @@ async def _foreign_key(
         return
     cname = shorten(fk.name or f"fk_{name}_{'_'.join(fk.columns)}")
     on_delete = f" ON DELETE {fk.on_delete}" if fk.on_delete not in (None, "NO ACTION") else ""
-    failed = await _try(
-        conn,
+    sql = (
         f"ALTER TABLE {pg.STAGING}.{quote(name)} ADD CONSTRAINT {quote(cname)} FOREIGN KEY "
         f"({', '.join(quote(c) for c in fk.columns)}) REFERENCES {pg.STAGING}.{quote(fk.parent)} "
-        f"({', '.join(quote(c) for c in fk.parent_columns)}){on_delete}{suffix}",
+        f"({', '.join(quote(c) for c in fk.parent_columns)}){on_delete}"
     )
+    failed = await _try(conn, sql)
+    if failed and failed.startswith(FK_VIOLATION):
+        # Orphans: counted and named by their own keys, then the constraint guards new rows.
+        suffix = await _orphans(conn, child, parent, fk, table.primary_key, report)
+        failed = await _try(conn, sql + suffix)
     if failed:
         report.note("fk-skipped", name, f"foreign key {cname} not added: {failed}")

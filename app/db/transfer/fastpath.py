@@ -34,8 +34,11 @@ def _esc(x: str) -> str:
     )
 
 
-def fast(q: str, t: Type) -> str:
-    """SQL true where the value can travel as text SQLite builds (NULL always can)."""
+def fast(q: str, t: Type, clean: bool = False) -> str:
+    """SQL true where the value can travel as text SQLite builds (NULL always can).
+
+    clean: the probe found no value of the column needing Python, so only the
+    conditions of this module's own (not the probe's) remain to be checked."""
     k = t.kind
     extra = ""
     if k == "numeric":
@@ -51,6 +54,8 @@ def fast(q: str, t: Type) -> str:
         extra = f" AND typeof({q}) IN ('blob', 'text', 'integer')"
     elif k in ("uuid", "any"):
         return "0"
+    if clean:
+        return f"({q} IS NULL OR (1{extra}))" if extra else "1"
     return f"({q} IS NULL OR NOT ({candidates(q, t)}){extra})"
 
 

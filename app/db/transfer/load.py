@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from app.db.transfer import fastpath, lite
+from app.db.transfer.digest import all_fast
 from app.db.transfer.report import TransferError, describe
 from app.db.transfer.schema import Table, quote
 from app.db.transfer.types import Type, Unfit
@@ -88,6 +89,7 @@ def read_split(
     types: list[tuple[str, Type]],
     after: list[Any] | None,
     size: int,
+    clean: Set[str] = frozenset(),
 ) -> Batch:
     """The next size rows after key `after`, split between the SQL and the Python path."""
     keys = lite.key_columns(table)
@@ -103,7 +105,7 @@ def read_split(
     done = upper is None
     where = start if done else f"{start} AND ({key_sql}) <= ({marks})"
     bounds = args if done else [*args, *upper]
-    condition = " AND ".join(fastpath.fast(quote(c), t) for c, t in types) or "1"
+    condition = all_fast(types, clean)
     line = " || char(9) || ".join(fastpath.copy_text(quote(c), t) for c, t in types)
     lines = [
         r[0]

@@ -165,14 +165,14 @@ def _refusal(table: str, column: str, t: Type, p: Probe, what: str) -> str:
 
 def home(
     conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Options, strict: bool
-) -> tuple[Type, list[Finding], list[str]]:
+) -> tuple[Type, list[Finding], list[str], bool]:
     """The type that holds every value of a column the copy creates, widening as needed."""
     findings: list[Finding] = []
     declared = t
     p = probe(conn, table, column, t, opts)
     while p.failed:
         if strict:
-            return t, findings, [_refusal(table.name, column, t, p, " (--strict)")]
+            return t, findings, [_refusal(table.name, column, t, p, " (--strict)")], False
         new = wider(t, p.all_numbers)
         findings.append(
             Finding(
@@ -190,9 +190,9 @@ def home(
         p = probe(conn, table, column, t, opts)
     if strict and p.reinterpreted:
         p.failures, p.failed = p.reinterpreted, p.reinterpreted_count
-        return t, findings, [_refusal(table.name, column, t, p, " (--strict)")]
+        return t, findings, [_refusal(table.name, column, t, p, " (--strict)")], False
     findings += _converted(table.name, column, t, p)
-    return t, findings, []
+    return t, findings, [], p.converted == 0
 
 
 def _converted(table: str, column: str, t: Type, p: Probe) -> list[Finding]:
@@ -223,7 +223,11 @@ def _converted(table: str, column: str, t: Type, p: Probe) -> list[Finding]:
     ]
 
 
-def fits(conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Options) -> list[str]:
-    """Filling an existing column: every value must fit it as it is."""
+def fits(
+    conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Options
+) -> tuple[list[str], bool]:
+    """Filling an existing column: every value must fit it as it is (and is it clean?)."""
     p = probe(conn, table, column, t, opts)
-    return [_refusal(table.name, column, t, p, " (the existing target column)")] if p.failed else []
+    if p.failed:
+        return [_refusal(table.name, column, t, p, " (the existing target column)")], False
+    return [], p.converted == 0

@@ -31,6 +31,7 @@ class Column:
     has_default: bool = False
     declared: str = ""
     default: str | None = None  # the expression as its own side wrote it
+    clean: bool = False  # the probe found every value fit as SQL wrote it (no Python needed)
 
 
 @dataclass

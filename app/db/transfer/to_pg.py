@@ -64,7 +64,7 @@ def _plan_created(
         start = column.type
         if start.kind == "any":
             start = probe.initial_any(src, table, column.name)
-        column.type, findings, refused = probe.home(
+        column.type, findings, refused, column.clean = probe.home(
             src, table, column.name, start, options, opts.strict
         )
         report.findings += findings
@@ -89,7 +89,8 @@ def _plan_filled(
     for column in table.columns:
         other = target.column(column.name)
         if other is not None:
-            problems += probe.fits(src, table, column.name, other.type, options)
+            refused, column.clean = probe.fits(src, table, column.name, other.type, options)
+            problems += refused
     return problems
 
 
@@ -135,6 +136,8 @@ async def _plan(
                 await pg.create_table(conn, pg.STAGING, table)
                 action = "created"
             await _set_state(conn, f"action:{name}", action)
+            clean = [c.name for c in table.columns if c.clean]
+            await _set_state(conn, f"clean:{name}", json.dumps(clean))
             await conn.execute(f"INSERT INTO {pg.STATE}.progress (table_name) VALUES ($1)", name)
         # Tables only the target has (alembic_version, say) come along unchanged.
         for name in public:
@@ -171,12 +174,18 @@ async def _load_table(
     nkeys = len(lite.key_columns(table))
     after = json.loads(state["last_key"]) if state["last_key"] else None
     columns = [t[0] for t in types]
+    clean = {c.name for c in table.columns if c.clean}
     copied = 0
     src = lite.connect(path)
     conn = await pg_connect(url)
+    # Each batch commits with its progress row; a lost tail after a server crash is
+    # simply loaded again, so the commit need not wait for the disk.
+    await conn.execute("SET synchronous_commit = off")
     try:
         while True:
-            batch = await asyncio.to_thread(read_split, src, table, types, after, opts.batch_size)
+            batch = await asyncio.to_thread(
+                read_split, src, table, types, after, opts.batch_size, clean
+            )
             records = convert_rows(name, types, batch.slow, nkeys, options, target=True)
             rows = batch.fast_rows + len(records)
             async with conn.transaction():
@@ -293,7 +302,9 @@ async def to_pg(source_url: str, target_url: str, opts: CopyOptions, console: Co
             # Types chosen at planning time live in the staged tables.
             staged = await pg.reflect(conn, pg.STAGING)
             for name, table in tables.items():
+                clean = set(json.loads(state.get(f"clean:{name}", "[]")))
                 for column in table.columns:
+                    column.clean = column.name in clean
                     other = staged[name].column(column.name)
                     if other is not None:
                         column.type = other.type
@@ -346,7 +357,14 @@ async def _verify(
             pg_types = [(other.name, other.type) for _c, other in pairs if other is not None]
             theirs, mine = await asyncio.gather(
                 pg_digest(conn, pg.STAGING, name, pg_types),
-                asyncio.to_thread(sqlite_digest, src, tables[name], types, options),
+                asyncio.to_thread(
+                    sqlite_digest,
+                    src,
+                    tables[name],
+                    types,
+                    options,
+                    {c.name for c in tables[name].columns if c.clean},
+                ),
             )
             check = Check(name, mine.rows, theirs.rows, mine.total, theirs.total)
             if not check.ok:

@@ -198,7 +198,7 @@ async def _unfit_note(
         other = pg_table.column(column.name)
         if other is None:
             continue
-        problems = await asyncio.to_thread(
+        problems, _clean = await asyncio.to_thread(
             fits, db, lite_table, column.name, other.type, Options(strip_nul=True)
         )
         for problem in problems:
