@@ -34,6 +34,31 @@ def _esc(x: str) -> str:
     )
 
 
+WORDS = "('1', 'true', 't', 'yes', 'y', 'on', '0', 'false', 'f', 'no', 'n', 'off')"
+TRUE_WORDS = "('1', 'true', 't', 'yes', 'y', 'on')"
+_SIX = "[0-9]" * 6
+# What may follow 'YYYY-MM-DD[T ]HH:MM:SS': read alike by Python and PostgreSQL.
+_SUFFIXES = [
+    f".{_SIX}",
+    "Z",
+    f".{_SIX}Z",
+    "[+-]0[0-9]:[0-5][0-9]",
+    "[+-]1[0-4]:[0-5][0-9]",
+    f".{_SIX}[+-]0[0-9]:[0-5][0-9]",
+    f".{_SIX}[+-]1[0-4]:[0-5][0-9]",
+]
+
+
+def _iso_instant(q: str) -> str:
+    """ISO text naming one instant (T or space, Z or an offset): PostgreSQL parses it as is."""
+    rest = " OR ".join(f"substr({q}, 20) GLOB '{g}'" for g in _SUFFIXES)
+    return (
+        f"typeof({q}) = 'text' AND substr({q}, 11, 1) IN (' ', 'T') "
+        f"AND datetime(julianday(substr({q}, 1, 19))) = replace(substr({q}, 1, 19), 'T', ' ') "
+        f"AND (length({q}) = 19 OR {rest})"
+    )
+
+
 def fast(q: str, t: Type, clean: bool = False) -> str:
     """SQL true where the value can travel as text SQLite builds (NULL always can).
 
@@ -56,6 +81,13 @@ def fast(q: str, t: Type, clean: bool = False) -> str:
         return "0"
     if clean:
         return f"({q} IS NULL OR (1{extra}))" if extra else "1"
+    if k == "timestamptz":
+        return f"({q} IS NULL OR ({_iso_instant(q)}))"
+    if k == "bool":
+        return (
+            f"({q} IS NULL OR (typeof({q}) = 'integer' AND {q} IN (0, 1)) "
+            f"OR (typeof({q}) = 'text' AND lower({q}) IN {WORDS}))"
+        )
     return f"({q} IS NULL OR NOT ({candidates(q, t)}){extra})"
 
 
@@ -67,7 +99,7 @@ def copy_text(q: str, t: Type) -> str:
     elif k == "float":
         value = f"CASE typeof({q}) WHEN 'integer' THEN {q} || '' ELSE printf('%!.17g', {q}) END"
     elif k == "bool":
-        value = f"CASE {q} WHEN 1 THEN 't' ELSE 'f' END"
+        value = f"CASE WHEN {q} = 1 OR lower({q}) IN {TRUE_WORDS} THEN 't' ELSE 'f' END"
     elif k in ("text", "varchar", "json", "jsonb"):
         value = _esc(q)
     elif k == "bytea":
@@ -94,10 +126,16 @@ def digest_sqlite(q: str, t: Type) -> str:
     elif k == "float":
         value = f"bb_f8({q})"
     elif k == "bool":
-        value = f"CASE {q} WHEN 1 THEN 'true' ELSE 'false' END"
+        value = f"CASE WHEN {q} = 1 OR lower({q}) IN {TRUE_WORDS} THEN 'true' ELSE 'false' END"
     elif k == "bytea":
         value = f"lower(hex(CAST({q} AS BLOB)))"
-    elif k in ("timestamptz", "timestamp"):
+    elif k == "timestamptz":
+        # strftime applies a Z or an offset; the six fraction digits follow the seconds.
+        value = (
+            f"(CAST(strftime('%s', {q}) AS INTEGER) * 1000000 + CASE WHEN substr({q}, 20, 1) "
+            f"= '.' THEN CAST(substr({q}, 21, 6) AS INTEGER) ELSE 0 END) || ''"
+        )
+    elif k == "timestamp":
         value = f"({_micros_sql(q)}) || ''"
     elif k == "date":
         value = f"CAST(julianday({q}) - 2440587.5 AS INTEGER) || ''"
