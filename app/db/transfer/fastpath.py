@@ -16,7 +16,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from app.db.transfer.probe import candidates
+from app.db.transfer.probe import TRUE_WORDS, WORDS, candidates, iso_instant
 from app.db.transfer.schema import quote
 from app.db.transfer.types import INT_RANGES, Type
 
@@ -31,31 +31,6 @@ def _esc(x: str) -> str:
     return (
         f"replace(replace(replace(replace({x}, '\\', '\\\\'), char(9), '\\t'), "
         f"char(10), '\\n'), char(13), '\\r')"
-    )
-
-
-WORDS = "('1', 'true', 't', 'yes', 'y', 'on', '0', 'false', 'f', 'no', 'n', 'off')"
-TRUE_WORDS = "('1', 'true', 't', 'yes', 'y', 'on')"
-_SIX = "[0-9]" * 6
-# What may follow 'YYYY-MM-DD[T ]HH:MM:SS': read alike by Python and PostgreSQL.
-_SUFFIXES = [
-    f".{_SIX}",
-    "Z",
-    f".{_SIX}Z",
-    "[+-]0[0-9]:[0-5][0-9]",
-    "[+-]1[0-4]:[0-5][0-9]",
-    f".{_SIX}[+-]0[0-9]:[0-5][0-9]",
-    f".{_SIX}[+-]1[0-4]:[0-5][0-9]",
-]
-
-
-def _iso_instant(q: str) -> str:
-    """ISO text naming one instant (T or space, Z or an offset): PostgreSQL parses it as is."""
-    rest = " OR ".join(f"substr({q}, 20) GLOB '{g}'" for g in _SUFFIXES)
-    return (
-        f"typeof({q}) = 'text' AND substr({q}, 11, 1) IN (' ', 'T') "
-        f"AND datetime(julianday(substr({q}, 1, 19))) = replace(substr({q}, 1, 19), 'T', ' ') "
-        f"AND (length({q}) = 19 OR {rest})"
     )
 
 
@@ -82,7 +57,7 @@ def fast(q: str, t: Type, clean: bool = False) -> str:
     if clean:
         return f"({q} IS NULL OR (1{extra}))" if extra else "1"
     if k == "timestamptz":
-        return f"({q} IS NULL OR ({_iso_instant(q)}))"
+        return f"({q} IS NULL OR ({iso_instant(q)}))"
     if k == "bool":
         return (
             f"({q} IS NULL OR (typeof({q}) = 'integer' AND {q} IN (0, 1)) "

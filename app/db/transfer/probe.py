@@ -45,6 +45,39 @@ def _is_number(value: Any) -> bool:
         return False
 
 
+WORDS = "('1', 'true', 't', 'yes', 'y', 'on', '0', 'false', 'f', 'no', 'n', 'off')"
+TRUE_WORDS = "('1', 'true', 't', 'yes', 'y', 'on')"
+_SIX = "[0-9]" * 6
+# What may follow 'YYYY-MM-DD[T ]HH:MM:SS': read alike by Python and PostgreSQL.
+_SUFFIXES = [
+    f".{_SIX}",
+    "Z",
+    f".{_SIX}Z",
+    "[+-]0[0-9]:[0-5][0-9]",
+    "[+-]1[0-4]:[0-5][0-9]",
+    f".{_SIX}[+-]0[0-9]:[0-5][0-9]",
+    f".{_SIX}[+-]1[0-4]:[0-5][0-9]",
+]
+
+
+def iso_instant(q: str) -> str:
+    """ISO text naming one instant (T or space, Z or an offset): PostgreSQL parses it as is."""
+    rest = " OR ".join(f"substr({q}, 20) GLOB '{g}'" for g in _SUFFIXES)
+    return (
+        f"typeof({q}) = 'text' AND substr({q}, 11, 1) IN (' ', 'T') "
+        f"AND datetime(julianday(substr({q}, 1, 19))) = replace(substr({q}, 1, 19), 'T', ' ') "
+        f"AND (length({q}) = 19 OR {rest})"
+    )
+
+
+def _text_suspect(q: str) -> str:
+    """NUL bytes, or (only where a character is not printable ASCII) invalid UTF-8."""
+    return (
+        f"(instr(CAST({q} AS BLOB), x'00') > 0 "
+        f"OR ({q} GLOB '*[^ -~]*' AND bb_suspect(CAST({q} AS BLOB))))"
+    )
+
+
 def candidates(q: str, t: Type) -> str:
     """SQL true for values that need a look in Python; the rest fit t as they are."""
     k = t.kind
@@ -68,7 +101,7 @@ def candidates(q: str, t: Type) -> str:
         return f"NOT (typeof({q}) = 'integer' AND {q} IN (0, 1))"
     if k in ("text", "varchar", "any"):
         longer = f" OR length({q}) > {t.length}" if k == "varchar" and t.length else ""
-        return f"typeof({q}) <> 'text' OR bb_suspect(CAST({q} AS BLOB)){longer}"
+        return f"typeof({q}) <> 'text' OR {_text_suspect(q)}{longer}"
     if k in ("timestamptz", "timestamp"):
         return (
             # julianday() first: date() alone passes 2024-02-30 through unchanged.
@@ -89,7 +122,7 @@ def candidates(q: str, t: Type) -> str:
     if k in ("json", "jsonb"):
         return (
             f"typeof({q}) <> 'text' OR NOT json_valid({q}) OR instr({q}, '\\u') > 0 "
-            f"OR bb_suspect(CAST({q} AS BLOB))"
+            f"OR {_text_suspect(q)}"
         )
     if k == "bytea":
         return "0"
@@ -110,9 +143,15 @@ def probe(conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Op
     keys = key_sql(table)
     convert = to_python(t, Options(opts.round_money, opts.strip_nul))
     result = Probe()
+    where = f"{q} IS NOT NULL AND ({candidates(q, t)})"
+    sure = _sure(q, t)
+    if sure:
+        # Loose forms SQL can vouch for are counted (and sampled) without Python.
+        _count_sure(conn, table, q, t, f"{where} AND {sure}", result)
+        where = f"{where} AND NOT ({sure})"
     cursor = conn.execute(
         f"SELECT {', '.join(keys)}, {q} FROM {quote(table.name)} "
-        f"WHERE {q} IS NOT NULL AND ({candidates(q, t)}) ORDER BY {', '.join(keys)}"
+        f"WHERE {where} ORDER BY {', '.join(keys)}"
     )
     n = len(keys)
     while rows := cursor.fetchmany(5_000):
@@ -137,6 +176,36 @@ def probe(conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Op
             if len(result.conversions) < SAMPLES:
                 result.conversions.append((_key(row, n), value, out))
     return result
+
+
+def _sure(q: str, t: Type) -> str | None:
+    if t.kind == "timestamptz":
+        return iso_instant(q)
+    if t.kind == "bool":
+        return f"typeof({q}) = 'text' AND lower({q}) IN {WORDS}"
+    return None
+
+
+def _count_sure(
+    conn: sqlite3.Connection, table: Table, q: str, t: Type, where: str, result: Probe
+) -> None:
+    keys = key_sql(table)
+    name = quote(table.name)
+    n = conn.execute(f"SELECT count(*) FROM {name} WHERE {where}").fetchone()[0]
+    if not n:
+        return
+    result.converted += n
+    convert = to_python(t, Options())
+    sample = conn.execute(
+        f"SELECT {', '.join(keys)}, {q} FROM {name} WHERE {where} "
+        f"ORDER BY {', '.join(keys)} LIMIT {SAMPLES}"
+    ).fetchall()
+    result.conversions += [(_key(r, len(keys)), r[-1], convert(r[-1])) for r in sample]
+    if t.kind == "bool":
+        result.reinterpreted_count += n
+        result.reinterpreted += [
+            (k, v, "text read as a boolean") for k, v, _o in result.conversions
+        ]
 
 
 def initial_any(conn: sqlite3.Connection, table: Table, column: str) -> Type:

@@ -16,13 +16,12 @@ from rich.console import Console
 from app.config import redact
 from app.db.transfer import lite, pg, probe
 from app.db.transfer.constraints import finish_created, finish_filled
-from app.db.transfer.digest import pg_digest, sqlite_digest
 from app.db.transfer.load import convert_rows, progress, read_split
 from app.db.transfer.options import CopyOptions, pg_connect, sqlite_path
-from app.db.transfer.report import Check, Finding, Report, TransferError
+from app.db.transfer.report import Finding, Report, TransferError
 from app.db.transfer.schema import PG_NAME_BYTES, Table, load_order, quote
 from app.db.transfer.values import Options
-from app.db.transfer.verify import Side, compare
+from app.db.transfer.verify import verify_staged
 
 
 async def _state(conn: Any) -> dict[str, str] | None:
@@ -95,7 +94,7 @@ def _plan_filled(
 
 
 async def _plan(
-    src: sqlite3.Connection,
+    path: Path,
     conn: Any,
     tables: dict[str, Table],
     opts: CopyOptions,
@@ -104,13 +103,31 @@ async def _plan(
 ) -> None:
     public = await pg.reflect(conn, "public")
     problems = _names(tables)
-    for name, table in tables.items():
-        existing = public.get(name)
-        if existing is None:
-            problems += await asyncio.to_thread(_plan_created, src, table, opts, report)
-            continue
-        problems += await asyncio.to_thread(_plan_filled, src, table, existing, opts)
-        if not opts.truncate and await pg.count(conn, "public", name):
+    gate = asyncio.Semaphore(max(1, opts.jobs))
+
+    def plan_one(table: Table) -> tuple[list[str], list[Finding]]:
+        """On its own SQLite connection, so tables are probed side by side."""
+        own = lite.connect(path)
+        try:
+            existing = public.get(table.name)
+            if existing is not None:
+                return _plan_filled(own, table, existing, opts), []
+            found = Report()
+            return _plan_created(own, table, opts, found), found.findings
+        finally:
+            own.close()
+
+    async def planned(table: Table) -> tuple[list[str], list[Finding]]:
+        async with gate:
+            return await asyncio.to_thread(plan_one, table)
+
+    # Gathered in the tables' own order, so the report reads the same every run.
+    results = await asyncio.gather(*(planned(t) for t in tables.values()))
+    for refused, findings in results:
+        problems += refused
+        report.findings += findings
+    for name in tables:
+        if name in public and not opts.truncate and await pg.count(conn, "public", name):
             problems.append(
                 f"{name}: the target table already has rows (--truncate replaces them; "
                 "the current schema is kept)"
@@ -309,7 +326,7 @@ async def to_pg(source_url: str, target_url: str, opts: CopyOptions, console: Co
                     if other is not None:
                         column.type = other.type
         else:
-            await _plan(src, conn, tables, opts, report, source_id)
+            await _plan(path, conn, tables, opts, report, source_id)
             state = await _state(conn)
             assert state is not None
             rules = json.loads(state["options"])[3]
@@ -324,7 +341,7 @@ async def to_pg(source_url: str, target_url: str, opts: CopyOptions, console: Co
                     await pg.reset_sequences(conn, pg.STAGING, table)
                 await _set_state(conn, "phase", "loaded")
                 await _set_state(conn, "findings", json.dumps([asdict(f) for f in report.findings]))
-        await _verify(path, conn, tables, order, opts, report)
+        await verify_staged(path, target_url, conn, tables, order, opts, report)
         if rules and opts.rules is not None:
             report.findings += await opts.rules.check(src, conn, pg.STAGING)
         if not report.ok:
@@ -336,46 +353,3 @@ async def to_pg(source_url: str, target_url: str, opts: CopyOptions, console: Co
     finally:
         src.close()
         await conn.close()
-
-
-async def _verify(
-    path: Path,
-    conn: Any,
-    tables: dict[str, Table],
-    order: list[str],
-    opts: CopyOptions,
-    report: Report,
-) -> None:
-    """Counts and checksums on both sides, computed in each database; keys on a mismatch."""
-    staged = await pg.reflect(conn, pg.STAGING)
-    options = Options(opts.round_money, opts.strip_nul)
-    src = lite.connect(path)
-    try:
-        for name in order:
-            pairs = [(c.name, staged[name].column(c.name)) for c in tables[name].columns]
-            types = [(c, other.type) for c, other in pairs if other is not None]
-            pg_types = [(other.name, other.type) for _c, other in pairs if other is not None]
-            theirs, mine = await asyncio.gather(
-                pg_digest(conn, pg.STAGING, name, pg_types),
-                asyncio.to_thread(
-                    sqlite_digest,
-                    src,
-                    tables[name],
-                    types,
-                    options,
-                    {c.name for c in tables[name].columns if c.clean},
-                ),
-            )
-            check = Check(name, mine.rows, theirs.rows, mine.total, theirs.total)
-            if not check.ok:
-                # Where they differ: the value-by-value comparison names the keys.
-                check = await compare(
-                    Side(sqlite=src),
-                    tables[name],
-                    Side(pg=conn, schema=pg.STAGING),
-                    staged[name],
-                    options,
-                )
-            report.checks.append(check)
-    finally:
-        src.close()

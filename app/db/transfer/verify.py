@@ -7,6 +7,7 @@ import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from app.db.transfer import lite, pg
@@ -203,3 +204,48 @@ async def _unfit_note(
         )
         for problem in problems:
             report.note("unfit", lite_table.name, problem)
+
+
+async def verify_staged(
+    path: Path,
+    url: str,
+    conn: Any,
+    tables: dict[str, Table],
+    order: list[str],
+    opts: CopyOptions,
+    report: Report,
+) -> None:
+    """Counts and checksums on both sides, computed in each database, tables side by side;
+    on a mismatch the values are compared to name the keys."""
+    staged = await pg.reflect(conn, pg.STAGING)
+    options = Options(opts.round_money, opts.strip_nul)
+    gate = asyncio.Semaphore(max(1, opts.jobs))
+
+    async def check(name: str) -> Check:
+        pairs = [(c.name, staged[name].column(c.name)) for c in tables[name].columns]
+        types = [(c, other.type) for c, other in pairs if other is not None]
+        pg_types = [(other.name, other.type) for _c, other in pairs if other is not None]
+        clean = {c.name for c in tables[name].columns if c.clean}
+        async with gate:
+            src = lite.connect(path)
+            mine_conn = await pg_connect(url)
+            try:
+                theirs, mine = await asyncio.gather(
+                    pg_digest(mine_conn, pg.STAGING, name, pg_types),
+                    asyncio.to_thread(sqlite_digest, src, tables[name], types, options, clean),
+                )
+                result = Check(name, mine.rows, theirs.rows, mine.total, theirs.total)
+                if not result.ok:
+                    result = await compare(
+                        Side(sqlite=src),
+                        tables[name],
+                        Side(pg=mine_conn, schema=pg.STAGING),
+                        staged[name],
+                        options,
+                    )
+                return result
+            finally:
+                src.close()
+                await mine_conn.close()
+
+    report.checks += await asyncio.gather(*(check(name) for name in order))
