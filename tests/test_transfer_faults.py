@@ -197,3 +197,44 @@ async def test_service_rule_failure_keeps_the_staged_copy(target: str, tmp_path:
     assert f"stays in schema {pg.STAGING}" in str(failed.value)
     live = await pg_fetch(target, "SELECT count(*) FROM appointments")
     assert live[0][0] == 0
+
+
+async def test_any_input_fails_in_one_line(target: str, tmp_path: Path) -> None:
+    garbage = tmp_path / "not-a-database.db"
+    garbage.write_bytes(b"this is not SQLite at all\n" * 100)
+    result = cli("copy", url(garbage), target)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: copy failed: DatabaseError")
+    odd = tmp_path / "odd.db"
+    build_backend(odd, appointments=60)
+    with sqlite3.connect(odd) as conn:
+        conn.execute("UPDATE users SET preferences = '' WHERE id = 5")
+    strict = cli("copy", url(odd), target, "--strict", "--json")
+    assert strict.returncode != 0
+    assert "Traceback" not in strict.stderr
+    assert "users.preferences at key 5: value ''" in strict.stdout
+    assert not await pg_fetch(target, "SELECT 1 FROM pg_namespace WHERE nspname = $1", pg.STAGING)
+
+
+async def test_keys_that_repeat_once_converted_are_reported(target: str, tmp_path: Path) -> None:
+    source = tmp_path / "keys.db"
+    with sqlite3.connect(source) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE slots (id INTEGER PRIMARY KEY, at DATETIME, CONSTRAINT uq_slots_at
+                UNIQUE (at));
+            INSERT INTO slots VALUES (1, '2024-01-02 03:04:05'), (2, '2024-01-02T03:04:05Z'),
+                (3, '2024-01-02T05:04:05+01:00');
+            CREATE TABLE codes (code TEXT PRIMARY KEY, n INTEGER);
+            INSERT INTO codes VALUES ('a', 1), (NULL, 2);
+            """
+        )
+    result = cli("copy", url(source), target)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "slots: (at) repeats once converted; uq_slots_at created as a plain index" in (
+        result.stderr
+    )
+    assert "codes: primary key (code) holds NULLs or repeats once converted" in result.stderr
+    check = await compare(source, target)
+    assert check.exact, check.samples

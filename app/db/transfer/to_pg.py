@@ -167,7 +167,9 @@ async def _plan(
         await _set_state(conn, "source", source_id)
         options = [opts.round_money, opts.strip_nul, opts.strict, rules]
         await _set_state(conn, "options", json.dumps(options))
-        await _set_state(conn, "findings", json.dumps([asdict(f) for f in report.findings]))
+        await _set_state(
+            conn, "findings", json.dumps([asdict(f) for f in report.findings], default=str)
+        )
         await _set_state(conn, "phase", "load")
 
 
@@ -340,7 +342,9 @@ async def to_pg(source_url: str, target_url: str, opts: CopyOptions, console: Co
                 for table in (await pg.reflect(conn, pg.STAGING)).values():
                     await pg.reset_sequences(conn, pg.STAGING, table)
                 await _set_state(conn, "phase", "loaded")
-                await _set_state(conn, "findings", json.dumps([asdict(f) for f in report.findings]))
+                await _set_state(
+                    conn, "findings", json.dumps([asdict(f) for f in report.findings], default=str)
+                )
         await verify_staged(path, target_url, conn, tables, order, opts, report)
         if rules and opts.rules is not None:
             report.findings += await opts.rules.check(src, conn, pg.STAGING)
