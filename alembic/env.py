@@ -5,8 +5,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from app.config import Settings, async_url
-from app.db.models import Base
+from app.config import async_url, load_settings
+from app.db.models import Base, migration_only
 
 config = context.config
 target_metadata = Base.metadata
@@ -14,14 +14,14 @@ target_metadata = Base.metadata
 
 def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
-    return async_url(url) if url else Settings().primary_url
+    return async_url(url) if url else load_settings().primary_url
 
 
 def _include(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    # The full-text indexes exist only on PostgreSQL and only in migrations.
-    return not (type_ == "index" and name is not None and name.endswith("_search"))
+    # The full-text indexes and the case-insensitive email key exist only in migrations.
+    return not (type_ == "index" and name is not None and migration_only(name))
 
 
 def _configure(connection: Connection) -> None:
@@ -37,7 +37,7 @@ def _configure(connection: Connection) -> None:
 
 
 async def _run() -> None:
-    engine = create_async_engine(_url(), poolclass=pool.NullPool)
+    engine = create_async_engine(_url(), poolclass=pool.NullPool, hide_parameters=True)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_configure)

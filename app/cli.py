@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import traceback
 from pathlib import Path
 from typing import Any
 
 import click
 from sqlalchemy.engine import make_url
 
-from app.config import Settings, async_url, redact
+from app.config import ConfigError, Settings, async_url, load_settings, redact
+from app.redaction import failure, scrub
 
 
 def _settings() -> Settings:
     try:
-        return Settings()
-    except ValueError as exc:  # pydantic's message names the setting, never its value
-        raise click.ClickException(str(exc)) from exc
+        return load_settings()
+    except ConfigError as exc:  # names the variable and the problem, never the value
+        raise click.ClickException(str(exc)) from None
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -26,8 +28,24 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(parsed.database or "")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+class _Commands(click.Group):
+    """Any failure is one line on stderr; --debug adds the traceback. Neither holds a secret."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                click.echo(scrub("".join(traceback.format_exception(exc))), err=True)
+                raise click.ClickException(failure(exc)) from None
+            raise click.ClickException(f"{failure(exc)} (--debug shows the traceback)") from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show the traceback of a failure (secrets hidden).")
+def main(debug: bool) -> None:
     """BookedBarber data service."""
 
 
@@ -59,6 +77,7 @@ def serve(
             _seed(settings.primary_url, 0.01)
             click.echo(f"created {path} with demo data")
     workers = workers or settings.workers
+    from app import logs
     from app.db.metrics import prepare_multiprocess
 
     prepare_multiprocess(workers)
@@ -69,9 +88,11 @@ def serve(
         port=port or settings.port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        # httptools with a deadline for request headers (app/server.py).
+        http="app.server:HeaderTimeoutProtocol",
         timeout_keep_alive=keep_alive or settings.keep_alive_timeout,
         access_log=access_log,
+        log_config=logs.config(settings),
         log_level=settings.log_level,
         server_header=False,
     )
@@ -83,7 +104,12 @@ def db() -> None:
 
 
 def _target(url: str | None) -> str:
-    return async_url(url) if url else _settings().primary_url
+    if not url:
+        return _settings().primary_url
+    try:
+        return async_url(url)
+    except Exception:  # SQLAlchemy's message quotes the URL
+        raise click.ClickException("--url is not a valid database URL") from None
 
 
 @db.command()

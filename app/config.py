@@ -4,8 +4,8 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./bookedbarber.db"
@@ -21,6 +21,10 @@ def _split(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def _lower_case(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
 
 def async_url(url: str) -> str:
@@ -41,6 +45,37 @@ def async_url(url: str) -> str:
 
 def redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
+
+
+def _checked_url(name: str, url: str) -> SecretStr:
+    try:
+        return SecretStr(async_url(url))
+    except Exception:  # SQLAlchemy's message quotes the URL, password included
+        raise ValueError(f"{name} is not a valid database URL") from None
+
+
+class ConfigError(ValueError):
+    """Invalid settings, told by variable name and problem, never by value."""
+
+
+def describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        name = str(error["loc"][0]).upper() if error["loc"] else ""
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {message}" if name else message)
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a ConfigError whose text holds no value on failure."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        # `from None`: pydantic's own text carries every input value, secrets included.
+        raise ConfigError(describe(exc)) from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
 
 
 class Settings(BaseSettings):
@@ -89,6 +124,13 @@ class Settings(BaseSettings):
     replica_fallback: Literal["primary", "least_lagged"] = "primary"
 
     slow_query_seconds: float = Field(1.0, gt=0)
+    # Bookings: a start this far in the past is still taken (clocks disagree a little),
+    # and none is taken further ahead than the horizon.
+    booking_clock_skew_seconds: float = Field(300.0, ge=0)
+    booking_horizon_days: int = Field(365, ge=1, le=36_500)
+    # How long start-up waits for the first probe round before serving (it goes on in
+    # the background after that; readiness says "starting" until it is done).
+    startup_probe_wait_seconds: float = Field(0.0, ge=0)
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     host: str = "127.0.0.1"
@@ -96,9 +138,19 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1)
     keep_alive_timeout: int = Field(75, ge=1)
     demo_seed: bool = True
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # JSON lines by default outside development; readable text in development.
+    log_format: Literal["json", "text"] | None = None
+
+    # The edges of the HTTP server: every client gets a bounded share of the process.
+    max_body_bytes: int = Field(1024 * 1024, ge=0)
+    # Seconds from a connection's first byte (or its opening) to the end of a request's
+    # headers, and from a handler's first read of the body to its last byte.
+    header_timeout: float = Field(10.0, gt=0)
+    body_timeout: float = Field(30.0, gt=0)
 
     _split_lists = field_validator("replica_urls", "api_tokens", mode="before")(_split)
+    _lower = field_validator("log_level", "log_format", mode="before")(_lower_case)
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
@@ -109,11 +161,15 @@ class Settings(BaseSettings):
                 self.database_url = SecretStr(self._composed_postgres_url())
             else:
                 self.database_url = SecretStr(DEFAULT_SQLITE_URL)
-        self.database_url = SecretStr(async_url(self.database_url.get_secret_value()))
-        self.replica_urls = [SecretStr(async_url(u.get_secret_value())) for u in self.replica_urls]
+        self.database_url = _checked_url("DATABASE_URL", self.database_url.get_secret_value())
+        self.replica_urls = [
+            _checked_url("REPLICA_URLS", u.get_secret_value()) for u in self.replica_urls
+        ]
         if self.analytics_database_url is not None:
-            url = async_url(self.analytics_database_url.get_secret_value())
-            self.analytics_database_url = SecretStr(url)
+            url = self.analytics_database_url.get_secret_value()
+            self.analytics_database_url = _checked_url("ANALYTICS_DATABASE_URL", url)
+        if self.log_format is None:
+            self.log_format = "text" if self.environment is Environment.development else "json"
         if self.is_production and not self.api_tokens:
             raise ValueError("API_TOKENS is required when ENVIRONMENT=production")
         if self.is_sqlite and (self.replica_urls or self.analytics_database_url):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,27 +10,57 @@ from fastapi import Depends, FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import errors, http_metrics
-from app.api import analytics, appointments, health, payments, users
+from app import errors, http_metrics, logs
+from app.api import analytics, appointments, docs, health, payments, users
 from app.api.deps import require_token
 from app.api.lane import HotReadLane
-from app.config import Settings
+from app.config import Settings, load_settings
 from app.db import metrics
 from app.db.router import DatabaseRouter
+from app.guards import BodyGuard, TokenGate
 
 log = logging.getLogger(__name__)
 
 
 class Service(FastAPI):
-    """FastAPI with the hot reads' lane in front of it (app/api/lane.py)."""
+    """FastAPI with the hot reads' lane in front of it (app/api/lane.py).
+
+    Every request gets its id here, before the lane, so the lane's answers carry it too.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.lane = HotReadLane(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not await self.lane.answer(scope, receive, send):
+        if scope["type"] != "http":
             await super().__call__(scope, receive, send)
+            return
+        request_id = logs.request_id(scope["headers"])
+        header = (b"x-request-id", request_id.encode())
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+            await send(message)
+
+        reset = logs.REQUEST_ID.set(request_id)
+        try:
+            if not await self.lane.answer(scope, receive, send_with_id):
+                await super().__call__(scope, receive, send_with_id)
+        except Exception as exc:
+            # Starlette re-raises what its last-resort handler logged (app/errors.py) and
+            # answered: passed on, uvicorn would log it a second time. Anything else is
+            # logged and answered here, once.
+            if not started:
+                wait = errors.retry_after(self.state.settings.effective_pool_timeout)
+                response = errors.database_response(exc, getattr(self.state, "db", None), wait)
+                await response(scope, receive, send_with_id)
+        finally:
+            logs.REQUEST_ID.reset(reset)
 
 
 class ConsistencyTokenMiddleware:
@@ -56,7 +87,7 @@ class ConsistencyTokenMiddleware:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,13 +96,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.instrument(router.engines(), settings.slow_query_seconds)
         for role, engine in router.monitor_engines():
             metrics.instrument_engine(engine, role, settings.slow_query_seconds)
-        try:
-            await router.start_monitor()
-        except Exception as exc:  # the service must start even when a database is down
-            log.warning("replica monitor failed to start", extra={"error": type(exc).__name__})
+
+        async def first_probe() -> None:
+            try:
+                await router.start_monitor()
+            except Exception as exc:  # the service must run even when a database is down
+                log.warning("replica monitor failed to start", extra={"error": type(exc).__name__})
+
+        # The first probe round may take CONNECT_TIMEOUT per database: the process answers
+        # meanwhile (liveness), and readiness says "starting" until the round is done.
+        startup = app.state.startup = asyncio.create_task(first_probe(), name="first-probe")
+        await asyncio.wait({startup}, timeout=settings.startup_probe_wait_seconds)
         try:
             yield
         finally:
+            startup.cancel()
+            await asyncio.gather(startup, return_exceptions=True)
             await router.dispose()
             metrics.worker_exited()
 
@@ -79,10 +119,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="BookedBarber data service",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served from local files instead of a CDN (app/api/docs.py)
+        redoc_url=None,
     )
+    docs.install(app)
     app.state.settings = settings
     errors.install(app, settings.effective_pool_timeout)
     app.add_middleware(ConsistencyTokenMiddleware)
+    # Outermost last: the token, then the body (counted and timed while it is read).
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+    app.add_middleware(TokenGate, tokens=settings.api_tokens)
     app.include_router(health.router)
     app.include_router(health.metrics_router)
     for api in (users, appointments, payments, analytics):

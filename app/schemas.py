@@ -15,23 +15,27 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    Strict,
     StringConstraints,
     WithJsonSchema,
     model_validator,
 )
 from sqlalchemy import inspect
 
-from app.db.models import APPOINTMENT_STATUSES, USER_ROLES, User
+from app.db.models import APPOINTMENT_STATUSES, PAYMENT_STATUSES, USER_ROLES, User
 
 INT64_MAX = 2**63 - 1
 
-Id = Annotated[int, Field(gt=0, le=INT64_MAX)]
+Id = Annotated[int, Strict(), Field(gt=0, le=INT64_MAX)]  # JSON integers only: not "5", 5.0
+Version = Annotated[int, Strict(), Field(ge=1, le=2**31 - 1)]
 UserRole = Literal["client", "barber", "shop_owner", "admin"]
 AppointmentStatus = Literal[
     "pending", "confirmed", "in_progress", "completed", "cancelled", "no_show"
 ]
+PaymentStatus = Literal["pending", "completed", "failed", "refunded"]
 assert set(UserRole.__args__) == set(USER_ROLES)  # type: ignore[attr-defined]
 assert set(AppointmentStatus.__args__) == set(APPOINTMENT_STATUSES)  # type: ignore[attr-defined]
+assert set(PaymentStatus.__args__) == set(PAYMENT_STATUSES)  # type: ignore[attr-defined]
 
 
 def _no_nul(value: str) -> str:
@@ -86,10 +90,16 @@ class ORM(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+class Body(BaseModel):
+    """A request body: a field the model does not know is refused (422 naming it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 # -- users ---------------------------------------------------------------------------
 
 
-class UserCreate(BaseModel):
+class UserCreate(Body):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -154,22 +164,19 @@ class StripeAccountRead(ORM):
 # -- appointments ----------------------------------------------------------------------
 
 
-class AppointmentCreate(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "user_id": 1,
-                    "barber_id": 2,
-                    "service_id": 1,
-                    "location_id": 1,
-                    "start_time": "2030-05-01T10:00:00+00:00",
-                    "end_time": "2030-05-01T10:30:00+00:00",
-                    "notes": "skin fade",
-                }
-            ]
-        }
-    )
+def _booking_example(schema: dict[str, Any]) -> None:
+    # Demo data (bookedbarber seed, any scale): user 100 with barber 1 and the 30-minute
+    # service 1, both of location 1, a week from the day the document is made, after hours.
+    today = dt.datetime.now(dt.UTC).date()
+    start = dt.datetime.combine(today + dt.timedelta(days=7), dt.time(18), dt.UTC)
+    end = start + dt.timedelta(minutes=30)
+    ids = {"user_id": 100, "barber_id": 1, "service_id": 1, "location_id": 1}
+    times = {"start_time": start.isoformat(), "end_time": end.isoformat()}
+    schema["examples"] = [{**ids, **times, "notes": "skin fade"}]
+
+
+class AppointmentCreate(Body):
+    model_config = ConfigDict(json_schema_extra=_booking_example)
 
     user_id: Id
     barber_id: Id
@@ -188,13 +195,13 @@ class AppointmentCreate(BaseModel):
         return self
 
 
-class AppointmentUpdate(BaseModel):
+class AppointmentUpdate(Body):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"status": "confirmed", "version": 1}]}
     )
 
     status: AppointmentStatus
-    version: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    version: Version
 
 
 class AppointmentRead(ORM):
@@ -252,17 +259,26 @@ class ServiceRead(ORM):
 # -- payments -----------------------------------------------------------------------------
 
 
-class PaymentCreate(BaseModel):
+class PaymentCreate(Body):
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"user_id": 1, "appointment_id": 10, "location_id": 1, "amount": "19.99"}]
-        }
+        json_schema_extra={"examples": [{"user_id": 100, "location_id": 1, "amount": "25.00"}]}
     )
 
     user_id: Id
-    appointment_id: Id | None = None
+    appointment_id: Id | None = Field(
+        None, description="The appointment paid for; the amount must then be its service's price"
+    )
     location_id: Id
     amount: MoneyIn
+
+
+class PaymentUpdate(Body):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "completed", "version": 1}]}
+    )
+
+    status: PaymentStatus
+    version: Version
 
 
 class PaymentRead(ORM):
@@ -277,6 +293,7 @@ class PaymentRead(ORM):
                     "amount": "19.99",
                     "currency": "usd",
                     "status": "pending",
+                    "version": 1,
                     "created_at": "2030-05-01T10:31:00Z",
                 }
             ]
@@ -290,6 +307,7 @@ class PaymentRead(ORM):
     amount: Money
     currency: str
     status: str
+    version: int
     created_at: dt.datetime
 
 
@@ -346,6 +364,8 @@ class DailyRevenueRead(ORM):
     total_revenue: Money
     transaction_count: int
     average_transaction: Money
+    refunded_total: Money
+    refund_count: int
 
 
 class RevenueReport(BaseModel):
@@ -362,6 +382,8 @@ class RevenueReport(BaseModel):
                             "total_revenue": "59.97",
                             "transaction_count": 3,
                             "average_transaction": "19.99",
+                            "refunded_total": "19.99",
+                            "refund_count": 1,
                         }
                     ],
                 }

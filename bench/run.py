@@ -68,7 +68,12 @@ ENDPOINT_NAMES = {
     "all": "90% reads / 10% writes",
 }
 # Each wrk run books its own far-future 20 years, so runs never collide.
-_write_base = iter(range(0, 10_000))
+_write_base = iter(range(0, 90))
+BENCH_HORIZON_DAYS = 33_000
+
+
+def _days_now() -> int:
+    return (dt.datetime.now(dt.UTC).date() - dt.date(1970, 1, 1)).days
 
 
 def log(message: str) -> None:
@@ -279,6 +284,8 @@ def start_service(
         "REPLICA_URLS": cluster.replicas[0].url(),
         "LOG_LEVEL": "warning",
         "KEEP_ALIVE_TIMEOUT": str(keep_alive),
+        # Each wrk run books its own year (lua_args' base); the reference has no horizon.
+        "BOOKING_HORIZON_DAYS": str(BENCH_HORIZON_DAYS),
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     # The reference's connection budget: 30 per database, waiting beyond that. With the
@@ -342,7 +349,7 @@ def wait_ready(server: Server) -> None:
 # -- sampling while the load runs ----------------------------------------------------------
 
 _GAUGE = re.compile(
-    rb'^database_connection_pool_(size|checked_out)\{role="(\w+)"\} ([\d.e+-]+)$', re.M
+    rb'^database_connection_pool_(size|checked_out)\{role="(\w+)"[^}]*\} ([\d.e+-]+)$', re.M
 )
 _TIMEOUTS = re.compile(rb"^database_pool_timeouts_total\{[^}]*\} ([\d.e+-]+)$", re.M)
 
@@ -444,8 +451,9 @@ class Bench:
             "barbers": self.size.barbers,
             "locations": self.size.locations,
             "today": self.today,
-            # 2040-01-01 plus 20 years per wrk run (a run books at most one slot per 4 hours).
-            "base": 2_208_988_800 + next(_write_base) * 631_152_000,
+            # A month ahead (past the demo's bookings), a year further per wrk run; the
+            # service runs with BOOKING_HORIZON_DAYS to match.
+            "base": (max(self.today, _days_now()) + 32 + next(_write_base) * 365) * 86_400,
         }
         return [f"{k}={v}" for k, v in {**base, **extra}.items()]
 

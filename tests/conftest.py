@@ -104,6 +104,8 @@ def make_settings(primary: str, replicas: list[str] | None = None, **overrides: 
         "replica_recovery_seconds": 0.5,
         "pool_timeout": 5,
         "demo_seed": False,
+        # Tests start with their replicas probed, as a healthy cluster does within this.
+        "startup_probe_wait_seconds": 60,
     }
     values.update(overrides)
     return Settings.model_validate(values)

@@ -56,12 +56,16 @@ async def test_daily_revenue_is_exact(app: FastAPI, client: httpx.AsyncClient) -
                 "total_revenue": "0.30",
                 "transaction_count": 2,
                 "average_transaction": "0.15",
+                "refunded_total": "0.00",
+                "refund_count": 0,
             },
             {
                 "date": "2030-07-02",
                 "total_revenue": "20.01",
                 "transaction_count": 3,
                 "average_transaction": "6.67",
+                "refunded_total": "0.00",
+                "refund_count": 0,
             },
         ],
     }

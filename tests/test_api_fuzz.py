@@ -15,7 +15,7 @@ from schemathesis.generation import GenerationMode
 from app.config import Settings
 from app.main import create_app
 
-EXAMPLES = 12  # per operation and mode: ~11 operations x 2 modes x 2 backends
+EXAMPLES = 12  # per operation and mode: ~12 operations x 2 modes x 2 backends
 
 
 def test_no_server_errors(settings: Settings) -> None:
@@ -23,7 +23,7 @@ def test_no_server_errors(settings: Settings) -> None:
     schema = schemathesis.openapi.from_dict(app.openapi())
     operations = [r.ok() for r in schema.get_all_operations()]
     operations = [op for op in operations if op.path.startswith("/api/v1/")]
-    assert len(operations) == 11
+    assert len(operations) == 12
 
     lifespan = app.router.lifespan_context(app)
     with asyncio.Runner() as runner:

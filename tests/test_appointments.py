@@ -19,14 +19,15 @@ from tests import factories
 from tests.conftest import ConsistentClient, make_settings
 
 API = "/api/v1"
-DAY = dt.datetime(2031, 3, 3, tzinfo=dt.UTC)
+# Bookings must start within the booking horizon (365 days by default): a month ahead.
+DAY = dt.datetime.combine(dt.datetime.now(dt.UTC).date() + dt.timedelta(days=30), dt.time(), dt.UTC)
 
 
 async def shop(app: FastAPI, client: httpx.AsyncClient) -> dict[str, int]:
     """A location with a barber, a client and a service: the ids a booking needs."""
     async with factories.committed(app, client) as session:
         loc = await factories.location(session)
-        barber = await factories.user(session, "barber", name="Kwame Barber")
+        barber = await factories.user(session, "barber", name="Kwame Barber", location_id=loc.id)
         user = await factories.user(session, name="Ana Client")
         svc = await factories.service(session, loc.id)
         return {
@@ -49,15 +50,16 @@ def booking(ids: dict[str, int], start: dt.datetime, minutes: int = 30, **extra:
 async def test_create_and_get_appointment(app: FastAPI, client: httpx.AsyncClient) -> None:
     ids = await shop(app, client)
     # 23:30 in New York is the next day in UTC: appointment_date follows UTC.
-    start = dt.datetime(2031, 3, 1, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    start = dt.datetime.combine(DAY.date(), dt.time(23, 30), dt.timezone(dt.timedelta(hours=-5)))
     created = await client.post(f"{API}/appointments", json=booking(ids, start, notes="fade"))
     assert created.status_code == 201, created.text
     body = created.json()
     assert body["status"] == "pending"
     assert body["version"] == 1
-    assert body["appointment_date"] == "2031-03-02"
-    assert body["start_time"] == "2031-03-02T04:30:00Z"
-    assert body["end_time"] == "2031-03-02T05:00:00Z"
+    next_day = (DAY + dt.timedelta(days=1)).date().isoformat()
+    assert body["appointment_date"] == next_day
+    assert body["start_time"] == f"{next_day}T04:30:00Z"
+    assert body["end_time"] == f"{next_day}T05:00:00Z"
     assert body["notes"] == "fade"
     assert {k: body[k] for k in ids} == ids
 
@@ -91,23 +93,39 @@ async def test_create_appointment_rejects_bad_input(
     assert response.status_code == 422, response.text
 
 
-@pytest.mark.parametrize("missing", ["user_id", "barber_id", "service_id", "location_id"])
+@pytest.mark.parametrize(
+    ("missing", "detail"),
+    [
+        ("user_id", "user {user_id} or location {location_id} does not exist"),
+        ("barber_id", "barber {barber_id} does not exist"),
+        ("service_id", "service {service_id} does not exist"),
+        ("location_id", "barber {barber_id} does not work at location {location_id}"),
+    ],
+)
 async def test_create_appointment_with_unknown_reference(
-    app: FastAPI, client: httpx.AsyncClient, missing: str
+    app: FastAPI, client: httpx.AsyncClient, missing: str, detail: str
 ) -> None:
-    ids = await shop(app, client)
-    response = await client.post(f"{API}/appointments", json=booking({**ids, missing: 2**62}, DAY))
+    ids = {**await shop(app, client), missing: 2**62}
+    response = await client.post(f"{API}/appointments", json=booking(ids, DAY))
     assert response.status_code == 422
-    assert response.json()["detail"] == "the user, barber, service or location does not exist"
+    assert response.json()["detail"] == detail.format(**ids)
 
 
 async def test_overlap_is_a_conflict(app: FastAPI, client: httpx.AsyncClient) -> None:
     ids = await shop(app, client)
-    first = await client.post(f"{API}/appointments", json=booking(ids, DAY, 60))
-    assert first.status_code == 201
+    async with factories.committed(app, client) as session:
+        hour = (await factories.service(session, ids["location_id"], minutes=60)).id
+        other = (await factories.user(session, "barber", location_id=ids["location_id"])).id
+        someone = (await factories.user(session)).id
+    first = await client.post(
+        f"{API}/appointments", json=booking({**ids, "service_id": hour}, DAY, 60)
+    )
+    assert first.status_code == 201, first.text
 
+    # Another client, the same barber, inside the first hour.
     inside = await client.post(
-        f"{API}/appointments", json=booking(ids, DAY + dt.timedelta(minutes=30))
+        f"{API}/appointments",
+        json=booking({**ids, "user_id": someone}, DAY + dt.timedelta(minutes=30)),
     )
     assert inside.status_code == 409
     assert inside.json() == {
@@ -117,11 +135,9 @@ async def test_overlap_is_a_conflict(app: FastAPI, client: httpx.AsyncClient) ->
     # Half-open ranges: a booking may start when the previous one ends.
     after = await client.post(f"{API}/appointments", json=booking(ids, DAY + dt.timedelta(hours=1)))
     assert after.status_code == 201
-    # Another barber is free at the same time.
-    async with factories.committed(app, client) as session:
-        other = (await factories.user(session, "barber")).id
+    # Another barber is free at the same time, for another client.
     elsewhere = await client.post(
-        f"{API}/appointments", json=booking({**ids, "barber_id": other}, DAY)
+        f"{API}/appointments", json=booking({**ids, "barber_id": other, "user_id": someone}, DAY)
     )
     assert elsewhere.status_code == 201
 
@@ -129,7 +145,9 @@ async def test_overlap_is_a_conflict(app: FastAPI, client: httpx.AsyncClient) ->
     cancel = {"status": "cancelled", "version": 1}
     cancelled = await client.patch(f"{API}/appointments/{first.json()['id']}", json=cancel)
     assert cancelled.status_code == 200
-    again = await client.post(f"{API}/appointments", json=booking(ids, DAY, 60))
+    again = await client.post(
+        f"{API}/appointments", json=booking({**ids, "service_id": hour}, DAY, 60)
+    )
     assert again.status_code == 201
 
 

@@ -148,7 +148,8 @@ async def test_integrity_runs_on_a_replica_once_per_cache_period(
     def scans() -> tuple[float, float]:
         return tuple(  # type: ignore[return-value]
             REGISTRY.get_sample_value(
-                "database_queries_total", {"operation": "SELECT", "table": table, "role": role}
+                "database_queries_total",
+                {"operation": "SELECT", "table": table, "role": role, "outcome": "success"},
             )
             or 0.0
             for table in ("appointments", "payments")

@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from app.db.models import Payment
+from app.config import Settings
+from app.db.models import Appointment, Payment
+from app.main import create_app
+from app.queries import hot
 from tests import factories
+from tests.conftest import ConsistentClient, make_settings
 
 API = "/api/v1"
 
@@ -22,7 +27,7 @@ async def shop(app: FastAPI, client: httpx.AsyncClient) -> dict[str, int]:
     start = dt.datetime(2031, 6, 2, 9, tzinfo=dt.UTC)
     async with factories.committed(app, client) as session:
         loc = await factories.location(session)
-        barber = await factories.user(session, "barber")
+        barber = await factories.user(session, "barber", location_id=loc.id)
         user = await factories.user(session)
         svc = await factories.service(session, loc.id)
         appointment = await factories.appointment(
@@ -42,12 +47,13 @@ def key() -> dict[str, str]:
 
 async def test_create_payment_and_replay(app: FastAPI, client: httpx.AsyncClient) -> None:
     ids = await shop(app, client)
-    body = {**ids, "amount": "19.99"}
+    body = {**ids, "amount": "25.00"}
     headers = key()
     first = await client.post(f"{API}/payments", json=body, headers=headers)
     assert first.status_code == 201, first.text
     payment = first.json()
-    assert payment["amount"] == "19.99"
+    assert payment["amount"] == "25.00"
+    assert payment["version"] == 1
     assert payment["status"] == "pending"
     assert payment["currency"] == "usd"
     assert {k: payment[k] for k in ids} == ids
@@ -79,6 +85,8 @@ async def test_money_round_trips_exactly(
     app: FastAPI, client: httpx.AsyncClient, amount: str
 ) -> None:
     ids = await shop(app, client)
+    # A payment without an appointment: any amount within the bounds.
+    ids = {"user_id": ids["user_id"], "location_id": ids["location_id"]}
     created = await client.post(f"{API}/payments", json={**ids, "amount": amount}, headers=key())
     assert created.status_code == 201, created.text
     expected = f"{float(amount):.2f}" if "." not in amount[-3:] else amount.ljust(len(amount), "0")
@@ -133,7 +141,7 @@ async def test_unknown_references(app: FastAPI, client: httpx.AsyncClient) -> No
 async def test_concurrent_retries_make_one_payment(app: FastAPI, client: httpx.AsyncClient) -> None:
     ids = await shop(app, client)
     headers = key()
-    body = {**ids, "amount": "42.50"}
+    body = {**ids, "amount": "25.00"}
     responses = await asyncio.gather(
         *(client.post(f"{API}/payments", json=body, headers=headers) for _ in range(50))
     )
@@ -160,7 +168,12 @@ async def test_list_user_payments_by_keyset(app: FastAPI, client: httpx.AsyncCli
     rest = (await client.get(url, params={"limit": 2, "after": first["next_after"]})).json()
     assert [p["amount"] for p in rest["items"]] == ["3.00"]
     assert rest["next_after"] is None
-    assert (await client.get(f"{API}/users/{2**62}/payments")).json() == {
+    missing = await client.get(f"{API}/users/{2**62}/payments")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "not_found", "detail": f"user {2**62} does not exist"}
+    async with factories.committed(app, client) as session:
+        payless = (await factories.user(session)).id
+    assert (await client.get(f"{API}/users/{payless}/payments")).json() == {
         "items": [],
         "next_after": None,
     }
@@ -172,7 +185,7 @@ async def test_payment_must_match_its_appointment(app: FastAPI, client: httpx.As
     ids = await shop(app, client)
     other = await shop(app, client)
     for field in ("user_id", "location_id"):
-        body = {**ids, field: other[field], "amount": "5.00"}
+        body = {**ids, field: other[field], "amount": "25.00"}
         response = await client.post(f"{API}/payments", json=body, headers=key())
         assert response.status_code == 422, field
         assert "a payment for it must too" in response.json()["detail"]
@@ -181,3 +194,349 @@ async def test_payment_must_match_its_appointment(app: FastAPI, client: httpx.As
             select(func.count()).where(Payment.appointment_id == ids["appointment_id"])
         )
     assert count == 0
+
+
+# -- lifecycle -------------------------------------------------------------------------------
+
+
+async def payment_row(app: FastAPI, payment_id: int) -> tuple[str, int, str]:
+    """(status, version, amount) as stored: what a refused change must leave alone."""
+    async with factories.committed(app) as session:
+        row = (
+            await session.execute(
+                select(Payment.status, Payment.version, Payment.amount).where(
+                    Payment.id == payment_id
+                )
+            )
+        ).one()
+    return row[0], row[1], f"{row[2]:.2f}"
+
+
+async def pending_payment(app: FastAPI, client: httpx.AsyncClient) -> dict[str, Any]:
+    ids = await shop(app, client)
+    created = await client.post(f"{API}/payments", json={**ids, "amount": "25.00"}, headers=key())
+    assert created.status_code == 201, created.text
+    payment: dict[str, Any] = created.json()
+    return payment
+
+
+async def test_payment_lifecycle(app: FastAPI, client: httpx.AsyncClient) -> None:
+    payment = await pending_payment(app, client)
+    url = f"{API}/payments/{payment['id']}"
+    assert (payment["status"], payment["version"]) == ("pending", 1)
+
+    completed = await client.patch(url, json={"status": "completed", "version": 1})
+    assert completed.status_code == 200, completed.text
+    assert {k: completed.json()[k] for k in ("status", "version", "amount")} == {
+        "status": "completed",
+        "version": 2,
+        "amount": "25.00",
+    }
+    # A retry of the change just made (its response was lost): the same answer, no change.
+    retry = await client.patch(url, json={"status": "completed", "version": 1})
+    assert retry.status_code == 200
+    assert retry.json() == completed.json()
+    assert await payment_row(app, payment["id"]) == ("completed", 2, "25.00")
+
+    refunded = await client.patch(url, json={"status": "refunded", "version": 2})
+    assert refunded.status_code == 200, refunded.text
+    assert (refunded.json()["status"], refunded.json()["version"]) == ("refunded", 3)
+    assert (await client.patch(url, json={"status": "refunded", "version": 2})).json() == (
+        refunded.json()
+    )
+    assert (await client.get(url)).json() == refunded.json()
+    assert await payment_row(app, payment["id"]) == ("refunded", 3, "25.00")
+
+
+@pytest.mark.parametrize(
+    ("steps", "change", "detail"),
+    [
+        ([], ("refunded", 1), "a payment cannot go from pending to refunded"),
+        ([], ("pending", 1), "a payment cannot go from pending to pending"),
+        ([("completed", 1)], ("failed", 2), "a payment cannot go from completed to failed"),
+        ([("completed", 1)], ("pending", 2), "a payment cannot go from completed to pending"),
+        ([("completed", 1)], ("refunded", 1), "payment {id} is completed at version 2, not 1"),
+        ([("completed", 1)], ("failed", 1), "payment {id} is completed at version 2, not 1"),
+        (
+            [("completed", 1), ("refunded", 2)],
+            ("completed", 3),
+            "a payment cannot go from refunded to completed",
+        ),
+        ([("failed", 1)], ("completed", 2), "a payment cannot go from failed to completed"),
+        ([("failed", 1)], ("refunded", 2), "a payment cannot go from failed to refunded"),
+    ],
+)
+async def test_payment_transitions_refused(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    steps: list[tuple[str, int]],
+    change: tuple[str, int],
+    detail: str,
+) -> None:
+    payment = await pending_payment(app, client)
+    url = f"{API}/payments/{payment['id']}"
+    for status, version in steps:
+        assert (
+            await client.patch(url, json={"status": status, "version": version})
+        ).status_code == 200
+    before = await payment_row(app, payment["id"])
+    response = await client.patch(url, json={"status": change[0], "version": change[1]})
+    assert response.status_code == 409
+    assert response.json() == {"error": "conflict", "detail": detail.format(id=payment["id"])}
+    assert await payment_row(app, payment["id"]) == before
+
+
+async def test_failed_payment_is_tried_again(app: FastAPI, client: httpx.AsyncClient) -> None:
+    payment = await pending_payment(app, client)
+    url = f"{API}/payments/{payment['id']}"
+    for status, version in (("failed", 1), ("pending", 2), ("completed", 3)):
+        response = await client.patch(url, json={"status": status, "version": version})
+        assert response.status_code == 200, response.text
+    assert await payment_row(app, payment["id"]) == ("completed", 4, "25.00")
+
+
+async def test_payment_change_bad_input(app: FastAPI, client: httpx.AsyncClient) -> None:
+    payment = await pending_payment(app, client)
+    url = f"{API}/payments/{payment['id']}"
+    for body in (
+        {"status": "settled", "version": 1},
+        {"status": "completed"},
+        {"status": "completed", "version": "1"},
+        {"status": "completed", "version": 1.0},
+        {"status": "completed", "version": 0},
+        {"status": "completed", "version": 1, "amount": "1.00"},
+    ):
+        response = await client.patch(url, json=body)
+        assert response.status_code == 422, body
+        assert response.json()["detail"] == "the request is not valid"
+    assert await payment_row(app, payment["id"]) == ("pending", 1, "25.00")
+    missing = await client.patch(
+        f"{API}/payments/{2**62}", json={"status": "completed", "version": 1}
+    )
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "not_found", "detail": f"payment {2**62} does not exist"}
+
+
+async def count_payments(app: FastAPI, appointment_id: int) -> int:
+    async with factories.committed(app) as session:
+        count = await session.scalar(
+            select(func.count()).where(Payment.appointment_id == appointment_id)
+        )
+    return int(count or 0)
+
+
+@pytest.mark.parametrize("status", ["cancelled", "no_show"])
+async def test_no_payment_for_an_appointment_that_did_not_happen(
+    app: FastAPI, client: httpx.AsyncClient, status: str
+) -> None:
+    ids = await shop(app, client)
+    async with factories.committed(app, client) as session:
+        appointment = await session.get(Appointment, ids["appointment_id"])
+        assert appointment is not None
+        appointment.status = status
+    response = await client.post(f"{API}/payments", json={**ids, "amount": "25.00"}, headers=key())
+    assert response.status_code == 409
+    assert response.json() == {
+        "error": "conflict",
+        "detail": f"appointment {ids['appointment_id']} is {status}; it cannot be paid",
+    }
+    assert await count_payments(app, ids["appointment_id"]) == 0
+
+
+@pytest.mark.parametrize("amount", ["0.01", "24.99", "25.01", "250.00"])
+async def test_amount_is_the_service_price(
+    app: FastAPI, client: httpx.AsyncClient, amount: str
+) -> None:
+    ids = await shop(app, client)
+    response = await client.post(f"{API}/payments", json={**ids, "amount": amount}, headers=key())
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": "invalid_request",
+        "detail": "the amount must be the service's price, 25.00",
+    }
+    assert await count_payments(app, ids["appointment_id"]) == 0
+
+
+async def test_retry_answers_the_first_result_after_a_cancel(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    ids = await shop(app, client)
+    headers = key()
+    first = await client.post(f"{API}/payments", json={**ids, "amount": "25.00"}, headers=headers)
+    assert first.status_code == 201
+    async with factories.committed(app, client) as session:
+        appointment = await session.get(Appointment, ids["appointment_id"])
+        assert appointment is not None
+        appointment.status = "cancelled"
+    retry = await client.post(f"{API}/payments", json={**ids, "amount": "25.00"}, headers=headers)
+    assert retry.status_code == 200
+    assert retry.json() == first.json()
+
+
+async def test_completing_races_refunding(settings: Settings) -> None:
+    """1,000 racers on one completed payment: half refund it, half retry its completion."""
+    patient = make_settings(
+        settings.primary_url, [u.get_secret_value() for u in settings.replica_urls], pool_timeout=60
+    )
+    app = create_app(patient)
+    async with (
+        app.router.lifespan_context(app),
+        ConsistentClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        payment = await pending_payment(app, client)
+        url = f"{API}/payments/{payment['id']}"
+        completed = await client.patch(url, json={"status": "completed", "version": 1})
+        assert completed.status_code == 200
+        racers = [{"status": "refunded", "version": 2}, {"status": "completed", "version": 1}]
+        responses = await asyncio.gather(
+            *(client.patch(url, json=racers[i % 2]) for i in range(1000))
+        )
+        refunds, completions = responses[0::2], responses[1::2]
+        # Every refund answers the one refund (made once, the rest retries of it).
+        assert {r.status_code for r in refunds} == {200}
+        assert len({r.content for r in refunds}) == 1
+        assert (refunds[0].json()["status"], refunds[0].json()["version"]) == ("refunded", 3)
+        # A completion retried before the refund is answered as done; after it, refused.
+        for r in completions:
+            assert (r.status_code, r.content) == (200, completed.content) or (
+                r.status_code == 409
+                and r.json()["detail"] == f"payment {payment['id']} is refunded at version 3, not 1"
+            ), r.text
+        assert await payment_row(app, payment["id"]) == ("refunded", 3, "25.00")
+
+
+async def test_completing_races_failing(settings: Settings) -> None:
+    """1,000 racers on one pending payment, half completing, half failing it: one wins."""
+    patient = make_settings(
+        settings.primary_url, [u.get_secret_value() for u in settings.replica_urls], pool_timeout=60
+    )
+    app = create_app(patient)
+    async with (
+        app.router.lifespan_context(app),
+        ConsistentClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        payment = await pending_payment(app, client)
+        url = f"{API}/payments/{payment['id']}"
+        racers = [{"status": "completed", "version": 1}, {"status": "failed", "version": 1}]
+        responses = await asyncio.gather(
+            *(client.patch(url, json=racers[i % 2]) for i in range(1000))
+        )
+        status, version, _ = await payment_row(app, payment["id"])
+        assert version == 2
+        winners = [r for r in responses if r.status_code == 200]
+        losers = [r for r in responses if r.status_code != 200]
+        assert len(winners) == 500
+        assert {r.json()["status"] for r in winners} == {status}
+        assert {r.status_code for r in losers} == {409}
+        assert {r.json()["detail"] for r in losers} == {
+            f"payment {payment['id']} is {status} at version 2, not 1"
+        }
+
+
+async def test_revenue_counts_completed_and_shows_refunds_apart(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    first = await pending_payment(app, client)
+    location = first["location_id"]
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    url = f"{API}/locations/{location}/revenue"
+
+    async def day() -> list[dict[str, Any]]:
+        response = await client.get(url, params={"start": today, "end": today})
+        assert response.status_code == 200
+        days: list[dict[str, Any]] = response.json()["days"]
+        return days
+
+    assert await day() == []  # pending counts nowhere
+    done = await client.patch(
+        f"{API}/payments/{first['id']}", json={"status": "completed", "version": 1}
+    )
+    assert done.status_code == 200
+    assert await day() == [
+        {
+            "date": today,
+            "total_revenue": "25.00",
+            "transaction_count": 1,
+            "average_transaction": "25.00",
+            "refunded_total": "0.00",
+            "refund_count": 0,
+        }
+    ]
+    refund = await client.patch(
+        f"{API}/payments/{first['id']}", json={"status": "refunded", "version": 2}
+    )
+    assert refund.status_code == 200
+    assert await day() == [
+        {
+            "date": today,
+            "total_revenue": "0.00",
+            "transaction_count": 0,
+            "average_transaction": "0.00",
+            "refunded_total": "25.00",
+            "refund_count": 1,
+        }
+    ]
+
+
+async def test_revenue_route_and_hot_statement_agree_on_refunds(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same report through the routes (HOT_READS=false) and, on PostgreSQL, the lane."""
+    urls = settings.primary_url, [u.get_secret_value() for u in settings.replica_urls]
+    bodies = []
+    lane_answers = []
+    revenue_document = hot.revenue_document
+
+    async def counted(*args: Any) -> bytes:
+        lane_answers.append(args)
+        return await revenue_document(*args)
+
+    monkeypatch.setattr(hot, "revenue_document", counted)
+    for hot_reads in (True, False):
+        app = create_app(make_settings(*urls, hot_reads=hot_reads))
+        async with (
+            app.router.lifespan_context(app),
+            ConsistentClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+        ):
+            if hot_reads:
+                ids = await shop(app, client)
+                loose = {"user_id": ids["user_id"], "location_id": ids["location_id"]}
+                for amount, status in (
+                    ("25.00", "completed"),
+                    ("0.10", "refunded"),
+                    ("0.25", "refunded"),
+                    ("0.05", "completed"),
+                    ("1.00", "failed"),
+                ):
+                    made = await client.post(
+                        f"{API}/payments", json={**loose, "amount": amount}, headers=key()
+                    )
+                    url = f"{API}/payments/{made.json()['id']}"
+                    first = "failed" if status == "failed" else "completed"
+                    assert (
+                        await client.patch(url, json={"status": first, "version": 1})
+                    ).status_code == 200
+                    if status == "refunded":
+                        assert (
+                            await client.patch(url, json={"status": status, "version": 2})
+                        ).status_code == 200
+            today = dt.datetime.now(dt.UTC).date().isoformat()
+            response = await client.get(
+                f"{API}/locations/{ids['location_id']}/revenue",
+                params={"start": today, "end": today},
+                headers={"X-Read-Consistency": "primary"},
+            )
+            assert response.status_code == 200
+            bodies.append(response.json())
+    assert bodies[0] == bodies[1]
+    # The first report came from app/queries/hot.py's REVENUE on PostgreSQL, not the route.
+    assert len(lane_answers) == (0 if settings.is_sqlite else 1)
+    [day] = bodies[0]["days"]
+    assert day == {
+        "date": day["date"],
+        "total_revenue": "25.05",
+        "transaction_count": 2,
+        "average_transaction": "12.53",
+        "refunded_total": "0.35",
+        "refund_count": 2,
+    }

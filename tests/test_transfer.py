@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import sqlite3
@@ -244,10 +245,15 @@ async def test_service_schema_into_upgraded_database(target: str, tmp_path: Path
             ids = (
                 await pg_fetch(
                     target,
-                    "SELECT a.barber_id, a.service_id, a.location_id FROM appointments a "
+                    "SELECT a.barber_id, a.service_id, a.location_id, s.duration_minutes "
+                    "FROM appointments a JOIN services s ON s.id = a.service_id "
                     "ORDER BY a.id LIMIT 1",
                 )
             )[0]
+            # Tomorrow at 22:00 UTC, past the demo's hours, for the service's length.
+            start = dt.datetime.combine(
+                dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1), dt.time(22), dt.UTC
+            )
             booked = await client.post(
                 "/api/v1/appointments",
                 json={
@@ -255,8 +261,8 @@ async def test_service_schema_into_upgraded_database(target: str, tmp_path: Path
                     "barber_id": ids[0],
                     "service_id": ids[1],
                     "location_id": ids[2],
-                    "start_time": "2031-05-01T10:00:00+00:00",
-                    "end_time": "2031-05-01T10:30:00+00:00",
+                    "start_time": start.isoformat(),
+                    "end_time": (start + dt.timedelta(minutes=ids[3])).isoformat(),
                 },
             )
             assert booked.status_code == 201, booked.text

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,10 +15,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 
 from app.config import Settings
 from app.db import metrics
+from app.db.models import User
 from app.main import create_app
 from tests import factories
 from tests.conftest import Postgres, make_settings
@@ -281,3 +284,62 @@ async def test_bearer_tokens(settings: Settings) -> None:
         )
         assert right.status_code == 201
         assert (await c.get("/health/live")).status_code == 200
+
+
+# -- one account per email, whatever its case -------------------------------------------------
+
+
+async def accounts_with(app: FastAPI, email: str) -> list[str]:
+    async with factories.committed(app) as session:
+        rows = await session.scalars(
+            select(User.email).where(func.lower(User.email) == email.lower())
+        )
+        return list(rows)
+
+
+async def test_emails_are_unique_whatever_their_case(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    local = uuid.uuid4().hex
+    email = f"Ana.{local}@Example.com"
+    created = await client.post(f"{API}/users", json={"email": email, "name": "Ana"})
+    assert created.status_code == 201, created.text
+    for variant in (email.lower(), email.upper(), f"ana.{local}@EXAMPLE.COM"):
+        again = await client.post(f"{API}/users", json={"email": variant, "name": "Other"})
+        assert again.status_code == 409, variant
+        assert again.json() == {
+            "error": "conflict",
+            "detail": "a user with this email already exists",
+        }
+    assert await accounts_with(app, email) == [email]  # kept as given
+
+    for query in (email, email.lower(), email.upper()):
+        found = await client.get(f"{API}/users", params={"email": query})
+        assert found.status_code == 200
+        assert [u["id"] for u in found.json()["items"]] == [created.json()["id"]]
+    none = await client.get(f"{API}/users", params={"email": f"x{local}@example.com"})
+    assert none.json() == {"items": [], "next_after": None}
+
+
+async def test_case_variant_emails_race(settings: Settings) -> None:
+    """1,000 sign-ups of one address in as many spellings of its case: one account."""
+    patient = make_settings(
+        settings.primary_url, [u.get_secret_value() for u in settings.replica_urls], pool_timeout=60
+    )
+    app = create_app(patient)
+    local = uuid.uuid4().hex[:10]
+    variants = [
+        "".join(c.upper() if i >> (j % 10) & 1 else c for j, c in enumerate(local))
+        + ("@EXAMPLE.com" if i % 2 else "@example.COM")
+        for i in range(1000)
+    ]
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        responses = await asyncio.gather(
+            *(client.post(f"{API}/users", json={"email": e, "name": "Racer"}) for e in variants)
+        )
+        assert Counter(r.status_code for r in responses) == {201: 1, 409: 999}
+        [winner] = [r.json()["email"] for r in responses if r.status_code == 201]
+        assert await accounts_with(app, winner) == [winner]

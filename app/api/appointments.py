@@ -3,14 +3,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Request, status
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import ReadSession, WriteSession
+from app.api.responses import errors_doc
+from app.config import Settings
 from app.db.errors import FOREIGN_KEY_VIOLATION
+from app.db.models import utcnow
 from app.errors import BadRequest, Conflict, NotFound
 from app.queries import violation
-from app.queries.appointments import TRANSITIONS, AppointmentRepository
+from app.queries.appointments import TRANSITIONS, AppointmentRepository, BookingFacts, Overlap
 from app.schemas import (
     INT64_MAX,
     AppointmentCreate,
@@ -32,27 +35,73 @@ DEFAULT_SCHEDULE_STATUSES = ("confirmed", "in_progress")
     "/appointments",
     status_code=status.HTTP_201_CREATED,
     response_model=AppointmentRead,
-    responses={409: {"description": "The barber is already booked at that time"}},
+    responses=errors_doc(
+        409, 422, conflict="The barber or the client is already booked at that time"
+    ),
 )
-async def create_appointment(body: AppointmentCreate, session: WriteSession) -> AppointmentRead:
-    start = body.start_time.astimezone(dt.UTC)
+async def create_appointment(
+    body: AppointmentCreate, session: WriteSession, request: Request
+) -> AppointmentRead:
+    start, end = body.start_time.astimezone(dt.UTC), body.end_time.astimezone(dt.UTC)
+    repository = AppointmentRepository(session)
+    check_booking(
+        body,
+        await repository.booking_facts(body.user_id, body.barber_id, body.service_id),
+        request.app.state.settings,
+        utcnow(),
+    )
     try:
-        appointment = await AppointmentRepository(session).add(
+        appointment = await repository.add(
             **body.model_dump(exclude={"start_time", "end_time"}),
             start_time=start,
-            end_time=body.end_time,
+            end_time=end,
             appointment_date=start.date(),
         )
     except IntegrityError as exc:
         if violation(exc) == FOREIGN_KEY_VIOLATION:
-            raise BadRequest("the user, barber, service or location does not exist") from None
+            raise BadRequest(
+                f"user {body.user_id} or location {body.location_id} does not exist"
+            ) from None
         raise
-    if appointment is None:
-        raise Conflict(f"barber {body.barber_id} already has an appointment overlapping that time")
+    except Overlap as overlap:
+        who = f"barber {body.barber_id}" if overlap.who == "barber" else f"user {body.user_id}"
+        raise Conflict(f"{who} already has an appointment overlapping that time") from None
     return AppointmentRead.model_validate(appointment)
 
 
-@router.get("/appointments/{appointment_id}", response_model=AppointmentRead)
+def check_booking(
+    body: AppointmentCreate, facts: BookingFacts, settings: Settings, now: dt.datetime
+) -> None:
+    """The booking rules a caller must hear about by name (README, Booking rules)."""
+    skew = dt.timedelta(seconds=settings.booking_clock_skew_seconds)
+    horizon = dt.timedelta(days=settings.booking_horizon_days)
+    if body.start_time < now - skew:
+        raise BadRequest("start_time is in the past")
+    if body.start_time > now + horizon:
+        raise BadRequest(f"start_time is more than {settings.booking_horizon_days} days ahead")
+    if body.barber_id == body.user_id:
+        raise BadRequest("a client cannot be their own barber")
+    if facts.barber_role is None:
+        raise BadRequest(f"barber {body.barber_id} does not exist")
+    if facts.barber_role != "barber":
+        raise BadRequest(f"user {body.barber_id} is not a barber")
+    if facts.barber_location_id != body.location_id:
+        raise BadRequest(f"barber {body.barber_id} does not work at location {body.location_id}")
+    if facts.service_location_id is None:
+        raise BadRequest(f"service {body.service_id} does not exist")
+    if facts.service_location_id != body.location_id or not facts.service_active:
+        raise BadRequest(f"service {body.service_id} is not offered at location {body.location_id}")
+    minutes = facts.service_minutes
+    if body.end_time - body.start_time != dt.timedelta(minutes=minutes or 0):
+        raise BadRequest(
+            f"service {body.service_id} lasts {minutes} minutes: "
+            "end_time must be start_time plus that"
+        )
+
+
+@router.get(
+    "/appointments/{appointment_id}", response_model=AppointmentRead, responses=errors_doc(404)
+)
 async def get_appointment(appointment_id: AppointmentId, session: ReadSession) -> AppointmentRead:
     appointment = await AppointmentRepository(session).get(appointment_id)
     if appointment is None:
@@ -63,7 +112,7 @@ async def get_appointment(appointment_id: AppointmentId, session: ReadSession) -
 @router.patch(
     "/appointments/{appointment_id}",
     response_model=AppointmentRead,
-    responses={409: {"description": "Stale version or a transition that is not allowed"}},
+    responses=errors_doc(404, 409, conflict="Stale version or a transition that is not allowed"),
 )
 async def update_appointment(
     appointment_id: AppointmentId, body: AppointmentUpdate, session: WriteSession
@@ -87,6 +136,7 @@ async def update_appointment(
 @router.get(
     "/barbers/{barber_id}/appointments",
     response_model=list[ScheduledAppointment],
+    responses=errors_doc(404, not_found="The barber does not exist"),
 )
 async def list_barber_appointments(
     barber_id: BarberId,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -22,6 +23,12 @@ def _router(request: Request) -> DatabaseRouter | None:
     return db
 
 
+def _starting(request: Request) -> bool:
+    """True until the lifespan's first probe round (which runs in the background) is done."""
+    startup: asyncio.Task[None] | None = getattr(request.app.state, "startup", None)
+    return startup is None or not startup.done()
+
+
 def _json(body: dict[str, Any], ok: bool) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503, headers=_NO_STORE)
 
@@ -32,11 +39,11 @@ async def live() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/ready")
+@router.get("/ready", responses={503: {"description": "Not ready: the primary does not answer"}})
 async def ready(request: Request) -> JSONResponse:
-    """Ready for traffic when the primary answers SELECT 1 within CONNECT_TIMEOUT."""
+    """Ready once the first probe round is done and while the primary answers SELECT 1."""
     db = _router(request)
-    if db is None:
+    if db is None or _starting(request):
         return _json({"status": "not_ready", "error": "starting"}, False)
     primary = await health.check_primary(db)
     ok = primary["status"] == "healthy"
@@ -44,7 +51,7 @@ async def ready(request: Request) -> JSONResponse:
     return _json(body, ok)
 
 
-@router.get("/db")
+@router.get("/db", responses={503: {"description": "The primary is unhealthy"}})
 async def database(request: Request) -> JSONResponse:
     """The primary: status, response_time, timestamp."""
     db = _router(request)
@@ -54,7 +61,9 @@ async def database(request: Request) -> JSONResponse:
     return _json(primary, primary["status"] == "healthy")
 
 
-@router.get("/replicas")
+@router.get(
+    "/replicas", responses={503: {"description": "No replica can serve reads within the lag limit"}}
+)
 async def replicas(request: Request) -> JSONResponse:
     """The replica monitor's view; 503 when no replica can serve reads within the lag limit."""
     db = _router(request)
@@ -64,7 +73,7 @@ async def replicas(request: Request) -> JSONResponse:
     return _json(report, report["status"] != "unavailable")
 
 
-@router.get("/integrity")
+@router.get("/integrity", responses={503: {"description": "The checks could not run"}})
 async def integrity(request: Request) -> JSONResponse:
     """The seed's orphan and consistency checks on a replica, cached briefly."""
     db = _router(request)

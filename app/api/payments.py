@@ -6,12 +6,14 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import ReadSession, WriteSession
+from app.api.responses import errors_doc
 from app.db.errors import FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION
+from app.db.models import PAYABLE_APPOINTMENT_STATUSES
 from app.errors import BadRequest, Conflict, NotFound
 from app.queries import violation
-from app.queries.appointments import AppointmentRepository
-from app.queries.payments import PaymentRepository
-from app.schemas import INT64_MAX, PaymentCreate, PaymentPage, PaymentRead
+from app.queries.payments import TRANSITIONS, PaymentRepository
+from app.queries.users import UserRepository
+from app.schemas import INT64_MAX, PaymentCreate, PaymentPage, PaymentRead, PaymentUpdate
 
 router = APIRouter(tags=["payments"])
 
@@ -36,7 +38,11 @@ IdempotencyKey = Annotated[
     response_model=PaymentRead,
     responses={
         200: {"model": PaymentRead, "description": "A retry: the payment made by the first call"},
-        409: {"description": "The key was used with another body, or the appointment is paid"},
+        **errors_doc(
+            409,
+            conflict="The key was used with another body, the appointment is paid, "
+            "or it is cancelled or a no-show",
+        ),
     },
 )
 async def create_payment(
@@ -45,18 +51,16 @@ async def create_payment(
     session: WriteSession,
     response: Response,
 ) -> PaymentRead:
-    if body.appointment_id is not None:
-        appointment = await AppointmentRepository(session).get(body.appointment_id)
-        if appointment is None:
-            raise BadRequest(f"appointment {body.appointment_id} does not exist")
-        if (appointment.user_id, appointment.location_id) != (body.user_id, body.location_id):
-            raise BadRequest(
-                f"appointment {body.appointment_id} belongs to user {appointment.user_id} "
-                f"at location {appointment.location_id}; a payment for it must too"
-            )
+    repository = PaymentRepository(session)
+    # A retry is answered by the first result even if the rules would now refuse it.
+    earlier = await repository.get_by_idempotency_key(idempotency_key)
+    if earlier is None and body.appointment_id is not None:
+        await _check_payable(repository, body)
     try:
-        payment, created = await PaymentRepository(session).add_once(
-            idempotency_key, **body.model_dump()
+        payment, created = (
+            (earlier, False)
+            if earlier is not None
+            else await repository.add_once(idempotency_key, **body.model_dump())
         )
     except IntegrityError as exc:
         code = violation(exc)
@@ -80,7 +84,59 @@ async def create_payment(
     return PaymentRead.model_validate(payment)
 
 
-@router.get("/payments/{payment_id}", response_model=PaymentRead)
+async def _check_payable(repository: PaymentRepository, body: PaymentCreate) -> None:
+    """The payment rules for an appointment (README, Payments)."""
+    assert body.appointment_id is not None
+    terms = await repository.terms(body.appointment_id)
+    if terms is None:
+        raise BadRequest(f"appointment {body.appointment_id} does not exist")
+    user_id, location_id, appointment_status, price = terms
+    if (user_id, location_id) != (body.user_id, body.location_id):
+        raise BadRequest(
+            f"appointment {body.appointment_id} belongs to user {user_id} "
+            f"at location {location_id}; a payment for it must too"
+        )
+    if appointment_status not in PAYABLE_APPOINTMENT_STATUSES:
+        raise Conflict(
+            f"appointment {body.appointment_id} is {appointment_status}; it cannot be paid"
+        )
+    if body.amount != price:
+        raise BadRequest(f"the amount must be the service's price, {price:.2f}")
+
+
+@router.patch(
+    "/payments/{payment_id}",
+    response_model=PaymentRead,
+    responses=errors_doc(404, 409, conflict="Stale version or a transition that is not allowed"),
+)
+async def update_payment(
+    payment_id: PaymentId, body: PaymentUpdate, session: WriteSession
+) -> PaymentRead:
+    """Move a payment: pending -> completed | failed, failed -> pending, completed -> refunded.
+
+    Compare-and-set on version. A retry of a change already made (the payment is in
+    the status asked for, one version on) answers 200 with the payment.
+    """
+    repository = PaymentRepository(session)
+    updated = await repository.set_status(payment_id, body.status, body.version)
+    if updated is not None:
+        return PaymentRead.model_validate(updated)
+    current = await repository.get(payment_id)
+    if current is None:
+        raise NotFound(f"payment {payment_id} does not exist")
+    if current.status == body.status and current.version == body.version + 1:
+        return PaymentRead.model_validate(current)
+    if current.version != body.version:
+        raise Conflict(
+            f"payment {payment_id} is {current.status} at version {current.version}, "
+            f"not {body.version}"
+        )
+    if current.status not in TRANSITIONS.get(body.status, ()):
+        raise Conflict(f"a payment cannot go from {current.status} to {body.status}")
+    raise Conflict(f"payment {payment_id} changed concurrently; retry")
+
+
+@router.get("/payments/{payment_id}", response_model=PaymentRead, responses=errors_doc(404))
 async def get_payment(payment_id: PaymentId, session: ReadSession) -> PaymentRead:
     payment = await PaymentRepository(session).get(payment_id)
     if payment is None:
@@ -88,7 +144,11 @@ async def get_payment(payment_id: PaymentId, session: ReadSession) -> PaymentRea
     return PaymentRead.model_validate(payment)
 
 
-@router.get("/users/{user_id}/payments", response_model=PaymentPage)
+@router.get(
+    "/users/{user_id}/payments",
+    response_model=PaymentPage,
+    responses=errors_doc(404, not_found="The user does not exist"),
+)
 async def list_user_payments(
     user_id: UserId,
     session: ReadSession,
@@ -98,6 +158,9 @@ async def list_user_payments(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> PaymentPage:
     payments = await PaymentRepository(session).list_for_user(user_id, after=after, limit=limit + 1)
+    # A payment names its user (a foreign key): only an empty page can hide a missing one.
+    if not payments and not await UserRepository(session).exists(user_id):
+        raise NotFound(f"user {user_id} does not exist")
     page = payments[:limit]
     return PaymentPage(
         items=[PaymentRead.model_validate(p) for p in page],

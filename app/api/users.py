@@ -6,6 +6,7 @@ from fastapi import APIRouter, Path, Query, status
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import ReadSession, WriteSession
+from app.api.responses import errors_doc
 from app.db.errors import FOREIGN_KEY_VIOLATION
 from app.errors import BadRequest, Conflict, NotFound
 from app.queries import violation
@@ -29,7 +30,12 @@ Include = Annotated[
 ]
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserRead)
+@router.post(
+    "/users",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserRead,
+    responses=errors_doc(409, conflict="An account with this email, in any case, exists"),
+)
 async def create_user(body: UserCreate, session: WriteSession) -> UserRead:
     try:
         user = await UserRepository(session).add(**body.model_dump())
@@ -46,6 +52,7 @@ async def create_user(body: UserCreate, session: WriteSession) -> UserRead:
     "/users/{user_id}",
     response_model=UserDetail,
     response_model_exclude_unset=True,
+    responses=errors_doc(404),
 )
 async def get_user(user_id: UserId, session: ReadSession, include: Include = None) -> UserDetail:
     relations = set(include.split(",")) if include else set()
@@ -55,22 +62,26 @@ async def get_user(user_id: UserId, session: ReadSession, include: Include = Non
     return UserDetail.model_validate(user)
 
 
-@router.get("/users", response_model=UserPage)
+@router.get("/users", response_model=UserPage, responses=errors_doc())
 async def list_users(
     session: ReadSession,
     q: Annotated[
         str | None, Query(max_length=200, description="Words of the name (full-text search)")
     ] = None,
     role: UserRole | None = None,
+    email: Annotated[
+        str | None, Query(max_length=320, description="The account with this email, any case")
+    ] = None,
     after: Annotated[
         int, Query(ge=0, le=INT64_MAX, description="Last id of the previous page")
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> UserPage:
-    if q is not None and "\x00" in q:
-        raise BadRequest("q must not contain NUL characters")
+    for name, value in (("q", q), ("email", email)):
+        if value is not None and "\x00" in value:
+            raise BadRequest(f"{name} must not contain NUL characters")
     users = await UserRepository(session).list_users(
-        q=q.strip() or None if q else None, role=role, after=after, limit=limit + 1
+        q=q.strip() or None if q else None, role=role, after=after, limit=limit + 1, email=email
     )
     more = len(users) > limit
     page = users[:limit]

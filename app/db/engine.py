@@ -80,6 +80,8 @@ def create_engine(
         pool_recycle=settings.pool_recycle,
         pool_pre_ping=settings.pool_pre_ping and not one_trip_ping,
         connect_args=connect_args,
+        # Errors carry the statement, never its parameters (personal data).
+        hide_parameters=True,
     )
     if one_trip_ping:
         pool = engine.sync_engine.pool
@@ -124,6 +126,7 @@ def _sqlite_engine(
         max_overflow=settings.max_overflow,
         pool_timeout=settings.effective_pool_timeout,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        hide_parameters=True,
     )
 
     @event.listens_for(engine.sync_engine, "connect")

@@ -31,6 +31,19 @@ def sqlstate(exc: BaseException) -> str | None:
     return None
 
 
+def constraint_name(exc: BaseException) -> str | None:
+    """The name of the constraint a DBAPI error reports (asyncpg's constraint_name)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = getattr(current, "constraint_name", None)
+        if isinstance(name, str) and name:
+            return name
+        current = getattr(current, "orig", None) or current.__cause__
+    return None
+
+
 def sqlite_constraint(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None)
     return type(orig).__name__ == "IntegrityError"

@@ -13,7 +13,6 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import orjson
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -71,12 +70,13 @@ def routed(intent: str, kind: str) -> None:
 
 QUERIES = Counter(
     "database_queries_total",
-    "Statements executed, by first keyword, table and engine role",
-    ["operation", "table", "role"],
+    "Statements executed, by first keyword, table, engine role and outcome "
+    "(success; no_rows: an INSERT, UPDATE or DELETE that changed nothing; error)",
+    ["operation", "table", "role", "outcome"],
 )
 QUERY_DURATION = Histogram(
     "database_query_duration_seconds",
-    "Statement execution time, cursor execute to result",
+    "Execution time of successful statements, cursor execute to result",
     ["role"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
@@ -91,11 +91,12 @@ POOL_TIMEOUTS = Counter(
 
 Engines = Callable[[], Iterable[tuple[str, AsyncEngine]]]
 _POOL_STATS = {
-    "size": "Configured pool size (connections kept open)",
+    "size": "Configured pool size: connections the pool keeps (POOL_SIZE, REPLICA_POOL_SIZE)",
     "checked_out": "Connections in use",
-    "overflow": "Connections beyond the pool size (negative while the pool is not full)",
-    "checked_in": "Idle connections in the pool",
+    "overflow": "Open connections beyond the pool size (up to MAX_OVERFLOW), closed on return",
+    "checked_in": "Idle open connections in the pool",
 }
+_POOL_LABELS = ["role", "pool"]
 
 
 def multiprocess() -> bool:
@@ -112,6 +113,7 @@ def prepare_multiprocess(workers: int) -> None:
 
 TABLES = frozenset(Base.metadata.tables)
 OPERATIONS = ("SELECT", "INSERT", "UPDATE", "DELETE")
+_CHANGES = frozenset(OPERATIONS[1:])
 _TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE|JOIN)\s+"?(\w+)', re.IGNORECASE)
 _CACHE_LIMIT = 4096
 # SQLAlchemy caches compiled statements, so the same strings come back again and again:
@@ -143,40 +145,48 @@ def instrument_engine(engine: AsyncEngine, role: str, slow_query_seconds: float)
     sync_engine._bookedbarber_instrumented = True  # type: ignore[attr-defined]
     duration = QUERY_DURATION.labels(role)
     slow = SLOW_QUERIES.labels(role)
-    counters: dict[tuple[str, str], Any] = {}
+    counters: dict[tuple[str, str, str], Any] = {}
+
+    def count(statement: str, rowcount: int | None) -> None:
+        """`rowcount` None for a statement that failed."""
+        operation, table = classify(statement)
+        if rowcount is None:
+            outcome = "error"
+        elif rowcount == 0 and operation in _CHANGES:
+            outcome = "no_rows"  # ON CONFLICT DO NOTHING, an update whose WHERE matched nothing
+        else:
+            outcome = "success"
+        key = (operation, table, outcome)
+        counter = counters.get(key)
+        if counter is None:
+            counter = counters[key] = QUERIES.labels(operation, table, role, outcome)
+        counter.inc()
 
     def before(
         _conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any, _many: bool
     ) -> None:
         context.query_started = time.perf_counter()
 
-    def record(statement: str, elapsed: float) -> None:
-        key = classify(statement)
-        counter = counters.get(key)
-        if counter is None:
-            counter = counters[key] = QUERIES.labels(key[0], key[1], role)
-        counter.inc()
+    def record(statement: str, elapsed: float, rowcount: int = -1) -> None:
+        count(statement, rowcount)
         duration.observe(elapsed)
         if elapsed >= slow_query_seconds:
             slow.inc()
-            log.warning(
-                orjson.dumps(
-                    {
-                        "event": "slow_query",
-                        "role": role,
-                        "duration_seconds": round(elapsed, 6),
-                        "statement": statement[:200],
-                    }
-                ).decode()
-            )
+            extra = {"role": role, "duration_seconds": round(elapsed, 6)}
+            log.warning("slow query", extra={**extra, "statement": statement[:200]})
 
     def after(
-        _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool
+        _conn: Any, cursor: Any, statement: str, _params: Any, context: Any, _many: bool
     ) -> None:
-        record(statement, time.perf_counter() - context.query_started)
+        record(statement, time.perf_counter() - context.query_started, cursor.rowcount)
+
+    def failed(context: Any) -> None:
+        if context.statement is not None:  # None: connecting failed, no statement ran
+            count(context.statement, None)
 
     event.listen(sync_engine, "before_cursor_execute", before)
     event.listen(sync_engine, "after_cursor_execute", after)
+    event.listen(sync_engine, "handle_error", failed)
     _recorders[engine.pool] = record
 
 
@@ -196,19 +206,33 @@ def record_statement(engine: AsyncEngine, statement: str, elapsed: float) -> Non
 # -- connection pools ---------------------------------------------------------------
 
 
-def pool_stats(engines: Iterable[tuple[str, AsyncEngine]]) -> dict[str, dict[str, int]]:
-    """Pool numbers summed per role (SQLite's reader engine counts as primary)."""
-    stats: dict[str, dict[str, int]] = {}
+Pool = tuple[str, str]  # (role, pool)
+
+
+def pools(engines: Iterable[tuple[str, AsyncEngine]]) -> Iterator[tuple[Pool, QueuePool]]:
+    """Every connection pool, named: the role; replica-N; SQLite's second, read pool."""
+    seen: dict[str, int] = {}
     for role, engine in engines:
         pool = engine.pool
         if not isinstance(pool, QueuePool):
             continue
-        numbers = stats.setdefault(role, dict.fromkeys(_POOL_STATS, 0))
-        numbers["size"] += pool.size()
-        numbers["checked_out"] += pool.checkedout()
-        numbers["overflow"] += pool.overflow()
-        numbers["checked_in"] += pool.checkedin()
-    return stats
+        n = seen[role] = seen.get(role, -1) + 1
+        name = f"{role}-{n}" if role == "replica" else role if n == 0 else f"{role}-reader"
+        yield (role, name), pool
+
+
+def pool_stats_of(pool: QueuePool) -> dict[str, int]:
+    """A pool's own numbers; overflow from 0 (SQLAlchemy's counts from -size)."""
+    return {
+        "size": pool.size(),
+        "checked_out": pool.checkedout(),
+        "overflow": max(0, pool.overflow()),
+        "checked_in": pool.checkedin(),
+    }
+
+
+def pool_stats(engines: Iterable[tuple[str, AsyncEngine]]) -> dict[Pool, dict[str, int]]:
+    return {key: pool_stats_of(pool) for key, pool in pools(engines)}
 
 
 class PoolCollector(Collector):
@@ -221,10 +245,10 @@ class PoolCollector(Collector):
         stats = pool_stats(self._engines())
         for name, documentation in _POOL_STATS.items():
             family = GaugeMetricFamily(
-                f"database_connection_pool_{name}", documentation, labels=["role"]
+                f"database_connection_pool_{name}", documentation, labels=_POOL_LABELS
             )
-            for role, numbers in stats.items():
-                family.add_metric([role], numbers[name])
+            for key, numbers in stats.items():
+                family.add_metric(list(key), numbers[name])
             yield family
 
 
@@ -236,7 +260,7 @@ _POOL_GAUGES = {
     name: Gauge(
         f"database_connection_pool_{name}",
         documentation,
-        ["role"],
+        _POOL_LABELS,
         registry=None,
         multiprocess_mode="livesum",
     )
@@ -246,27 +270,25 @@ _POOL_GAUGES = {
 
 def track_pools(engines: list[tuple[str, AsyncEngine]]) -> None:
     """Multiprocess mode: keep this worker's pool gauges current from pool events."""
+    named = dict(pools(engines))
 
-    def refresh(role: str) -> None:
-        numbers = pool_stats((r, e) for r, e in engines if r == role).get(role)
-        if numbers is not None:
-            for name, value in numbers.items():
-                _POOL_GAUGES[name].labels(role).set(value)
+    def refresh(key: Pool) -> None:
+        for name, value in pool_stats_of(named[key]).items():
+            _POOL_GAUGES[name].labels(*key).set(value)
 
-    for role in {r for r, _ in engines}:
-        refresh(role)
-    for role, engine in engines:
+    for key, pool in named.items():
+        refresh(key)
 
-        def on_change(*_: Any, role: str = role) -> None:
+        def on_change(*_: Any, key: Pool = key) -> None:
             # Checkin and close fire before the pool has counted the change: read it
             # once the current step is done.
             try:
-                asyncio.get_running_loop().call_soon(refresh, role)
+                asyncio.get_running_loop().call_soon(refresh, key)
             except RuntimeError:  # a connection garbage-collected outside the loop
-                refresh(role)
+                refresh(key)
 
         for name in ("checkout", "checkin", "connect", "close", "close_detached"):
-            event.listen(engine.sync_engine, name, on_change)
+            event.listen(pool, name, on_change)
 
 
 def pool_timeout(router: Any) -> None:

@@ -54,10 +54,21 @@ Money = Numeric(10, 2, asdecimal=True)
 
 APPOINTMENT_STATUSES = ("pending", "confirmed", "in_progress", "completed", "cancelled", "no_show")
 ACTIVE_APPOINTMENT_STATUSES = ("pending", "confirmed", "in_progress")
+# An appointment can be paid unless it was called off (cancelled) or missed (no_show).
+PAYABLE_APPOINTMENT_STATUSES = ("pending", "confirmed", "in_progress", "completed")
 PAYMENT_STATUSES = ("pending", "completed", "failed", "refunded")
 PAYOUT_STATUSES = ("pending", "paid", "failed")
 USER_ROLES = ("client", "barber", "shop_owner", "admin")
 ORGANIZATION_ROLES = ("owner", "manager", "member")
+
+
+# Indexes only migrations create (models cannot state them portably): the GIN
+# full-text indexes (PostgreSQL) and the case-insensitive email key (0005).
+EMAIL_KEY = "uq_users_email_lower"
+
+
+def migration_only(index_name: str) -> bool:
+    return index_name.endswith("_search") or index_name == EMAIL_KEY
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -138,6 +149,8 @@ class User(Base):
     )
 
     id: Mapped[int] = _id()
+    # Also unique whatever its case: uq_users_email_lower, on lower(email) on PostgreSQL
+    # and email COLLATE NOCASE on SQLite, is made by migration 0005 (EMAIL_KEY).
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     phone: Mapped[str | None] = mapped_column(String(40))
@@ -282,6 +295,8 @@ class Payment(Base):
     amount: Mapped[Decimal]
     currency: Mapped[str] = mapped_column(String(3), default="usd", server_default="usd")
     status: Mapped[str] = mapped_column(String(20), default="pending")
+    # Compare-and-set on status changes, as Appointment.version.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     stripe_session_id: Mapped[str | None] = mapped_column(String(255))
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[dt.datetime] = _created()

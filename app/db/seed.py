@@ -14,6 +14,7 @@ from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db.models import (
+    ACTIVE_APPOINTMENT_STATUSES,
     Appointment,
     BarbershopLocation,
     Base,
@@ -296,6 +297,8 @@ async def seed_demo(engine: AsyncEngine, scale: float = 0.01, seed: int = 42) ->
         for svc in services:
             location_services.setdefault(svc[1], []).append(svc)
 
+        booked: set[tuple[int, dt.datetime]] = set()
+
         def appointments() -> Iterator[Row]:
             aid = 0
             for barber in barber_ids:
@@ -310,6 +313,12 @@ async def seed_demo(engine: AsyncEngine, scale: float = 0.01, seed: int = 42) ->
                     end = start + dt.timedelta(minutes=minutes)
                     user = rng.choice(client_ids)
                     status = _status(rng, end <= now)
+                    if status in ACTIVE_APPOINTMENT_STATUSES:
+                        # Slots start on the hour and last at most an hour: a client is
+                        # free unless already booked at that very start.
+                        while (user, start) in booked:
+                            user = client_ids[(user - client_ids.start + 1) % len(client_ids)]
+                        booked.add((user, start))
                     created = start - dt.timedelta(days=rng.randint(1, 14))
                     if status == "completed" and rng.random() < 0.9:
                         payments.append(

@@ -23,7 +23,7 @@ _APPOINTMENT = """a.id, a.user_id, a.barber_id, a.service_id, a.location_id, a.a
     a.start_time, a.end_time, a.status, a.notes, a.version, a.created_at, a.updated_at"""
 _APPOINTMENT_FIELDS = tuple(c.strip().removeprefix("a.") for c in _APPOINTMENT.split(","))
 _PAYMENT = """p.id, p.user_id, p.appointment_id, p.location_id, p.amount::text AS amount,
-    p.currency, p.status, p.created_at"""
+    p.currency, p.status, p.version, p.created_at"""
 
 USER = """
 SELECT id, email, name, phone, unified_role, location_id, is_active, created_at
@@ -53,7 +53,7 @@ SELECT {_APPOINTMENT},
        s.name AS s_name, s.duration_minutes AS s_minutes, s.price::text AS s_price,
        p.id AS p_id, p.user_id AS p_user_id, p.location_id AS p_location_id,
        p.amount::text AS p_amount, p.currency AS p_currency, p.status AS p_status,
-       p.created_at AS p_created_at
+       p.version AS p_version, p.created_at AS p_created_at
 FROM appointments a
 JOIN users u ON u.id = a.user_id
 JOIN services s ON s.id = a.service_id
@@ -65,11 +65,17 @@ ORDER BY a.appointment_date, a.start_time
 # The same days and sums as AnalyticsRepository.daily_revenue; PostgreSQL's round()
 # on numeric rounds halves away from zero, as ROUND_HALF_UP does there.
 REVENUE = """
-SELECT (created_at AT TIME ZONE 'UTC')::date AS date, sum(amount)::text AS total_revenue,
-       count(*) AS transaction_count,
-       round(sum(amount) / count(*), 2)::text AS average_transaction
+SELECT (created_at AT TIME ZONE 'UTC')::date AS date,
+       coalesce(sum(amount) FILTER (WHERE status = 'completed'), 0.00)::text AS total_revenue,
+       count(*) FILTER (WHERE status = 'completed') AS transaction_count,
+       coalesce(round(sum(amount) FILTER (WHERE status = 'completed')
+                      / nullif(count(*) FILTER (WHERE status = 'completed'), 0), 2), 0.00)::text
+         AS average_transaction,
+       coalesce(sum(amount) FILTER (WHERE status = 'refunded'), 0.00)::text AS refunded_total,
+       count(*) FILTER (WHERE status = 'refunded') AS refund_count
 FROM payments
-WHERE location_id = $1 AND status = 'completed' AND created_at >= $2 AND created_at < $3
+WHERE location_id = $1 AND status IN ('completed', 'refunded')
+  AND created_at >= $2 AND created_at < $3
 GROUP BY 1 ORDER BY 1
 """
 
@@ -114,6 +120,7 @@ def schedule_items(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "amount": r["p_amount"],
                 "currency": r["p_currency"],
                 "status": r["p_status"],
+                "version": r["p_version"],
                 "created_at": r["p_created_at"],
             }
         items.append(

@@ -1,13 +1,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Payment
+from app.db.models import Appointment, Payment, Service
 from app.queries import insert_for
+
+# status -> the statuses a payment may reach it from. A failed payment may be tried
+# again (back to pending): an appointment keeps one payment row, attempts included.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "completed": ("pending",),
+    "failed": ("pending",),
+    "refunded": ("completed",),
+    "pending": ("failed",),
+}
 
 
 class PaymentRepository:
@@ -37,6 +47,36 @@ class PaymentRepository:
 
     async def get(self, payment_id: int) -> Payment | None:
         return await self.session.get(Payment, payment_id)
+
+    async def terms(self, appointment_id: int) -> Row[int, int, str, Decimal] | None:
+        """(user_id, location_id, status, service price) of the appointment to be paid.
+
+        On PostgreSQL the row is share-locked until commit, so the appointment cannot
+        be cancelled between this check and the payment's insert; SQLite's write
+        transaction is serialized anyway.
+        """
+        stmt = (
+            select(Appointment.user_id, Appointment.location_id, Appointment.status, Service.price)
+            .join(Service, Service.id == Appointment.service_id)
+            .where(Appointment.id == appointment_id)
+            .with_for_update(read=True, of=Appointment)
+        )
+        return (await self.session.execute(stmt)).one_or_none()
+
+    async def set_status(self, payment_id: int, status: str, version: int) -> Payment | None:
+        """Compare-and-set on version; None when the row, version or transition does not match."""
+        stmt = (
+            update(Payment)
+            .where(
+                Payment.id == payment_id,
+                Payment.version == version,
+                Payment.status.in_(TRANSITIONS.get(status, ())),
+            )
+            .values(status=status, version=Payment.version + 1)
+            .returning(Payment)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.scalars(stmt)).one_or_none()
 
     async def get_by_idempotency_key(self, key: str) -> Payment | None:
         stmt = select(Payment).where(Payment.idempotency_key == key)

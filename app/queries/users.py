@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnClause, func, literal_column, select
+from sqlalchemy import ColumnClause, ColumnElement, exists, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
@@ -36,15 +36,25 @@ class UserRepository:
         self.session = session
 
     async def add(self, **fields: Any) -> User | None:
-        """Insert a user; None when the email is taken (the unique constraint decides)."""
+        """Insert a user; None when the email is taken in any case (the unique index decides).
+
+        No conflict target: the arbiter is uq_users_email_lower, an expression index
+        (lower(email)) on PostgreSQL and a NOCASE one on SQLite.
+        """
         stmt = (
-            insert_for(self.session, User)
-            .values(**fields)
-            .on_conflict_do_nothing(index_elements=[User.email])
-            .returning(User)
+            insert_for(self.session, User).values(**fields).on_conflict_do_nothing().returning(User)
         )
         result = await self.session.scalars(stmt)
         return result.one_or_none()
+
+    def _email_is(self, email: str) -> ColumnElement[bool]:
+        """Equal whatever the case, in the form uq_users_email_lower can serve."""
+        if dialect_name(self.session) == "postgresql":
+            return func.lower(User.email) == func.lower(email)
+        return User.email.collate("NOCASE") == email
+
+    async def exists(self, user_id: int) -> bool:
+        return bool(await self.session.scalar(select(exists().where(User.id == user_id))))
 
     async def get_with(self, user_id: int, relations: Collection[str] = ()) -> User | None:
         stmt = (
@@ -55,9 +65,11 @@ class UserRepository:
         return (await self.session.scalars(stmt)).unique().one_or_none()
 
     async def list_users(
-        self, *, q: str | None, role: str | None, after: int, limit: int
+        self, *, q: str | None, role: str | None, after: int, limit: int, email: str | None = None
     ) -> Sequence[User]:
         stmt = select(User).where(User.id > after).order_by(User.id).limit(limit)
+        if email is not None:
+            stmt = stmt.where(self._email_is(email))
         if q:
             if dialect_name(self.session) == "postgresql":
                 stmt = stmt.where(

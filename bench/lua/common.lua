@@ -57,18 +57,21 @@ function M.revenue()
     math.random(1, opts.locations), t.year, t.month, t.year, t.month, last.day))
 end
 
--- A booking in a slot nobody else takes: one hour per request, far in the future,
--- `base` differs per scenario so reruns on the same database do not collide.
+-- A booking nobody else takes, valid under the booking rules: request n of the run
+-- books barber n mod barbers at their own location, in the half hour n div barbers
+-- after `base` (a month ahead, further per wrk run), for a client no other booking of
+-- that half hour has, with the location's first service (30 minutes).
 function M.write()
   sent = sent + 1
-  local slot = opts.base + (sent * 4 + id) * 3600
-  local barber = math.random(1, opts.barbers)
+  local n = sent * 4 + id
+  local barber = n % opts.barbers + 1
   local location = (barber - 1) % opts.locations + 1
+  local slot = opts.base + math.floor(n / opts.barbers) * 1800
+  local client = opts.clients_from + n % (opts.users - opts.clients_from + 1)
   local body = string.format(
     '{"user_id":%d,"barber_id":%d,"service_id":%d,"location_id":%d,'
     .. '"start_time":"%s","end_time":"%s","notes":"bench"}',
-    math.random(opts.clients_from, opts.users), barber, (location - 1) * 5 + math.random(1, 5),
-    location, M.iso(slot), M.iso(slot + 1800))
+    client, barber, (location - 1) * 5 + 1, location, M.iso(slot), M.iso(slot + 1800))
   return wrk.format("POST", "/api/v1/appointments",
     {["Content-Type"] = "application/json"}, body)
 end

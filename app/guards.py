@@ -1,0 +1,161 @@
+"""The HTTP edges in front of the routes: the token first, then a bounded, timed body.
+
+FastAPI reads and parses a body before any dependency runs, so a token checked by
+a dependency comes after the whole body is in memory. Here the token is checked on
+the headers alone, and the body is counted and timed while it is read: a request
+past MAX_BODY_BYTES is answered 413 (at once when its Content-Length says so), one
+whose body does not arrive within BODY_TIMEOUT 408. A refused request's connection
+is closed, so the rest of its body is never read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import SecretStr
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import errors
+from app.api.deps import token_accepted
+
+log = logging.getLogger(__name__)
+
+PROTECTED_PREFIX = "/api/"
+
+
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return bytes(value)
+    return None
+
+
+def _has_body(scope: Scope) -> bool:
+    length = _header(scope, b"content-length")
+    return _header(scope, b"transfer-encoding") is not None or (
+        length is not None and length.strip() not in (b"", b"0")
+    )
+
+
+async def refuse(send: Send, error: errors.AppError, close: bool = True) -> None:
+    """An error response sent straight to the client, closing the connection after it."""
+    response = errors.render(error)
+    if close:
+        response.headers["Connection"] = "close"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+class TokenGate:
+    """API_TOKENS checked on the headers of every /api/ request, before its body is read."""
+
+    def __init__(self, app: ASGIApp, tokens: Sequence[SecretStr]) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.tokens
+            and scope["type"] == "http"
+            and scope["path"].startswith(PROTECTED_PREFIX)
+            and not self._authorized(scope)
+        ):
+            # The same answer as the routes' own dependency gives.
+            error = errors.Unauthorized("a valid bearer token is required")
+            await refuse(send, error, close=_has_body(scope))
+            return
+        await self.app(scope, receive, send)
+
+    def _authorized(self, scope: Scope) -> bool:
+        value = _header(scope, b"authorization")
+        scheme, credentials = get_authorization_scheme_param(
+            value.decode("latin-1") if value is not None else None
+        )
+        return (
+            bool(credentials)
+            and scheme.lower() == "bearer"
+            and (token_accepted(self.tokens, credentials))
+        )
+
+
+class PayloadTooLarge(errors.AppError):
+    status, code = 413, "payload_too_large"
+
+
+class RequestTimeout(errors.AppError):
+    status, code = 408, "request_timeout"
+
+
+class _Refused(Exception):
+    """Raised into the application once a refusal has been sent: it stops reading."""
+
+
+class BodyGuard:
+    """MAX_BODY_BYTES counted while the body is read; BODY_TIMEOUT for all of it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(f"the request body is limited to {self.max_bytes} bytes")
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await refuse(send, too_large)
+            return
+        received = 0
+        deadline: float | None = None
+        complete = started = refused = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:  # the application's answer to _Refused: the client has ours
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        async def stop(error: errors.AppError) -> _Refused:
+            nonlocal refused
+            if not started:
+                await refuse(send, error)
+            refused = True
+            log.info("request refused", extra={"status": error.status, "reason": error.code})
+            return _Refused(error.code)
+
+        async def guarded_receive() -> Message:
+            nonlocal received, deadline, complete
+            if complete:  # after the body only a disconnect comes, whenever it comes
+                return await receive()
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + self.timeout
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                detail = f"the request body did not arrive within {self.timeout:g} s"
+                raise await stop(RequestTimeout(detail)) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
+                if received > self.max_bytes:
+                    raise await stop(too_large)
+            return message
+
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+        except _Refused:
+            if not refused:
+                raise

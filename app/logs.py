@@ -1,0 +1,121 @@
+"""One logging configuration: JSON lines (production) or readable text (development).
+
+Every line carries the request id of the request it was logged for (None outside
+requests) and the `extra` fields its call gave. python-json-logger does the JSON: it
+keeps `extra` fields as they are, formats exceptions, and is the stdlib logging
+formatter uvicorn, SQLAlchemy and Alembic already log through, which a structlog
+pipeline would have to be bridged to.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import re
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.orjson import OrjsonFormatter
+
+from app.config import Settings
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+REQUEST_ID_HEADER = b"x-request-id"
+# Printable, no spaces or quotes, bounded: safe to echo and to put in a log line.
+_SANE_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+
+# Not `extra` fields: stdlib attributes, ours, and uvicorn's colored duplicate message.
+_NOT_EXTRA = frozenset([*RESERVED_ATTRS, "taskName", "request_id", "color_message"])
+
+
+def request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's X-Request-ID when it is sane, else a new one."""
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            if _SANE_ID.fullmatch(value):
+                return value.decode("ascii")
+            break
+    return uuid.uuid4().hex
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+class AccessFilter(logging.Filter):
+    """uvicorn's access line as fields too: client, method, path, status."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5:
+            record.client, record.method, record.path, _, record.status = args
+        return True
+
+
+class JsonFormatter(OrjsonFormatter):
+    def __init__(self) -> None:
+        super().__init__(
+            ["levelname", "name", "message", "request_id"],
+            rename_fields={"levelname": "level", "name": "logger"},
+            reserved_attrs=sorted(_NOT_EXTRA),
+            timestamp=True,
+        )
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger [request id] message key=value ...` plus any traceback."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        extra = {k: v for k, v in record.__dict__.items() if k not in _NOT_EXTRA}
+        if extra:
+            line += " " + " ".join(f"{k}={v!r}" for k, v in extra.items())
+        return line
+
+
+def config(settings: Settings) -> dict[str, Any]:
+    """A logging.config.dictConfig dictionary; uvicorn takes it as its log_config."""
+    level = settings.log_level.upper()
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": settings.log_format,
+        "filters": ["request_id"],
+        "stream": "ext://sys.stderr",
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {
+            "request_id": {"()": RequestIdFilter},
+            "access": {"()": AccessFilter},
+        },
+        "formatters": {"json": {"()": JsonFormatter}, "text": {"()": TextFormatter}},
+        "handlers": {
+            "default": handler,
+            # Fields for JSON; the text line already says it all.
+            "access": {**handler, "filters": ["request_id", "access"]}
+            if settings.log_format == "json"
+            else handler,
+        },
+        "root": {"handlers": ["default"], "level": level},
+        "loggers": {
+            # uvicorn's loggers write through the root's handler, its access log through
+            # its own (for the fields); none keeps handlers of its own.
+            "uvicorn": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.access": {"handlers": ["access"], "level": level, "propagate": False},
+            # SQLAlchemy's echo would print statements; its errors reach us as exceptions.
+            "sqlalchemy": {"level": "WARNING"},
+        },
+    }
+
+
+def configure(settings: Settings) -> None:
+    logging.config.dictConfig(config(settings))

@@ -1,0 +1,341 @@
+"""The process's edges on a real uvicorn: big bodies, slow clients, liveness at start-up."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import pgcluster
+from tests.test_health import stop
+
+ROOT = Path(__file__).parent.parent
+MIB = 1024 * 1024
+TOKEN = "tok-" + os.urandom(8).hex()
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    started: float
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+
+def launch(tmp_path: Path, env: dict[str, str], *args: str, root: Path = ROOT) -> Server:
+    """`python -m app serve` on a free port, not waited for."""
+    port = pgcluster.free_port()
+    log = tmp_path / f"serve-{port}.log"
+    variables = ("DATABASE_URL", "REPLICA_URLS", "API_TOKENS", "ENVIRONMENT")
+    clean = {k: v for k, v in os.environ.items() if k not in variables}
+    clean |= {"DEMO_SEED": "false", **env}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(port), *args],
+            cwd=root,
+            env=clean,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return Server(proc, port, log, time.monotonic())
+
+
+def wait_port(server: Server, limit: float = 60.0) -> float:
+    """Waits until the port accepts a connection; returns that moment (monotonic)."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+            return time.monotonic()
+        except OSError:
+            pass
+        if server.proc.poll() is not None or time.monotonic() > deadline:
+            stop(server.proc)
+            raise AssertionError(f"serve did not open its port:\n{server.log.read_text()}")
+        time.sleep(0.02)
+
+
+@contextmanager
+def running(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[Server]:
+    server = launch(tmp_path, env, *args)
+    try:
+        wait_port(server)
+        yield server
+    finally:
+        stop(server.proc)
+
+
+def sqlite_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'edges.db'}", **extra}
+
+
+# -- raw HTTP -------------------------------------------------------------------------------
+
+
+def status_of(response: bytes) -> int | None:
+    """The status code of a raw HTTP response, None when nothing came back."""
+    parts = response.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """Everything up to the end of one response's body (Content-Length) or the close."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            return data
+        if not chunk:
+            return data
+        data += chunk
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length" and len(body) >= int(value):
+                    return data
+
+
+def post_stream(port: int, head: bytes, chunks: Iterable[bytes]) -> tuple[bytes, float]:
+    """Sends `head` then `chunks` from a thread while reading the answer; (answer, seconds)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(60)
+
+    def pump() -> None:
+        try:
+            sock.sendall(head)
+            for chunk in chunks:
+                sock.sendall(chunk)
+        except OSError:
+            pass  # the server closed the connection: what a refusal does
+
+    started = time.monotonic()
+    sender = threading.Thread(target=pump, daemon=True)
+    sender.start()
+    try:
+        response = read_response(sock)
+        elapsed = time.monotonic() - started
+    finally:
+        with contextlib.suppress(OSError):  # already reset by the server
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+        sender.join(60)
+    return response, elapsed
+
+
+def request_head(
+    path: str, *, length: int | None = None, token: str | None = None, chunked: bool = False
+) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: test", "Content-Type: application/json"]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def junk(total: int, chunked: bool = False) -> Iterator[bytes]:
+    block = b'{"junk": "' + b"x" * (MIB - 20) + b'",'
+    block = block[:MIB]
+    for _ in range(total // MIB):
+        yield b"%x\r\n%s\r\n" % (len(block), block) if chunked else block
+    if chunked:
+        yield b"0\r\n\r\n"
+
+
+# -- bodies -----------------------------------------------------------------------------------
+
+
+def test_big_bodies_are_refused_before_they_are_read(tmp_path: Path) -> None:
+    env = sqlite_env(tmp_path, API_TOKENS=TOKEN)
+    with running(tmp_path, env, "--no-access-log") as server:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.Client(base_url=server.base, timeout=10) as http:
+            for _ in range(50):  # warm: imports, pools, allocator arenas
+                http.post("/api/v1/users", content=b"{", headers=auth)
+                http.get("/api/v1/users", params={"limit": 1}, headers=auth)
+            # The token comes before the body is parsed: malformed JSON is 401, then 422.
+            assert http.post("/api/v1/users", content=b"{").status_code == 401
+            assert http.post("/api/v1/users", content=b"{", headers=auth).status_code == 422
+            big = b'{"name": "' + b"x" * (MIB + 10) + b'"}'
+            assert http.post("/api/v1/users", content=big, headers=auth).status_code == 413
+        baseline = server.rss_kib()
+        size = 200 * MIB
+        cases = [
+            ("no token", request_head("/api/v1/users", length=size), False, 401),
+            ("declared", request_head("/api/v1/users", length=size, token=TOKEN), False, 413),
+            ("chunked", request_head("/api/v1/users", token=TOKEN, chunked=True), True, 413),
+        ]
+        for name, head, chunked, expected in cases:
+            response, seconds = post_stream(server.port, head, junk(size, chunked))
+            assert status_of(response) == expected, (name, response[:300])
+            assert seconds < 5, (name, seconds)
+            assert b"connection: close" in response.lower(), name
+        after = server.rss_kib()
+        assert after - baseline < 20 * 1024, (baseline, after)
+        # Nothing was created, and the server still serves.
+        with httpx.Client(base_url=server.base, timeout=10) as http:
+            users = http.get("/api/v1/users", params={"limit": 5}, headers=auth)
+            assert users.status_code == 200
+            assert users.json()["items"] == []
+
+
+# -- slow clients -------------------------------------------------------------------------------
+
+
+def _held(sock: socket.socket) -> tuple[int | None, float]:
+    """Waits for the server to answer or close a stalled connection: (status, seconds)."""
+    started = time.monotonic()
+    response = read_response(sock)
+    sock.close()
+    return status_of(response), time.monotonic() - started
+
+
+def test_slow_clients_are_cut_while_others_are_served(tmp_path: Path) -> None:
+    limit = 3.0
+    env = sqlite_env(tmp_path, API_TOKENS=TOKEN, HEADER_TIMEOUT="3", BODY_TIMEOUT="3")
+    with running(tmp_path, env, "--no-access-log") as server:
+        # A keep-alive connection idle for longer than HEADER_TIMEOUT stays usable.
+        idle = httpx.Client(base_url=server.base, timeout=10)
+        assert idle.get("/health/live").status_code == 200
+        stalled: list[tuple[str, socket.socket]] = []
+        opened = time.monotonic()
+        for i in range(60):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.settimeout(limit + 30)
+            kind = ("silent", "headers", "body")[i % 3]
+            if kind == "headers":
+                sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: test\r\nX-Slow: ")
+            elif kind == "body":
+                head = request_head("/api/v1/users", length=100, token=TOKEN)
+                sock.sendall(head + b'{"name": ')
+            stalled.append((kind, sock))
+        # A client dripping its headers byte by byte is cut by the same deadline.
+        drip = socket.create_connection(("127.0.0.1", server.port))
+        drip.settimeout(limit + 30)
+        dripping = threading.Event()
+
+        def drip_headers() -> None:
+            try:
+                for byte in b"GET /health/live HTTP/1.1\r\nHost: test\r\nX-Drip: 1234567890":
+                    drip.send(bytes([byte]))
+                    dripping.set()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+
+        threading.Thread(target=drip_headers, daemon=True).start()
+        dripping.wait(5)
+        with ThreadPoolExecutor(len(stalled) + 1) as pool:
+            held = {pool.submit(_held, sock): kind for kind, sock in stalled}
+            drip_held = pool.submit(_held, drip)
+            served = 0
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            with httpx.Client(base_url=server.base, timeout=10) as http:
+                for i in range(1000):
+                    if i % 2:
+                        response = http.get("/api/v1/users", params={"limit": 1}, headers=auth)
+                    else:
+                        response = http.get("/health/live")
+                    served += response.status_code == 200
+            normal_done = time.monotonic() - opened
+            results = [(held[f], *f.result()) for f in held]
+            drip_status, drip_seconds = drip_held.result()
+        assert served == 1000
+        for kind, status, seconds in results:
+            # Answered 408 (headers, body) or closed (a silent connection gets one too).
+            assert status in (408, None), (kind, status)
+            # The time counts from the connection's opening; the thread may start later.
+            assert seconds < limit + 3, (kind, seconds)
+        assert {kind for kind, status, _ in results if status == 408} == {
+            "silent",
+            "headers",
+            "body",
+        }
+        assert drip_status == 408
+        assert drip_seconds < limit + 3
+        # Idle keep-alive as before: longer than HEADER_TIMEOUT, shorter than its own limit.
+        time.sleep(max(0.0, limit + 0.5 - normal_done))
+        assert idle.get("/health/live").status_code == 200
+        idle.close()
+
+
+# -- liveness at start-up ---------------------------------------------------------------------
+
+
+@contextmanager
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not done.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        done.set()
+        thread.join(5)
+        for sock in accepted:
+            sock.close()
+        listener.close()
+
+
+@pytest.mark.parametrize("replica", ["refusing", "hanging"])
+def test_live_within_a_second_while_the_database_hangs(tmp_path: Path, replica: str) -> None:
+    secret = "pw-hanging-" + os.urandom(6).hex()
+    with silent_server() as primary_port, silent_server() as replica_port:
+        replica_at = replica_port if replica == "hanging" else pgcluster.free_port()
+        env = {
+            "DATABASE_URL": f"postgresql://app:{secret}@127.0.0.1:{primary_port}/app",
+            "REPLICA_URLS": f"postgresql://app:{secret}@127.0.0.1:{replica_at}/app",
+        }
+        server = launch(tmp_path, env)
+        try:
+            opened = wait_port(server)
+            live = httpx.get(f"{server.base}/health/live", timeout=5)
+            answered = time.monotonic()
+            assert live.status_code == 200
+            assert answered - opened < 1.0
+            ready = httpx.get(f"{server.base}/health/ready", timeout=5)
+            assert ready.status_code == 503
+            assert ready.json() == {"status": "not_ready", "error": "starting"}
+        finally:
+            stop(server.proc)
+    assert secret not in server.log.read_text(errors="replace")
