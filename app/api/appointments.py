@@ -8,14 +8,22 @@ import anyio
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 
-from app.api.deps import ReadSession, WriteSession, get_router
+from app.api.deps import HotRead, ReadSession, WriteSession, get_router
+from app.api.reads import MAX_SCHEDULE_DAYS, ScheduleQuery, no_barber, schedule_body
 from app.api.responses import errors_doc
 from app.config import Settings
-from app.db.errors import EXCLUSION_VIOLATION, FOREIGN_KEY_VIOLATION, constraint_name
-from app.db.models import utcnow
-from app.db.router import WRITE_LSN, DatabaseRouter
-from app.errors import BadRequest, Conflict, NotFound
-from app.queries import booking, violation
+from app.db.errors import (
+    EXCLUSION_VIOLATION,
+    FOREIGN_KEY_VIOLATION,
+    constraint_name,
+    violation,
+)
+from app.db.lsn import WRITE_LSN
+from app.db.models import User, utcnow
+from app.db.router import DatabaseRouter
+from app.db.sessions import Reader
+from app.errors import BadRequest, Conflict, NotFound, constraint_error
+from app.queries import booking, exists
 from app.queries.appointments import (
     OVERLAP_CONSTRAINTS,
     TRANSITIONS,
@@ -27,7 +35,6 @@ from app.schemas import (
     INT64_MAX,
     AppointmentCreate,
     AppointmentRead,
-    AppointmentStatus,
     AppointmentUpdate,
     ScheduledAppointment,
 )
@@ -36,8 +43,7 @@ router = APIRouter(tags=["appointments"])
 
 AppointmentId = Annotated[int, Path(gt=0, le=INT64_MAX)]
 BarberId = Annotated[int, Path(gt=0, le=INT64_MAX)]
-MAX_SCHEDULE_DAYS = 366
-DEFAULT_SCHEDULE_STATUSES = ("confirmed", "in_progress")
+_OWN_BARBER = "a client cannot be their own barber"  # also ck_appointments_not_own_barber
 JSON = "application/json"
 
 
@@ -71,8 +77,11 @@ async def create_appointment(
     try:
         appointment = await repository.add(**fields)
     except IntegrityError as exc:
-        _refuse_integrity(body, exc)
-        raise
+        raise constraint_error(
+            exc,
+            foreign_key=f"user {body.user_id} or location {body.location_id} does not exist",
+            check=_OWN_BARBER,
+        ) from None
     except Overlap as overlap:
         raise _conflict(body, overlap.who) from None
     return _created(AppointmentRead.model_validate(appointment))
@@ -112,7 +121,10 @@ async def book_in_one_statement(
             who = OVERLAP_CONSTRAINTS.get(constraint_name(exc))
             if violation(exc) == EXCLUSION_VIOLATION and who is not None:
                 raise _conflict(body, who) from None
-            _refuse_integrity(body, exc)
+            if violation(exc) == FOREIGN_KEY_VIOLATION:
+                raise BadRequest(
+                    f"user {body.user_id} or location {body.location_id} does not exist"
+                ) from None
             raise
         if row is None:
             facts = await booking.facts(writer, body.barber_id, body.service_id)
@@ -128,13 +140,6 @@ async def book_in_one_statement(
         with anyio.CancelScope(shield=True):
             await writer.close()
     return row, token
-
-
-def _refuse_integrity(body: AppointmentCreate, exc: Exception) -> None:
-    if violation(exc) == FOREIGN_KEY_VIOLATION:
-        raise BadRequest(
-            f"user {body.user_id} or location {body.location_id} does not exist"
-        ) from None
 
 
 def _conflict(body: AppointmentCreate, who: str) -> Conflict:
@@ -159,7 +164,7 @@ def check_request(body: AppointmentCreate, settings: Settings, now: dt.datetime)
     if body.start_time > now + horizon:
         raise BadRequest(f"start_time is more than {settings.booking_horizon_days} days ahead")
     if body.barber_id == body.user_id:
-        raise BadRequest("a client cannot be their own barber")
+        raise BadRequest(_OWN_BARBER)
 
 
 def check_facts(body: AppointmentCreate, facts: BookingFacts) -> None:
@@ -222,21 +227,15 @@ async def update_appointment(
     responses=errors_doc(404, not_found="The barber does not exist"),
 )
 async def list_barber_appointments(
-    barber_id: BarberId,
-    session: ReadSession,
-    start: Annotated[dt.date, Query(description="First day (appointment_date), inclusive")],
-    end: Annotated[dt.date, Query(description="Last day, inclusive")],
-    status: Annotated[
-        list[AppointmentStatus] | None,
-        Query(description="Repeatable; default confirmed and in_progress"),
-    ] = None,
-) -> list[ScheduledAppointment]:
-    if end < start:
-        raise BadRequest("end must not be before start")
-    if (end - start).days >= MAX_SCHEDULE_DAYS:
-        raise BadRequest(f"the range spans at most {MAX_SCHEDULE_DAYS} days")
-    statuses = set(status or DEFAULT_SCHEDULE_STATUSES)
-    appointments = await AppointmentRepository(session).list_for_barber(
-        barber_id, start, end, statuses
+    barber_id: BarberId, query: Annotated[ScheduleQuery, Query()], reads: HotRead
+) -> list[ScheduledAppointment] | Response:
+    if isinstance(reads, Reader):
+        body = await schedule_body(reads, barber_id, query)
+        return Response(body, media_type="application/json")
+    start, end = query.days(MAX_SCHEDULE_DAYS)
+    appointments = await AppointmentRepository(reads).list_for_barber(
+        barber_id, start, end, query.statuses
     )
+    if not appointments and not await exists(reads, User, barber_id):
+        raise no_barber(barber_id)
     return [ScheduledAppointment.model_validate(a) for a in appointments]

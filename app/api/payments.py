@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -9,16 +10,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.appointments import one_statement_writes
 from app.api.deps import ReadSession, WriteSession, get_router
 from app.api.responses import errors_doc
-from app.db.errors import FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION
-from app.db.models import PAYABLE_APPOINTMENT_STATUSES
-from app.db.router import WRITE_LSN, DatabaseRouter
-from app.errors import BadRequest, Conflict, NotFound
-from app.queries import payments, violation
+from app.db.errors import FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION, violation
+from app.db.lsn import WRITE_LSN
+from app.db.models import PAYABLE_APPOINTMENT_STATUSES, User
+from app.db.router import DatabaseRouter
+from app.errors import BadRequest, Conflict, NotFound, constraint_error
+from app.queries import exists, payments
 from app.queries.payments import TRANSITIONS, PaymentRepository
-from app.queries.users import UserRepository
 from app.schemas import INT64_MAX, PaymentCreate, PaymentPage, PaymentRead, PaymentUpdate
 
 router = APIRouter(tags=["payments"])
+_NO_SUCH = "the user, appointment or location does not exist"
 
 PaymentId = Annotated[int, Path(gt=0, le=INT64_MAX)]
 UserId = Annotated[int, Path(gt=0, le=INT64_MAX)]
@@ -88,8 +90,11 @@ async def _pay_in_transaction(
             else await repository.add_once(idempotency_key, **body.model_dump())
         )
     except IntegrityError as exc:
-        _refuse_integrity(body, exc)
-        raise
+        raise constraint_error(
+            exc,
+            foreign_key=_NO_SUCH,
+            unique=f"appointment {body.appointment_id} already has a payment",
+        ) from None
     except LookupError:
         raise _removed() from None
     return PaymentRead.model_validate(payment), created
@@ -105,7 +110,11 @@ async def _pay(
             args = (body.user_id, body.appointment_id, body.location_id, body.amount)
             row = await payments.pay(writer, key, *args)
         except Exception as exc:
-            _refuse_integrity(body, exc)
+            code = violation(exc)
+            if code == FOREIGN_KEY_VIOLATION:
+                raise BadRequest(_NO_SUCH) from None
+            if code == UNIQUE_VIOLATION:
+                raise Conflict(f"appointment {body.appointment_id} already has a payment") from None
             raise
         if row is None:
             # The key was taken (a retry is answered by the first result, even if the
@@ -122,16 +131,10 @@ async def _pay(
             if lsn is not None and lsn["lsn"]:
                 request.state.consistency_token = str(lsn["lsn"])
     finally:
-        await writer.close()
+        # A cancelled request must still give its connection back.
+        with anyio.CancelScope(shield=True):
+            await writer.close()
     return PaymentRead.model_validate(dict(row)), True
-
-
-def _refuse_integrity(body: PaymentCreate, exc: Exception) -> None:
-    code = violation(exc)
-    if code == FOREIGN_KEY_VIOLATION:
-        raise BadRequest("the user, appointment or location does not exist") from None
-    if code == UNIQUE_VIOLATION:
-        raise Conflict(f"appointment {body.appointment_id} already has a payment") from None
 
 
 def _removed() -> Conflict:
@@ -211,7 +214,7 @@ async def list_user_payments(
 ) -> PaymentPage:
     payments = await PaymentRepository(session).list_for_user(user_id, after=after, limit=limit + 1)
     # A payment names its user (a foreign key): only an empty page can hide a missing one.
-    if not payments and not await UserRepository(session).exists(user_id):
+    if not payments and not await exists(session, User, user_id):
         raise NotFound(f"user {user_id} does not exist")
     page = payments[:limit]
     return PaymentPage(

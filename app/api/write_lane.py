@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import errors, http_metrics
+from app import errors
 from app.api.appointments import (
     book_in_one_statement,
     booking_fields,
@@ -32,6 +32,7 @@ from app.api.appointments import (
 from app.db.models import utcnow
 from app.db.router import DatabaseRouter
 from app.guards import BodyGuard, TokenGate
+from app.http_metrics import HttpMetrics
 from app.schemas import AppointmentCreate, AppointmentRead
 
 ROUTE = "/api/v1/appointments"
@@ -86,21 +87,35 @@ class BookingLane:
             row, token = await book_in_one_statement(router, body, booking_fields(body))
             payload = AppointmentRead.model_validate(dict(row)).model_dump_json().encode()
         except errors.AppError as exc:
-            await _respond(send, errors.render(exc), started, len(raw))
+            await self._respond(send, errors.render(exc), started, len(raw))
             return
         except Exception as exc:
             wait = errors.retry_after(settings.effective_pool_timeout)
-            await _respond(send, errors.database_response(exc, router, wait), started, len(raw))
+            await self._respond(send, errors.database_response(exc, wait), started, len(raw))
             return
         headers = [(b"content-length", str(len(payload)).encode()), (b"content-type", _JSON)]
         if token:
             headers.append((b"x-consistency-token", token.encode()))
         await send({"type": "http.response.start", "status": 201, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        _record(201, time.perf_counter() - started, len(raw), len(payload))
+        self._record(201, time.perf_counter() - started, len(raw), len(payload))
 
     async def _fallback(self, scope: Scope, receive: Receive, send: Send) -> None:
         await FastAPI.__call__(self.service, scope, receive, send)
+
+    async def _respond(
+        self, send: Send, response: JSONResponse, started: float, request_bytes: int
+    ) -> None:
+        start = {"type": "http.response.start", "status": response.status_code}
+        await send({**start, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+        elapsed = time.perf_counter() - started
+        self._record(response.status_code, elapsed, request_bytes, len(response.body))
+
+    def _record(self, status: int, seconds: float, request_bytes: int, size: int) -> None:
+        """HTTP metrics, into the series the instrumented stack feeds (app/http_metrics.py)."""
+        http: HttpMetrics = self.service.state.http_metrics
+        http.observe("POST", f"{status // 100}xx", ROUTE, seconds, request_bytes, size)
 
 
 def _content_type(scope: Scope) -> bytes | None:
@@ -120,20 +135,3 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
         return await receive()
 
     return replayed
-
-
-async def _respond(send: Send, response: Any, started: float, request_bytes: int) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status_code,
-            "headers": response.raw_headers,
-        }
-    )
-    await send({"type": "http.response.body", "body": response.body})
-    _record(response.status_code, time.perf_counter() - started, request_bytes, len(response.body))
-
-
-def _record(status: int, seconds: float, request_bytes: int, size: int) -> None:
-    """HTTP metrics, into the series the instrumented stack feeds (app/http_metrics.py)."""
-    http_metrics.observe("POST", f"{status // 100}xx", ROUTE, seconds, request_bytes, size)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from app.db.router import Reader
+from app.db.sessions import Reader
 from app.queries.appointments import BOOKING_LOCK
 from app.queries.hot import _APPOINTMENT_FIELDS
 

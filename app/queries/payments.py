@@ -8,7 +8,7 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import PAYABLE_APPOINTMENT_STATUSES, Appointment, Payment, Service
-from app.db.router import Reader
+from app.db.sessions import Reader
 from app.queries import insert_for
 
 PAYMENT_COLUMNS = (
