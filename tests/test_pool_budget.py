@@ -9,11 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from app.config import DEFAULT_POOL_CAP, Settings
 from app.db.budget import check_budget
+from app.db.metrics import DatabaseMetrics
 from app.db.router import DatabaseRouter
 from app.main import create_app
 from tests.conftest import Postgres, make_settings, pg_fetch
@@ -132,7 +134,7 @@ async def test_no_warning_for_the_defaults_and_one_for_overflow(
     postgres: Postgres, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(postgres.primary_url, postgres.replica_urls)
-    router = DatabaseRouter(settings)
+    router = DatabaseRouter(settings, DatabaseMetrics(CollectorRegistry()))
     try:
         with caplog.at_level(logging.WARNING, logger="app.db.budget"):
             assert await check_budget(router.engines(), router.monitor_engines(), settings) == []
@@ -140,7 +142,7 @@ async def test_no_warning_for_the_defaults_and_one_for_overflow(
     finally:
         await router.dispose()
     churning = make_settings(postgres.primary_url, postgres.replica_urls, max_overflow=5)
-    router = DatabaseRouter(churning)
+    router = DatabaseRouter(churning, DatabaseMetrics(CollectorRegistry()))
     try:
         with caplog.at_level(logging.WARNING, logger="app.db.budget"):
             assert await check_budget(router.engines(), router.monitor_engines(), churning) == []
