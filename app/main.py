@@ -128,11 +128,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # meanwhile (liveness), and readiness says "starting" until the round is done.
         startup = app.state.startup = asyncio.create_task(first_probe(), name="first-probe")
         freeze_startup_heap()
-        # Off the start-up path: a slow database must not delay liveness.
+        # Off the start-up path: a slow database must not delay liveness. Waited for as long
+        # as the first probe round, so its connection is back in the pool when serving starts.
         budget = asyncio.create_task(
             check_budget(router.engines(), router.monitor_engines(), settings), name="pool-budget"
         )
-        await asyncio.wait({startup}, timeout=settings.startup_probe_wait_seconds)
+        await asyncio.wait({startup, budget}, timeout=settings.startup_probe_wait_seconds)
         try:
             yield
         finally:
