@@ -126,8 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         # The first probe round may take CONNECT_TIMEOUT per database: the process answers
         # meanwhile (liveness), and readiness says "starting" until the round is done.
+        freeze_startup_heap()  # before the probes start: its collection must not delay them
         startup = app.state.startup = asyncio.create_task(first_probe(), name="first-probe")
-        freeze_startup_heap()
         # Off the start-up path: a slow database must not delay liveness. Waited for as long
         # as the first probe round, so its connection is back in the pool when serving starts.
         budget = asyncio.create_task(

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
@@ -41,6 +42,23 @@ def server(engine: AsyncEngine) -> str:
     """host:port of an engine's database server (never its credentials)."""
     url = engine.url
     return f"{url.host or 'localhost'}:{url.port or 5432}"
+
+
+async def _server_limits(engine: AsyncEngine, seconds: float) -> Any:
+    """max_connections and the reserved slots, on a connection of its own.
+
+    Not one of the pools' (it would be counted in their gauges and statement series
+    while requests start to arrive), and not kept: one handshake at start-up.
+    """
+    url = engine.url
+    query = {k: v for k, v in url.query.items() if k == "ssl"}
+    dsn = url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn, timeout=seconds, statement_cache_size=0)
+    try:
+        async with asyncio.timeout(seconds):
+            return await conn.fetchrow(AVAILABLE)
+    finally:
+        await conn.close()
 
 
 def churn_warnings(pools: Iterable[tuple[str, AsyncEngine]]) -> list[dict[str, Any]]:
@@ -87,22 +105,19 @@ async def check_budget(
     found = []
     for key, (engine, needed) in demand(pools, monitors, settings.workers).items():
         try:
-            async with asyncio.timeout(settings.connect_timeout):
-                autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-                async with autocommit.connect() as conn:
-                    row = (await conn.exec_driver_sql(AVAILABLE)).one()
+            row = await _server_limits(engine, settings.connect_timeout)
         except Exception as exc:  # a database down at start-up is the monitor's to report
             log.info(
                 "could not read max_connections", extra={"server": key, "error": type(exc).__name__}
             )
             continue
-        available = int(row.max_connections) - int(row.reserved)
+        available = int(row["max_connections"]) - int(row["reserved"])
         if needed > available:
             fields = {
                 "server": key,
                 "workers": settings.workers,
                 "connections": needed,
-                "max_connections": int(row.max_connections),
+                "max_connections": int(row["max_connections"]),
                 "available": available,
             }
             found.append(fields)
