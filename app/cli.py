@@ -190,6 +190,7 @@ def seed(url: str | None, demo: bool, scale: float, migrate: bool) -> None:
 
 def _transfer_options(func: Any) -> Any:
     for option in (
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
         click.option("--round-money", is_flag=True, help="Round values to the column's scale."),
         click.option("--strip-nul", is_flag=True, help="Store text without its NUL bytes."),
     ):
@@ -197,43 +198,87 @@ def _transfer_options(func: Any) -> Any:
     return func
 
 
+def _one_line(what: str, exc: Exception) -> str:
+    first = (str(exc).splitlines() or [""])[0][:300]
+    return f"{what} failed: {type(exc).__name__}: {first}"
+
+
+def _finish(report: Any, as_json: bool, error: str | None, console: Any) -> None:
+    """The report (a table, or JSON on stdout), then one line; a non-zero exit on failure."""
+    from app.db import transfer
+
+    if as_json:
+        click.echo(transfer.to_json(report, error))
+    elif report is not None:
+        transfer.render(report, console)
+    if error is not None:
+        raise click.ClickException(error)
+
+
 @db.command(name="copy")
 @click.argument("source_url")
 @click.argument("target_url")
 @click.option("--truncate", is_flag=True, help="Replace rows the target tables already hold.")
 @click.option("--batch-size", type=click.IntRange(1), default=10_000, show_default=True)
+@click.option("--strict", is_flag=True, help="Refuse values the declared types do not hold.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="Tables loaded at once.",
+)
 @_transfer_options
 def copy_data(
     source_url: str,
     target_url: str,
     truncate: bool,
     batch_size: int,
+    strict: bool,
+    jobs: int,
     round_money: bool,
     strip_nul: bool,
+    as_json: bool,
 ) -> None:
     """Copy every table SQLite -> PostgreSQL (or back), resumably, then verify."""
     from rich.console import Console
 
     from app.db import transfer
+    from app.db.invariants import ServiceRules
 
     console = Console(stderr=True)
-    opts = transfer.CopyOptions(truncate, round_money, strip_nul, batch_size)
+    opts = transfer.CopyOptions(
+        truncate, round_money, strip_nul, batch_size, strict, ServiceRules(), jobs
+    )
     try:
         report = asyncio.run(transfer.copy(source_url, target_url, opts, console))
     except transfer.TransferError as exc:
-        if failed := getattr(exc, "report", None):
-            transfer.render(failed, console)
-        raise click.ClickException(str(exc)) from exc
-    transfer.render(report, console)
-    click.echo(f"copied {report.rows_copied:,} rows into {redact(target_url)}; verified")
+        _finish(exc.report or transfer.Report(), as_json, str(exc), console)
+        return
+    except Exception as exc:  # one line, never a traceback, never a password
+        _finish(
+            transfer.Report(),
+            as_json,
+            f"copy failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+            console,
+        )
+        return
+    _finish(report, as_json, None, console)
+    if not as_json:
+        click.echo(
+            f"copied {report.total_rows:,} rows into {redact(target_url)} "
+            f"({report.rows_copied:,} in this run); verified"
+        )
 
 
 @db.command(name="verify")
 @click.argument("source_url")
 @click.argument("target_url")
 @_transfer_options
-def verify_data(source_url: str, target_url: str, round_money: bool, strip_nul: bool) -> None:
-    """Compare row counts and content checksums of every table on both sides."""
+def verify_data(
+    source_url: str, target_url: str, round_money: bool, strip_nul: bool, as_json: bool
+) -> None:
+    """Compare schemas, row counts and content checksums of every table on both sides."""
     from rich.console import Console
 
     from app.db import transfer
@@ -243,11 +288,19 @@ def verify_data(source_url: str, target_url: str, round_money: bool, strip_nul: 
     try:
         report = asyncio.run(transfer.verify(source_url, target_url, opts))
     except transfer.TransferError as exc:
-        raise click.ClickException(str(exc)) from exc
-    transfer.render(report, console)
-    if not report.ok:
-        raise click.ClickException("the databases differ")
-    click.echo(f"{len(report.checks)} tables match")
+        _finish(transfer.Report(), as_json, str(exc), console)
+        return
+    except Exception as exc:
+        _finish(
+            transfer.Report(),
+            as_json,
+            f"verify failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+            console,
+        )
+        return
+    _finish(report, as_json, None if report.ok else "the databases differ", console)
+    if not as_json:
+        click.echo(f"{len(report.checks)} tables match")
 
 
 if __name__ == "__main__":

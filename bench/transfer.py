@@ -1,9 +1,12 @@
-"""Benchmark: `bookedbarber db copy` against pgloader on one 1,000,000-row SQLite file.
+"""Benchmark: `bookedbarber db copy` against pgloader on the messy backend-shaped SQLite file.
 
-    uv run python bench/transfer.py [--rows 1000000]
+    uv run python bench/transfer.py [--rows 1000000,3000000] [--jobs 2]
 
-Starts its own PostgreSQL (tests/pgcluster.py), installs pgloader with apt-get when
-missing, and prints rows per second and peak RSS of each tool's process.
+Builds the 33-table fixture of tests/messy_sqlite.py (every one-off oddity included),
+starts its own PostgreSQL (tests/pgcluster.py), installs pgloader with apt-get when
+missing, runs each tool in its own process (wall time, exit code, peak RSS from the
+kernel), then judges both results with the same independent value-by-value checker
+(tests/transfer_checker.py): rows lost, rows changed, tables missing.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests import pgcluster  # noqa: E402
-from tests.messy_sqlite import build_large  # noqa: E402
+from tests.messy_sqlite import add_oddities, build_backend  # noqa: E402
+from tests.transfer_checker import compare  # noqa: E402
 
 # Runs a command and reports its peak RSS (KiB) from the kernel's own accounting.
 MEASURE = (
@@ -32,18 +36,20 @@ MEASURE = (
     "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
+# Rows per appointment in build_backend: appointments, payments, audit logs, notifications.
+ROWS_PER_APPOINTMENT = 2.75
+FIXED_ROWS = 1_100
 
 
-def measured(cmd: list[str]) -> tuple[float, int, str]:
+def measured(cmd: list[str], log: Path) -> tuple[float, int, int]:
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-c", MEASURE, *cmd], cwd=ROOT, capture_output=True, text=True
     )
     elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    log.write_text(result.stdout + result.stderr)
     rss = int(result.stderr.strip().splitlines()[-1])
-    return elapsed, rss, result.stdout + result.stderr
+    return elapsed, rss, result.returncode
 
 
 def ensure_pgloader() -> str:
@@ -60,7 +66,7 @@ def ensure_pgloader() -> str:
 async def create(url: str, name: str) -> str:
     admin = await asyncpg.connect(url.replace("+asyncpg", "").rsplit("/", 1)[0] + "/postgres")
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
@@ -69,35 +75,57 @@ async def create(url: str, name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", default="1000000,3000000")
+    parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bb-bench-"))
-    source = work / "bench.db"
-    started = time.perf_counter()
-    build_large(source, args.rows)
-    print(f"built {source} ({args.rows:,} bookings) in {time.perf_counter() - started:.1f}s")
-    total = args.rows + 50
     pgloader = ensure_pgloader()
     cluster = pgcluster.start_cluster(replicas=0)
+    lines = []
     try:
         base = cluster.primary.url()
-        ours = asyncio.run(create(base, "bench_ours"))
-        theirs = asyncio.run(create(base, "bench_pgloader")).replace("+asyncpg", "")
-        results = []
-        seconds, rss, _ = measured(
-            [sys.executable, "-m", "app", "db", "copy", f"sqlite:///{source}", ours]
-        )
-        results.append(("bookedbarber db copy (incl. verify)", seconds, rss))
-        seconds, rss, _ = measured(
-            [sys.executable, "-m", "app", "db", "verify", f"sqlite:///{source}", ours]
-        )
-        results.append(("bookedbarber db verify (alone)", seconds, rss))
-        seconds, rss, out = measured([pgloader, f"sqlite://{source}", theirs])
-        results.append(("pgloader (no verify)", seconds, rss))
-        (work / "pgloader.log").write_text(out)
-        print(f"\n{'tool':<40}{'seconds':>10}{'rows/s':>12}{'peak RSS MiB':>15}")
-        for name, secs, kib in results:
-            print(f"{name:<40}{secs:>10.1f}{total / secs:>12,.0f}{kib / 1024:>15.0f}")
+        for wanted in (int(n) for n in args.rows.split(",")):
+            source = work / f"backend-{wanted}.db"
+            started = time.perf_counter()
+            rows = build_backend(source, int((wanted - FIXED_ROWS) / ROWS_PER_APPOINTMENT))
+            add_oddities(source)
+            print(f"built {source.name}: {rows:,} rows in {time.perf_counter() - started:.0f}s")
+            ours = asyncio.run(create(base, f"bench_ours_{wanted}"))
+            theirs = asyncio.run(create(base, f"bench_pgloader_{wanted}")).replace("+asyncpg", "")
+            runs = [
+                (
+                    "bookedbarber db copy (verification on)",
+                    [
+                        sys.executable,
+                        "-m",
+                        "app",
+                        "db",
+                        "copy",
+                        f"sqlite:///{source}",
+                        ours,
+                        "--jobs",
+                        str(args.jobs),
+                    ],
+                    ours,
+                ),
+                ("pgloader (no verification)", [pgloader, f"sqlite://{source}", theirs], theirs),
+            ]
+            for tool, cmd, url in runs:
+                seconds, rss, code = measured(cmd, work / f"{tool.split()[0]}-{wanted}.log")
+                check = asyncio.run(compare(source, url))
+                line = (
+                    f"| {tool} | {rows:,} | {seconds:.1f} | {rows / seconds:,.0f} | "
+                    f"{rss / 1024:.0f} MiB | {code} | {check.source_rows - check.target_rows:,} "
+                    f"({len(check.missing_tables)} tables missing) | {check.changed:,} |"
+                )
+                print(line, flush=True)
+                if check.samples:
+                    print("    e.g. " + "; ".join(check.samples[:3]))
+                lines.append(line)
+            source.unlink()
+        print("\n| tool | rows | seconds | rows/s | peak RSS | exit | rows lost | rows changed |")
+        print("|---|---|---|---|---|---|---|---|")
+        print("\n".join(lines))
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)

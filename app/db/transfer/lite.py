@@ -2,26 +2,69 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.db.transfer import fastpath
 from app.db.transfer.schema import Column, ForeignKey, Index, Table, quote
 from app.db.transfer.types import from_sqlite
 
 INTERNAL = re.compile(r"^(sqlite_|_bookedbarber_transfer)")
 _WITHOUT_ROWID = re.compile(r"\)\s*WITHOUT\s+ROWID\s*;?\s*$", re.IGNORECASE | re.DOTALL)
+_NAME = r'"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[\w$]+'
+_NAMED = re.compile(
+    rf"CONSTRAINT\s+({_NAME})\s+(PRIMARY\s+KEY|UNIQUE|FOREIGN\s+KEY)\s*\(([^)]*)\)",
+    re.IGNORECASE,
+)
+# Text SQLite holds as invalid UTF-8 reads as str with surrogate escapes (never an error);
+# encoding it back with "surrogateescape" gives the stored bytes exactly.
+SAFE_TEXT = functools.partial(str, encoding="utf-8", errors="surrogateescape")
+
+
+def _suspect(raw: bytes | None) -> int:
+    """1 for text PostgreSQL's text cannot take as it is: NUL bytes or invalid UTF-8."""
+    if raw is None or (raw.isascii() and b"\x00" not in raw):
+        return 0
+    if b"\x00" in raw:
+        return 1
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return 1
+    return 0
 
 
 def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
     if not create and not path.exists():
         raise FileNotFoundError(f"no SQLite database at {path}")
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.text_factory = SAFE_TEXT
+    conn.create_function("bb_suspect", 1, _suspect, deterministic=True)
+    conn.create_function("bb_f8", 1, fastpath.f8, deterministic=True)
+    conn.create_function("bb_jsonb", 1, fastpath.jsonb_text, deterministic=True)
+    conn.create_aggregate("bb_sum", 1, fastpath.Sum)  # type: ignore[arg-type]
     conn.execute("PRAGMA busy_timeout=10000")
     return conn
+
+
+def _unquote(name: str) -> str:
+    name = name.strip()
+    if name[:1] in '"`[' and len(name) > 1:
+        return name[1:-1].replace('""', '"') if name[0] == '"' else name[1:-1]
+    return name
+
+
+def _named(sql: str) -> dict[tuple[str, tuple[str, ...]], str]:
+    """Declared constraint names by (kind, columns): what PRAGMAs do not tell."""
+    found: dict[tuple[str, tuple[str, ...]], str] = {}
+    for name, kind, cols in _NAMED.findall(sql):
+        columns = tuple(_unquote(c.split()[0]).lower() for c in cols.split(",") if c.strip())
+        found[(kind.split()[0].upper(), columns)] = _unquote(name)
+    return found
 
 
 def reflect(conn: sqlite3.Connection) -> dict[str, Table]:
@@ -40,11 +83,14 @@ def reflect(conn: sqlite3.Connection) -> dict[str, Table]:
                 not_null=bool(notnull),
                 has_default=default is not None,
                 declared=decl,
+                default=default,
             )
             for _cid, cname, decl, notnull, default, _pk in info
         ]
         pk = [row[1] for row in sorted((r for r in info if r[5]), key=lambda r: r[5])]
         table = Table(name, columns, pk, rowid=not _WITHOUT_ROWID.search(sql))
+        named = _named(sql)
+        table.pk_name = named.get(("PRIMARY", tuple(c.lower() for c in pk)))
         fks: dict[int, ForeignKey] = {}
         for fid, _seq, parent, child, parent_col, _upd, on_delete, _m in conn.execute(
             f"PRAGMA foreign_key_list({quote(name)})"
@@ -52,7 +98,9 @@ def reflect(conn: sqlite3.Connection) -> dict[str, Table]:
             fk = fks.setdefault(fid, ForeignKey([], parent, [], on_delete=on_delete))
             fk.columns.append(child)
             fk.parent_columns.append(parent_col)
-        table.foreign_keys = list(fks.values())
+        for fk in fks.values():
+            fk.name = named.get(("FOREIGN", tuple(c.lower() for c in fk.columns)))
+        table.foreign_keys = [fks[i] for i in sorted(fks, reverse=True)]
         for _s, iname, unique, origin, partial in conn.execute(
             f"PRAGMA index_list({quote(name)})"
         ).fetchall():
@@ -63,7 +111,11 @@ def reflect(conn: sqlite3.Connection) -> dict[str, Table]:
                 table.skipped_indexes.append(iname)
                 continue
             cols = [c for _n, _cid, c in sorted(parts)]
-            table.indexes.append(Index(iname, cols, bool(unique)))
+            if origin == "u":
+                declared = named.get(("UNIQUE", tuple(c.lower() for c in cols)))
+                table.uniques.append(Index(declared or unique_name(name, cols), cols, True))
+            else:
+                table.indexes.append(Index(iname, cols, bool(unique)))
         tables[name] = table
     # A foreign key naming no columns refers to the parent's primary key.
     for table in tables.values():
@@ -71,6 +123,10 @@ def reflect(conn: sqlite3.Connection) -> dict[str, Table]:
             if any(c is None for c in fk.parent_columns) and fk.parent in tables:
                 fk.parent_columns = list(tables[fk.parent].primary_key)
     return tables
+
+
+def unique_name(table: str, columns: Sequence[str]) -> str:
+    return f"uq_{table}_{'_'.join(columns)}"
 
 
 def key_columns(table: Table) -> list[str]:
@@ -106,73 +162,35 @@ def read_batch(
     return conn.execute(sql, [*(after or ()), size]).fetchall()
 
 
-@dataclass
-class ColumnStats:
-    integer: int = 0
-    real: int = 0
-    text: int = 0
-    blob: int = 0
-    fractional: int = 0  # reals that are not whole numbers
-    non_integer_text: int = 0
-    max_length: int = 0
-    nul: int = 0
-    unfit_numeric: int = 0
+def _sqlite_name(name: str | None, fallback: str) -> str:
+    """SQLite keeps the sqlite_ prefix for itself (sqlite_autoindex_* are its own names)."""
+    return fallback if not name or name.lower().startswith("sqlite_") else name
 
 
-def column_stats(conn: sqlite3.Connection, table: Table) -> dict[str, ColumnStats]:
-    """One pass in SQLite's own engine: what each column really holds."""
-    parts: list[str] = []
-    for column in table.columns:
-        q = quote(column.name)
-        t = column.type
-        unfit = "0"
-        if t.kind == "numeric" and t.precision is not None:
-            scale = t.scale or 0
-            unfit = (
-                f"typeof({q}) = 'text' OR (typeof({q}) IN ('integer', 'real') AND "
-                f"(round({q}, {scale}) <> {q} OR abs({q}) >= 1e{t.precision - scale}))"
-            )
-        parts += [
-            f"sum(typeof({q}) = 'integer')",
-            f"sum(typeof({q}) = 'real')",
-            f"sum(typeof({q}) = 'text')",
-            f"sum(typeof({q}) = 'blob')",
-            f"sum(typeof({q}) = 'real' AND {q} <> CAST({q} AS INTEGER))",
-            f"sum(typeof({q}) = 'text' AND CAST(CAST({q} AS INTEGER) AS TEXT) <> {q})",
-            f"max(CASE WHEN typeof({q}) = 'text' THEN length({q}) END)",
-            f"sum(typeof({q}) = 'text' AND instr(CAST({q} AS BLOB), x'00') > 0)",
-            f"sum({unfit})",
-        ]
-    row = conn.execute(f"SELECT {', '.join(parts)} FROM {quote(table.name)}").fetchone()
-    stats: dict[str, ColumnStats] = {}
-    for i, column in enumerate(table.columns):
-        stats[column.name] = ColumnStats(*(int(v or 0) for v in row[i * 9 : i * 9 + 9]))
-    return stats
-
-
-def sample_keys(conn: sqlite3.Connection, table: Table, where: str, limit: int = 3) -> list[Any]:
-    keys = table.primary_key or ["rowid"]
-    rows = conn.execute(
-        f"SELECT {_key_sql(keys)} FROM {quote(table.name)} WHERE {where} LIMIT {limit}"
-    ).fetchall()
-    return [row[0] if len(row) == 1 else tuple(row) for row in rows]
-
-
-def create_table(conn: sqlite3.Connection, table: Table) -> None:
-    """A SQLite table for a PostgreSQL one, with its keys (indexes come after the data)."""
+def create_table(conn: sqlite3.Connection, table: Table, defaults: dict[str, str]) -> None:
+    """A SQLite table for a PostgreSQL one: NOT NULL, defaults and named constraints kept;
+    indexes come after the data."""
     defs = []
     for column in table.columns:
         decl = column.type.sqlite()
         if table.primary_key == [column.name] and column.type.kind in ("int2", "int4", "int8"):
             decl = "INTEGER"  # the rowid alias SQLite autoincrements
         null = " NOT NULL" if column.not_null else ""
-        defs.append(f"{quote(column.name)} {decl}{null}".rstrip())
+        default = f" DEFAULT {defaults[column.name]}" if column.name in defaults else ""
+        defs.append(f"{quote(column.name)} {decl}{null}{default}".replace("  ", " ").strip())
     if table.primary_key:
-        defs.append(f"PRIMARY KEY ({', '.join(quote(c) for c in table.primary_key)})")
+        name = _sqlite_name(table.pk_name, f"pk_{table.name}")
+        cols = ", ".join(quote(c) for c in table.primary_key)
+        defs.append(f"CONSTRAINT {quote(name)} PRIMARY KEY ({cols})")
+    for unique in table.uniques:
+        name = _sqlite_name(unique.name, unique_name(table.name, unique.columns))
+        cols = ", ".join(quote(c) for c in unique.columns)
+        defs.append(f"CONSTRAINT {quote(name)} UNIQUE ({cols})")
     for fk in table.foreign_keys:
         on_delete = f" ON DELETE {fk.on_delete}" if fk.on_delete else ""
+        name = f"CONSTRAINT {quote(fk.name)} " if fk.name else ""
         defs.append(
-            f"FOREIGN KEY ({', '.join(quote(c) for c in fk.columns)}) REFERENCES "
+            f"{name}FOREIGN KEY ({', '.join(quote(c) for c in fk.columns)}) REFERENCES "
             f"{quote(fk.parent)} ({', '.join(quote(c) for c in fk.parent_columns)}){on_delete}"
         )
     conn.execute(f"CREATE TABLE {quote(table.name)} ({', '.join(defs)})")
@@ -181,18 +199,30 @@ def create_table(conn: sqlite3.Connection, table: Table) -> None:
 def create_indexes(conn: sqlite3.Connection, table: Table) -> None:
     for index in table.indexes:
         unique = "UNIQUE " if index.unique else ""
+        name = _sqlite_name(index.name, f"ix_{table.name}_{'_'.join(index.columns)}")
         conn.execute(
-            f"CREATE {unique}INDEX IF NOT EXISTS {quote(index.name)} ON {quote(table.name)} "
+            f"CREATE {unique}INDEX IF NOT EXISTS {quote(name)} ON {quote(table.name)} "
             f"({', '.join(quote(c) for c in index.columns)})"
         )
 
 
-def orphans(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[int, list[Any]]]:
-    """PRAGMA foreign_key_check, grouped per (table, parent): count and sample rowids."""
+def orphans(
+    conn: sqlite3.Connection, tables: dict[str, Table]
+) -> dict[tuple[str, str], tuple[int, list[Any]]]:
+    """PRAGMA foreign_key_check per (table, parent): count and the orphaned rows' own keys."""
     found: dict[tuple[str, str], tuple[int, list[Any]]] = {}
-    for table, rowid, parent, _fkid in conn.execute("PRAGMA foreign_key_check"):
+    for table, rowid, parent, _fkid in conn.execute("PRAGMA foreign_key_check").fetchall():
         n, sample = found.get((table, parent), (0, []))
         if len(sample) < 5:
-            sample.append(rowid)
+            key = tables[table].primary_key if table in tables else []
+            if key and rowid is not None:
+                row = conn.execute(
+                    f"SELECT {', '.join(quote(k) for k in key)} FROM {quote(table)} "
+                    "WHERE rowid = ?",
+                    (rowid,),
+                ).fetchone()
+                sample.append(row[0] if len(row) == 1 else tuple(row))
+            else:
+                sample.append(rowid)
         found[(table, parent)] = (n + 1, sample)
     return found

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from app.db.transfer.schema import Column, ForeignKey, Index, Table, quote
-from app.db.transfer.types import Type, Unfit, from_pg
+from app.db.transfer.types import Type, Unfit, comparable_as, from_pg
 
 STAGING = "bookedbarber_staging"
 STATE = "bookedbarber_transfer"
@@ -21,10 +21,12 @@ async def reflect(conn: Any, schema: str) -> dict[str, Table]:
     rows = await conn.fetch(
         """
         SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type,
-               a.attnotnull, a.atthasdef OR a.attidentity <> '' AS has_default
+               a.attnotnull, a.atthasdef OR a.attidentity <> '' AS has_default,
+               pg_get_expr(d.adbin, d.adrelid) AS default_expr
         FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
         ORDER BY c.relname, a.attnum
         """,
@@ -37,7 +39,14 @@ async def reflect(conn: Any, schema: str) -> dict[str, Table]:
         except Unfit:
             t = Type("any")
         table.columns.append(
-            Column(row["attname"], t, row["attnotnull"], row["has_default"], row["type"])
+            Column(
+                row["attname"],
+                t,
+                row["attnotnull"],
+                row["has_default"],
+                row["type"],
+                row["default_expr"],
+            )
         )
     constraints = await conn.fetch(
         """
@@ -65,8 +74,9 @@ async def reflect(conn: Any, schema: str) -> dict[str, Table]:
         table = owner
         if row["contype"] == "p":
             table.primary_key = list(row["cols"])
+            table.pk_name = row["conname"]
         elif row["contype"] == "u":
-            table.indexes.append(Index(row["conname"], list(row["cols"]), True))
+            table.uniques.append(Index(row["conname"], list(row["cols"]), True))
         else:
             table.foreign_keys.append(
                 ForeignKey(
@@ -214,27 +224,53 @@ async def public_definitions(conn: Any, table: str) -> tuple[list[tuple[str, str
     return [(r["contype"], r["conname"], r["def"]) for r in constraints], defs
 
 
+def _join(fk: ForeignKey, child: Table, parent: Table) -> str:
+    """The orphan check's join, cast where the two sides' types differ."""
+    parts = []
+    for cc, pc in zip(fk.columns, fk.parent_columns, strict=True):
+        a, b = child.column(cc), parent.column(pc)
+        cast = comparable_as(a.type, b.type) if a and b else "text"
+        suffix = f"::{cast}" if cast else ""
+        parts.append(f"p.{quote(pc)}{suffix} = c.{quote(cc)}{suffix}")
+    return " AND ".join(parts)
+
+
 async def orphan_rows(
-    conn: Any, schema: str, table: Table, fk: ForeignKey, key: list[str]
+    conn: Any, schema: str, child: Table, parent: Table, fk: ForeignKey, key: list[str]
 ) -> tuple[int, list[Any]]:
-    child = f"{quote(schema)}.{quote(table.name)}"
-    parent = f"{quote(schema)}.{quote(fk.parent)}"
-    on = " AND ".join(
-        f"p.{quote(pc)} = c.{quote(cc)}"
-        for cc, pc in zip(fk.columns, fk.parent_columns, strict=True)
-    )
+    """Rows whose key has no parent: counted, and named by their own keys."""
+    c_sql = f"{quote(schema)}.{quote(child.name)}"
+    p_sql = f"{quote(schema)}.{quote(parent.name)}"
     not_null = " AND ".join(f"c.{quote(cc)} IS NOT NULL" for cc in fk.columns)
-    first_parent = quote(fk.parent_columns[0])
-    where = f"{not_null} AND p.{first_parent} IS NULL"
+    where = f"{not_null} AND NOT EXISTS (SELECT 1 FROM {p_sql} p WHERE {_join(fk, child, parent)})"
     key_sql = ", ".join(f"c.{quote(k)}" for k in key or fk.columns)
-    n = await conn.fetchval(
-        f"SELECT count(*) FROM {child} c LEFT JOIN {parent} p ON {on} WHERE {where}"
-    )
+    n = await conn.fetchval(f"SELECT count(*) FROM {c_sql} c WHERE {where}")
+    if not n:
+        return 0, []
     sample = await conn.fetch(
-        f"SELECT {key_sql} FROM {child} c LEFT JOIN {parent} p ON {on} WHERE {where} "
-        f"ORDER BY {key_sql} LIMIT 5"
+        f"SELECT {key_sql} FROM {c_sql} c WHERE {where} ORDER BY {key_sql} LIMIT 5"
     )
     return int(n), [r[0] if len(r) == 1 else tuple(r) for r in sample]
+
+
+async def duplicates(conn: Any, schema: str, table: Table, columns: list[str]) -> list[Any]:
+    """Values that repeat (NULLs aside) once converted: a unique key PostgreSQL would refuse."""
+    cols = ", ".join(quote(c) for c in columns)
+    not_null = " AND ".join(f"{quote(c)} IS NOT NULL" for c in columns)
+    rows = await conn.fetch(
+        f"SELECT {cols} FROM {quote(schema)}.{quote(table.name)} WHERE {not_null} "
+        f"GROUP BY {cols} HAVING count(*) > 1 LIMIT 3"
+    )
+    return [r[0] if len(r) == 1 else tuple(r) for r in rows]
+
+
+async def nulls(conn: Any, schema: str, table: Table, column: str, key: list[str]) -> list[Any]:
+    key_sql = ", ".join(quote(k) for k in key) or "ctid::text"
+    rows = await conn.fetch(
+        f"SELECT {key_sql} FROM {quote(schema)}.{quote(table.name)} "
+        f"WHERE {quote(column)} IS NULL LIMIT 3"
+    )
+    return [r[0] if len(r) == 1 else tuple(r) for r in rows]
 
 
 async def reset_sequences(conn: Any, schema: str, table: Table) -> int:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from app.db.transfer.types import Type
 
+PG_NAME_BYTES = 63
+
 
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def shorten(name: str) -> str:
+    """A PostgreSQL identifier for name: unchanged when it fits, else cut plus a stable hash."""
+    raw = name.encode()
+    if len(raw) <= PG_NAME_BYTES:
+        return name
+    digest = hashlib.sha1(raw, usedforsecurity=False).hexdigest()[:8]
+    return raw[: PG_NAME_BYTES - 9].decode(errors="ignore") + "_" + digest
 
 
 @dataclass
@@ -18,6 +30,8 @@ class Column:
     not_null: bool = False
     has_default: bool = False
     declared: str = ""
+    default: str | None = None  # the expression as its own side wrote it
+    clean: bool = False  # the probe found every value fit as SQL wrote it (no Python needed)
 
 
 @dataclass
@@ -47,6 +61,8 @@ class Table:
     # SQLite rowid tables are read in rowid order; others in key order.
     rowid: bool = False
     skipped_indexes: list[str] = field(default_factory=list)
+    uniques: list[Index] = field(default_factory=list)  # UNIQUE constraints, by name
+    pk_name: str | None = None
 
     def column(self, name: str) -> Column | None:
         for column in self.columns:

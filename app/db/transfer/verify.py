@@ -2,34 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from app.db.transfer import lite, pg
+from app.db.transfer.digest import pg_digest, sqlite_digest
+from app.db.transfer.options import CopyOptions, backend, pg_connect, sqlite_path
+from app.db.transfer.probe import fits
+from app.db.transfer.report import Check, Report, TransferError
 from app.db.transfer.schema import Table
-from app.db.transfer.types import Options, Type, canonical
+from app.db.transfer.types import Type
+from app.db.transfer.values import Options, canonical
 
 BUCKETS = 1024
 MASK = 2**64 - 1
 SAMPLE_CAP = 100_000
 BATCH = 5_000
-
-
-@dataclass
-class Check:
-    table: str
-    source_rows: int
-    target_rows: int
-    source_sum: int
-    target_sum: int
-    differing_keys: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.source_rows == self.target_rows and self.source_sum == self.target_sum
 
 
 @dataclass
@@ -45,7 +38,9 @@ class Side:
         nkeys = len(lite.key_columns(table) if self.sqlite else pg.key_columns(table))
         while True:
             if self.sqlite is not None:
-                batch = lite.read_batch(self.sqlite, table, columns, after, BATCH)
+                batch = await asyncio.to_thread(
+                    lite.read_batch, self.sqlite, table, columns, after, BATCH
+                )
             else:
                 batch = await pg.read_batch(self.pg, self.schema, table, columns, after, BATCH)
             for row in batch:
@@ -107,8 +102,8 @@ async def compare(
 ) -> Check:
     typed = target_table if target.pg is not None else source_table
     pairs = _types(source_table, target_table, typed)
-    verify_opts = Options(round_money=opts.round_money, strip_nul=True)
-    forms = [canonical(t, verify_opts) for _s, _t, t in pairs]
+    # NUL bytes count unless the copy was told to store text without them (--strip-nul).
+    forms = [canonical(t, opts) for _s, _t, t in pairs]
     key_names = source_table.primary_key or target_table.primary_key
     key_at = [i for i, (s, _t, _ty) in enumerate(pairs) if s in key_names]
     scols = [s for s, _t, _ty in pairs]
@@ -124,3 +119,133 @@ async def compare(
     differing = sorted(k for k in sfound.keys() | tfound.keys() if sfound.get(k) != tfound.get(k))
     check.differing_keys = differing[:5]
     return check
+
+
+async def digests(
+    db: sqlite3.Connection,
+    lite_table: Table,
+    conn: Any,
+    pg_table: Table,
+    opts: Options,
+    lite_first: bool = True,
+) -> Check:
+    """Counts and checksums computed in each database (the PostgreSQL side types the values)."""
+    pairs = [(c.name, pg_table.column(c.name)) for c in lite_table.columns]
+    types = [(n, other.type) for n, other in pairs if other is not None]
+    pg_types = [(other.name, other.type) for _n, other in pairs if other is not None]
+    theirs = await pg_digest(conn, "public", pg_table.name, pg_types)
+    mine = await asyncio.to_thread(sqlite_digest, db, lite_table, types, opts)
+    if lite_first:
+        return Check(lite_table.name, mine.rows, theirs.rows, mine.total, theirs.total)
+    return Check(lite_table.name, theirs.rows, mine.rows, theirs.total, mine.total)
+
+
+def _schema_differences(lite_table: Table, pg_table: Table, report: Report) -> None:
+    """Columns one side lacks are differences, never skipped silently."""
+    for a, b, side in ((lite_table, pg_table, "PostgreSQL"), (pg_table, lite_table, "SQLite")):
+        for column in a.columns:
+            if b.column(column.name) is None:
+                report.note(
+                    "schema",
+                    a.name,
+                    f"column missing on the {side} side",
+                    column=column.name,
+                )
+
+
+async def verify(source_url: str, target_url: str, opts: CopyOptions | None = None) -> Report:
+    opts = opts or CopyOptions()
+    options = Options(opts.round_money, opts.strip_nul)
+    pair = (backend(source_url), backend(target_url))
+    if "sqlite" not in pair or "postgresql" not in pair:
+        raise TransferError("verify compares a SQLite database with a PostgreSQL one")
+    lite_url, pg_url = (source_url, target_url) if pair[0] == "sqlite" else (target_url, source_url)
+    path = sqlite_path(lite_url)
+    if not path.exists():
+        raise TransferError(f"no SQLite database at {path}")
+    conn = await pg_connect(pg_url)
+    db = lite.connect(path)
+    report = Report()
+    try:
+        lite_tables = lite.reflect(db)
+        pg_tables = await pg.reflect(conn, "public")
+        for name in sorted(lite_tables.keys() | pg_tables.keys()):
+            if name not in lite_tables or name not in pg_tables:
+                side = "SQLite" if name in lite_tables else "PostgreSQL"
+                report.note("schema", name, f"table exists on the {side} side only")
+                continue
+            a, b = Side(sqlite=db), Side(pg=conn)
+            ta, tb = lite_tables[name], pg_tables[name]
+            _schema_differences(ta, tb, report)
+            check = await digests(db, ta, conn, tb, options, pair[0] == "sqlite")
+            if not check.ok and pair[0] == "sqlite":
+                check = await compare(a, ta, b, tb, options)
+            elif not check.ok:
+                check = await compare(b, tb, a, ta, options)
+            report.checks.append(check)
+            if not check.ok and check.differing_keys:
+                await _unfit_note(db, ta, tb, report)
+        return report
+    finally:
+        db.close()
+        await conn.close()
+
+
+async def _unfit_note(
+    db: sqlite3.Connection, lite_table: Table, pg_table: Table, report: Report
+) -> None:
+    """A PostgreSQL column too narrow for SQLite's values: say which, as a difference."""
+    for column in lite_table.columns:
+        other = pg_table.column(column.name)
+        if other is None:
+            continue
+        problems, _clean = await asyncio.to_thread(
+            fits, db, lite_table, column.name, other.type, Options(strip_nul=True)
+        )
+        for problem in problems:
+            report.note("unfit", lite_table.name, problem)
+
+
+async def verify_staged(
+    path: Path,
+    url: str,
+    conn: Any,
+    tables: dict[str, Table],
+    order: list[str],
+    opts: CopyOptions,
+    report: Report,
+) -> None:
+    """Counts and checksums on both sides, computed in each database, tables side by side;
+    on a mismatch the values are compared to name the keys."""
+    staged = await pg.reflect(conn, pg.STAGING)
+    options = Options(opts.round_money, opts.strip_nul)
+    gate = asyncio.Semaphore(max(1, opts.jobs))
+
+    async def check(name: str) -> Check:
+        pairs = [(c.name, staged[name].column(c.name)) for c in tables[name].columns]
+        types = [(c, other.type) for c, other in pairs if other is not None]
+        pg_types = [(other.name, other.type) for _c, other in pairs if other is not None]
+        clean = {c.name for c in tables[name].columns if c.clean}
+        async with gate:
+            src = lite.connect(path)
+            mine_conn = await pg_connect(url)
+            try:
+                theirs, mine = await asyncio.gather(
+                    pg_digest(mine_conn, pg.STAGING, name, pg_types),
+                    asyncio.to_thread(sqlite_digest, src, tables[name], types, options, clean),
+                )
+                result = Check(name, mine.rows, theirs.rows, mine.total, theirs.total)
+                if not result.ok:
+                    result = await compare(
+                        Side(sqlite=src),
+                        tables[name],
+                        Side(pg=mine_conn, schema=pg.STAGING),
+                        staged[name],
+                        options,
+                    )
+                return result
+            finally:
+                src.close()
+                await mine_conn.close()
+
+    report.checks += await asyncio.gather(*(check(name) for name in order))

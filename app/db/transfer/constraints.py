@@ -1,0 +1,231 @@
+"""Keys, NOT NULL, defaults, unique constraints, indexes and foreign keys after the data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from app.db.transfer import pg
+from app.db.transfer.defaults import sqlite_to_pg
+from app.db.transfer.report import Report
+from app.db.transfer.schema import ForeignKey, Table, quote, shorten
+from app.db.transfer.types import family
+
+FK_VIOLATION = "23503"
+
+
+async def _orphans(
+    conn: Any, child: Table, parent: Table, fk: ForeignKey, key: list[str], report: Report
+) -> str:
+    """Orphaned rows are kept and reported by their own keys; the constraint guards new rows."""
+    n, sample = await pg.orphan_rows(conn, pg.STAGING, child, parent, fk, key)
+    if not n:
+        return ""
+    report.note(
+        "orphans",
+        child.name,
+        f"({', '.join(fk.columns)}) -> {fk.parent}: {n} orphaned rows kept; constraint added "
+        "NOT VALID, so it guards new rows; clean them and run VALIDATE CONSTRAINT",
+        count=n,
+        keys=sample,
+    )
+    return " NOT VALID"
+
+
+async def finish_filled(conn: Any, actions: dict[str, str], report: Report) -> None:
+    """Tables the target's migrations made get their own constraints and indexes back."""
+    staged = await pg.reflect(conn, pg.STAGING)
+    filled = [n for n, a in actions.items() if a != "created"]
+    definitions = {n: await pg.public_definitions(conn, n) for n in filled}
+    public = await pg.reflect(conn, "public")
+    await conn.execute(f"SET LOCAL search_path = {pg.STAGING}, public")
+    # Keys first, everywhere; foreign keys once every table has its keys.
+    for foreign in (False, True):
+        for name, (constraints, indexes) in definitions.items():
+            fks = {fk.name: fk for fk in public[name].foreign_keys}
+            for contype, cname, definition in constraints:
+                if (contype == "f") != foreign:
+                    continue
+                sql = (
+                    f"ALTER TABLE {pg.STAGING}.{quote(name)} ADD CONSTRAINT {quote(cname)} "
+                    f"{definition}"
+                )
+                failed = await _try(conn, sql)
+                fk = fks.get(cname)
+                if failed and failed.startswith(FK_VIOLATION) and fk and fk.parent in staged:
+                    key = public[name].primary_key
+                    suffix = await _orphans(conn, staged[name], staged[fk.parent], fk, key, report)
+                    failed = await _try(conn, sql + suffix)
+                if failed:
+                    # The target's own rule refuses the data: the copy must not go live.
+                    report.note("schema", name, f"constraint {cname} refuses the data: {failed}")
+            if not foreign:
+                for definition in indexes:
+                    if failed := await _try(conn, definition):
+                        report.note("schema", name, f"index refuses the data: {failed}")
+
+
+async def _try(conn: Any, sql: str) -> str | None:
+    """One DDL statement in a savepoint: None, or PostgreSQL's reason (SQLSTATE and message)."""
+    try:
+        async with conn.transaction():
+            await conn.execute(sql)
+    except asyncpg.PostgresError as exc:
+        return f"{exc.sqlstate}: {exc}"
+    return None
+
+
+async def _unique(
+    conn: Any, table: Table, name: str, columns: list[str], constraint: bool, report: Report
+) -> None:
+    """Tried first (PostgreSQL checks as it builds); repeats are found only when it refuses."""
+    qualified = f"{pg.STAGING}.{quote(table.name)}"
+    cols = ", ".join(quote(c) for c in columns)
+    index = quote(shorten(name))
+    if constraint:
+        sql = f"ALTER TABLE {qualified} ADD CONSTRAINT {index} UNIQUE ({cols})"
+    else:
+        sql = f"CREATE UNIQUE INDEX {index} ON {qualified} ({cols})"
+    if await _try(conn, sql) is None:
+        return
+    dups = await pg.duplicates(conn, pg.STAGING, table, columns)
+    report.note(
+        "unique-skipped",
+        table.name,
+        f"({', '.join(columns)}) repeats once converted; {name} created as a plain index",
+        count=len(dups),
+        keys=dups,
+    )
+    await conn.execute(f"CREATE INDEX {index} ON {qualified} ({cols})")
+
+
+async def _columns(conn: Any, table: Table, report: Report) -> None:
+    qualified = f"{pg.STAGING}.{quote(table.name)}"
+    for column in table.columns:
+        if column.default is not None:
+            expr = sqlite_to_pg(column.default, column.type)
+            failed = None
+            if expr is not None:
+                failed = await _try(
+                    conn,
+                    f"ALTER TABLE {qualified} ALTER COLUMN {quote(column.name)} SET DEFAULT {expr}",
+                )
+            if expr is None or failed:
+                report.note(
+                    "default-skipped",
+                    table.name,
+                    f"default {column.default} has no PostgreSQL form for {column.type.pg()}",
+                    column=column.name,
+                )
+    required = [c for c in table.columns if c.not_null]
+    if not required:
+        return
+    every = ", ".join(f"ALTER COLUMN {quote(c.name)} SET NOT NULL" for c in required)
+    if await _try(conn, f"ALTER TABLE {qualified} {every}") is None:
+        return  # one scan for all of them, the usual case
+    for column in required:
+        failed = await _try(
+            conn, f"ALTER TABLE {qualified} ALTER COLUMN {quote(column.name)} SET NOT NULL"
+        )
+        if failed:
+            missing = await pg.nulls(conn, pg.STAGING, table, column.name, table.primary_key)
+            report.note(
+                "not-null-skipped",
+                table.name,
+                "declared NOT NULL but holds NULLs; created nullable",
+                column=column.name,
+                keys=missing,
+            )
+
+
+async def finish_created(
+    conn: Any, tables: dict[str, Table], actions: dict[str, str], report: Report
+) -> None:
+    """Tables the copy made: the source's keys, NOT NULL, defaults, uniques, indexes, FKs."""
+    staged = await pg.reflect(conn, pg.STAGING)
+    created = [n for n, a in actions.items() if a == "created"]
+    for name in created:
+        table = tables[name]
+        # The staged table carries the types chosen for the data.
+        for column in table.columns:
+            got = staged[name].column(column.name)
+            if got is not None:
+                column.type = got.type
+        qualified = f"{pg.STAGING}.{quote(name)}"
+        await _columns(conn, table, report)
+        if table.primary_key:
+            named = f"CONSTRAINT {quote(shorten(table.pk_name))} " if table.pk_name else ""
+            cols = ", ".join(quote(c) for c in table.primary_key)
+            if await _try(conn, f"ALTER TABLE {qualified} ADD {named}PRIMARY KEY ({cols})"):
+                report.note(
+                    "key-skipped",
+                    name,
+                    f"primary key ({', '.join(table.primary_key)}) holds NULLs or repeats once "
+                    "converted; kept as an index",
+                )
+                pk = table.pk_name or f"pk_{name}"
+                await _unique(conn, table, pk, table.primary_key, False, report)
+        for unique in table.uniques:
+            await _unique(conn, table, unique.name, unique.columns, True, report)
+        for index in table.indexes:
+            if index.unique:
+                await _unique(conn, table, index.name, index.columns, False, report)
+            else:
+                cols = ", ".join(quote(c) for c in index.columns)
+                await conn.execute(
+                    f"CREATE INDEX {quote(shorten(index.name))} ON {qualified} ({cols})"
+                )
+        for skipped in table.skipped_indexes:
+            report.note(
+                "index-skipped", name, f"index {skipped} (partial or on expressions) not recreated"
+            )
+    staged = await pg.reflect(conn, pg.STAGING)
+    for name in created:
+        for fk in tables[name].foreign_keys:
+            await _foreign_key(conn, tables[name], staged, fk, report)
+
+
+async def _foreign_key(
+    conn: Any, table: Table, staged: dict[str, Table], fk: ForeignKey, report: Report
+) -> None:
+    name = table.name
+    parent = staged.get(fk.parent)
+    if parent is None:
+        report.note("fk-skipped", name, f"foreign key to missing table {fk.parent} skipped")
+        return
+    child = staged[name]
+    pairs = [
+        (child.column(c), parent.column(p))
+        for c, p in zip(fk.columns, fk.parent_columns, strict=True)
+    ]
+    if any(a is None or b is None for a, b in pairs):
+        report.note(
+            "fk-skipped", name, f"foreign key to {fk.parent} names missing columns; skipped"
+        )
+        return
+    kinds = [(a.type, b.type) for a, b in pairs if a and b]
+    if any(family(a) != family(b) for a, b in kinds):
+        await _orphans(conn, child, parent, fk, table.primary_key, report)
+        shown = ", ".join(f"{a.pg()} -> {b.pg()}" for a, b in kinds)
+        report.note(
+            "fk-skipped",
+            name,
+            f"({', '.join(fk.columns)}) -> {fk.parent}: types differ ({shown}); orphans checked "
+            "by value, constraint not added",
+        )
+        return
+    cname = shorten(fk.name or f"fk_{name}_{'_'.join(fk.columns)}")
+    on_delete = f" ON DELETE {fk.on_delete}" if fk.on_delete not in (None, "NO ACTION") else ""
+    sql = (
+        f"ALTER TABLE {pg.STAGING}.{quote(name)} ADD CONSTRAINT {quote(cname)} FOREIGN KEY "
+        f"({', '.join(quote(c) for c in fk.columns)}) REFERENCES {pg.STAGING}.{quote(fk.parent)} "
+        f"({', '.join(quote(c) for c in fk.parent_columns)}){on_delete}"
+    )
+    failed = await _try(conn, sql)
+    if failed and failed.startswith(FK_VIOLATION):
+        # Orphans: counted and named by their own keys, then the constraint guards new rows.
+        suffix = await _orphans(conn, child, parent, fk, table.primary_key, report)
+        failed = await _try(conn, sql + suffix)
+    if failed:
+        report.note("fk-skipped", name, f"foreign key {cname} not added: {failed}")

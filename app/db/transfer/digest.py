@@ -1,0 +1,75 @@
+"""Row counts and content checksums computed where the data is: in SQLite and in PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Set
+from dataclasses import dataclass
+from typing import Any
+
+from app.db.transfer import fastpath
+from app.db.transfer.lite import key_columns
+from app.db.transfer.schema import Table, quote
+from app.db.transfer.types import Type, Unfit
+from app.db.transfer.values import Options, to_python
+
+
+@dataclass
+class Digest:
+    rows: int
+    total: int
+
+
+def all_fast(types: list[tuple[str, Type]], clean: Set[str] = frozenset()) -> str:
+    """Rows whose every value SQL vouches for; clean columns need no look at all."""
+    return " AND ".join(fastpath.fast(quote(c), t, c in clean) for c, t in types) or "1"
+
+
+def _slow_text(row: tuple[Any, ...], funcs: list[Any], forms: list[Any]) -> str:
+    texts = []
+    for value, func, form in zip(row, funcs, forms, strict=True):
+        if value is None:
+            texts.append(fastpath.NULL)
+            continue
+        try:
+            texts.append(form(func(value)))
+        except (Unfit, ValueError, OverflowError):
+            texts.append(f"\\unfit {value!r}")  # never equal to a stored value's text
+    return fastpath.SEP.join(texts)
+
+
+def sqlite_digest(
+    conn: sqlite3.Connection,
+    table: Table,
+    types: list[tuple[str, Type]],
+    opts: Options,
+    clean: Set[str] = frozenset(),
+) -> Digest:
+    """types: (SQLite column, the PostgreSQL type its values are read as)."""
+    name = quote(table.name)
+    condition = all_fast(types, clean)
+    texts = " || char(31) || ".join(fastpath.digest_sqlite(quote(c), t) for c, t in types) or "''"
+    rows, total = conn.execute(
+        f"SELECT count(*), bb_sum({texts}) FROM {name} WHERE {condition}"
+    ).fetchone()
+    digest = Digest(int(rows), int(total or 0))
+    funcs = [to_python(t, Options(opts.round_money, opts.strip_nul)) for _c, t in types]
+    forms = [fastpath.digest_python(t) for _c, t in types]
+    select = ", ".join(quote(c) for c, _t in types) or "NULL"
+    keys = ", ".join("rowid" if k == "rowid" else quote(k) for k in key_columns(table))
+    cursor = conn.execute(f"SELECT {select} FROM {name} WHERE NOT ({condition}) ORDER BY {keys}")
+    while batch := cursor.fetchmany(5_000):
+        for row in batch:
+            digest.rows += 1
+            digest.total += fastpath.row_hash(_slow_text(row if types else (), funcs, forms))
+    return digest
+
+
+async def pg_digest(conn: Any, schema: str, table: str, types: list[tuple[str, Type]]) -> Digest:
+    """types: (PostgreSQL column, its type)."""
+    texts = [fastpath.digest_pg(c, t) for c, t in types]
+    row = await conn.fetchrow(
+        f"SELECT count(*), sum({fastpath.row_hash_pg(texts)})::text "
+        f"FROM {quote(schema)}.{quote(table)}"
+    )
+    return Digest(int(row[0]), int(row[1] or 0))

@@ -1,0 +1,226 @@
+"""Rows SQLite can hand over as PostgreSQL text, and one digest text per value on all sides.
+
+A value SQL vouches for (the probe's candidates() is false and nothing here needs
+Python) travels as COPY text built by SQLite itself, and its digest text is built by
+SQLite too; other values go through the Python converters. The digest texts are the
+same from SQLite SQL, from converted Python values and from PostgreSQL SQL, so the
+checksums are computed where the data is."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import struct
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from app.db.transfer.probe import TRUE_WORDS, WORDS, candidates, iso_instant
+from app.db.transfer.schema import quote
+from app.db.transfer.types import INT_RANGES, Type
+
+SEP = "\x1f"
+NULL = "\\N"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+MICRO = dt.timedelta(microseconds=1)
+
+
+def _esc(x: str) -> str:
+    """COPY text format escapes."""
+    return (
+        f"replace(replace(replace(replace({x}, '\\', '\\\\'), char(9), '\\t'), "
+        f"char(10), '\\n'), char(13), '\\r')"
+    )
+
+
+def fast(q: str, t: Type, clean: bool = False) -> str:
+    """SQL true where the value can travel as text SQLite builds (NULL always can).
+
+    clean: the probe found no value of the column needing Python, so only the
+    conditions of this module's own (not the probe's) remain to be checked."""
+    k = t.kind
+    extra = ""
+    if k == "numeric":
+        if t.precision is None or (t.scale or 0) > 4:
+            extra = f" AND typeof({q}) = 'integer'"
+        else:
+            # Fifteen significant digits print a double as the decimal it stands for.
+            extra = (
+                f" AND (typeof({q}) = 'integer' OR ({q} <> 0 "
+                f"AND abs({q}) < 1e{15 - (t.scale or 0)}))"
+            )
+    elif k == "bytea":
+        extra = f" AND typeof({q}) IN ('blob', 'text', 'integer')"
+    elif k in ("uuid", "any"):
+        return "0"
+    if clean:
+        return f"({q} IS NULL OR (1{extra}))" if extra else "1"
+    if k == "timestamptz":
+        return f"({q} IS NULL OR ({iso_instant(q)}))"
+    if k == "bool":
+        return (
+            f"({q} IS NULL OR (typeof({q}) = 'integer' AND {q} IN (0, 1)) "
+            f"OR (typeof({q}) = 'text' AND lower({q}) IN {WORDS}))"
+        )
+    return f"({q} IS NULL OR NOT ({candidates(q, t)}){extra})"
+
+
+def copy_text(q: str, t: Type) -> str:
+    """The value as COPY text, for rows fast() vouches for."""
+    k = t.kind
+    if k == "numeric":
+        value = f"CASE typeof({q}) WHEN 'integer' THEN {q} || '' ELSE printf('%.15g', {q}) END"
+    elif k == "float":
+        value = f"CASE typeof({q}) WHEN 'integer' THEN {q} || '' ELSE printf('%!.17g', {q}) END"
+    elif k == "bool":
+        value = f"CASE WHEN {q} = 1 OR lower({q}) IN {TRUE_WORDS} THEN 't' ELSE 'f' END"
+    elif k in ("text", "varchar", "json", "jsonb"):
+        value = _esc(q)
+    elif k == "bytea":
+        value = f"'\\\\x' || hex(CAST({q} AS BLOB))"
+    else:
+        value = f"{q} || ''"
+    return f"CASE WHEN {q} IS NULL THEN '\\N' ELSE {value} END"
+
+
+def _micros_sql(q: str) -> str:
+    return (
+        f"CAST(strftime('%s', substr({q}, 1, 19)) AS INTEGER) * 1000000 + "
+        f"CASE WHEN length({q}) = 26 THEN CAST(substr({q}, 21) AS INTEGER) ELSE 0 END"
+    )
+
+
+def digest_sqlite(q: str, t: Type) -> str:
+    """The digest text in SQLite SQL, for values fast() vouches for."""
+    k = t.kind
+    if k in INT_RANGES:
+        value = f"{q} || ''"
+    elif k == "numeric":
+        value = f"CASE typeof({q}) WHEN 'integer' THEN {q} || '' ELSE printf('%.15g', {q}) END"
+    elif k == "float":
+        value = f"bb_f8({q})"
+    elif k == "bool":
+        value = f"CASE WHEN {q} = 1 OR lower({q}) IN {TRUE_WORDS} THEN 'true' ELSE 'false' END"
+    elif k == "bytea":
+        value = f"lower(hex(CAST({q} AS BLOB)))"
+    elif k == "timestamptz":
+        # strftime applies a Z or an offset; the six fraction digits follow the seconds.
+        value = (
+            f"(CAST(strftime('%s', {q}) AS INTEGER) * 1000000 + CASE WHEN substr({q}, 20, 1) "
+            f"= '.' THEN CAST(substr({q}, 21, 6) AS INTEGER) ELSE 0 END) || ''"
+        )
+    elif k == "timestamp":
+        value = f"({_micros_sql(q)}) || ''"
+    elif k == "date":
+        value = f"CAST(julianday({q}) - 2440587.5 AS INTEGER) || ''"
+    elif k == "time":
+        value = (
+            f"((CAST(substr({q}, 1, 2) AS INTEGER) * 3600 + CAST(substr({q}, 4, 2) AS INTEGER) "
+            f"* 60 + CAST(substr({q}, 7, 2) AS INTEGER)) * 1000000 + CASE WHEN length({q}) = 15 "
+            f"THEN CAST(substr({q}, 10) AS INTEGER) ELSE 0 END) || ''"
+        )
+    elif k == "jsonb":
+        value = f"bb_jsonb({q})"
+    else:
+        value = q
+    return f"CASE WHEN {q} IS NULL THEN '\\N' ELSE {value} END"
+
+
+def digest_pg(column: str, t: Type) -> str:
+    """The same digest text computed by PostgreSQL from the stored value."""
+    q = quote(column)
+    k = t.kind
+    if k == "numeric":
+        value = f"trim_scale({q})::text"
+    elif k == "float":
+        value = f"encode(float8send({q}::float8), 'hex')"
+    elif k == "bytea":
+        value = f"encode({q}, 'hex')"
+    elif k in ("timestamptz", "timestamp", "time"):
+        value = f"(extract(epoch FROM {q}) * 1000000)::bigint::text"
+    elif k == "date":
+        value = f"({q} - date '1970-01-01')::text"
+    else:
+        value = f"{q}::text"
+    return f"coalesce({value}, '\\N')"
+
+
+def f8(value: Any) -> str | None:
+    return None if value is None else struct.pack(">d", float(value)).hex()
+
+
+def _json_number(d: Decimal) -> str:
+    return format(abs(d) if d.is_zero() else d, "f")
+
+
+def _jsonb(value: Any) -> str:
+    if isinstance(value, dict):
+        keys = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
+        inner = ", ".join(f"{_jsonb(k)}: {_jsonb(value[k])}" for k in keys)
+        return "{" + inner + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_jsonb(v) for v in value) + "]"
+    if isinstance(value, Decimal):
+        return _json_number(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def jsonb_text(text: str | None) -> str | None:
+    """JSON text the way PostgreSQL's jsonb prints it."""
+    if text is None:
+        return None
+    return _jsonb(json.loads(text, parse_float=Decimal, parse_int=Decimal))
+
+
+def _numeric(v: Decimal) -> str:
+    return "0" if v.is_zero() else format(v.normalize(), "f")
+
+
+def digest_python(t: Type) -> Callable[[Any], str]:
+    """The digest text of a value already converted for t (to_python's output)."""
+    k = t.kind
+    if k == "numeric":
+        return _numeric
+    if k == "float":
+        return lambda v: struct.pack(">d", v).hex()
+    if k == "bool":
+        return lambda v: "true" if v else "false"
+    if k == "bytea":
+        return lambda v: bytes(v).hex()
+    if k == "timestamptz":
+        return lambda v: str((v - EPOCH) // MICRO)
+    if k == "timestamp":
+        return lambda v: str((v - EPOCH.replace(tzinfo=None)) // MICRO)
+    if k == "date":
+        return lambda v: str((v - EPOCH.date()).days)
+    if k == "time":
+        return lambda v: str(((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond)
+    if k == "jsonb":
+        return lambda v: jsonb_text(v) or NULL
+    return str
+
+
+def row_hash(text: str) -> int:
+    """A row's 64-bit hash, as PostgreSQL computes it from md5 (signed, first 8 bytes)."""
+    return int.from_bytes(
+        hashlib.md5(text.encode(), usedforsecurity=False).digest()[:8], "big", signed=True
+    )
+
+
+def row_hash_pg(texts: list[str]) -> str:
+    joined = " || chr(31) || ".join(texts) if texts else "''"
+    return f"('x' || left(md5({joined}), 16))::bit(64)::bigint"
+
+
+class Sum:
+    """sum() of row hashes as an exact Python integer (SQLite's would overflow)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def step(self, text: str) -> None:
+        self.total += row_hash(text)
+
+    def finalize(self) -> str:
+        return str(self.total)

@@ -1,0 +1,130 @@
+"""Rows converted for the other side, and the progress shown while they move."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Set
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from app.db.transfer import fastpath, lite
+from app.db.transfer.digest import all_fast
+from app.db.transfer.report import TransferError, describe
+from app.db.transfer.schema import Table, quote
+from app.db.transfer.types import Type, Unfit
+from app.db.transfer.values import Options, to_python, to_sqlite
+
+
+def convert_rows(
+    table: str,
+    types: list[tuple[str, Type]],
+    batch: list[tuple[Any, ...]],
+    nkeys: int,
+    opts: Options,
+    *,
+    target: bool,
+) -> list[tuple[Any, ...]]:
+    """Each row's values (after its nkeys key values) as the target column takes them."""
+    make = to_python if target else to_sqlite
+    funcs = [make(t, opts) for _n, t in types]
+    out: list[tuple[Any, ...]] = []
+    for row in batch:
+        values = list(row[nkeys:])
+        for i, func in enumerate(funcs):
+            value = values[i]
+            if value is None:
+                continue
+            try:
+                values[i] = func(value)
+            except Unfit as exc:
+                key = row[0] if nkeys == 1 else row[:nkeys]
+                raise TransferError(
+                    f"{table}.{types[i][0]} at key {describe(key)}: value {describe(value)} "
+                    f"does not fit {types[i][1].pg()}: {exc}"
+                ) from None
+        out.append(tuple(values))
+    return out
+
+
+@contextmanager
+def progress(
+    console: Console, totals: dict[str, int], done: dict[str, int]
+) -> Iterator[Callable[[str, int], None]]:
+    """A bar per table; yields advance(table, rows)."""
+    with Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    ) as bars:
+        tasks = {n: bars.add_task(n, total=totals[n], completed=done.get(n, 0)) for n in totals}
+
+        def advance(name: str, rows: int) -> None:
+            bars.update(tasks[name], advance=rows)
+
+        yield advance
+
+
+@dataclass
+class Batch:
+    """One key range of a SQLite table: COPY text SQLite built, and rows needing Python."""
+
+    text: bytes
+    fast_rows: int
+    slow: list[tuple[Any, ...]]  # (key values..., column values...)
+    last: list[Any] | None  # the range's last key; None when the table was empty past it
+    done: bool
+
+
+def read_split(
+    conn: sqlite3.Connection,
+    table: Table,
+    types: list[tuple[str, Type]],
+    after: list[Any] | None,
+    size: int,
+    clean: Set[str] = frozenset(),
+) -> Batch:
+    """The next size rows after key `after`, split between the SQL and the Python path."""
+    keys = lite.key_columns(table)
+    key_sql = ", ".join("rowid" if k == "rowid" else quote(k) for k in keys)
+    name = quote(table.name)
+    marks = ", ".join("?" for _ in keys)
+    start = f"({key_sql}) > ({marks})" if after is not None else "1"
+    args = list(after or ())
+    upper = conn.execute(
+        f"SELECT {key_sql} FROM {name} WHERE {start} ORDER BY {key_sql} LIMIT 1 OFFSET ?",
+        [*args, size - 1],
+    ).fetchone()
+    done = upper is None
+    where = start if done else f"{start} AND ({key_sql}) <= ({marks})"
+    bounds = args if done else [*args, *upper]
+    condition = all_fast(types, clean)
+    line = " || char(9) || ".join(fastpath.copy_text(quote(c), t) for c, t in types)
+    lines = [
+        r[0]
+        for r in conn.execute(
+            f"SELECT {line} FROM {name} WHERE {where} AND {condition}", bounds
+        ).fetchall()
+    ]
+    cols = ", ".join(quote(c) for c, _t in types)
+    slow = conn.execute(
+        f"SELECT {key_sql}, {cols} FROM {name} WHERE {where} AND NOT ({condition}) "
+        f"ORDER BY {key_sql}",
+        bounds,
+    ).fetchall()
+    if done:
+        last_row = conn.execute(
+            f"SELECT {key_sql} FROM {name} ORDER BY {key_sql} DESC LIMIT 1"
+        ).fetchone()
+        last = list(last_row) if last_row else None
+    else:
+        last = list(upper)
+    text = ("\n".join(lines) + "\n").encode() if lines else b""
+    return Batch(text, len(lines), slow, last, done)

@@ -1,0 +1,302 @@
+"""What each SQLite column really holds: a home for every value, or a refusal naming it."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from app.db.transfer.report import Finding, describe
+from app.db.transfer.schema import Table, quote
+from app.db.transfer.types import INT_RANGES, Type, Unfit, wider
+from app.db.transfer.values import Options, to_python
+
+SAMPLES = 3
+
+
+@dataclass
+class Probe:
+    failed: int = 0
+    failures: list[tuple[Any, Any, str]] = field(default_factory=list)  # key, value, reason
+    all_numbers: bool = True
+    converted: int = 0
+    nul_removed: list[Any] = field(default_factory=list)
+    conversions: list[tuple[Any, Any, Any]] = field(default_factory=list)  # key, value, result
+    # Values read as another kind of thing: 'true' as a boolean, a number as Unix seconds.
+    reinterpreted: list[tuple[Any, Any, str]] = field(default_factory=list)
+    reinterpreted_count: int = 0
+
+
+def _reinterpreted(t: Type, value: Any) -> str | None:
+    if t.kind == "bool" and isinstance(value, str | bytes):
+        return "text read as a boolean"
+    if t.kind in ("timestamptz", "timestamp", "date") and isinstance(value, int | float):
+        return "a number read as Unix seconds"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, int | float):
+        return True
+    try:
+        return Decimal(str(value).strip()).is_finite()
+    except (InvalidOperation, ValueError):
+        return False
+
+
+WORDS = "('1', 'true', 't', 'yes', 'y', 'on', '0', 'false', 'f', 'no', 'n', 'off')"
+TRUE_WORDS = "('1', 'true', 't', 'yes', 'y', 'on')"
+_SIX = "[0-9]" * 6
+# What may follow 'YYYY-MM-DD[T ]HH:MM:SS': read alike by Python and PostgreSQL.
+_SUFFIXES = [
+    f".{_SIX}",
+    "Z",
+    f".{_SIX}Z",
+    "[+-]0[0-9]:[0-5][0-9]",
+    "[+-]1[0-4]:[0-5][0-9]",
+    f".{_SIX}[+-]0[0-9]:[0-5][0-9]",
+    f".{_SIX}[+-]1[0-4]:[0-5][0-9]",
+]
+
+
+def iso_instant(q: str) -> str:
+    """ISO text naming one instant (T or space, Z or an offset): PostgreSQL parses it as is."""
+    rest = " OR ".join(f"substr({q}, 20) GLOB '{g}'" for g in _SUFFIXES)
+    return (
+        f"typeof({q}) = 'text' AND substr({q}, 11, 1) IN (' ', 'T') "
+        f"AND datetime(julianday(substr({q}, 1, 19))) = replace(substr({q}, 1, 19), 'T', ' ') "
+        f"AND (length({q}) = 19 OR {rest})"
+    )
+
+
+def _text_suspect(q: str) -> str:
+    """NUL bytes, or (only where a character is not printable ASCII) invalid UTF-8."""
+    return (
+        f"(instr(CAST({q} AS BLOB), x'00') > 0 "
+        f"OR ({q} GLOB '*[^ -~]*' AND bb_suspect(CAST({q} AS BLOB))))"
+    )
+
+
+def candidates(q: str, t: Type) -> str:
+    """SQL true for values that need a look in Python; the rest fit t as they are."""
+    k = t.kind
+    if k in INT_RANGES:
+        top = INT_RANGES[k]
+        return f"NOT (typeof({q}) = 'integer' AND {q} BETWEEN {-top} AND {top - 1})"
+    if k == "numeric":
+        if t.precision is None:
+            return f"typeof({q}) NOT IN ('integer', 'real') OR abs({q}) > 1.7e308"
+        scale = t.scale or 0
+        return (
+            f"NOT (typeof({q}) IN ('integer', 'real') AND round({q}, {scale}) = {q} "
+            f"AND abs({q}) < 1e{t.precision - scale})"
+        )
+    if k == "float":
+        return (
+            f"typeof({q}) NOT IN ('integer', 'real') "
+            f"OR (typeof({q}) = 'integer' AND abs({q}) > 9007199254740992)"
+        )
+    if k == "bool":
+        return f"NOT (typeof({q}) = 'integer' AND {q} IN (0, 1))"
+    if k in ("text", "varchar", "any"):
+        longer = f" OR length({q}) > {t.length}" if k == "varchar" and t.length else ""
+        return f"typeof({q}) <> 'text' OR {_text_suspect(q)}{longer}"
+    if k in ("timestamptz", "timestamp"):
+        return (
+            # julianday() first: date() alone passes 2024-02-30 through unchanged.
+            f"NOT (typeof({q}) = 'text' "
+            f"AND datetime(julianday({q})) = replace(substr({q}, 1, 19), 'T', ' ') "
+            f"AND (length({q}) = 19 OR (length({q}) = 26 AND substr({q}, 20, 1) = '.' "
+            f"AND substr({q}, 21) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')))"
+        )
+    if k == "date":
+        return f"NOT (typeof({q}) = 'text' AND length({q}) = 10 AND date(julianday({q})) = {q})"
+    if k == "time":
+        return (
+            f"NOT (typeof({q}) = 'text' AND time(julianday({q})) = substr({q}, 1, 8) "
+            f"AND (length({q}) = 8 "
+            f"OR (length({q}) = 15 AND substr({q}, 9, 1) = '.' "
+            f"AND substr({q}, 10) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')))"
+        )
+    if k in ("json", "jsonb"):
+        return (
+            f"typeof({q}) <> 'text' OR NOT json_valid({q}) OR instr({q}, '\\u') > 0 "
+            f"OR {_text_suspect(q)}"
+        )
+    if k == "bytea":
+        return "0"
+    return "1"
+
+
+def key_sql(table: Table) -> list[str]:
+    return [quote(k) for k in table.primary_key] or ["rowid"]
+
+
+def _key(row: tuple[Any, ...], n: int) -> Any:
+    return row[0] if n == 1 else tuple(row[:n])
+
+
+def probe(conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Options) -> Probe:
+    """Run the loader's own conversion over every value SQL cannot vouch for."""
+    q = quote(column)
+    keys = key_sql(table)
+    convert = to_python(t, Options(opts.round_money, opts.strip_nul))
+    result = Probe()
+    where = f"{q} IS NOT NULL AND ({candidates(q, t)})"
+    sure = _sure(q, t)
+    if sure:
+        # Loose forms SQL can vouch for are counted (and sampled) without Python.
+        _count_sure(conn, table, q, t, f"{where} AND {sure}", result)
+        where = f"{where} AND NOT ({sure})"
+    cursor = conn.execute(
+        f"SELECT {', '.join(keys)}, {q} FROM {quote(table.name)} "
+        f"WHERE {where} ORDER BY {', '.join(keys)}"
+    )
+    n = len(keys)
+    while rows := cursor.fetchmany(5_000):
+        for row in rows:
+            value = row[n]
+            try:
+                out = convert(value)
+            except Unfit as exc:
+                result.failed += 1
+                if len(result.failures) < SAMPLES:
+                    result.failures.append((_key(row, n), value, str(exc)))
+                if result.all_numbers and not _is_number(value):
+                    result.all_numbers = False
+                continue
+            result.converted += 1
+            if why := _reinterpreted(t, value):
+                result.reinterpreted_count += 1
+                if len(result.reinterpreted) < SAMPLES:
+                    result.reinterpreted.append((_key(row, n), value, why))
+            if isinstance(value, str) and "\x00" in value:
+                result.nul_removed.append(_key(row, n))
+            if len(result.conversions) < SAMPLES:
+                result.conversions.append((_key(row, n), value, out))
+    return result
+
+
+def _sure(q: str, t: Type) -> str | None:
+    if t.kind == "timestamptz":
+        return iso_instant(q)
+    if t.kind == "bool":
+        return f"typeof({q}) = 'text' AND lower({q}) IN {WORDS}"
+    return None
+
+
+def _count_sure(
+    conn: sqlite3.Connection, table: Table, q: str, t: Type, where: str, result: Probe
+) -> None:
+    keys = key_sql(table)
+    name = quote(table.name)
+    n = conn.execute(f"SELECT count(*) FROM {name} WHERE {where}").fetchone()[0]
+    if not n:
+        return
+    result.converted += n
+    convert = to_python(t, Options())
+    sample = conn.execute(
+        f"SELECT {', '.join(keys)}, {q} FROM {name} WHERE {where} "
+        f"ORDER BY {', '.join(keys)} LIMIT {SAMPLES}"
+    ).fetchall()
+    result.conversions += [(_key(r, len(keys)), r[-1], convert(r[-1])) for r in sample]
+    if t.kind == "bool":
+        result.reinterpreted_count += n
+        result.reinterpreted += [
+            (k, v, "text read as a boolean") for k, v, _o in result.conversions
+        ]
+
+
+def initial_any(conn: sqlite3.Connection, table: Table, column: str) -> Type:
+    """A home for a column declared without a type, from the storage classes it holds."""
+    q = quote(column)
+    ints, reals, texts, blobs = conn.execute(
+        f"SELECT sum(typeof({q}) = 'integer'), sum(typeof({q}) = 'real'), "
+        f"sum(typeof({q}) = 'text'), sum(typeof({q}) = 'blob') FROM {quote(table.name)}"
+    ).fetchone()
+    if texts:
+        return Type("text")
+    if blobs:
+        return Type("bytea")
+    if reals:
+        return Type("numeric")
+    return Type("int8") if ints else Type("text")
+
+
+def _refusal(table: str, column: str, t: Type, p: Probe, what: str) -> str:
+    key, value, reason = p.failures[0]
+    return (
+        f"{table}.{column} at key {describe(key)}: value {describe(value)} does not fit "
+        f"{t.pg()} ({reason}; {p.failed} such values){what}"
+    )
+
+
+def home(
+    conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Options, strict: bool
+) -> tuple[Type, list[Finding], list[str], bool]:
+    """The type that holds every value of a column the copy creates, widening as needed."""
+    findings: list[Finding] = []
+    declared = t
+    p = probe(conn, table, column, t, opts)
+    while p.failed:
+        if strict:
+            return t, findings, [_refusal(table.name, column, t, p, " (--strict)")], False
+        new = wider(t, p.all_numbers)
+        findings.append(
+            Finding(
+                "widened",
+                table.name,
+                column,
+                f"declared {declared.pg()} holds {p.failed} values that do not fit {t.pg()} "
+                f"({p.failures[0][2]}, e.g. {describe(p.failures[0][1])}); created as "
+                f"{new.pg()} to keep them exact",
+                p.failed,
+                [f[0] for f in p.failures],
+            )
+        )
+        t = new
+        p = probe(conn, table, column, t, opts)
+    if strict and p.reinterpreted:
+        p.failures, p.failed = p.reinterpreted, p.reinterpreted_count
+        return t, findings, [_refusal(table.name, column, t, p, " (--strict)")], False
+    findings += _converted(table.name, column, t, p)
+    return t, findings, [], p.converted == 0
+
+
+def _converted(table: str, column: str, t: Type, p: Probe) -> list[Finding]:
+    if p.nul_removed:
+        return [
+            Finding(
+                "nul-removed",
+                table,
+                column,
+                f"NUL bytes removed from {len(p.nul_removed)} values (--strip-nul)",
+                len(p.nul_removed),
+                p.nul_removed[:SAMPLES],
+            )
+        ]
+    if not p.converted or t.kind in ("text", "bytea", "any"):
+        return []
+    _key0, value, out = p.conversions[0]
+    return [
+        Finding(
+            "converted",
+            table,
+            column,
+            f"{p.converted} values read into {t.pg()} from other forms (e.g. "
+            f"{describe(value)} -> {describe(out)})",
+            p.converted,
+            [c[0] for c in p.conversions],
+        )
+    ]
+
+
+def fits(
+    conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Options
+) -> tuple[list[str], bool]:
+    """Filling an existing column: every value must fit it as it is (and is it clean?)."""
+    p = probe(conn, table, column, t, opts)
+    if p.failed:
+        return [_refusal(table.name, column, t, p, " (the existing target column)")], False
+    return [], p.converted == 0

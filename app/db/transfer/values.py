@@ -1,0 +1,334 @@
+"""SQLite's loose values turned into each column's type, and one canonical text per value."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any
+
+from app.db.transfer.types import INT_RANGES, Kind, Type, Unfit
+
+TRUE = {"1", "true", "t", "yes", "y", "on"}
+FALSE = {"0", "false", "f", "no", "n", "off"}
+# Escapes PostgreSQL's jsonb refuses: \u0000 and lone surrogates.
+_BAD_ESCAPE = re.compile(r"\\u(0000|d[89ab][0-9a-f]{2}(?!\\ud[c-f])|d[c-f][0-9a-f]{2})", re.I)
+
+
+@dataclass
+class Options:
+    round_money: bool = False
+    strip_nul: bool = False
+    rounded: list[str] = field(default_factory=list)
+
+
+def _text(value: Any, opts: Options) -> str:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode()
+        except UnicodeDecodeError as exc:
+            raise Unfit("not valid UTF-8") from exc
+    elif isinstance(value, float):
+        value = repr(value)
+    elif not isinstance(value, str):
+        value = str(value)
+    elif not value.isascii():
+        # Text SQLite stored as invalid UTF-8 arrives with surrogate escapes.
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            raise Unfit("not valid UTF-8") from exc
+    text: str = value
+    if "\x00" in text:
+        if not opts.strip_nul:
+            raise Unfit("text holds NUL bytes, which PostgreSQL text cannot store")
+        text = text.replace("\x00", "")
+    return text
+
+
+def _decimal(value: Any) -> Decimal:
+    if isinstance(value, bool):
+        return Decimal(int(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise Unfit("not a finite number")
+        return Decimal(repr(value))  # the shortest repr: 19.99, never 19.989999...
+    if isinstance(value, int | Decimal):
+        return Decimal(value)
+    try:
+        result = Decimal(value.decode() if isinstance(value, bytes) else str(value).strip())
+    except (InvalidOperation, UnicodeDecodeError) as exc:
+        raise Unfit("not a number") from exc
+    if not result.is_finite():
+        raise Unfit("not a finite number")
+    return result
+
+
+def _integer(value: Any, kind: Kind) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        result = value
+    else:
+        number = _decimal(value)
+        if number != number.to_integral_value():
+            raise Unfit("not an integer")
+        result = int(number)
+    if not -INT_RANGES[kind] <= result < INT_RANGES[kind]:
+        raise Unfit(f"out of range for {kind}")
+    return result
+
+
+def _numeric(value: Any, t: Type, opts: Options) -> Decimal:
+    number = _decimal(value)
+    if t.precision is None:
+        return number
+    scale = t.scale or 0
+    exponent = number.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if -exponent > scale and number != number.quantize(Decimal(1).scaleb(-scale)):
+        if not opts.round_money:
+            raise Unfit(f"more than {scale} decimal places")
+        number = number.quantize(Decimal(1).scaleb(-scale), ROUND_HALF_EVEN)
+        opts.rounded.append(str(value))
+    if abs(number) >= Decimal(10) ** (t.precision - scale):
+        raise Unfit(f"too large for numeric({t.precision}, {scale})")
+    return number
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        result = float(value)
+        if int(result) != value:
+            raise Unfit("not exactly a double precision number")
+        return result
+    try:
+        result = float(value.decode() if isinstance(value, bytes) else str(value).strip())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Unfit("not a number") from exc
+    text = str(value).strip()
+    if not math.isfinite(result):
+        if text.lower().lstrip("+-") not in ("inf", "infinity", "nan"):
+            raise Unfit("out of range for double precision")
+    elif Decimal(repr(result)) != _decimal(text):
+        raise Unfit("not exactly a double precision number")
+    return result
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value in (0.0, 1.0):
+        return value == 1.0
+    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    text = text.strip().lower()
+    if text in TRUE:
+        return True
+    if text in FALSE:
+        return False
+    raise Unfit("not a boolean")
+
+
+def _datetime(value: Any) -> dt.datetime:
+    result: dt.datetime
+    if isinstance(value, dt.datetime):
+        result = value
+    elif isinstance(value, dt.date):
+        result = dt.datetime(value.year, value.month, value.day)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return dt.datetime.fromtimestamp(value, dt.UTC)  # unix seconds
+        except (OverflowError, OSError, ValueError) as exc:
+            raise Unfit("not a date and time") from exc
+    else:
+        try:
+            result = dt.datetime.fromisoformat(str(value).strip())
+        except ValueError as exc:
+            raise Unfit("not a date and time") from exc
+    # Naive times in SQLite are UTC, as this service and most ORMs store them.
+    return result.replace(tzinfo=dt.UTC) if result.tzinfo is None else result.astimezone(dt.UTC)
+
+
+def _date(value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        moment = _datetime(value)
+        if moment.time() != dt.time(0):
+            raise Unfit("a date with a time of day") from None
+        return moment.date()
+
+
+def _time(value: Any) -> dt.time:
+    if isinstance(value, dt.time):
+        return value
+    try:
+        return dt.time.fromisoformat(str(value).strip())
+    except ValueError as exc:
+        raise Unfit("not a time of day") from exc
+
+
+def _no_constant(name: str) -> Any:
+    raise Unfit(f"{name} is not JSON")
+
+
+def _json(value: Any, opts: Options) -> str:
+    text = _text(value, opts)
+    try:
+        json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise Unfit("not JSON") from exc
+    if "\\u" in text and _BAD_ESCAPE.search(text):
+        raise Unfit("JSON escapes (\\u0000, lone surrogates) PostgreSQL jsonb refuses")
+    return text
+
+
+def _bytes(value: Any) -> bytes:
+    """Anything, byte for byte: bytea is where every value fits."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return (repr(value) if isinstance(value, float) else str(value)).encode()
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(bytes=value) if isinstance(value, bytes) else uuid.UUID(str(value))
+    except ValueError as exc:
+        raise Unfit("not a UUID") from exc
+
+
+Converter = Callable[[Any], Any]
+
+
+def to_python(t: Type, opts: Options) -> Converter:
+    """Turn a source value into what the target column takes (None stays None)."""
+    k = t.kind
+    if k in INT_RANGES:
+        return lambda v: _integer(v, k)
+    if k == "numeric":
+        return lambda v: _numeric(v, t, opts)
+    if k == "float":
+        return _float
+    if k == "bool":
+        return _bool
+    if k == "varchar":
+
+        def varchar(v: Any) -> str:
+            text = _text(v, opts)
+            if t.length is not None and len(text) > t.length:
+                raise Unfit(f"longer than {t.length} characters")
+            return text
+
+        return varchar
+    if k in ("text", "any"):
+        return lambda v: _text(v, opts)
+    if k == "timestamptz":
+        return _datetime
+    if k == "timestamp":
+        return lambda v: _datetime(v).replace(tzinfo=None)
+    if k == "date":
+        return _date
+    if k == "time":
+        return _time
+    if k in ("json", "jsonb"):
+        return lambda v: _json(v, opts)
+    if k == "bytea":
+        return _bytes
+    if k == "uuid":
+        return _uuid
+    raise Unfit(f"no conversion to {k}")
+
+
+def to_sqlite(t: Type, opts: Options) -> Converter:
+    """Values for a SQLite column: what SQLAlchemy's SQLite dialect writes and reads."""
+    convert = to_python(t, opts) if t.kind != "text" else lambda v: v
+    if t.kind == "bool":
+        return lambda v: int(_bool(v))
+    if t.kind == "numeric":
+        return lambda v: str(convert(v))
+    if t.kind in ("timestamptz", "timestamp"):
+        return lambda v: _datetime(v).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if t.kind in ("date", "time", "uuid"):
+        return lambda v: convert(v).isoformat() if t.kind != "uuid" else str(convert(v))
+    if t.kind in ("json", "jsonb"):
+        return lambda v: v if isinstance(v, str) else json.dumps(v)
+    return convert
+
+
+def _plain_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, Decimal):
+        d = value.normalize()
+        return "#" + ("0" if d.is_zero() else format(d, "f"))
+    return value
+
+
+def canonical_json(text: str) -> str:
+    """JSON as jsonb keeps it: keys sorted, numbers by value (1.0 and 1 alike)."""
+    data = json.loads(text, parse_float=Decimal, parse_int=Decimal)
+    return json.dumps(_plain_json(data), sort_keys=True, separators=(",", ":"))
+
+
+def canonical(t: Type, opts: Options) -> Callable[[Any], str]:
+    """One text form per value, whichever side it came from: the checksum's input.
+
+    A value the type cannot hold gets a form of its own (never an exception), so it
+    shows as a difference."""
+    convert = to_python(replace(t, length=None) if t.kind == "varchar" else t, opts)
+    k = t.kind
+
+    def numeric(v: Any) -> str:
+        d = _decimal(v).normalize()
+        return "0" if d.is_zero() else format(d, "f")
+
+    render: Callable[[Any], str]
+    if k == "numeric":
+        render = numeric
+    elif k == "bool":
+        render = lambda v: "true" if v else "false"  # noqa: E731
+    elif k == "float":
+        render = lambda v: repr(float(v))  # noqa: E731
+    elif k == "timestamptz":
+        render = lambda v: v.astimezone(dt.UTC).isoformat(timespec="microseconds")  # noqa: E731
+    elif k in ("timestamp", "time"):
+        render = lambda v: v.isoformat(timespec="microseconds")  # noqa: E731
+    elif k in ("json", "jsonb"):
+        render = canonical_json
+    else:
+
+        def render(v: Any) -> str:
+            return v.hex() if isinstance(v, bytes) else str(v)
+
+    plain_int = k in INT_RANGES
+    plain_text = k in ("text", "varchar")
+
+    def form(value: Any) -> str:
+        if value is None:
+            return "\\N"
+        cls = type(value)
+        if plain_int and cls is int:
+            return str(value)
+        if plain_text and cls is str and value.isascii() and "\x00" not in value:
+            return value  # type: ignore[no-any-return]
+        try:
+            return render(convert(value))
+        except (Unfit, ValueError):
+            return f"\\unfit {type(value).__name__} {value!r}"
+
+    return form

@@ -1,0 +1,240 @@
+"""db copy killed in each phase, db verify on schemas that differ, the service's own rules."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from rich.console import Console
+
+from app.config import Settings
+from app.db import transfer
+from app.db.engine import create_engine
+from app.db.invariants import ServiceRules
+from app.db.migrate import upgrade_async
+from app.db.seed import seed_demo
+from app.db.transfer import pg
+from tests.conftest import Postgres, create_database, drop_database, pg_fetch, unique
+from tests.messy_sqlite import build_backend, build_messy
+from tests.transfer_checker import compare
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+async def target(postgres: Postgres) -> AsyncIterator[str]:
+    name = unique("fault").replace("-", "_")
+    url = await create_database(postgres, name)
+    try:
+        yield url
+    finally:
+        await drop_database(postgres, name)
+
+
+def url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", "db", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def plain(u: str) -> str:
+    return u.replace("+asyncpg", "")
+
+
+async def wait_for(what: str, check: object) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if await check():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize(
+    ("locked", "blocked"),
+    [
+        # Keys, NOT NULL, defaults and constraints: the first DDL on appointments waits.
+        (f"{pg.STAGING}.appointments", "ALTER TABLE"),
+        # The swap: dropping the progress schema waits, after public was renamed.
+        (f"{pg.STATE}.progress", "DROP SCHEMA"),
+    ],
+    ids=["during-constraints", "during-swap"],
+)
+async def test_sigkill_in_a_phase_then_rerun_is_exact(
+    target: str, tmp_path: Path, locked: str, blocked: str
+) -> None:
+    source = tmp_path / "backend.db"
+    build_backend(source, appointments=6_000)
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-m", "app", "db", "copy", url(source), target, "--batch-size", "2000"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    holder = await asyncpg.connect(plain(target))
+    watcher = await asyncpg.connect(plain(target))
+    try:
+
+        async def exists() -> bool:
+            return await watcher.fetchval("SELECT to_regclass($1)", locked) is not None
+
+        await wait_for(locked, exists)
+        # A real lock held by another session: the copy blocks there, in that phase.
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute(f"LOCK TABLE {locked} IN ACCESS SHARE MODE")
+
+        async def waiting() -> bool:
+            return bool(
+                await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE $1",
+                    blocked + "%",
+                )
+            )
+
+        await wait_for(f"the copy to block in {blocked}", waiting)
+        assert proc.poll() is None
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        await tx.rollback()
+    finally:
+        await holder.close()
+        await watcher.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Nothing half-done went live: public is still the empty original.
+    assert not await pg_fetch(target, "SELECT 1 FROM pg_tables WHERE schemaname = 'public'")
+
+    rerun = cli("copy", url(source), target)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming" in rerun.stderr
+    check = await compare(source, target)
+    assert check.exact, check.samples
+    # The totals count whole tables, not only what the rerun moved.
+    assert f"copied {check.target_rows:,} rows" in rerun.stdout
+    assert "(0 in this run)" in rerun.stdout
+    assert not await pg_fetch(target, "SELECT 1 FROM pg_namespace WHERE nspname = $1", pg.STATE)
+
+
+async def test_verify_reports_schema_differences_without_traceback(
+    target: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "backend.db"
+    build_backend(source, appointments=200)
+    assert cli("copy", url(source), target).returncode == 0
+    assert cli("verify", url(source), target).returncode == 0
+    await pg_fetch(target, "ALTER TABLE reviews DROP COLUMN comment")
+    await pg_fetch(
+        target,
+        "ALTER TABLE users ALTER COLUMN unified_role TYPE varchar(3) USING left(unified_role, 3)",
+    )
+    result = cli("verify", url(source), target)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "- reviews.comment: column missing on the PostgreSQL side" in result.stderr
+    assert "users.unified_role at key 1: value 'barber' does not fit varchar(3)" in result.stderr
+    assert "the databases differ" in result.stderr
+
+
+async def test_nul_bytes_compared_as_the_copy_stored_them(target: str, tmp_path: Path) -> None:
+    source = tmp_path / "messy.db"
+    build_messy(source, filler_tables=0)
+    # --strip-nul: text without its NUL bytes, and verify must be told so to agree.
+    result = cli("copy", url(source), target, "--strip-nul")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "notes.body: NUL bytes removed from 1 values (--strip-nul) (keys 2)" in result.stderr
+    body = await pg_fetch(target, "SELECT body FROM notes WHERE id = 2")
+    assert body[0][0] == "hasnul"
+    exact = cli("verify", url(source), target)
+    assert exact.returncode != 0
+    assert "notes: 5 rows vs 5, content differs at keys: 2" in exact.stderr
+    assert cli("verify", url(source), target, "--strip-nul").returncode == 0
+    assert (await compare(source, target, strip_nul=True)).exact
+
+
+async def test_service_rule_failure_keeps_the_staged_copy(target: str, tmp_path: Path) -> None:
+    source = tmp_path / "service.db"
+    source_url = f"sqlite+aiosqlite:///{source}"
+    await upgrade_async(source_url)
+    engine = create_engine(source_url, Settings(database_url=source_url, demo_seed=False))
+    try:
+        await seed_demo(engine, 0.002)
+    finally:
+        await engine.dispose()
+    with sqlite3.connect(source) as conn:
+        # A payment whose amount no longer adds up is still copied exactly; an orphaned
+        # appointment user is what the service's rule refuses.
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute("UPDATE appointments SET user_id = 999999 WHERE id = 1")
+    await upgrade_async(target)
+    opts = transfer.CopyOptions(rules=ServiceRules())
+    quiet = Console(file=io.StringIO())
+    with pytest.raises(transfer.TransferError) as failed:
+        await transfer.copy(source_url, target, opts, quiet)
+    assert failed.value.report is not None
+    lines = [f.line() for f in failed.value.report.findings if f.kind in ("invariant", "schema")]
+    assert any("appointments" in line for line in lines), lines
+    assert f"stays in schema {pg.STAGING}" in str(failed.value)
+    live = await pg_fetch(target, "SELECT count(*) FROM appointments")
+    assert live[0][0] == 0
+
+
+async def test_any_input_fails_in_one_line(target: str, tmp_path: Path) -> None:
+    garbage = tmp_path / "not-a-database.db"
+    garbage.write_bytes(b"this is not SQLite at all\n" * 100)
+    result = cli("copy", url(garbage), target)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: copy failed: DatabaseError")
+    odd = tmp_path / "odd.db"
+    build_backend(odd, appointments=60)
+    with sqlite3.connect(odd) as conn:
+        conn.execute("UPDATE users SET preferences = '' WHERE id = 5")
+    strict = cli("copy", url(odd), target, "--strict", "--json")
+    assert strict.returncode != 0
+    assert "Traceback" not in strict.stderr
+    assert "users.preferences at key 5: value ''" in strict.stdout
+    assert not await pg_fetch(target, "SELECT 1 FROM pg_namespace WHERE nspname = $1", pg.STAGING)
+
+
+async def test_keys_that_repeat_once_converted_are_reported(target: str, tmp_path: Path) -> None:
+    source = tmp_path / "keys.db"
+    with sqlite3.connect(source) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE slots (id INTEGER PRIMARY KEY, at DATETIME, CONSTRAINT uq_slots_at
+                UNIQUE (at));
+            INSERT INTO slots VALUES (1, '2024-01-02 03:04:05'), (2, '2024-01-02T03:04:05Z'),
+                (3, '2024-01-02T05:04:05+01:00');
+            CREATE TABLE codes (code TEXT PRIMARY KEY, n INTEGER);
+            INSERT INTO codes VALUES ('a', 1), (NULL, 2);
+            """
+        )
+    result = cli("copy", url(source), target)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "slots: (at) repeats once converted; uq_slots_at created as a plain index" in (
+        result.stderr
+    )
+    assert "codes: primary key (code) holds NULLs or repeats once converted" in result.stderr
+    check = await compare(source, target)
+    assert check.exact, check.samples
