@@ -13,6 +13,8 @@ from starlette.exceptions import HTTPException
 
 from app.db import metrics
 from app.db.errors import is_connection_error, sqlstate
+from app.db.live.backend import record_error
+from app.db.live.capture import FROZEN_MESSAGE, is_frozen_error
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,9 @@ def retry_after(pool_timeout: float) -> int:
 
 def database_response(exc: Exception, router: Any, wait: int) -> JSONResponse:
     """The answer to an exception a request's database work raised."""
+    if is_frozen_error(exc):  # a live migration's switch (app/db/live): retry in a moment
+        return render(Unavailable(FROZEN_MESSAGE, 1))
+    record_error(router)
     if isinstance(exc, sa_exc.TimeoutError):
         log.warning("connection pool exhausted")
         metrics.pool_timeout(router)

@@ -16,6 +16,7 @@ from app.api.deps import require_token
 from app.api.lane import HotReadLane
 from app.config import Settings, load_settings
 from app.db import metrics
+from app.db.live.backend import LiveBackend
 from app.db.router import DatabaseRouter
 from app.guards import BodyGuard, TokenGate
 
@@ -91,7 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        router = DatabaseRouter(settings)
+        # With MIGRATION_TARGET_URL, the backend a live migration switched to (app/db/live).
+        live = app.state.live = LiveBackend.create(settings)
+        router = live.first_router() if live else DatabaseRouter(settings)
         app.state.db = router
         metrics.instrument(router.engines(), settings.slow_query_seconds)
         for role, engine in router.monitor_engines():
@@ -107,12 +110,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # meanwhile (liveness), and readiness says "starting" until the round is done.
         startup = app.state.startup = asyncio.create_task(first_probe(), name="first-probe")
         await asyncio.wait({startup}, timeout=settings.startup_probe_wait_seconds)
+        if live:
+            live.start(app)
         try:
             yield
         finally:
             startup.cancel()
             await asyncio.gather(startup, return_exceptions=True)
-            await router.dispose()
+            if live:
+                await live.stop()
+            await app.state.db.dispose()
             metrics.worker_exited()
 
     app = Service(
