@@ -24,6 +24,7 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import Counter
 from pydantic import SecretStr
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from app.config import Settings
@@ -51,6 +52,28 @@ class Switch:
     to: Backend
     reason: str
     epoch: int
+
+
+async def _warm(router: DatabaseRouter, connections: int = 4) -> None:
+    """Open a few PostgreSQL connections before the first request needs them.
+
+    Not on SQLite: opening a file is cheap, and a connection's first statement there
+    begins IMMEDIATE, queueing behind every writer.
+    """
+    if router.sqlite:
+        return
+
+    async def one(engine: Any) -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+            await asyncio.sleep(0.05)  # held together, so the pool keeps several
+
+    engines = {id(e): e for e in (router.primary, router.primary_reader)}.values()
+    try:
+        async with asyncio.timeout(2):
+            await asyncio.gather(*(one(e) for e in engines for _ in range(connections)))
+    except Exception as exc:  # requests will find out and answer 503
+        log.warning("new backend did not answer", extra={"error": type(exc).__name__})
 
 
 def record_error(router: Any) -> None:
@@ -138,8 +161,10 @@ class LiveBackend:
         return len(self.errors) / window > self.settings.migration_rollback_error_rate
 
     async def swap(self, app: FastAPI, to: Backend, epoch: int, reason: str) -> None:
+        began = time.monotonic()
         new = self.router(to)
         metrics.instrument(new.engines(), self.settings.slow_query_seconds)
+        await _warm(new)
         old: DatabaseRouter = app.state.db
         app.state.db = new
         self.active, self.epoch = to, epoch
@@ -147,7 +172,15 @@ class LiveBackend:
         self.switches.append(Switch(time.time(), to, reason, epoch))
         kind = "auto_rollback" if reason.startswith("auto rollback") else "cutover"
         SWITCHES.labels(to, kind).inc()
-        log.warning("database backend switched", extra={"to": to, "reason": reason, "epoch": epoch})
+        log.warning(
+            "database backend switched",
+            extra={
+                "to": to,
+                "reason": reason,
+                "epoch": epoch,
+                "seconds": round(time.monotonic() - began, 3),
+            },
+        )
         task = asyncio.create_task(self._close_later(old), name="close-old-router")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

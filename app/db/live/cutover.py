@@ -14,10 +14,12 @@ from app.db.live.sides import Backend, Side
 from app.db.live.sync import Pair, SyncError, catch_up, started
 from app.db.transfer import lite as transfer_lite
 from app.db.transfer import pg as transfer_pg
+from app.db.transfer.digest import Digest, pg_digest, sqlite_digest
 from app.db.transfer.options import sqlite_path
 from app.db.transfer.report import Check
 from app.db.transfer.values import Options
-from app.db.transfer.verify import digests
+from app.db.transfer.verify import Side as VerifySide
+from app.db.transfer.verify import compare
 
 # How long a freeze holds when its owner dies before lifting it.
 FREEZE_SECONDS = 10.0
@@ -38,18 +40,36 @@ def owner() -> str:
 
 
 async def verify(pair: Pair) -> list[Check]:
-    """Counts and checksums of every application table, computed in each database."""
-    names = {t.name for t in capture.tables()}
+    """Counts and checksums of every application table, computed in each database.
+
+    Both databases work at once (SQLite in a thread): this runs inside the write pause.
+    """
+    names = sorted(t.name for t in capture.tables())
     db = transfer_lite.connect(sqlite_path(pair.lite.url))
     conn = await transfer_pg.connect(pair.pg.url_plain)
+    options = Options(False, False)
     try:
         lite_tables = transfer_lite.reflect(db)
         pg_tables = await transfer_pg.reflect(conn, "public")
+        types = {}
+        for name in names:
+            pairs = [(c.name, pg_tables[name].column(c.name)) for c in lite_tables[name].columns]
+            types[name] = [(n, other.type) for n, other in pairs if other is not None]
+
+        def lite_side() -> list[Digest]:
+            return [sqlite_digest(db, lite_tables[n], types[n], options) for n in names]
+
+        async def pg_side() -> list[Digest]:
+            return [await pg_digest(conn, "public", n, types[n]) for n in names]
+
+        mine, theirs = await asyncio.gather(asyncio.to_thread(lite_side), pg_side())
         checks = []
-        for name in sorted(names):
-            checks.append(
-                await digests(db, lite_tables[name], conn, pg_tables[name], Options(False, False))
-            )
+        for name, a, b in zip(names, mine, theirs, strict=True):
+            check = Check(name, a.rows, b.rows, a.total, b.total)
+            if not check.ok:  # which rows: the comparison that names keys
+                ta, tb = lite_tables[name], pg_tables[name]
+                check = await compare(VerifySide(sqlite=db), ta, VerifySide(pg=conn), tb, options)
+            checks.append(check)
         return checks
     finally:
         db.close()
@@ -124,7 +144,10 @@ async def cutover(
     if bad:
         await thaw(source)
         pause = time.monotonic() - frozen_at
-        names = ", ".join(f"{c.table} ({c.source_rows} vs {c.target_rows} rows)" for c in bad)
+        names = ", ".join(
+            f"{c.table} ({c.source_rows} vs {c.target_rows} rows; keys {c.differing_keys})"
+            for c in bad
+        )
         show(f"verification failed: {names}; writes resume on {frm}, nothing switched")
         return Outcome(False, frm, pause, applied, checks, "verification failed")
     show(f"verified {len(checks)} tables: counts and checksums match")

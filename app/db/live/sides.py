@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Table, delete, event, select, text
+from sqlalchemy import Table, bindparam, delete, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -130,35 +130,31 @@ class Side:
         )
         await conn.execute(text(statement), {"d": direction, "s": seq, "t": time.time()})
 
-    async def changes(
-        self, conn: AsyncConnection, after: int, limit: int
-    ) -> Sequence[tuple[int, str, int]]:
+    async def changes(self, conn: AsyncConnection, limit: int) -> Sequence[tuple[int, str, int]]:
+        """The oldest changes not applied yet (applied ones are consumed: see consume)."""
         rows = await conn.execute(
-            text(
-                f"SELECT seq, tbl, key FROM {capture.CHANGES} WHERE seq > :after "
-                "ORDER BY seq LIMIT :limit"
-            ),
-            {"after": after, "limit": limit},
+            text(f"SELECT seq, tbl, key FROM {capture.CHANGES} ORDER BY seq LIMIT :limit"),
+            {"limit": limit},
         )
         return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
 
-    async def backlog(self, conn: AsyncConnection, after: int) -> tuple[int, float | None]:
-        """Changes after `after` and the time of the oldest of them."""
-        row = (
-            await conn.execute(
-                text(f"SELECT count(*), min(at) FROM {capture.CHANGES} WHERE seq > :after"),
-                {"after": after},
-            )
-        ).one()
+    async def backlog(self, conn: AsyncConnection) -> tuple[int, float | None]:
+        """Changes waiting and the time of the oldest of them."""
+        row = (await conn.execute(text(f"SELECT count(*), min(at) FROM {capture.CHANGES}"))).one()
         return int(row[0]), None if row[1] is None else float(row[1])
 
-    async def last_seq(self, conn: AsyncConnection) -> int:
-        value = await conn.scalar(text(f"SELECT max(seq) FROM {capture.CHANGES}"))
-        return int(value or 0)
+    async def consume(self, seqs: Sequence[int]) -> None:
+        """Drop changes the destination has committed.
 
-    async def prune(self, upto: int) -> None:
+        By their numbers, not up to one: on PostgreSQL numbers are taken at insert and
+        committed in another order, so a lower number can become visible later.
+        """
+        statement = text(f"DELETE FROM {capture.CHANGES} WHERE seq IN :seqs").bindparams(
+            bindparam("seqs", expanding=True)
+        )
         async with self.engine.connect() as conn, conn.begin():
-            await conn.execute(text(f"DELETE FROM {capture.CHANGES} WHERE seq <= :s"), {"s": upto})
+            for start in range(0, len(seqs), 1000):
+                await conn.execute(statement, {"seqs": list(seqs[start : start + 1000])})
 
     async def rows(
         self, conn: AsyncConnection, table: Table, keys: Sequence[int]

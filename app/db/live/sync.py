@@ -64,19 +64,20 @@ class Pair:
 
 
 async def apply_batch(pair: Pair, direction: str, limit: int = BATCH) -> int:
-    """Apply up to `limit` changes; the cursor moves in the same transaction. Returns the count.
+    """Apply up to `limit` waiting changes, then consume them. Returns the count.
 
     Every changed key is read from the source as it is now, in one snapshot with the
-    changes themselves: present means upsert, absent means delete. Destinations apply
-    one batch at a time (the cursor row is locked), so two appliers never interleave.
+    changes themselves: present means upsert, absent means delete. Applying twice
+    (a crash between the destination's commit and the consume) gives the same rows.
+    Destinations apply one batch at a time (their cursor row is locked first), so two
+    appliers never interleave an older read after a newer one.
     """
     source, dest = pair.ends(direction)
     async with dest.writing(apply=True) as out:
-        after = await dest.cursor(out, direction)
-        if after is None:
+        if await dest.cursor(out, direction) is None:
             raise SyncError(f"{direction}: no sync started; run db sync first")
         async with source.reading() as src:
-            changes = await source.changes(src, after, limit)
+            changes = await source.changes(src, limit)
             if not changes:
                 return 0
             keys: dict[str, set[int]] = defaultdict(set)
@@ -93,6 +94,7 @@ async def apply_batch(pair: Pair, direction: str, limit: int = BATCH) -> int:
         for table in tables:  # upserts parents first
             await dest.upsert(out, table, found.get(table.name, []))
         await dest.set_cursor(out, direction, changes[-1][0])
+    await source.consume([seq for seq, _, _ in changes])
     return len(changes)
 
 
@@ -104,21 +106,10 @@ async def catch_up(pair: Pair, direction: str) -> int:
 
 
 async def lag(pair: Pair, direction: str) -> Lag:
-    source, dest = pair.ends(direction)
-    async with dest.engine.connect() as conn:
-        after = await dest.cursor(conn, direction) or 0
+    source, _ = pair.ends(direction)
     async with source.engine.connect() as conn:
-        count, oldest = await source.backlog(conn, after)
+        count, oldest = await source.backlog(conn)
     return Lag(count, 0.0 if oldest is None else max(0.0, time.time() - oldest))
-
-
-async def prune(pair: Pair, direction: str) -> None:
-    """Drop the changes the destination has applied (its cursor committed with them)."""
-    source, dest = pair.ends(direction)
-    async with dest.engine.connect() as conn:
-        upto = await dest.cursor(conn, direction)
-    if upto:
-        await source.prune(upto)
 
 
 async def remove_capture(pair: Pair) -> None:
@@ -183,12 +174,13 @@ async def start(pair: Pair, console: Console) -> None:
             await copy(f"sqlite:///{snapshot}", pair.pg.url, CopyOptions(truncate=True), console)
         except TransferError as exc:
             raise SyncError(f"bulk copy failed: {exc}") from exc
+    # The snapshot holds every change up to `upto`: those are done.
+    async with pair.lite.writing(apply=True) as conn:
+        await conn.execute(text(f"DELETE FROM {capture.CHANGES} WHERE seq <= :s"), {"s": upto})
+        await pair.lite.set_cursor(conn, "to_sqlite", 0)
     await pair.pg.install("sqlite")
     async with pair.pg.writing(apply=True) as conn:
         await pair.pg.set_cursor(conn, "to_postgresql", upto)
-        pg_seq = await pair.pg.last_seq(conn)
-    async with pair.lite.writing(apply=True) as conn:
-        await pair.lite.set_cursor(conn, "to_sqlite", pg_seq)
 
 
 async def run(
@@ -222,6 +214,5 @@ async def run(
             behind = await lag(pair, direction)
             show(f"{direction}: applied {applied} changes; lag {behind}")
             last_report, applied = now, 0
-            await prune(pair, direction)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
