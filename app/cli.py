@@ -199,8 +199,7 @@ def _transfer_options(func: Any) -> Any:
 
 
 def _one_line(what: str, exc: Exception) -> str:
-    first = (str(exc).splitlines() or [""])[0][:300]
-    return f"{what} failed: {type(exc).__name__}: {first}"
+    return f"{what} failed: {failure(exc)}"
 
 
 def _finish(report: Any, as_json: bool, error: str | None, console: Any) -> None:

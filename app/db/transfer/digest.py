@@ -49,10 +49,14 @@ def sqlite_digest(
     name = quote(table.name)
     condition = all_fast(types, clean)
     texts = " || char(31) || ".join(fastpath.digest_sqlite(quote(c), t) for c, t in types) or "''"
-    rows, total = conn.execute(
-        f"SELECT count(*), bb_sum({texts}) FROM {name} WHERE {condition}"
+    # One scan: every row counted, fast rows hashed in SQLite's own pass.
+    everything, summed = conn.execute(
+        f"SELECT count(*), bb_sum(CASE WHEN {condition} THEN {texts} END) FROM {name}"
     ).fetchone()
-    digest = Digest(int(rows), int(total or 0))
+    rows, total = (int(v) for v in (summed or "0 0").split())
+    digest = Digest(rows, total)
+    if everything == rows:
+        return digest
     funcs = [to_python(t, Options(opts.round_money, opts.strip_nul)) for _c, t in types]
     forms = [fastpath.digest_python(t) for _c, t in types]
     select = ", ".join(quote(c) for c, _t in types) or "NULL"

@@ -217,10 +217,14 @@ class Sum:
     """sum() of row hashes as an exact Python integer (SQLite's would overflow)."""
 
     def __init__(self) -> None:
+        self.rows = 0
         self.total = 0
 
-    def step(self, text: str) -> None:
-        self.total += row_hash(text)
+    def step(self, text: str | None) -> None:
+        if text is not None:  # rows left out by the CASE that feeds the aggregate
+            self.rows += 1
+            self.total += row_hash(text)
 
     def finalize(self) -> str:
-        return str(self.total)
+        """Rows hashed and their sum, as text (SQLite integers would overflow)."""
+        return f"{self.rows} {self.total}"

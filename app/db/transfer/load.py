@@ -114,11 +114,13 @@ def read_split(
         ).fetchall()
     ]
     cols = ", ".join(quote(c) for c, _t in types)
-    slow = conn.execute(
-        f"SELECT {key_sql}, {cols} FROM {name} WHERE {where} AND NOT ({condition}) "
-        f"ORDER BY {key_sql}",
-        bounds,
-    ).fetchall()
+    slow = []
+    if done or len(lines) < size:  # a full range of fast rows has no slow ones
+        slow = conn.execute(
+            f"SELECT {key_sql}, {cols} FROM {name} WHERE {where} AND NOT ({condition}) "
+            f"ORDER BY {key_sql}",
+            bounds,
+        ).fetchall()
     if done:
         last_row = conn.execute(
             f"SELECT {key_sql} FROM {name} ORDER BY {key_sql} DESC LIMIT 1"

@@ -137,14 +137,49 @@ def _key(row: tuple[Any, ...], n: int) -> Any:
     return row[0] if n == 1 else tuple(row[:n])
 
 
-def probe(conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Options) -> Probe:
-    """Run the loader's own conversion over every value SQL cannot vouch for."""
+Counts = tuple[int, int]  # values needing a look, and of those the ones SQL vouches for
+
+
+def looks(conn: sqlite3.Connection, table: Table, types: list[Type]) -> list[Counts]:
+    """One scan for the whole table: per column, what needs a closer look."""
+    parts = []
+    for column, t in zip(table.columns, types, strict=True):
+        q = quote(column.name)
+        where = f"{q} IS NOT NULL AND ({candidates(q, t)})"
+        sure = _sure(q, t)
+        parts.append(f"sum(CASE WHEN {where} THEN 1 ELSE 0 END)")
+        parts.append(f"sum(CASE WHEN {where} AND {sure} THEN 1 ELSE 0 END)" if sure else "0")
+    if not parts:
+        return []
+    row = [
+        int(v or 0)
+        for v in conn.execute(f"SELECT {', '.join(parts)} FROM {quote(table.name)}").fetchone()
+    ]
+    return [(row[i], row[i + 1]) for i in range(0, len(row), 2)]
+
+
+def probe(
+    conn: sqlite3.Connection,
+    table: Table,
+    column: str,
+    t: Type,
+    opts: Options,
+    counts: Counts | None = None,
+) -> Probe:
+    """Run the loader's own conversion over every value SQL cannot vouch for.
+
+    counts (from looks()) spare the scans they already answer."""
     q = quote(column)
     keys = key_sql(table)
     convert = to_python(t, Options(opts.round_money, opts.strip_nul))
     result = Probe()
+    if counts is not None and counts[0] == 0:
+        return result
     where = f"{q} IS NOT NULL AND ({candidates(q, t)})"
     sure = _sure(q, t)
+    if sure and counts is not None and counts[0] == counts[1]:
+        _count_sure(conn, table, q, t, f"{where} AND {sure}", result, counts[1])
+        return result
     if sure:
         # Loose forms SQL can vouch for are counted (and sampled) without Python.
         _count_sure(conn, table, q, t, f"{where} AND {sure}", result)
@@ -187,11 +222,21 @@ def _sure(q: str, t: Type) -> str | None:
 
 
 def _count_sure(
-    conn: sqlite3.Connection, table: Table, q: str, t: Type, where: str, result: Probe
+    conn: sqlite3.Connection,
+    table: Table,
+    q: str,
+    t: Type,
+    where: str,
+    result: Probe,
+    known: int | None = None,
 ) -> None:
     keys = key_sql(table)
     name = quote(table.name)
-    n = conn.execute(f"SELECT count(*) FROM {name} WHERE {where}").fetchone()[0]
+    n = (
+        known
+        if known is not None
+        else conn.execute(f"SELECT count(*) FROM {name} WHERE {where}").fetchone()[0]
+    )
     if not n:
         return
     result.converted += n
@@ -233,12 +278,18 @@ def _refusal(table: str, column: str, t: Type, p: Probe, what: str) -> str:
 
 
 def home(
-    conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Options, strict: bool
+    conn: sqlite3.Connection,
+    table: Table,
+    column: str,
+    t: Type,
+    opts: Options,
+    strict: bool,
+    counts: Counts | None = None,
 ) -> tuple[Type, list[Finding], list[str], bool]:
     """The type that holds every value of a column the copy creates, widening as needed."""
     findings: list[Finding] = []
     declared = t
-    p = probe(conn, table, column, t, opts)
+    p = probe(conn, table, column, t, opts, counts)
     while p.failed:
         if strict:
             return t, findings, [_refusal(table.name, column, t, p, " (--strict)")], False
@@ -293,10 +344,15 @@ def _converted(table: str, column: str, t: Type, p: Probe) -> list[Finding]:
 
 
 def fits(
-    conn: sqlite3.Connection, table: Table, column: str, t: Type, opts: Options
+    conn: sqlite3.Connection,
+    table: Table,
+    column: str,
+    t: Type,
+    opts: Options,
+    counts: Counts | None = None,
 ) -> tuple[list[str], bool]:
     """Filling an existing column: every value must fit it as it is (and is it clean?)."""
-    p = probe(conn, table, column, t, opts)
+    p = probe(conn, table, column, t, opts, counts)
     if p.failed:
         return [_refusal(table.name, column, t, p, " (the existing target column)")], False
     return [], p.converted == 0

@@ -60,11 +60,12 @@ def _plan_created(
     problems: list[str] = []
     options = Options(opts.round_money, opts.strip_nul)
     for column in table.columns:
-        start = column.type
-        if start.kind == "any":
-            start = probe.initial_any(src, table, column.name)
+        if column.type.kind == "any":
+            column.type = probe.initial_any(src, table, column.name)
+    counts = probe.looks(src, table, [c.type for c in table.columns])
+    for column, count in zip(table.columns, counts, strict=True):
         column.type, findings, refused, column.clean = probe.home(
-            src, table, column.name, start, options, opts.strict
+            src, table, column.name, column.type, options, opts.strict, count
         )
         report.findings += findings
         problems += refused
@@ -85,10 +86,11 @@ def _plan_filled(
                 f"{table.name}.{column.name}: NOT NULL in the target, missing in the source"
             )
     options = Options(opts.round_money, opts.strip_nul)
-    for column in table.columns:
-        other = target.column(column.name)
+    pairs = [(c, target.column(c.name)) for c in table.columns]
+    counts = probe.looks(src, table, [o.type if o else c.type for c, o in pairs])
+    for (column, other), count in zip(pairs, counts, strict=True):
         if other is not None:
-            refused, column.clean = probe.fits(src, table, column.name, other.type, options)
+            refused, column.clean = probe.fits(src, table, column.name, other.type, options, count)
             problems += refused
     return problems
 
