@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,8 +10,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
-from app.db import metrics
-from app.db.errors import is_connection_error, sqlstate
+from app.db.errors import (
+    CHECK_VIOLATION,
+    EXCLUSION_VIOLATION,
+    FOREIGN_KEY_VIOLATION,
+    NOT_NULL_VIOLATION,
+    UNIQUE_VIOLATION,
+    failure,
+    violation,
+)
 from app.db.live.backend import record_error
 from app.db.live.capture import FROZEN_MESSAGE, is_frozen_error
 
@@ -67,20 +73,43 @@ def retry_after(pool_timeout: float) -> int:
     return max(1, round(pool_timeout / 10))
 
 
-def database_response(exc: Exception, router: Any, wait: int) -> JSONResponse:
-    """The answer to an exception a request's database work raised."""
+# Which constraint said no -> the client's error, with a detail a route may word better.
+_CONSTRAINTS: dict[str | None, tuple[str, type[AppError], str]] = {
+    FOREIGN_KEY_VIOLATION: ("foreign_key", BadRequest, "a referenced row does not exist"),
+    UNIQUE_VIOLATION: ("unique", Conflict, "a row with these values already exists"),
+    EXCLUSION_VIOLATION: ("exclusion", Conflict, "the request overlaps an existing row"),
+    CHECK_VIOLATION: ("check", BadRequest, "a value is outside its allowed range"),
+    NOT_NULL_VIOLATION: ("not_null", BadRequest, "a required value is missing"),
+}
+_OTHER_CONSTRAINT = ("other", Conflict, "the request conflicts with the stored data")
+
+
+def constraint_error(exc: sa_exc.IntegrityError, **details: str) -> AppError:
+    """The client's error behind a constraint failure.
+
+    `details` words it per kind (foreign_key=..., unique=..., exclusion=..., check=...,
+    not_null=...); a kind the caller did not word gets a generic detail.
+    """
+    kind, error, detail = _CONSTRAINTS.get(violation(exc), _OTHER_CONSTRAINT)
+    return error(details.get(kind, detail))
+
+
+def database_response(exc: Exception, wait: int) -> JSONResponse:
+    """The answer to an exception a request's database work raised (or any other)."""
     if is_frozen_error(exc):  # a live migration's switch (app/db/live): retry in a moment
         return render(Unavailable(FROZEN_MESSAGE, 1))
-    record_error(router)
-    if isinstance(exc, sa_exc.TimeoutError):
+    record_error()
+    kind = failure(exc)
+    if kind == "pool_timeout":
         log.warning("connection pool exhausted")
-        metrics.pool_timeout(router)
         return render(Unavailable("the database connection pool is exhausted", wait))
-    if is_connection_error(exc):
+    if kind == "connection":
         log.warning("database unavailable", extra={"error": type(exc).__name__})
         return render(Unavailable("the database is unavailable", wait))
-    if sqlstate(exc) in ("57014", "55P03", "40001", "40P01"):
+    if kind == "busy":
         return render(Unavailable("the database is busy; retry", wait))
+    if isinstance(exc, sa_exc.IntegrityError):
+        return render(constraint_error(exc))
     # Never the exception text: it can carry a DSN or row data.
     log.error("unhandled error", extra={"error": type(exc).__name__}, exc_info=exc)
     return JSONResponse({"error": "internal_error", "detail": "internal error"}, status_code=500)
@@ -113,11 +142,12 @@ def install(app: FastAPI, pool_timeout: float) -> None:
             headers=getattr(exc, "headers", None),
         )
 
-    async def database_failure(request: Request, exc: Exception) -> JSONResponse:
-        return database_response(exc, getattr(request.app.state, "db", None), wait)
+    async def database_error_or_internal(_: Request, exc: Exception) -> JSONResponse:
+        """503 for an unavailable or busy database, 4xx for a constraint, else a bare 500."""
+        return database_response(exc, wait)
 
     # Registered per class (not only under Exception) so Starlette answers
     # without re-raising: a database outage is an expected 503, not a crash.
-    app.add_exception_handler(sa_exc.SQLAlchemyError, database_failure)
-    app.add_exception_handler(OSError, database_failure)
-    app.add_exception_handler(Exception, database_failure)
+    app.add_exception_handler(sa_exc.SQLAlchemyError, database_error_or_internal)
+    app.add_exception_handler(OSError, database_error_or_internal)
+    app.add_exception_handler(Exception, database_error_or_internal)

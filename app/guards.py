@@ -99,6 +99,51 @@ class _Refused(Exception):
     """Raised into the application once a refusal has been sent: it stops reading."""
 
 
+class _GuardedBody:
+    """One request's body as BodyGuard lets the application read it."""
+
+    def __init__(self, guard: BodyGuard, receive: Receive, send: Send) -> None:
+        self.guard, self._receive, self._send = guard, receive, send
+        self.received = 0
+        self.deadline: float | None = None
+        self.complete = self.started = self.refused = False
+
+    def too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"the request body is limited to {self.guard.max_bytes} bytes")
+
+    async def send(self, message: Message) -> None:
+        if self.refused:  # the application's answer to _Refused: the client has ours
+            return
+        self.started = self.started or message["type"] == "http.response.start"
+        await self._send(message)
+
+    async def stop(self, error: errors.AppError) -> _Refused:
+        if not self.started:
+            await refuse(self._send, error)
+        self.refused = True
+        log.info("request refused", extra={"status": error.status, "reason": error.code})
+        return _Refused(error.code)
+
+    async def receive(self) -> Message:
+        if self.complete:  # after the body only a disconnect comes, whenever it comes
+            return await self._receive()
+        timeout = self.guard.timeout
+        if self.deadline is None:
+            self.deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                message = await self._receive()
+        except TimeoutError:
+            detail = f"the request body did not arrive within {timeout:g} s"
+            raise await self.stop(RequestTimeout(detail)) from None
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
+            if self.received > self.guard.max_bytes:
+                raise await self.stop(self.too_large())
+        return message
+
+
 class BodyGuard:
     """MAX_BODY_BYTES counted while the body is read; BODY_TIMEOUT for all of it."""
 
@@ -111,51 +156,13 @@ class BodyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = PayloadTooLarge(f"the request body is limited to {self.max_bytes} bytes")
+        body = _GuardedBody(self, receive, send)
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await refuse(send, too_large)
+            await refuse(send, body.too_large())
             return
-        received = 0
-        deadline: float | None = None
-        complete = started = refused = False
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if refused:  # the application's answer to _Refused: the client has ours
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        async def stop(error: errors.AppError) -> _Refused:
-            nonlocal refused
-            if not started:
-                await refuse(send, error)
-            refused = True
-            log.info("request refused", extra={"status": error.status, "reason": error.code})
-            return _Refused(error.code)
-
-        async def guarded_receive() -> Message:
-            nonlocal received, deadline, complete
-            if complete:  # after the body only a disconnect comes, whenever it comes
-                return await receive()
-            if deadline is None:
-                deadline = asyncio.get_running_loop().time() + self.timeout
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                detail = f"the request body did not arrive within {self.timeout:g} s"
-                raise await stop(RequestTimeout(detail)) from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                complete = not message.get("more_body", False)
-                if received > self.max_bytes:
-                    raise await stop(too_large)
-            return message
-
         try:
-            await self.app(scope, guarded_receive, guarded_send)
+            await self.app(scope, body.receive, body.send)
         except _Refused:
-            if not refused:
+            if not body.refused:
                 raise

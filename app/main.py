@@ -10,8 +10,9 @@ from fastapi import Depends, FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import errors, http_metrics, logs
+from app import errors, logs
 from app.api import analytics, appointments, docs, health, payments, users
+from app.api.contract import head_as_get, strict_query
 from app.api.deps import require_token
 from app.api.lane import HotReadLane
 from app.config import Settings, load_settings
@@ -19,6 +20,7 @@ from app.db import metrics
 from app.db.live.backend import LiveBackend
 from app.db.router import DatabaseRouter
 from app.guards import BodyGuard, TokenGate
+from app.http_metrics import HttpMetrics
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ class Service(FastAPI):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        if scope["method"] == "HEAD":
+            scope, send = head_as_get(scope, send)
         request_id = logs.request_id(scope["headers"])
         header = (b"x-request-id", request_id.encode())
         started = False
@@ -58,7 +62,7 @@ class Service(FastAPI):
             # logged and answered here, once.
             if not started:
                 wait = errors.retry_after(self.state.settings.effective_pool_timeout)
-                response = errors.database_response(exc, getattr(self.state, "db", None), wait)
+                response = errors.database_response(exc, wait)
                 await response(scope, receive, send_with_id)
         finally:
             logs.REQUEST_ID.reset(reset)
@@ -93,12 +97,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # With MIGRATION_TARGET_URL, the backend a live migration switched to (app/db/live).
-        live = app.state.live = LiveBackend.create(settings)
-        router = live.first_router() if live else DatabaseRouter(settings)
+        live = app.state.live = LiveBackend.create(settings, db_metrics, registry)
+        router = live.first_router() if live else DatabaseRouter(settings, db_metrics)
         app.state.db = router
-        metrics.instrument(router.engines(), settings.slow_query_seconds)
+        db_metrics.instrument(router.engines(), settings.slow_query_seconds)
         for role, engine in router.monitor_engines():
-            metrics.instrument_engine(engine, role, settings.slow_query_seconds)
+            db_metrics.instrument_engine(engine, role, settings.slow_query_seconds)
 
         async def first_probe() -> None:
             try:
@@ -131,17 +135,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     docs.install(app)
     app.state.settings = settings
+    # The app's own metrics, made after the multiprocess directory is settled: no global
+    # registry, so every app (and test) starts from zero.
+    app.state.metrics_registry = registry = metrics.app_registry()
+    app.state.db_metrics = db_metrics = metrics.DatabaseMetrics(registry)
+    app.state.http_metrics = http_metrics = HttpMetrics(registry)
     errors.install(app, settings.effective_pool_timeout)
     app.add_middleware(ConsistencyTokenMiddleware)
     # Outermost last: the token, then the body (counted and timed while it is read).
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     app.add_middleware(TokenGate, tokens=settings.api_tokens)
-    app.include_router(health.router)
-    app.include_router(health.metrics_router)
+    # The query contract is checked after the token: a stranger learns nothing of it.
+    strict = Depends(strict_query)
+    app.include_router(health.router, dependencies=[strict])
+    app.include_router(health.metrics_router, dependencies=[strict])
     for api in (users, appointments, payments, analytics):
-        app.include_router(api.router, prefix="/api/v1", dependencies=[Depends(require_token)])
+        app.include_router(
+            api.router, prefix="/api/v1", dependencies=[Depends(require_token), strict]
+        )
     # Latency by route template; probes and scrapes would only drown the real traffic.
-    Instrumentator(excluded_handlers=["^/metrics$", "^/health/"]).add(
+    Instrumentator(excluded_handlers=["^/metrics$", "^/health/"], registry=registry).add(
         http_metrics.instrumentation
     ).instrument(app)
     return app

@@ -889,6 +889,54 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def _scenario_a(
+    bench: Bench,
+    procs: Processes,
+    endpoints: list[str],
+    server_cpus: str | None,
+    keep_alive: int,
+    results: list[Result],
+    extras: list[str],
+) -> None:
+    """One worker each: the service, then the reference (and its strict variant)."""
+    args, cluster, size, today, out = bench.args, bench.cluster, bench.size, bench.today, bench.out
+    service = start_service(procs, cluster, 1, server_cpus, keep_alive, out)
+    reference = start_reference(procs, cluster, server_cpus, keep_alive, out)
+    problems = compare_shapes(service, reference, size, today)
+    extras.append(
+        "Response check (service vs reference, same requests): "
+        + (
+            "identical JSON for every sample."
+            if not problems
+            else "DIFFERENCES:\n\n" + "\n".join(f"- {p}" for p in problems)
+        )
+    )
+    log(extras[-1])
+    procs.stop(reference.proc)
+    log("scenario a: 1 worker each, service")
+    for e in endpoints:
+        results.append(bench.closed_loop("a: 64 conns", service, e))
+    if args.profile:
+        log("profiling the service under the mixed load")
+        try:
+            found = profile(bench, service, out)
+        except Exception as exc:  # a failed profile must not cost the measurements
+            found = f"profiling failed: {exc!r}"
+        extras.append("## Profile (py-spy, 1 worker)\n\n" + found)
+    procs.stop(service.proc)
+    log("scenario a: reference")
+    reference = start_reference(procs, cluster, server_cpus, keep_alive, out)
+    for e in endpoints:
+        results.append(bench.closed_loop("a: 64 conns", reference, e))
+    procs.stop(reference.proc)
+    if args.strict_reference:
+        log("scenario a: reference without asyncpg's reset on release")
+        reference = start_reference(procs, cluster, server_cpus, keep_alive, out, False)
+        for e in endpoints:
+            results.append(bench.closed_loop("a: 64 conns", reference, e))
+        procs.stop(reference.proc)
+
+
 def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -926,41 +974,7 @@ def main() -> int:
         keep_alive = int(2 * args.c10k_interval) + 30
 
         if 1 in workers:
-            service = start_service(procs, cluster, 1, server_cpus, keep_alive, out)
-            reference = start_reference(procs, cluster, server_cpus, keep_alive, out)
-            problems = compare_shapes(service, reference, size, today)
-            extras.append(
-                "Response check (service vs reference, same requests): "
-                + (
-                    "identical JSON for every sample."
-                    if not problems
-                    else "DIFFERENCES:\n\n" + "\n".join(f"- {p}" for p in problems)
-                )
-            )
-            log(extras[-1])
-            procs.stop(reference.proc)
-            log("scenario a: 1 worker each, service")
-            for e in endpoints:
-                results.append(bench.closed_loop("a: 64 conns", service, e))
-            if args.profile:
-                log("profiling the service under the mixed load")
-                try:
-                    found = profile(bench, service, out)
-                except Exception as exc:  # a failed profile must not cost the measurements
-                    found = f"profiling failed: {exc!r}"
-                extras.append("## Profile (py-spy, 1 worker)\n\n" + found)
-            procs.stop(service.proc)
-            log("scenario a: reference")
-            reference = start_reference(procs, cluster, server_cpus, keep_alive, out)
-            for e in endpoints:
-                results.append(bench.closed_loop("a: 64 conns", reference, e))
-            procs.stop(reference.proc)
-            if args.strict_reference:
-                log("scenario a: reference without asyncpg's reset on release")
-                reference = start_reference(procs, cluster, server_cpus, keep_alive, out, False)
-                for e in endpoints:
-                    results.append(bench.closed_loop("a: 64 conns", reference, e))
-                procs.stop(reference.proc)
+            _scenario_a(bench, procs, endpoints, server_cpus, keep_alive, results, extras)
         for w in [w for w in workers if w != 1]:
             log(f"scenario b: service with {w} workers (not pinned)")
             service = start_service(procs, cluster, w, None, keep_alive, out)

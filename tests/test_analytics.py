@@ -90,11 +90,22 @@ async def test_revenue_rejects_bad_ranges(client: httpx.AsyncClient, params: dic
     assert response.status_code == 422, response.text
 
 
-async def test_revenue_of_unknown_or_invalid_location(client: httpx.AsyncClient) -> None:
+async def test_revenue_of_unknown_or_invalid_location(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
     range_ = {"start": "2030-07-01", "end": "2030-07-01"}
-    assert (await client.get(f"{API}/locations/{2**62}/revenue", params=range_)).json()[
-        "days"
-    ] == []
+    unknown = await client.get(f"{API}/locations/{2**62}/revenue", params=range_)
+    assert unknown.status_code == 404
+    assert unknown.json() == {"error": "not_found", "detail": f"location {2**62} does not exist"}
+    # The OpenAPI document says so: a 404 with the error body actually sent.
+    declared = app.openapi()["paths"][f"{API}/locations/{{location_id}}/revenue"]["get"]
+    not_found = declared["responses"]["404"]
+    assert not_found["description"] == "The location does not exist"
+    schema = not_found["content"]["application/json"]["schema"]["$ref"]
+    assert schema.rsplit("/", 1)[-1] == "ErrorBody"
+    assert set(unknown.json()) == set(
+        app.openapi()["components"]["schemas"]["ErrorBody"]["required"]
+    )
     assert (await client.get(f"{API}/locations/0/revenue", params=range_)).status_code == 422
     response = await client.get(f"{API}/locations/{2**63}/revenue", params=range_)
     assert response.status_code == 422

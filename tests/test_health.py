@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -141,13 +140,13 @@ async def test_all_endpoints_healthy(client: httpx.AsyncClient, backend: str) ->
 
 
 async def test_integrity_runs_on_a_replica_once_per_cache_period(
-    client: httpx.AsyncClient, backend: str
+    app: FastAPI, client: httpx.AsyncClient, backend: str
 ) -> None:
     role = "primary" if backend == "sqlite" else "replica"
 
     def scans() -> tuple[float, float]:
         return tuple(  # type: ignore[return-value]
-            REGISTRY.get_sample_value(
+            app.state.metrics_registry.get_sample_value(
                 "database_queries_total",
                 {"operation": "SELECT", "table": table, "role": role, "outcome": "success"},
             )

@@ -1,10 +1,11 @@
 """The hot reads' lane (app/api/lane.py) against the routes it stands in front of.
 
 Two services on the same PostgreSQL primary and replica: one with the lane, one with
-HOT_READS=false, where every request goes through FastAPI, the repositories and the
-pydantic models. Every request here gets the same status, content type and JSON from
-both; valid hot reads are answered by the lane, everything it is unsure of is left to
-the routes (the lane's reads are counted to tell which).
+HOT_READS=false, where every request goes through FastAPI's routing, dependencies and
+validation. Every request here gets the same status, content type and JSON from both;
+valid hot reads are answered by the lane, everything it is unsure of is left to the
+routes (the lane's verdict on each request is recorded to tell which).
+tests/test_lane_differential.py does the same with generated requests.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from app.api import lane
+from app.api import reads
 from app.config import Settings
 from app.db.router import DatabaseRouter, Reader
 from app.main import create_app
@@ -41,6 +41,7 @@ class Side:
     app: FastAPI
     client: ConsistentClient
     readers: list[Reader]
+    answered: list[bool]  # the lane's verdict on each request it saw
 
 
 @asynccontextmanager
@@ -57,9 +58,18 @@ async def _side(settings: Settings) -> AsyncIterator[Side]:
             return reader
 
         router.reader = counted  # type: ignore[method-assign]
+        answered: list[bool] = []
+        lane_answer = app.lane.answer  # type: ignore[attr-defined]
+
+        async def watched(*args: Any) -> bool:
+            verdict: bool = await lane_answer(*args)
+            answered.append(verdict)
+            return verdict
+
+        app.lane.answer = watched  # type: ignore[attr-defined]
         transport = httpx.ASGITransport(app=app)
         async with ConsistentClient(transport=transport, base_url="http://test") as client:
-            yield Side(app, client, readers)
+            yield Side(app, client, readers, answered)
 
 
 @dataclass
@@ -70,11 +80,10 @@ class Pair:
     async def get(self, url: str, **kwargs: Any) -> tuple[httpx.Response, bool]:
         """Both answers, held equal; and whether the lane answered (not the routes)."""
         self.routes.client.token = self.lane.client.token
-        before = len(self.lane.readers)
         fast = await self.lane.client.get(url, **kwargs)
         slow = await self.routes.client.get(url, **kwargs)
-        answered = len(self.lane.readers) > before
-        assert not self.routes.readers
+        answered = self.lane.answered[-1]
+        assert not any(self.routes.answered)
         assert fast.status_code == slow.status_code, (url, kwargs, fast.text, slow.text)
         assert fast.headers["content-type"] == slow.headers["content-type"]
         assert fast.headers.get("www-authenticate") == slow.headers.get("www-authenticate")
@@ -187,9 +196,11 @@ async def test_the_lane_answers_valid_reads_as_the_routes_do(pair: Pair) -> None
     [today] = response.json()["days"]
     assert Decimal(today["total_revenue"]) == Decimal("20.29")
     assert today["average_transaction"] == "6.76"
-    empty, answered = await pair.get(f"{API}/barbers/{2**62}/appointments", params=week)
-    assert answered
-    assert empty.json() == []
+    for parent in (f"barbers/{2**62}/appointments", f"locations/{2**62}/revenue"):
+        unknown, answered = await pair.get(f"{API}/{parent}", params=week)
+        assert answered
+        assert unknown.status_code == 404
+        assert unknown.json()["detail"].endswith(f"{2**62} does not exist")
 
 
 async def test_what_the_lane_is_unsure_of_goes_to_the_routes(pair: Pair) -> None:
@@ -212,38 +223,41 @@ async def test_what_the_lane_is_unsure_of_goes_to_the_routes(pair: Pair) -> None
         (schedule, {}, {}),
         (schedule, {**week, "start": "2033-02-30"}, {}),
         (schedule, {**week, "start": "20330301"}, {}),
-        (schedule, {"start": week["end"], "end": week["start"]}, {}),
-        (schedule, {"start": "2033-01-01", "end": "2034-01-02"}, {}),  # 367 days
         (schedule, {**week, "status": "bogus"}, {}),
         (schedule, {**week, "status": ""}, {}),
-        (revenue, {"start": "9999-12-30", "end": "9999-12-31"}, {}),
-        (revenue, {"start": "2033-01-01", "end": "2035-01-02"}, {}),  # 732 days
         (revenue, {"start": week["start"]}, {}),
         (user, {}, {"X-Consistency-Token": "not-an-lsn"}),
         (user, {}, {"X-Read-Consistency": "strong"}),
+        (user, {"includes": "payments"}, {}),  # unknown: the route names it in its 422
+        (schedule, {**week, "statuses": "pending"}, {}),
+        (revenue, [("start", "2033-01-01"), ("start", "2033-01-01"), ("end", "2033-01-02")], {}),
+        (user, [("include", "payments"), ("include", "appointments")], {}),
     ]
     for url, params, headers in cases:
         response, answered = await pair.get(url, params=params, headers=headers)
         assert not answered, (url, params, headers)
         assert 400 <= response.status_code < 500, (url, params, response.text)
-    # Valid, but read differently by hand than by FastAPI (which takes the last value).
-    twice = [("include", "payments"), ("include", "appointments")]
-    response, answered = await pair.get(user, params=twice)
-    assert response.status_code == 200
-    assert not answered
-    assert "appointments" in response.json()
-    assert "payments" not in response.json()
-    dates = [("start", week["start"]), ("start", week["start"]), ("end", week["end"])]
-    response, answered = await pair.get(schedule, params=dates)
-    assert response.status_code == 200
-    assert not answered
+    # Valid parameters the shared code refuses: the lane renders the route's own error.
+    refused = [
+        (schedule, {"start": week["end"], "end": week["start"]}),
+        (schedule, {"start": "2033-01-01", "end": "2034-01-02"}),  # 367 days
+        (revenue, {"start": "9999-12-30", "end": "9999-12-31"}),
+        (revenue, {"start": "2033-01-01", "end": "2035-01-02"}),  # 732 days
+    ]
+    for url, params in refused:
+        response, answered = await pair.get(url, params=params)
+        assert answered, (url, params)
+        assert response.status_code == 422, (url, params, response.text)
     midnight = {**week, "start": f"{week['start']}T00:00:00"}  # pydantic takes a midnight
     response, answered = await pair.get(schedule, params=midnight)
     assert response.status_code == 200
-    assert not answered
-    # The lane only reads: anything but GET is the routes' business.
-    head = await pair.lane.client.head(user)
-    assert head.status_code == (await pair.routes.client.head(user)).status_code
+    assert answered
+    # HEAD is the GET without its body, on both ways.
+    heads = [await side.client.head(user) for side in (pair.lane, pair.routes)]
+    assert [h.status_code for h in heads] == [200, 200]
+    assert heads[0].headers["content-length"] == heads[1].headers["content-length"] != "0"
+    assert heads[0].content == heads[1].content == b""
+    assert pair.lane.answered[-1]
 
 
 async def test_tokens_are_checked_as_the_routes_check_them(postgres: Postgres) -> None:
@@ -273,7 +287,12 @@ async def test_tokens_are_checked_as_the_routes_check_them(postgres: Postgres) -
 
 async def test_consistency_headers_route_the_lane_as_the_routes(pair: Pair) -> None:
     def forced() -> float:
-        return REGISTRY.get_sample_value("database_primary_reads_total", {"reason": "forced"}) or 0
+        labels = {"reason": "forced"}
+        return sum(
+            side.app.state.metrics_registry.get_sample_value("database_primary_reads_total", labels)
+            or 0
+            for side in (pair.lane, pair.routes)
+        )
 
     before = forced()
     response, answered = await pair.get(
@@ -291,15 +310,18 @@ async def test_consistency_headers_route_the_lane_as_the_routes(pair: Pair) -> N
 async def test_the_lane_feeds_the_route_templates_http_metrics(pair: Pair) -> None:
     def requests(handler: str, status: str) -> float:
         labels = {"handler": handler, "method": "GET", "status": status}
-        return REGISTRY.get_sample_value("http_requests_total", labels) or 0
+        return sum(
+            side.app.state.metrics_registry.get_sample_value("http_requests_total", labels) or 0
+            for side in (pair.lane, pair.routes)
+        )
 
-    ok, missing = requests(lane.USER_ROUTE, "2xx"), requests(lane.USER_ROUTE, "4xx")
+    ok, missing = requests(reads.USER.route, "2xx"), requests(reads.USER.route, "4xx")
     shop = await _shop(pair)
     assert (await pair.get(f"{API}/users/{shop['user']}"))[1]
     assert (await pair.get(f"{API}/users/{2**62}"))[1]
     # One by the lane, one by the instrumented route: the template the middleware found.
-    assert requests(lane.USER_ROUTE, "2xx") == ok + 2
-    assert requests(lane.USER_ROUTE, "4xx") == missing + 2
+    assert requests(reads.USER.route, "2xx") == ok + 2
+    assert requests(reads.USER.route, "4xx") == missing + 2
     exposition = (await pair.lane.client.get("/metrics")).text
     assert 'http_request_duration_seconds_bucket{handler="/api/v1/users/{user_id}"' in exposition
 

@@ -18,7 +18,6 @@ import httpx
 import pytest
 import yaml
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, text
 
@@ -372,9 +371,9 @@ def test_prometheus_scrapes_the_service(workers: str, tmp_path: Path) -> None:
 
 def test_dashboard_and_alerts_use_exported_metrics() -> None:
     """Every metric the dashboard and the alerts name is one the service exports."""
-    create_app(make_settings("sqlite+aiosqlite:///:memory:"))  # registers the HTTP metrics
+    app = create_app(make_settings("sqlite+aiosqlite:///:memory:"))
     exported = {"up"}
-    for family in REGISTRY.collect():
+    for family in app.state.metrics_registry.collect():
         exported.add(family.name)
         exported.update(s.name for s in family.samples)
         if family.type == "counter":
@@ -402,3 +401,67 @@ def test_deployment_probes_and_security() -> None:
     assert api["resources"]["limits"]
     job = yaml.safe_load((ROOT / "deploy/k8s/migrate-job.yaml").read_text())
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["db", "upgrade"]
+
+
+async def test_each_app_counts_into_its_own_registry(sqlite_url: str) -> None:
+    """Metrics belong to the app that made them: two apps in one process share nothing."""
+    first, second = create_app(make_settings(sqlite_url)), create_app(make_settings(sqlite_url))
+    assert first.state.metrics_registry is not second.state.metrics_registry
+    async with (
+        first.router.lifespan_context(first),
+        second.router.lifespan_context(second),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=first), base_url="http://t") as c,
+    ):
+        for _ in range(3):
+            assert (await c.get(f"/api/v1/users/{2**62}")).status_code == 404
+        labels = {"handler": "/api/v1/users/{user_id}", "method": "GET", "status": "4xx"}
+        assert first.state.metrics_registry.get_sample_value("http_requests_total", labels) == 3
+        assert second.state.metrics_registry.get_sample_value("http_requests_total", labels) is None
+        routed = {"intent": "read", "target": "primary"}
+        assert first.state.metrics_registry.get_sample_value("database_routing_total", routed) == 3
+        assert not second.state.metrics_registry.get_sample_value("database_routing_total", routed)
+
+
+def test_http_series_are_the_instrumentators_own() -> None:
+    """The hand-declared HTTP series (kept for the lane's sake) equal the library's default
+    set: names, types, help, labels, buckets and values for the same request."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_fastapi_instrumentator import metrics as library
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from app.http_metrics import HttpMetrics
+
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    default = library.default(registry=theirs)
+    mine = HttpMetrics(ours)
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/v1/users/1",
+        "headers": [(b"content-length", b"17")],
+        "query_string": b"",
+    }
+    for seconds, size in ((0.003, 600), (0.7, 20), (12.0, 0)):
+        response = Response(b"x" * size, media_type="application/json")
+        default(library.Info(Request(scope), response, "GET", "/u/{id}", "2xx", seconds))
+        mine.observe("GET", "2xx", "/u/{id}", seconds, 17, size)
+
+    def families(registry: CollectorRegistry) -> dict[str, Any]:
+        return {
+            f.name: (
+                f.type,
+                f.documentation,
+                sorted((s.name, sorted(s.labels.items()), s.value) for s in f.samples),
+            )
+            for f in registry.collect()
+        }
+
+    def stable(found: dict[str, Any]) -> dict[str, Any]:
+        # `_created` samples carry the creation time of each series.
+        return {
+            name: (kind, doc, [s for s in samples if not s[0].endswith("_created")])
+            for name, (kind, doc, samples) in found.items()
+        }
+
+    assert stable(families(ours)) == stable(families(theirs))

@@ -14,8 +14,11 @@ from sqlalchemy import func, select
 
 from app.config import Settings
 from app.db.models import Appointment, Payment
+from app.db.router import DatabaseRouter
 from app.main import create_app
 from app.queries import hot
+from app.queries.analytics import AnalyticsRepository, utc_days
+from app.schemas import DailyRevenueRead, RevenueReport
 from tests import factories
 from tests.conftest import ConsistentClient, make_settings
 
@@ -481,7 +484,12 @@ async def test_revenue_counts_completed_and_shows_refunds_apart(
 async def test_revenue_route_and_hot_statement_agree_on_refunds(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same report through the routes (HOT_READS=false) and, on PostgreSQL, the lane."""
+    """The same report through the lane and the routes (HOT_READS=false) and the repository.
+
+    On PostgreSQL the lane and the route both answer with app/queries/hot.py's REVENUE
+    (app/api/reads.py's revenue_body); the ORM repository, the routes' way on SQLite,
+    must give the same report there too.
+    """
     urls = settings.primary_url, [u.get_secret_value() for u in settings.replica_urls]
     bodies = []
     lane_answers = []
@@ -528,9 +536,26 @@ async def test_revenue_route_and_hot_statement_agree_on_refunds(
             )
             assert response.status_code == 200
             bodies.append(response.json())
-    assert bodies[0] == bodies[1]
-    # The first report came from app/queries/hot.py's REVENUE on PostgreSQL, not the route.
-    assert len(lane_answers) == (0 if settings.is_sqlite else 1)
+            if not hot_reads:
+                router: DatabaseRouter = app.state.db
+                day = dt.date.fromisoformat(today)
+                session = router.session("analytics", force_primary=True)
+                try:
+                    days = await AnalyticsRepository(session).daily_revenue(
+                        ids["location_id"], *utc_days(day, day)
+                    )
+                finally:
+                    await session.close()
+                report = RevenueReport(
+                    location_id=ids["location_id"],
+                    start=day,
+                    end=day,
+                    days=[DailyRevenueRead.model_validate(d) for d in days],
+                )
+                bodies.append(report.model_dump(mode="json"))
+    assert bodies[0] == bodies[1] == bodies[2]
+    # On PostgreSQL both HTTP reports came from hot.py's REVENUE: the lane's and the route's.
+    assert len(lane_answers) == (0 if settings.is_sqlite else 2)
     [day] = bodies[0]["days"]
     assert day == {
         "date": day["date"],

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -12,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.config import Settings
 from app.db.router import DatabaseRouter
 from app.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import Postgres, make_settings
 from tests.test_metrics import promtool_check_metrics, samples, value
 
 POOL_SIZE, MAX_OVERFLOW = 4, 3
@@ -85,16 +87,16 @@ async def test_pool_gauges_under_a_known_load(settings: Settings, backend: str) 
 
 async def test_queries_counted_by_outcome(settings: Settings) -> None:
     app = create_app(settings)
+    registry = app.state.metrics_registry  # the app's own: it starts from zero
+
+    def inserts(outcome: str) -> float:
+        labels = {"operation": "INSERT", "table": "users", "role": "primary"}
+        return registry.get_sample_value("database_queries_total", {**labels, "outcome": outcome})
+
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
     ):
-
-        def inserts(scrape: str, outcome: str) -> float:
-            labels = {"operation": "INSERT", "table": "users", "role": "primary"}
-            return value(scrape, "database_queries_total", **labels, outcome=outcome)
-
-        before = (await client.get("/metrics")).text
         email = f"{uuid.uuid4().hex}@example.test"
         for attempt in range(4):
             user = {"email": email if attempt else f"x{email}", "name": "Outcome"}
@@ -113,8 +115,34 @@ async def test_queries_counted_by_outcome(settings: Settings) -> None:
                     pass
                 else:
                     raise AssertionError("the duplicate was inserted")
-        after = (await client.get("/metrics")).text
+        # The scrape says what the registry says.
+        scrape = (await client.get("/metrics")).text
+        labels = {"operation": "INSERT", "table": "users", "role": "primary"}
+        assert value(scrape, "database_queries_total", **labels, outcome="error") == failed
     # Two users created, two INSERTs that changed nothing (409), two that failed.
-    assert inserts(after, "success") - inserts(before, "success") == 2
-    assert inserts(after, "no_rows") - inserts(before, "no_rows") == 2
-    assert inserts(after, "error") - inserts(before, "error") == failed
+    assert (inserts("success"), inserts("no_rows"), inserts("error")) == (2, 2, failed)
+
+
+async def test_lane_statements_counted_by_outcome(postgres: Postgres) -> None:
+    """The hot reads' driver path (a Reader) counts a failed statement as an error too."""
+    app = create_app(make_settings(postgres.primary_url, postgres.replica_urls))
+    registry = app.state.metrics_registry
+
+    def selects(outcome: str) -> float | None:
+        labels = {"operation": "SELECT", "table": "users", "role": "primary", "outcome": outcome}
+        return registry.get_sample_value("database_queries_total", labels)
+
+    async with app.router.lifespan_context(app):
+        router: DatabaseRouter = app.state.db
+        reader = router.reader("read", force_primary=True)
+        try:
+            before = selects("success") or 0.0
+            assert await reader.fetch("SELECT id FROM users WHERE id = 0") == []
+            with pytest.raises(asyncpg.DivisionByZeroError):  # raised by the server
+                await reader.fetch("SELECT id FROM users WHERE id = 1 / $1::int", 0)
+            # The connection is still good: the failure was the statement's.
+            assert await reader.fetch("SELECT id FROM users WHERE id = 0") == []
+        finally:
+            await reader.close()
+        assert (selects("success") or 0.0) - before == 2
+        assert selects("error") == 1

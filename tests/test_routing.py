@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -103,9 +102,10 @@ def checked_out(app: FastAPI) -> int:
     return sum(e.pool.checkedout() for _, e in db(app).engines())  # type: ignore[attr-defined]
 
 
-def primary_reads(reason: str) -> float:
-    value = REGISTRY.get_sample_value("database_primary_reads_total", {"reason": reason})
-    return value or 0.0
+def primary_reads(app: FastAPI, reason: str) -> float:
+    registry = app.state.metrics_registry
+    value = registry.get_sample_value("database_primary_reads_total", {"reason": reason})
+    return float(value or 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ async def test_stopped_replica_loses_no_reads_and_comes_back(
 ) -> None:
     replica = cluster.replicas[0]
     async with serving(cluster_settings(cluster)) as (app, client):
-        retries_before = primary_reads("retry") + primary_reads("all_down")
+        retries_before = primary_reads(app, "retry") + primary_reads(app, "all_down")
 
         async def read() -> httpx.Response:
             return await client.get("/_probe/read")
@@ -173,7 +173,7 @@ async def test_stopped_replica_loses_no_reads_and_comes_back(
         assert failed == [], [r.text for r in failed[:3]]
         on_primary = sum(1 for r in responses if r.json()["recovery"] is False)
         assert on_primary > 0
-        assert primary_reads("retry") + primary_reads("all_down") > retries_before
+        assert primary_reads(app, "retry") + primary_reads(app, "all_down") > retries_before
         await until(lambda: not db(app).replicas[0].in_rotation, what="replica marked down")
 
         replica.start()
@@ -231,10 +231,10 @@ async def test_least_lagged_fallback_keeps_reads_off_the_primary(
                 return not db(app).replicas[0].in_rotation
 
             await until(lagging, what="lagging replica excluded")
-            lagging_before = primary_reads("all_lagging")
+            lagging_before = primary_reads(app, "all_lagging")
             read = (await client.get("/_probe/read")).json()
             assert read["recovery"] is True
-            assert primary_reads("all_lagging") == lagging_before
+            assert primary_reads(app, "all_lagging") == lagging_before
         finally:
             replica.psql("SELECT pg_wal_replay_resume()")
 
@@ -438,7 +438,7 @@ async def test_hot_reads_survive_a_stopped_replica_and_cancellation(
         await asyncio.gather(*tasks, return_exceptions=True)
         await until(lambda: checked_out(app) == 0, limit=10, what="pool drained")
 
-        retries_before = primary_reads("retry") + primary_reads("all_down")
+        retries_before = primary_reads(app, "retry") + primary_reads(app, "all_down")
         first = asyncio.gather(*(client.get(url) for _ in range(100)))
         await asyncio.sleep(0.05)
         replica.stop("immediate")
@@ -450,7 +450,7 @@ async def test_hot_reads_survive_a_stopped_replica_and_cancellation(
         failed = [r for r in responses if r.status_code != 200]
         assert failed == [], [r.text for r in failed[:3]]
         assert {r.json()["email"] for r in responses} == {email}
-        assert primary_reads("retry") + primary_reads("all_down") > retries_before
+        assert primary_reads(app, "retry") + primary_reads(app, "all_down") > retries_before
         await until(lambda: db(app).replicas[0].in_rotation, what="replica back in rotation")
         assert (await client.get(url)).status_code == 200
         await until(lambda: checked_out(app) == 0, limit=10, what="pool drained")

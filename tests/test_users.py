@@ -18,7 +18,6 @@ from pydantic import SecretStr
 from sqlalchemy import event, func, select
 
 from app.config import Settings
-from app.db import metrics
 from app.db.models import User
 from app.main import create_app
 from tests import factories
@@ -42,7 +41,8 @@ def statements(app: FastAPI) -> Iterator[list[tuple[str, Any]]]:
 
     # The hot reads (app/queries/hot.py) send their SQL to the driver directly and
     # report it to the metrics instead of through the engine's events.
-    recorded = metrics.record_statement
+    collected = app.state.db_metrics
+    recorded = collected.record_statement
 
     def hot(engine: Any, sql: str, elapsed: float) -> None:
         seen.append((sql.strip(), None))
@@ -51,11 +51,11 @@ def statements(app: FastAPI) -> Iterator[list[tuple[str, Any]]]:
     engines = [engine.sync_engine for _, engine in app.state.db.engines()]
     for engine in engines:
         event.listen(engine, "before_cursor_execute", record)
-    metrics.record_statement = hot
+    collected.record_statement = hot
     try:
         yield seen
     finally:
-        metrics.record_statement = recorded
+        del collected.record_statement
         for engine in engines:
             event.remove(engine, "before_cursor_execute", record)
 

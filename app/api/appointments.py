@@ -3,22 +3,22 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 
-from app.api.deps import ReadSession, WriteSession
+from app.api.deps import HotRead, ReadSession, WriteSession
+from app.api.reads import MAX_SCHEDULE_DAYS, ScheduleQuery, no_barber, schedule_body
 from app.api.responses import errors_doc
 from app.config import Settings
-from app.db.errors import FOREIGN_KEY_VIOLATION
-from app.db.models import utcnow
-from app.errors import BadRequest, Conflict, NotFound
-from app.queries import violation
+from app.db.models import User, utcnow
+from app.db.sessions import Reader
+from app.errors import BadRequest, Conflict, NotFound, constraint_error
+from app.queries import exists
 from app.queries.appointments import TRANSITIONS, AppointmentRepository, BookingFacts, Overlap
 from app.schemas import (
     INT64_MAX,
     AppointmentCreate,
     AppointmentRead,
-    AppointmentStatus,
     AppointmentUpdate,
     ScheduledAppointment,
 )
@@ -27,8 +27,7 @@ router = APIRouter(tags=["appointments"])
 
 AppointmentId = Annotated[int, Path(gt=0, le=INT64_MAX)]
 BarberId = Annotated[int, Path(gt=0, le=INT64_MAX)]
-MAX_SCHEDULE_DAYS = 366
-DEFAULT_SCHEDULE_STATUSES = ("confirmed", "in_progress")
+_OWN_BARBER = "a client cannot be their own barber"  # also ck_appointments_not_own_barber
 
 
 @router.post(
@@ -58,11 +57,11 @@ async def create_appointment(
             appointment_date=start.date(),
         )
     except IntegrityError as exc:
-        if violation(exc) == FOREIGN_KEY_VIOLATION:
-            raise BadRequest(
-                f"user {body.user_id} or location {body.location_id} does not exist"
-            ) from None
-        raise
+        raise constraint_error(
+            exc,
+            foreign_key=f"user {body.user_id} or location {body.location_id} does not exist",
+            check=_OWN_BARBER,
+        ) from None
     except Overlap as overlap:
         who = f"barber {body.barber_id}" if overlap.who == "barber" else f"user {body.user_id}"
         raise Conflict(f"{who} already has an appointment overlapping that time") from None
@@ -80,7 +79,7 @@ def check_booking(
     if body.start_time > now + horizon:
         raise BadRequest(f"start_time is more than {settings.booking_horizon_days} days ahead")
     if body.barber_id == body.user_id:
-        raise BadRequest("a client cannot be their own barber")
+        raise BadRequest(_OWN_BARBER)
     if facts.barber_role is None:
         raise BadRequest(f"barber {body.barber_id} does not exist")
     if facts.barber_role != "barber":
@@ -139,21 +138,15 @@ async def update_appointment(
     responses=errors_doc(404, not_found="The barber does not exist"),
 )
 async def list_barber_appointments(
-    barber_id: BarberId,
-    session: ReadSession,
-    start: Annotated[dt.date, Query(description="First day (appointment_date), inclusive")],
-    end: Annotated[dt.date, Query(description="Last day, inclusive")],
-    status: Annotated[
-        list[AppointmentStatus] | None,
-        Query(description="Repeatable; default confirmed and in_progress"),
-    ] = None,
-) -> list[ScheduledAppointment]:
-    if end < start:
-        raise BadRequest("end must not be before start")
-    if (end - start).days >= MAX_SCHEDULE_DAYS:
-        raise BadRequest(f"the range spans at most {MAX_SCHEDULE_DAYS} days")
-    statuses = set(status or DEFAULT_SCHEDULE_STATUSES)
-    appointments = await AppointmentRepository(session).list_for_barber(
-        barber_id, start, end, statuses
+    barber_id: BarberId, query: Annotated[ScheduleQuery, Query()], reads: HotRead
+) -> list[ScheduledAppointment] | Response:
+    if isinstance(reads, Reader):
+        body = await schedule_body(reads, barber_id, query)
+        return Response(body, media_type="application/json")
+    start, end = query.days(MAX_SCHEDULE_DAYS)
+    appointments = await AppointmentRepository(reads).list_for_barber(
+        barber_id, start, end, query.statuses
     )
+    if not appointments and not await exists(reads, User, barber_id):
+        raise no_barber(barber_id)
     return [ScheduledAppointment.model_validate(a) for a in appointments]

@@ -12,7 +12,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.router import DatabaseRouter, Intent, parse_lsn
+from app.db.lsn import parse_lsn
+from app.db.router import DatabaseRouter
+from app.db.sessions import Intent, Reader
 from app.errors import BadRequest, Unauthorized
 
 CONSISTENCY_HEADER = "X-Consistency-Token"
@@ -60,6 +62,31 @@ async def _reading(request: Request, intent: Intent) -> AsyncIterator[AsyncSessi
         await _close(session)
 
 
+async def _hot_reading(request: Request, intent: Intent) -> AsyncIterator[Reader | AsyncSession]:
+    router = get_router(request)
+    if not router.raw_reads:
+        async for session in _reading(request, intent):
+            yield session
+        return
+    min_lsn, force = _read_options(request)
+    reader = router.reader(intent, min_lsn=min_lsn, force_primary=force)
+    try:
+        yield reader
+    finally:
+        with anyio.CancelScope(shield=True):
+            await reader.close()
+
+
+async def hot_read(request: Request) -> AsyncIterator[Reader | AsyncSession]:
+    async for handle in _hot_reading(request, "read"):
+        yield handle
+
+
+async def hot_analytics(request: Request) -> AsyncIterator[Reader | AsyncSession]:
+    async for handle in _hot_reading(request, "analytics"):
+        yield handle
+
+
 async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
     async for session in _reading(request, "read"):
         yield session
@@ -104,6 +131,10 @@ ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]
 WriteSession = Annotated[AsyncSession, Depends(write_session, scope="function")]
 AnalyticsSession = Annotated[AsyncSession, Depends(analytics_session, scope="function")]
 MethodSession = Annotated[AsyncSession, Depends(method_session, scope="function")]
+# The hot reads: on PostgreSQL through asyncpg their statements (app/queries/hot.py) on a
+# routed Reader, elsewhere an ORM session.
+HotRead = Annotated[Reader | AsyncSession, Depends(hot_read, scope="function")]
+HotAnalytics = Annotated[Reader | AsyncSession, Depends(hot_analytics, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="A token from API_TOKENS")
 

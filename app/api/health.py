@@ -92,5 +92,6 @@ async def integrity(request: Request) -> JSONResponse:
 def scrape(request: Request) -> Response:
     """Prometheus text format; every worker's numbers in multiprocess mode."""
     db = _router(request)
-    body = metrics.exposition(db.engines if db is not None else list)
+    collected: metrics.DatabaseMetrics = request.app.state.db_metrics
+    body = collected.exposition(db.engines if db is not None else list)
     return Response(body, media_type=metrics.CONTENT_TYPE, headers=_NO_STORE)

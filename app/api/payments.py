@@ -7,12 +7,10 @@ from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import ReadSession, WriteSession
 from app.api.responses import errors_doc
-from app.db.errors import FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION
-from app.db.models import PAYABLE_APPOINTMENT_STATUSES
-from app.errors import BadRequest, Conflict, NotFound
-from app.queries import violation
+from app.db.models import PAYABLE_APPOINTMENT_STATUSES, User
+from app.errors import BadRequest, Conflict, NotFound, constraint_error
+from app.queries import exists
 from app.queries.payments import TRANSITIONS, PaymentRepository
-from app.queries.users import UserRepository
 from app.schemas import INT64_MAX, PaymentCreate, PaymentPage, PaymentRead, PaymentUpdate
 
 router = APIRouter(tags=["payments"])
@@ -63,12 +61,11 @@ async def create_payment(
             else await repository.add_once(idempotency_key, **body.model_dump())
         )
     except IntegrityError as exc:
-        code = violation(exc)
-        if code == FOREIGN_KEY_VIOLATION:
-            raise BadRequest("the user, appointment or location does not exist") from None
-        if code == UNIQUE_VIOLATION:
-            raise Conflict(f"appointment {body.appointment_id} already has a payment") from None
-        raise
+        raise constraint_error(
+            exc,
+            foreign_key="the user, appointment or location does not exist",
+            unique=f"appointment {body.appointment_id} already has a payment",
+        ) from None
     except LookupError:
         raise Conflict("the payment for this idempotency key was removed; retry") from None
     same = (
@@ -159,7 +156,7 @@ async def list_user_payments(
 ) -> PaymentPage:
     payments = await PaymentRepository(session).list_for_user(user_id, after=after, limit=limit + 1)
     # A payment names its user (a foreign key): only an empty page can hide a missing one.
-    if not payments and not await UserRepository(session).exists(user_id):
+    if not payments and not await exists(session, User, user_id):
         raise NotFound(f"user {user_id} does not exist")
     page = payments[:limit]
     return PaymentPage(

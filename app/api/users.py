@@ -2,32 +2,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 
-from app.api.deps import ReadSession, WriteSession
+from app.api.deps import HotRead, ReadSession, WriteSession
+from app.api.reads import UserQuery, no_user, user_body
 from app.api.responses import errors_doc
-from app.db.errors import FOREIGN_KEY_VIOLATION
-from app.errors import BadRequest, Conflict, NotFound
-from app.queries import violation
-from app.queries.users import USER_RELATIONS, UserRepository
+from app.db.sessions import Reader
+from app.errors import BadRequest, Conflict, constraint_error
+from app.queries.users import UserRepository
 from app.schemas import INT64_MAX, UserCreate, UserDetail, UserPage, UserRead, UserRole
 
 router = APIRouter(tags=["users"])
 
 UserId = Annotated[int, Path(gt=0, le=INT64_MAX)]
-_RELATION = "|".join(USER_RELATIONS)
-INCLUDE_PATTERN = rf"^(({_RELATION})(,({_RELATION}))*)?$"
-INCLUDE_MAX_LENGTH = 200
-Include = Annotated[
-    str | None,
-    Query(
-        max_length=INCLUDE_MAX_LENGTH,
-        pattern=INCLUDE_PATTERN,
-        description=f"Comma-separated relations to embed: {', '.join(USER_RELATIONS)}",
-        examples=["appointments,payments,organizations"],
-    ),
-]
 
 
 @router.post(
@@ -40,9 +28,9 @@ async def create_user(body: UserCreate, session: WriteSession) -> UserRead:
     try:
         user = await UserRepository(session).add(**body.model_dump())
     except IntegrityError as exc:
-        if violation(exc) == FOREIGN_KEY_VIOLATION:
-            raise BadRequest(f"location {body.location_id} does not exist") from None
-        raise
+        detail = f"location {body.location_id} does not exist"
+        taken = "a user with this email already exists"
+        raise constraint_error(exc, foreign_key=detail, unique=taken) from None
     if user is None:
         raise Conflict("a user with this email already exists")
     return UserRead.model_validate(user)
@@ -54,11 +42,14 @@ async def create_user(body: UserCreate, session: WriteSession) -> UserRead:
     response_model_exclude_unset=True,
     responses=errors_doc(404),
 )
-async def get_user(user_id: UserId, session: ReadSession, include: Include = None) -> UserDetail:
-    relations = set(include.split(",")) if include else set()
-    user = await UserRepository(session).get_with(user_id, relations)
+async def get_user(
+    user_id: UserId, query: Annotated[UserQuery, Query()], reads: HotRead
+) -> UserDetail | Response:
+    if isinstance(reads, Reader):
+        return Response(await user_body(reads, user_id, query), media_type="application/json")
+    user = await UserRepository(reads).get_with(user_id, query.relations)
     if user is None:
-        raise NotFound(f"user {user_id} does not exist")
+        raise no_user(user_id)
     return UserDetail.model_validate(user)
 
 

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Literal
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.util import await_only
 
 from app.config import Settings
@@ -17,6 +19,26 @@ Role = Literal["primary", "replica", "analytics"]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 PING_AFTER_IDLE_SECONDS = 0.5
+
+
+class CountingPool(AsyncAdaptedQueuePool):
+    """A queue pool that reports each checkout that gave up after POOL_TIMEOUT."""
+
+    on_timeout: Callable[[], None] | None = None
+
+    def _do_get(self) -> Any:
+        try:
+            return super()._do_get()
+        except PoolTimeout:
+            if self.on_timeout is not None:
+                self.on_timeout()
+            raise
+
+    def recreate(self) -> CountingPool:
+        pool = super().recreate()
+        assert isinstance(pool, CountingPool)
+        pool.on_timeout = self.on_timeout  # dispose() recreates the pool: keep counting
+        return pool
 
 
 def application_name(role: Role, index: int | None = None) -> str:
@@ -77,6 +99,7 @@ def create_engine(
         pool_size=settings.pool_size if primary else settings.replica_pool_size,
         max_overflow=settings.max_overflow if primary else settings.replica_max_overflow,
         pool_timeout=settings.effective_pool_timeout,
+        poolclass=CountingPool,
         pool_recycle=settings.pool_recycle,
         pool_pre_ping=settings.pool_pre_ping and not one_trip_ping,
         connect_args=connect_args,
@@ -125,6 +148,7 @@ def _sqlite_engine(
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.effective_pool_timeout,
+        poolclass=CountingPool,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         hide_parameters=True,
     )

@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from app.db.router import DatabaseRouter, Replica
+from app.db.replicas import Replica
+from app.db.router import DatabaseRouter
 
 # Integrity checks are scans: bounded in time, and shared by every probe for a while.
 INTEGRITY_TIMEOUT_SECONDS = 5.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import re
@@ -14,14 +13,17 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
-    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client import values as prometheus_values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
@@ -29,65 +31,10 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
+from app.db.engine import CountingPool
 from app.db.models import Base
 
 log = logging.getLogger("app.db.slow_queries")
-
-ROUTING = Counter(
-    "database_routing_total", "Sessions handed out, by intent and target", ["intent", "target"]
-)
-PRIMARY_READS = Counter(
-    "database_primary_reads_total", "Reads served by the primary, by reason", ["reason"]
-)
-REPLICA_UP = Gauge(
-    "database_replica_up",
-    "1 when the replica answered its last probe",
-    ["replica"],
-    multiprocess_mode="livemostrecent",
-)
-REPLICA_LAG = Gauge(
-    "database_replica_lag_seconds",
-    "Replay lag of the replica at its last probe",
-    ["replica"],
-    multiprocess_mode="livemostrecent",
-)
-REPLICA_IN_ROTATION = Gauge(
-    "database_replica_in_rotation",
-    "1 when routing sends reads to the replica",
-    ["replica"],
-    multiprocess_mode="livemostrecent",
-)
-
-
-@functools.cache
-def _routing(intent: str, kind: str) -> Any:
-    return ROUTING.labels(intent, kind)
-
-
-def routed(intent: str, kind: str) -> None:
-    _routing(intent, kind).inc()
-
-
-QUERIES = Counter(
-    "database_queries_total",
-    "Statements executed, by first keyword, table, engine role and outcome "
-    "(success; no_rows: an INSERT, UPDATE or DELETE that changed nothing; error)",
-    ["operation", "table", "role", "outcome"],
-)
-QUERY_DURATION = Histogram(
-    "database_query_duration_seconds",
-    "Execution time of successful statements, cursor execute to result",
-    ["role"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
-)
-SLOW_QUERIES = Counter(
-    "database_slow_queries_total", "Statements slower than SLOW_QUERY_SECONDS", ["role"]
-)
-POOL_TIMEOUTS = Counter(
-    "database_pool_timeouts_total",
-    "Requests that gave up waiting POOL_TIMEOUT for a pooled connection",
-    ["role"],
-)
 
 Engines = Callable[[], Iterable[tuple[str, AsyncEngine]]]
 _POOL_STATS = {
@@ -107,6 +54,29 @@ def prepare_multiprocess(workers: int) -> None:
     """Several workers share one scrape through prometheus_client's multiprocess mode."""
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bookedbarber-metrics-")
+
+
+def app_registry() -> CollectorRegistry:
+    """A registry of one application's own, made once multiprocess mode is settled.
+
+    In single-process mode it also carries the process, platform and GC collectors
+    the global registry would have had (multiprocess mode cannot aggregate those).
+    """
+    settle_multiprocess()
+    registry = CollectorRegistry(auto_describe=True)
+    if not multiprocess():
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    return registry
+
+
+def settle_multiprocess() -> None:
+    """Before any metric of an app exists: its values go to files when, and only when,
+    PROMETHEUS_MULTIPROC_DIR is set now (prometheus_client decides that at import)."""
+    if multiprocess():
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    prometheus_values.ValueClass = prometheus_values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 # -- statements ------------------------------------------------------------------------
@@ -135,72 +105,6 @@ def classify(statement: str) -> tuple[str, str]:
         _parsed.clear()
     _parsed[statement] = found
     return found
-
-
-def instrument_engine(engine: AsyncEngine, role: str, slow_query_seconds: float) -> None:
-    """Count and time every statement of `engine`; log the slow ones (never parameters)."""
-    sync_engine = engine.sync_engine
-    if getattr(sync_engine, "_bookedbarber_instrumented", False):
-        return
-    sync_engine._bookedbarber_instrumented = True  # type: ignore[attr-defined]
-    duration = QUERY_DURATION.labels(role)
-    slow = SLOW_QUERIES.labels(role)
-    counters: dict[tuple[str, str, str], Any] = {}
-
-    def count(statement: str, rowcount: int | None) -> None:
-        """`rowcount` None for a statement that failed."""
-        operation, table = classify(statement)
-        if rowcount is None:
-            outcome = "error"
-        elif rowcount == 0 and operation in _CHANGES:
-            outcome = "no_rows"  # ON CONFLICT DO NOTHING, an update whose WHERE matched nothing
-        else:
-            outcome = "success"
-        key = (operation, table, outcome)
-        counter = counters.get(key)
-        if counter is None:
-            counter = counters[key] = QUERIES.labels(operation, table, role, outcome)
-        counter.inc()
-
-    def before(
-        _conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any, _many: bool
-    ) -> None:
-        context.query_started = time.perf_counter()
-
-    def record(statement: str, elapsed: float, rowcount: int = -1) -> None:
-        count(statement, rowcount)
-        duration.observe(elapsed)
-        if elapsed >= slow_query_seconds:
-            slow.inc()
-            extra = {"role": role, "duration_seconds": round(elapsed, 6)}
-            log.warning("slow query", extra={**extra, "statement": statement[:200]})
-
-    def after(
-        _conn: Any, cursor: Any, statement: str, _params: Any, context: Any, _many: bool
-    ) -> None:
-        record(statement, time.perf_counter() - context.query_started, cursor.rowcount)
-
-    def failed(context: Any) -> None:
-        if context.statement is not None:  # None: connecting failed, no statement ran
-            count(context.statement, None)
-
-    event.listen(sync_engine, "before_cursor_execute", before)
-    event.listen(sync_engine, "after_cursor_execute", after)
-    event.listen(sync_engine, "handle_error", failed)
-    _recorders[engine.pool] = record
-
-
-# Statements sent to the driver directly (app/queries/hot.py) bypass the engine's
-# events; they are recorded here instead, found by the pool they ran on.
-_recorders: weakref.WeakKeyDictionary[Any, Callable[[str, float], None]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def record_statement(engine: AsyncEngine, statement: str, elapsed: float) -> None:
-    record = _recorders.get(engine.pool)
-    if record is not None:
-        record(statement, elapsed)
 
 
 # -- connection pools ---------------------------------------------------------------
@@ -256,25 +160,199 @@ class PoolCollector(Collector):
 # worker writes its own numbers to livesum gauges after every checkout and checkin,
 # and the scrape sums the live workers. Not in any registry: in single-process mode
 # PoolCollector owns these names.
-_POOL_GAUGES = {
-    name: Gauge(
-        f"database_connection_pool_{name}",
-        documentation,
-        _POOL_LABELS,
-        registry=None,
-        multiprocess_mode="livesum",
-    )
-    for name, documentation in _POOL_STATS.items()
-}
+def _pool_gauges() -> dict[str, Gauge]:
+    return {
+        name: Gauge(
+            f"database_connection_pool_{name}",
+            documentation,
+            _POOL_LABELS,
+            registry=None,
+            multiprocess_mode="livesum",
+        )
+        for name, documentation in _POOL_STATS.items()
+    }
+
+
+class DatabaseMetrics:
+    """The data layer's series, in one application's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.routing = Counter(
+            "database_routing_total",
+            "Sessions handed out, by intent and target",
+            ["intent", "target"],
+            registry=registry,
+        )
+        self.primary_reads = Counter(
+            "database_primary_reads_total",
+            "Reads served by the primary, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.replica_up = self._replica_gauge(
+            "database_replica_up", "1 when the replica answered its last probe"
+        )
+        self.replica_lag = self._replica_gauge(
+            "database_replica_lag_seconds", "Replay lag of the replica at its last probe"
+        )
+        self.replica_in_rotation = self._replica_gauge(
+            "database_replica_in_rotation", "1 when routing sends reads to the replica"
+        )
+        self.queries = Counter(
+            "database_queries_total",
+            "Statements executed, by first keyword, table, engine role and outcome "
+            "(success; no_rows: an INSERT, UPDATE or DELETE that changed nothing; error)",
+            ["operation", "table", "role", "outcome"],
+            registry=registry,
+        )
+        self.query_duration = Histogram(
+            "database_query_duration_seconds",
+            "Execution time of successful statements, cursor execute to result",
+            ["role"],
+            buckets=(
+                *(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+                *(1.0, 2.5, 5.0, 10.0, 30.0),
+            ),
+            registry=registry,
+        )
+        self.slow_queries = Counter(
+            "database_slow_queries_total",
+            "Statements slower than SLOW_QUERY_SECONDS",
+            ["role"],
+            registry=registry,
+        )
+        self.pool_timeouts = Counter(
+            "database_pool_timeouts_total",
+            "Requests that gave up waiting POOL_TIMEOUT for a pooled connection",
+            ["role"],
+            registry=registry,
+        )
+        self._routes: dict[tuple[str, str], Any] = {}
+        # Statements sent to the driver directly (app/queries/hot.py) bypass the engine's
+        # events; they are recorded here instead, found by the pool they ran on.
+        self._recorders: weakref.WeakKeyDictionary[Any, Recorder] = weakref.WeakKeyDictionary()
+
+    def _replica_gauge(self, name: str, documentation: str) -> Gauge:
+        return Gauge(
+            name,
+            documentation,
+            ["replica"],
+            multiprocess_mode="livemostrecent",
+            registry=self.registry,
+        )
+
+    def routed(self, intent: str, kind: str) -> None:
+        child = self._routes.get((intent, kind))
+        if child is None:
+            child = self._routes[intent, kind] = self.routing.labels(intent, kind)
+        child.inc()
+
+    def instrument(self, engines: list[tuple[str, AsyncEngine]], slow_query_seconds: float) -> None:
+        for role, engine in engines:
+            self.instrument_engine(engine, role, slow_query_seconds)
+        if multiprocess():
+            track_pools(engines)
+
+    def instrument_engine(self, engine: AsyncEngine, role: str, slow_query_seconds: float) -> None:
+        """Count and time every statement of `engine`; log the slow ones (never parameters)."""
+        sync_engine = engine.sync_engine
+        if getattr(sync_engine, "_bookedbarber_instrumented", False):
+            return
+        sync_engine._bookedbarber_instrumented = True  # type: ignore[attr-defined]
+        record = Recorder(self, role, slow_query_seconds)
+
+        def before(
+            _conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any, _many: bool
+        ) -> None:
+            context.query_started = time.perf_counter()
+
+        def after(
+            _conn: Any, cursor: Any, statement: str, _params: Any, context: Any, _many: bool
+        ) -> None:
+            record(statement, time.perf_counter() - context.query_started, cursor.rowcount)
+
+        def failed(context: Any) -> None:
+            if context.statement is not None:  # None: connecting failed, no statement ran
+                record.failed(context.statement)
+
+        if isinstance(engine.pool, CountingPool):
+            engine.pool.on_timeout = self.pool_timeouts.labels(role).inc
+        event.listen(sync_engine, "before_cursor_execute", before)
+        event.listen(sync_engine, "after_cursor_execute", after)
+        event.listen(sync_engine, "handle_error", failed)
+        self._recorders[engine.pool] = record
+
+    def record_statement(self, engine: AsyncEngine, statement: str, elapsed: float) -> None:
+        record = self._recorders.get(engine.pool)
+        if record is not None:
+            record(statement, elapsed)
+
+    def statement_failed(self, engine: AsyncEngine, statement: str) -> None:
+        """A statement sent to the driver directly failed: counted with outcome error."""
+        record = self._recorders.get(engine.pool)
+        if record is not None:
+            record.failed(statement)
+
+    def exposition(self, engines: Engines) -> bytes:
+        """Everything in Prometheus text format: this app's, or every live worker's."""
+        if multiprocess():
+            registry = CollectorRegistry()
+            prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        pools = CollectorRegistry(auto_describe=False)
+        pools.register(PoolCollector(engines))
+        return generate_latest(self.registry) + generate_latest(pools)
+
+
+class Recorder:
+    """Counts and times one role's statements; the slow ones are logged (never parameters)."""
+
+    def __init__(self, metrics: DatabaseMetrics, role: str, slow_query_seconds: float) -> None:
+        self._metrics = metrics
+        self._role = role
+        self._slow_query_seconds = slow_query_seconds
+        self._duration = metrics.query_duration.labels(role)
+        self._slow = metrics.slow_queries.labels(role)
+        self._counters: dict[tuple[str, str, str], Any] = {}
+
+    def _count(self, statement: str, rowcount: int | None) -> None:
+        """`rowcount` None for a statement that failed."""
+        operation, table = classify(statement)
+        if rowcount is None:
+            outcome = "error"
+        elif rowcount == 0 and operation in _CHANGES:
+            outcome = "no_rows"  # ON CONFLICT DO NOTHING, an update whose WHERE matched nothing
+        else:
+            outcome = "success"
+        key = (operation, table, outcome)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self._metrics.queries.labels(
+                operation, table, self._role, outcome
+            )
+        counter.inc()
+
+    def __call__(self, statement: str, elapsed: float, rowcount: int = -1) -> None:
+        self._count(statement, rowcount)
+        self._duration.observe(elapsed)
+        if elapsed >= self._slow_query_seconds:
+            self._slow.inc()
+            extra = {"role": self._role, "duration_seconds": round(elapsed, 6)}
+            log.warning("slow query", extra={**extra, "statement": statement[:200]})
+
+    def failed(self, statement: str) -> None:
+        self._count(statement, None)
 
 
 def track_pools(engines: list[tuple[str, AsyncEngine]]) -> None:
     """Multiprocess mode: keep this worker's pool gauges current from pool events."""
+    gauges = _pool_gauges()
     named = dict(pools(engines))
 
     def refresh(key: Pool) -> None:
         for name, value in pool_stats_of(named[key]).items():
-            _POOL_GAUGES[name].labels(*key).set(value)
+            gauges[name].labels(*key).set(value)
 
     for key, pool in named.items():
         refresh(key)
@@ -291,44 +369,11 @@ def track_pools(engines: list[tuple[str, AsyncEngine]]) -> None:
             event.listen(pool, name, on_change)
 
 
-def pool_timeout(router: Any) -> None:
-    """Count a pool timeout against the role whose pool is at its limit.
-
-    SQLAlchemy's TimeoutError does not say which pool gave up; the full one did.
-    """
-    engines: Iterable[tuple[str, AsyncEngine]] = router.engines() if router is not None else ()
-    full = [
-        role
-        for role, engine in engines
-        if isinstance(engine.pool, QueuePool)
-        and engine.pool.checkedout() >= engine.pool.size() + engine.pool._max_overflow
-    ]
-    POOL_TIMEOUTS.labels(full[0] if full else "unknown").inc()
-
-
-def instrument(engines: list[tuple[str, AsyncEngine]], slow_query_seconds: float) -> None:
-    for role, engine in engines:
-        instrument_engine(engine, role, slow_query_seconds)
-    if multiprocess():
-        track_pools(engines)
-
-
 # -- exposition -----------------------------------------------------------------------
 
 # The classic text format: every Prometheus 2.x and other scrapers read it (our names are
 # plain ASCII, so nothing needs the newer format's escaping).
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-
-
-def exposition(engines: Engines) -> bytes:
-    """Everything in Prometheus text format: this process's, or every live worker's."""
-    if multiprocess():
-        registry = CollectorRegistry()
-        prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    pools = CollectorRegistry(auto_describe=False)
-    pools.register(PoolCollector(engines))
-    return generate_latest(REGISTRY) + generate_latest(pools)
 
 
 def worker_exited() -> None:

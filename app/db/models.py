@@ -113,7 +113,7 @@ class Organization(Base):
     created_at: Mapped[dt.datetime] = _created()
 
     locations: Mapped[list[BarbershopLocation]] = relationship(
-        back_populates="organization", lazy="raise"
+        back_populates="organization", lazy="raise", order_by="BarbershopLocation.id"
     )
 
 
@@ -172,14 +172,14 @@ class User(Base):
         back_populates="user",
         foreign_keys="Appointment.user_id",
         lazy="raise",
-        order_by="Appointment.start_time",
+        order_by="(Appointment.start_time, Appointment.id)",
     )
     payments: Mapped[list[Payment]] = relationship(
         back_populates="user", lazy="raise", order_by="Payment.id"
     )
     stripe_account: Mapped[StripeAccount | None] = relationship(back_populates="user", lazy="raise")
     user_organizations: Mapped[list[UserOrganization]] = relationship(
-        back_populates="user", lazy="raise"
+        back_populates="user", lazy="raise", order_by="UserOrganization.id"
     )
 
 

@@ -4,175 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import itertools
-import logging
-import re
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.util import greenlet_spawn
 
 from app.config import Settings
-from app.db import metrics
 from app.db.engine import create_engine, is_sqlite
 from app.db.errors import is_connection_error
+from app.db.lsn import WRITE_LSN
+from app.db.metrics import DatabaseMetrics
+from app.db.replicas import Replica, ReplicaMonitor
+from app.db.sessions import Intent, Reader, RoutedSession, Target
 
-log = logging.getLogger(__name__)
+__all__ = ["DatabaseRouter", "Intent", "Reader", "Replica", "Target"]
 
-Intent = Literal["write", "read", "analytics"]
 PrimaryReason = Literal[
     "no_replicas", "all_down", "all_lagging", "consistency_token", "forced", "retry"
 ]
-
-WRITE_LSN = "SELECT pg_current_wal_insert_lsn()::text AS lsn"
-_LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
-
-
-def parse_lsn(value: str) -> int:
-    match = _LSN.match(value.strip())
-    if match is None:
-        raise ValueError("a consistency token is a PostgreSQL LSN such as 0/16B3748")
-    return (int(match[1], 16) << 32) + int(match[2], 16)
-
-
-def format_lsn(value: int) -> str:
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
-
-
-@dataclass
-class Replica:
-    index: int
-    engine: AsyncEngine
-    reader: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
-    probe: AsyncEngine
-    up: bool = False
-    in_rotation: bool = False
-    lag_seconds: float | None = None
-    lag_bytes: int | None = None
-    replay_lsn: int | None = None
-    response_time: float | None = None
-    checked_at: dt.datetime | None = None
-    reason: str = "not probed yet"
-    healthy_since: float | None = None
-    probed_once: bool = False
-
-    @property
-    def name(self) -> str:
-        return f"replica-{self.index}"
-
-    def busy(self) -> int:
-        return int(self.engine.pool.checkedout())  # type: ignore[attr-defined]
-
-
-@dataclass
-class Target:
-    """Where one session goes: an engine, and the replica behind it if any."""
-
-    intent: Intent
-    engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
-    replica: Replica | None = None
-    label: str = "primary"
-    tried: set[int] = field(default_factory=set)
-
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
-
-class RoutedSession(AsyncSession):
-    """A read session that, when its replica drops the connection, retries once elsewhere."""
-
-    router: DatabaseRouter
-    target: Target
-    min_lsn: int | None
-
-    async def _retrying(
-        self, call: Callable[_P, Awaitable[_T]], *args: _P.args, **kwargs: _P.kwargs
-    ) -> _T:
-        try:
-            return await call(*args, **kwargs)
-        except Exception as exc:
-            target = self.router.retarget(self.target, exc, self.min_lsn)
-            if target is None:
-                raise
-            await self.rollback()
-            self.target = target
-            self.sync_session.bind = target.engine.sync_engine
-            return await call(*args, **kwargs)
-
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._retrying(super().execute, *args, **kwargs)
-
-    async def scalar(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._retrying(super().scalar, *args, **kwargs)
-
-    async def scalars(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._retrying(super().scalars, *args, **kwargs)
-
-    async def get(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._retrying(super().get, *args, **kwargs)
-
-
-class Reader:
-    """Hand-written SQL on a routed connection's asyncpg driver (app/queries/hot.py).
-
-    No ORM session, no SQLAlchemy execution or result layers: one pooled connection
-    of the target's engine, its statements in autocommit, each counted and timed like
-    any other statement. Retries once elsewhere, as RoutedSession does.
-    """
-
-    __slots__ = ("_pooled", "min_lsn", "router", "target")
-
-    def __init__(self, router: DatabaseRouter, target: Target, min_lsn: int | None) -> None:
-        self.router, self.target, self.min_lsn = router, target, min_lsn
-        self._pooled: PoolProxiedConnection | None = None
-
-    async def fetch(self, statement: str, *args: Any) -> Sequence[Mapping[str, Any]]:
-        try:
-            return await self._fetch(statement, args)
-        except Exception as exc:
-            target = self.router.retarget(self.target, exc, self.min_lsn)
-            if target is None:
-                raise
-            await self.close()
-            self.target = target
-            return await self._fetch(statement, args)
-
-    async def fetchrow(self, statement: str, *args: Any) -> Mapping[str, Any] | None:
-        rows = await self.fetch(statement, *args)
-        return rows[0] if rows else None
-
-    async def _fetch(self, statement: str, args: tuple[Any, ...]) -> Sequence[Mapping[str, Any]]:
-        engine = self.target.engine
-        if self._pooled is None:
-            self._pooled = await engine.raw_connection()
-        driver = self._pooled.driver_connection
-        assert driver is not None
-        started = time.perf_counter()
-        try:
-            rows: Sequence[Mapping[str, Any]] = await driver.fetch(statement, *args)
-        except Exception as exc:
-            if is_connection_error(exc):
-                pooled, self._pooled = self._pooled, None
-                await greenlet_spawn(pooled.invalidate, exc)
-            raise
-        metrics.record_statement(engine, statement, time.perf_counter() - started)
-        return rows
-
-    async def close(self) -> None:
-        pooled, self._pooled = self._pooled, None
-        if pooled is not None:
-            await greenlet_spawn(pooled.close)
 
 
 def _sessionmaker(engine: AsyncEngine, cls: type[AsyncSession]) -> async_sessionmaker[Any]:
@@ -195,18 +47,17 @@ def _reader(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
 class DatabaseRouter:
     """Owns every engine; hands out sessions by intent; watches the replicas."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: DatabaseMetrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.primary = create_engine(settings.primary_url, settings, "primary")
         self._write_sessions = _sessionmaker(self.primary, AsyncSession)
         self.sqlite = is_sqlite(self.primary)
-        # The hot reads' lane (app/api/lane.py) needs asyncpg in autocommit: not SQLite, and
-        # not behind PgBouncer, where reads stay in transactions (see _reader).
-        self.hot_reads = (
-            settings.hot_reads
-            and self.primary.dialect.driver == "asyncpg"
-            and not settings.pgbouncer
-        )
+        # The hot reads' statements (app/queries/hot.py) need asyncpg in autocommit: not
+        # SQLite, and not behind PgBouncer, where reads stay in transactions (see _reader).
+        self.raw_reads = self.primary.dialect.driver == "asyncpg" and not settings.pgbouncer
+        # And the lane in front of FastAPI (app/api/lane.py) unless HOT_READS=false.
+        self.hot_reads = settings.hot_reads and self.raw_reads
         # SQLite: readers use their own engine so they never take the write lock.
         self.primary_reader = (
             create_engine(settings.primary_url, settings, "primary", sqlite_begin="BEGIN")
@@ -245,9 +96,7 @@ class DatabaseRouter:
         # cheap, where SQLite's own busy handler sleeps in growing steps.
         self._sqlite_writer = asyncio.Lock() if self.sqlite else None
         self._round_robin = itertools.count()
-        self._monitor: asyncio.Task[None] | None = None
-        self.primary_lsn: int | None = None
-        self.primary_response_time: float | None = None
+        self.monitor = ReplicaMonitor(settings, self.replicas, self._primary_probe, metrics)
 
     # -- engines and their roles ------------------------------------------------
     def engines(self) -> list[tuple[str, AsyncEngine]]:
@@ -271,8 +120,11 @@ class DatabaseRouter:
         """Where health checks reach the primary: past a busy pool when there is a monitor."""
         return self._primary_probe or self.primary
 
+    async def start_monitor(self) -> None:
+        await self.monitor.start()
+
     async def dispose(self) -> None:
-        await self.stop_monitor()
+        await self.monitor.stop()
         for _, engine in self.engines() + self.monitor_engines():
             await engine.dispose()
 
@@ -342,12 +194,11 @@ class DatabaseRouter:
         )
 
     def _to_primary(self, intent: Intent, reason: PrimaryReason, tried: set[int]) -> Target:
-        metrics.PRIMARY_READS.labels(reason).inc()
+        self.metrics.primary_reads.labels(reason).inc()
         return self._count(Target(intent, self.primary_reader, self._primary_reads, tried=tried))
 
-    @staticmethod
-    def _count(target: Target) -> Target:
-        metrics.routed(target.intent, "replica" if target.replica else target.label)
+    def _count(self, target: Target) -> Target:
+        self.metrics.routed(target.intent, "replica" if target.replica else target.label)
         return target
 
     def retarget(self, target: Target, exc: Exception, min_lsn: int | None) -> Target | None:
@@ -363,7 +214,7 @@ class DatabaseRouter:
         if not (stranded or is_connection_error(exc)):
             return None
         if not stranded:
-            self.eject(replica, "connection error")
+            self.monitor.eject(replica, "connection error")
         return self.target(target.intent, min_lsn=min_lsn, exclude=target.tried, retry=True)
 
     def reader(
@@ -390,9 +241,7 @@ class DatabaseRouter:
         """The primary's WAL position after a commit, for read-your-writes."""
         if self.sqlite or not self.replicas:
             return None
-        # One autocommit statement, after the commit returned. The insert position
-        # covers our commit record even before it is flushed (synchronous_commit
-        # off), where pg_current_wal_lsn() can still be behind it.
+        # One autocommit statement, after the commit returned.
         if self.settings.pgbouncer:  # a statement outside a transaction may change servers
             async with self.primary_reader.connect() as conn:
                 lsn = await conn.scalar(text(WRITE_LSN))
@@ -404,138 +253,3 @@ class DatabaseRouter:
                 await reader.close()
             lsn = row["lsn"] if row is not None else None
         return str(lsn) if lsn else None
-
-    # -- replica health --------------------------------------------------------------
-    def eject(self, replica: Replica, reason: str) -> None:
-        if replica.in_rotation:
-            log.warning(
-                "replica out of rotation",
-                extra={"replica": replica.name, "reason": reason},
-            )
-        replica.up = replica.up and reason != "connection error"
-        replica.in_rotation = False
-        replica.healthy_since = None
-        replica.reason = reason
-        metrics.REPLICA_IN_ROTATION.labels(replica.name).set(0)
-
-    async def probe(self) -> None:
-        """Probe the primary's WAL position and every replica, then update rotation."""
-        if not self.replicas:
-            return
-        timeout = self.settings.connect_timeout
-        started = time.perf_counter()
-        try:
-            assert self._primary_probe is not None
-            async with asyncio.timeout(timeout), self._primary_probe.connect() as conn:
-                value = await conn.scalar(text("SELECT pg_current_wal_lsn()::text"))
-            self.primary_lsn = parse_lsn(str(value))
-            self.primary_response_time = time.perf_counter() - started
-        except Exception as exc:  # the primary being down must not stop replica probes
-            log.warning("primary probe failed", extra={"error": type(exc).__name__})
-            self.primary_lsn = self.primary_response_time = None
-        await asyncio.gather(*(self._probe_replica(r, timeout) for r in self.replicas))
-        self._update_rotation()
-
-    async def _probe_replica(self, replica: Replica, limit: float) -> None:
-        started = time.perf_counter()
-        replica.checked_at = dt.datetime.now(dt.UTC)
-        try:
-            async with asyncio.timeout(limit), replica.probe.connect() as conn:
-                row = (
-                    await conn.execute(
-                        text(
-                            "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
-                            "pg_last_wal_receive_lsn()::text, "
-                            "extract(epoch FROM now() - pg_last_xact_replay_timestamp())"
-                        )
-                    )
-                ).one()
-        except Exception as exc:
-            replica.up = False
-            replica.response_time = None
-            replica.lag_seconds = replica.lag_bytes = None
-            replica.reason = f"probe failed: {type(exc).__name__}"
-            return
-        replica.response_time = time.perf_counter() - started
-        replica.up = True
-        in_recovery, replay, receive, since_replay = row
-        if not in_recovery:
-            # A promoted standby is a primary now: fully caught up with itself.
-            replica.replay_lsn, replica.lag_seconds, replica.lag_bytes = None, 0.0, 0
-            return
-        replica.replay_lsn = parse_lsn(replay) if replay else None
-        behind_primary = (
-            self.primary_lsn - replica.replay_lsn
-            if self.primary_lsn is not None and replica.replay_lsn is not None
-            else None
-        )
-        received = parse_lsn(receive) if receive else None
-        behind_receive = (
-            received - replica.replay_lsn
-            if received is not None and replica.replay_lsn is not None
-            else 0
-        )
-        replica.lag_bytes = max(behind_primary or 0, behind_receive, 0)
-        # Idle primaries write nothing: lag is the age of the last replayed
-        # transaction only while there is WAL still to replay.
-        replica.lag_seconds = float(since_replay or 0.0) if replica.lag_bytes > 0 else 0.0
-
-    def _update_rotation(self) -> None:
-        now = time.monotonic()
-        # Peers include the primary: with one replica, "slow" still has a yardstick.
-        times = [r.response_time for r in self.replicas if r.up and r.response_time is not None]
-        if self.primary_response_time is not None:
-            times.append(self.primary_response_time)
-        fastest = min(times) if times else None
-        for replica in self.replicas:
-            reason = self._exclusion(replica, fastest)
-            metrics.REPLICA_UP.labels(replica.name).set(1 if replica.up else 0)
-            if replica.lag_seconds is not None:
-                metrics.REPLICA_LAG.labels(replica.name).set(replica.lag_seconds)
-            if reason is not None:
-                self.eject(replica, reason)
-            elif not replica.in_rotation:
-                if replica.healthy_since is None:
-                    replica.healthy_since = now
-                waited = now - replica.healthy_since
-                # At start-up there is no flapping to damp: admit at once.
-                if not replica.probed_once or waited >= self.settings.replica_recovery_seconds:
-                    replica.in_rotation = True
-                    replica.reason = "in rotation"
-                    metrics.REPLICA_IN_ROTATION.labels(replica.name).set(1)
-                else:
-                    replica.reason = "recovering"
-            replica.probed_once = True
-
-    def _exclusion(self, replica: Replica, fastest: float | None) -> str | None:
-        if not replica.up:
-            return replica.reason if replica.reason.startswith("probe") else "down"
-        if (replica.lag_seconds or 0.0) > self.settings.max_replica_lag_seconds:
-            return "lagging"
-        slow_limit = max(
-            self.settings.replica_slow_floor_seconds,
-            (fastest or 0.0) * self.settings.replica_slow_factor,
-        )
-        if replica.response_time is not None and replica.response_time > slow_limit:
-            return "slow"
-        return None
-
-    async def start_monitor(self) -> None:
-        if not self.replicas or self._monitor is not None:
-            return
-        await self.probe()
-        self._monitor = asyncio.create_task(self._watch(), name="replica-monitor")
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.replica_probe_interval_seconds)
-            try:
-                await self.probe()
-            except Exception:
-                log.exception("replica probe round failed")
-
-    async def stop_monitor(self) -> None:
-        if self._monitor is not None:
-            self._monitor.cancel()
-            await asyncio.gather(self._monitor, return_exceptions=True)
-            self._monitor = None

@@ -4,34 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import exists as sql_exists
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.errors import (
-    CHECK_VIOLATION,
-    FOREIGN_KEY_VIOLATION,
-    NOT_NULL_VIOLATION,
-    UNIQUE_VIOLATION,
-    sqlstate,
-)
+from app.db.errors import violation
 
-# SQLite's extended result codes for constraint failures, mapped to SQLSTATEs.
-_SQLITE_CONSTRAINTS = {
-    275: CHECK_VIOLATION,  # SQLITE_CONSTRAINT_CHECK
-    787: FOREIGN_KEY_VIOLATION,  # SQLITE_CONSTRAINT_FOREIGNKEY
-    1299: NOT_NULL_VIOLATION,  # SQLITE_CONSTRAINT_NOTNULL
-    1555: UNIQUE_VIOLATION,  # SQLITE_CONSTRAINT_PRIMARYKEY
-    2067: UNIQUE_VIOLATION,  # SQLITE_CONSTRAINT_UNIQUE
-}
-
-
-def violation(exc: BaseException) -> str | None:
-    """The SQLSTATE of a constraint failure on either backend."""
-    code = sqlstate(exc)
-    if code is not None:
-        return code
-    orig = getattr(exc, "orig", None)
-    return _SQLITE_CONSTRAINTS.get(getattr(orig, "sqlite_errorcode", -1))
+__all__ = ["dialect_name", "exists", "insert_for", "violation"]
 
 
 def dialect_name(session: AsyncSession) -> str:
@@ -43,3 +23,8 @@ def insert_for(session: AsyncSession, table: Any) -> postgresql.Insert | sqlite.
     if dialect_name(session) == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+async def exists(session: AsyncSession, model: Any, key: int) -> bool:
+    """Whether `model` has a row with id `key` (an unknown parent is a 404)."""
+    return bool(await session.scalar(select(sql_exists().where(model.id == key))))

@@ -165,6 +165,6 @@ class AppointmentRepository:
                 Appointment.appointment_date <= end,
                 Appointment.status.in_(statuses),
             )
-            .order_by(Appointment.appointment_date, Appointment.start_time)
+            .order_by(Appointment.appointment_date, Appointment.start_time, Appointment.id)
         )
         return (await self.session.scalars(stmt)).unique().all()

@@ -1,11 +1,12 @@
 """The three hot reads on PostgreSQL: hand-written SQL on the asyncpg connection, orjson out.
 
-The routes answer the same requests through the repositories (selectinload through
-the ORM) and pydantic, and remain the reference for the JSON shapes; tests hold both
-to the same bytes (tests/test_lane.py). Here each row costs a tuple and a dict
+The one set of statements and row-to-JSON shapes for these reads on PostgreSQL, used
+by the routes and by the lane in front of them (app/api/reads.py calls them for both).
+On SQLite the routes answer through the repositories and pydantic, whose shapes the
+API tests hold equal to these on both backends. Here each row costs a tuple and a dict
 instead of an ORM identity, a pydantic model and a second validation. Statements run
 through a routed `Reader`, so routing, retry on a dead replica and the query metrics
-stay as they are; app/api/lane.py decides which requests come here.
+stay as they are. None means the parent (user, barber, location) does not exist.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from app.db.router import Reader
+from app.db.sessions import Reader
 from app.queries.analytics import utc_days
 
 _APPOINTMENT = """a.id, a.user_id, a.barber_id, a.service_id, a.location_id, a.appointment_date,
@@ -30,7 +31,7 @@ SELECT id, email, name, phone, unified_role, location_id, is_active, created_at
 FROM users WHERE id = $1
 """
 USER_APPOINTMENTS = (
-    f"SELECT {_APPOINTMENT} FROM appointments a WHERE a.user_id = $1 ORDER BY a.start_time"
+    f"SELECT {_APPOINTMENT} FROM appointments a WHERE a.user_id = $1 ORDER BY a.start_time, a.id"
 )
 USER_PAYMENTS = f"SELECT {_PAYMENT} FROM payments p WHERE p.user_id = $1 ORDER BY p.id"
 USER_ORGANIZATIONS = """
@@ -60,8 +61,10 @@ JOIN services s ON s.id = a.service_id
 LEFT JOIN payments p ON p.appointment_id = a.id
 WHERE a.barber_id = $1 AND a.appointment_date >= $2 AND a.appointment_date <= $3
   AND a.status = ANY($4::text[])
-ORDER BY a.appointment_date, a.start_time
+ORDER BY a.appointment_date, a.start_time, a.id
 """
+USER_EXISTS = "SELECT 1 FROM users WHERE id = $1"
+LOCATION_EXISTS = "SELECT 1 FROM barbershop_locations WHERE id = $1"
 # The same days and sums as AnalyticsRepository.daily_revenue; PostgreSQL's round()
 # on numeric rounds halves away from zero, as ROUND_HALF_UP does there.
 REVENUE = """
@@ -101,8 +104,11 @@ async def user_document(reader: Reader, user_id: int, relations: Collection[str]
 
 async def schedule_document(
     reader: Reader, barber_id: int, start: dt.date, end: dt.date, statuses: Collection[str]
-) -> bytes:
+) -> bytes | None:
     rows = await reader.fetch(SCHEDULE, barber_id, start, end, sorted(statuses))
+    # Only an empty schedule costs the second look: is there such a barber at all?
+    if not rows and await reader.fetchrow(USER_EXISTS, barber_id) is None:
+        return None
     return dumps(schedule_items(rows))
 
 
@@ -144,7 +150,11 @@ def schedule_items(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return items
 
 
-async def revenue_document(reader: Reader, location_id: int, start: dt.date, end: dt.date) -> bytes:
+async def revenue_document(
+    reader: Reader, location_id: int, start: dt.date, end: dt.date
+) -> bytes | None:
     rows = await reader.fetch(REVENUE, location_id, *utc_days(start, end))
+    if not rows and await reader.fetchrow(LOCATION_EXISTS, location_id) is None:
+        return None
     report = {"location_id": location_id, "start": start, "end": end}
     return dumps({**report, "days": [dict(r) for r in rows]})

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnClause, ColumnElement, exists, func, literal_column, select
+from sqlalchemy import ColumnClause, ColumnElement, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
@@ -52,9 +52,6 @@ class UserRepository:
         if dialect_name(self.session) == "postgresql":
             return func.lower(User.email) == func.lower(email)
         return User.email.collate("NOCASE") == email
-
-    async def exists(self, user_id: int) -> bool:
-        return bool(await self.session.scalar(select(exists().where(User.id == user_id))))
 
     async def get_with(self, user_id: int, relations: Collection[str] = ()) -> User | None:
         stmt = (

@@ -22,28 +22,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from app.config import Settings
-from app.db import metrics
 from app.db.live import capture
 from app.db.live.sides import Backend
+from app.db.metrics import DatabaseMetrics
 from app.db.router import DatabaseRouter
 from app.db.transfer.options import plain_pg
 
 log = logging.getLogger(__name__)
 
-SWITCHES = Counter(
-    "bookedbarber_db_backend_switches_total",
-    "Switches of the serving database by this worker",
-    ["to", "reason"],
-)
 GRACE_SECONDS = 30.0  # the old router closes once requests begun on it are surely done
 
-_WATCHERS: weakref.WeakKeyDictionary[DatabaseRouter, LiveBackend] = weakref.WeakKeyDictionary()
+# The service's watcher in this process (one app per worker; tests may hold several).
+_WATCHERS: weakref.WeakSet[LiveBackend] = weakref.WeakSet()
 
 
 @dataclass
@@ -76,17 +72,27 @@ async def _warm(router: DatabaseRouter, connections: int = 4) -> None:
         log.warning("new backend did not answer", extra={"error": type(exc).__name__})
 
 
-def record_error(router: Any) -> None:
-    """A database error answered by a request on `router` (counted toward auto rollback)."""
-    watcher = _WATCHERS.get(router) if router is not None else None
-    if watcher is not None:
-        watcher.errors.append(time.monotonic())
+def record_error() -> None:
+    """A request answered a database error (counted toward auto rollback on PostgreSQL)."""
+    now = time.monotonic()
+    for watcher in _WATCHERS:
+        if watcher.active == "postgresql":
+            watcher.errors.append(now)
 
 
 class LiveBackend:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, db_metrics: DatabaseMetrics, registry: CollectorRegistry
+    ) -> None:
         assert settings.migration_target_url is not None
         self.settings = settings
+        self.db_metrics = db_metrics
+        self.switch_count = Counter(
+            "bookedbarber_db_backend_switches_total",
+            "Switches of the serving database by this worker, by target and reason",
+            ["to", "reason"],
+            registry=registry,
+        )
         self.path = make_url(settings.primary_url).database or ""
         self.target_url = settings.migration_target_url.get_secret_value()
         self.active: Backend = "sqlite"
@@ -98,10 +104,14 @@ class LiveBackend:
         self._closing: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def create(cls, settings: Settings) -> LiveBackend | None:
+    def create(
+        cls, settings: Settings, db_metrics: DatabaseMetrics, registry: CollectorRegistry
+    ) -> LiveBackend | None:
         if settings.migration_target_url is None or not settings.is_sqlite:
             return None
-        return cls(settings)
+        watcher = cls(settings, db_metrics, registry)
+        _WATCHERS.add(watcher)
+        return watcher
 
     # -- the state ------------------------------------------------------------------
     def read(self) -> tuple[Backend, int, str | None]:
@@ -118,9 +128,7 @@ class LiveBackend:
     def router(self, backend: Backend) -> DatabaseRouter:
         url = self.settings.primary_url if backend == "sqlite" else self.target_url
         settings = self.settings.model_copy(update={"database_url": SecretStr(url)})
-        router = DatabaseRouter(settings)
-        _WATCHERS[router] = self
-        return router
+        return DatabaseRouter(settings, self.db_metrics)
 
     def first_router(self) -> DatabaseRouter:
         self.active, self.epoch, _ = self.read()
@@ -131,6 +139,7 @@ class LiveBackend:
         self._task = asyncio.create_task(self._watch(app), name="backend-watch")
 
     async def stop(self) -> None:
+        _WATCHERS.discard(self)
         for task in [self._task, *self._closing]:
             if task is not None:
                 task.cancel()
@@ -163,7 +172,7 @@ class LiveBackend:
     async def swap(self, app: FastAPI, to: Backend, epoch: int, reason: str) -> None:
         began = time.monotonic()
         new = self.router(to)
-        metrics.instrument(new.engines(), self.settings.slow_query_seconds)
+        self.db_metrics.instrument(new.engines(), self.settings.slow_query_seconds)
         await _warm(new)
         old: DatabaseRouter = app.state.db
         app.state.db = new
@@ -171,7 +180,7 @@ class LiveBackend:
         self.errors.clear()
         self.switches.append(Switch(time.time(), to, reason, epoch))
         kind = "auto_rollback" if reason.startswith("auto rollback") else "cutover"
-        SWITCHES.labels(to, kind).inc()
+        self.switch_count.labels(to, kind).inc()
         log.warning(
             "database backend switched",
             extra={

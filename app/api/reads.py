@@ -1,0 +1,144 @@
+"""The hot reads, defined once: their query parameters and their PostgreSQL answer.
+
+GET /users/{id}, /barbers/{id}/appointments and /locations/{id}/revenue. Each has one
+query model, declared by its route (`Annotated[Model, Query()]`) and read by the lane
+(app/api/lane.py), and one `*_body` function that answers it on PostgreSQL with the
+statements and shapes of app/queries/hot.py, called by the route and by the lane alike.
+Errors are AppErrors (app/errors.py), rendered by the same code on both ways.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.contract import QueryContract, model_contract
+from app.db.sessions import Intent, Reader
+from app.errors import BadRequest, NotFound
+from app.queries import hot
+from app.queries.users import USER_RELATIONS
+from app.schemas import AppointmentStatus
+
+MAX_SCHEDULE_DAYS = 366
+MAX_REPORT_DAYS = 731
+DEFAULT_SCHEDULE_STATUSES = ("confirmed", "in_progress")
+_RELATION = "|".join(USER_RELATIONS)
+INCLUDE_PATTERN = rf"^(({_RELATION})(,({_RELATION}))*)?$"
+INCLUDE_MAX_LENGTH = 200
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class UserQuery(_Query):
+    include: Annotated[
+        str | None,
+        Field(
+            max_length=INCLUDE_MAX_LENGTH,
+            pattern=INCLUDE_PATTERN,
+            description=f"Comma-separated relations to embed: {', '.join(USER_RELATIONS)}",
+            examples=["appointments,payments,organizations"],
+        ),
+    ] = None
+
+    @property
+    def relations(self) -> frozenset[str]:
+        return frozenset((self.include or "").split(",")) - {""}
+
+
+class _Days(_Query):
+    start: dt.date
+    end: dt.date
+
+    def days(self, span: int) -> tuple[dt.date, dt.date]:
+        if self.end < self.start:
+            raise BadRequest("end must not be before start")
+        if (self.end - self.start).days >= span:
+            raise BadRequest(f"the range spans at most {span} days")
+        return self.start, self.end
+
+
+class ScheduleQuery(_Days):
+    start: dt.date = Field(description="First day (appointment_date), inclusive")
+    end: dt.date = Field(description="Last day, inclusive")
+    status: list[AppointmentStatus] | None = Field(
+        None, description="Repeatable; default confirmed and in_progress"
+    )
+
+    @property
+    def statuses(self) -> frozenset[str]:
+        return frozenset(self.status or DEFAULT_SCHEDULE_STATUSES)
+
+
+class RevenueQuery(_Days):
+    start: dt.date = Field(description="First day (UTC), inclusive")
+    end: dt.date = Field(description="Last day (UTC), inclusive")
+
+    def report_days(self) -> tuple[dt.date, dt.date]:
+        start, end = self.days(MAX_REPORT_DAYS)
+        if end >= dt.date.max:
+            raise BadRequest("end is out of range")
+        return start, end
+
+
+def no_user(user_id: int) -> NotFound:
+    return NotFound(f"user {user_id} does not exist")
+
+
+def no_barber(barber_id: int) -> NotFound:
+    return NotFound(f"barber {barber_id} does not exist")
+
+
+def no_location(location_id: int) -> NotFound:
+    return NotFound(f"location {location_id} does not exist")
+
+
+async def user_body(reader: Reader, user_id: int, query: UserQuery) -> bytes:
+    body = await hot.user_document(reader, user_id, query.relations)
+    if body is None:
+        raise no_user(user_id)
+    return body
+
+
+async def schedule_body(reader: Reader, barber_id: int, query: ScheduleQuery) -> bytes:
+    start, end = query.days(MAX_SCHEDULE_DAYS)
+    body = await hot.schedule_document(reader, barber_id, start, end, query.statuses)
+    if body is None:
+        raise no_barber(barber_id)
+    return body
+
+
+async def revenue_body(reader: Reader, location_id: int, query: RevenueQuery) -> bytes:
+    start, end = query.report_days()
+    body = await hot.revenue_document(reader, location_id, start, end)
+    if body is None:
+        raise no_location(location_id)
+    return body
+
+
+@dataclass(frozen=True)
+class HotEndpoint:
+    """What the lane needs of one hot route: all of it defined above, nothing of its own."""
+
+    route: str  # the route's template, the HTTP metrics' handler label
+    intent: Intent
+    query: type[_Query]
+    body: Callable[[Reader, int, Any], Awaitable[bytes]]
+
+    @property
+    def contract(self) -> QueryContract:
+        return model_contract(self.query)
+
+
+USER = HotEndpoint("/api/v1/users/{user_id}", "read", UserQuery, user_body)
+SCHEDULE = HotEndpoint(
+    "/api/v1/barbers/{barber_id}/appointments", "read", ScheduleQuery, schedule_body
+)
+REVENUE = HotEndpoint(
+    "/api/v1/locations/{location_id}/revenue", "analytics", RevenueQuery, revenue_body
+)

@@ -1,0 +1,200 @@
+"""The replicas' state, the monitor that probes them, and who is in rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db.lsn import parse_lsn
+from app.db.metrics import DatabaseMetrics
+
+log = logging.getLogger("app.db.router")
+
+_REPLICA_PROBE = text(
+    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
+    "pg_last_wal_receive_lsn()::text, "
+    "extract(epoch FROM now() - pg_last_xact_replay_timestamp())"
+)
+_PRIMARY_PROBE = text("SELECT pg_current_wal_lsn()::text")
+
+
+@dataclass
+class Replica:
+    index: int
+    engine: AsyncEngine
+    reader: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    probe: AsyncEngine
+    up: bool = False
+    in_rotation: bool = False
+    lag_seconds: float | None = None
+    lag_bytes: int | None = None
+    replay_lsn: int | None = None
+    response_time: float | None = None
+    checked_at: dt.datetime | None = None
+    reason: str = "not probed yet"
+    healthy_since: float | None = None
+    probed_once: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"replica-{self.index}"
+
+    def busy(self) -> int:
+        return int(self.engine.pool.checkedout())  # type: ignore[attr-defined]
+
+    def record(self, row: Any, primary_lsn: int | None) -> None:
+        """A probe's answer: replay position and lag in bytes and seconds."""
+        in_recovery, replay, receive, since_replay = row
+        if not in_recovery:
+            # A promoted standby is a primary now: fully caught up with itself.
+            self.replay_lsn, self.lag_seconds, self.lag_bytes = None, 0.0, 0
+            return
+        self.replay_lsn = parse_lsn(replay) if replay else None
+        behind_primary = 0
+        behind_receive = 0
+        if self.replay_lsn is not None:
+            if primary_lsn is not None:
+                behind_primary = primary_lsn - self.replay_lsn
+            if receive:
+                behind_receive = parse_lsn(receive) - self.replay_lsn
+        self.lag_bytes = max(behind_primary, behind_receive, 0)
+        # Idle primaries write nothing: lag is the age of the last replayed
+        # transaction only while there is WAL still to replay.
+        self.lag_seconds = float(since_replay or 0.0) if self.lag_bytes > 0 else 0.0
+
+
+class ReplicaMonitor:
+    """Probes the primary's WAL position and every replica; keeps the rotation."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        replicas: list[Replica],
+        primary_probe: AsyncEngine | None,
+        metrics: DatabaseMetrics,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.replicas = replicas
+        self.primary_probe = primary_probe
+        self.primary_lsn: int | None = None
+        self.primary_response_time: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def eject(self, replica: Replica, reason: str) -> None:
+        if replica.in_rotation:
+            log.warning(
+                "replica out of rotation",
+                extra={"replica": replica.name, "reason": reason},
+            )
+        replica.up = replica.up and reason != "connection error"
+        replica.in_rotation = False
+        replica.healthy_since = None
+        replica.reason = reason
+        self.metrics.replica_in_rotation.labels(replica.name).set(0)
+
+    async def probe(self) -> None:
+        """Probe the primary's WAL position and every replica, then update rotation."""
+        if not self.replicas or self.primary_probe is None:
+            return
+        timeout = self.settings.connect_timeout
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout), self.primary_probe.connect() as conn:
+                value = await conn.scalar(_PRIMARY_PROBE)
+            self.primary_lsn = parse_lsn(str(value))
+            self.primary_response_time = time.perf_counter() - started
+        except Exception as exc:  # the primary being down must not stop replica probes
+            log.warning("primary probe failed", extra={"error": type(exc).__name__})
+            self.primary_lsn = self.primary_response_time = None
+        await asyncio.gather(*(self._probe_replica(r, timeout) for r in self.replicas))
+        self._update_rotation()
+
+    async def _probe_replica(self, replica: Replica, limit: float) -> None:
+        started = time.perf_counter()
+        replica.checked_at = dt.datetime.now(dt.UTC)
+        try:
+            async with asyncio.timeout(limit), replica.probe.connect() as conn:
+                row = (await conn.execute(_REPLICA_PROBE)).one()
+        except Exception as exc:
+            replica.up = False
+            replica.response_time = None
+            replica.lag_seconds = replica.lag_bytes = None
+            replica.reason = f"probe failed: {type(exc).__name__}"
+            return
+        replica.response_time = time.perf_counter() - started
+        replica.up = True
+        replica.record(row, self.primary_lsn)
+
+    def _update_rotation(self) -> None:
+        # Peers include the primary: with one replica, "slow" still has a yardstick.
+        times = [r.response_time for r in self.replicas if r.up and r.response_time is not None]
+        if self.primary_response_time is not None:
+            times.append(self.primary_response_time)
+        fastest = min(times) if times else None
+        for replica in self.replicas:
+            self.metrics.replica_up.labels(replica.name).set(1 if replica.up else 0)
+            if replica.lag_seconds is not None:
+                self.metrics.replica_lag.labels(replica.name).set(replica.lag_seconds)
+            reason = self._exclusion(replica, fastest)
+            if reason is not None:
+                self.eject(replica, reason)
+            elif not replica.in_rotation:
+                self._admit(replica)
+            replica.probed_once = True
+
+    def _admit(self, replica: Replica) -> None:
+        """A healthy replica rejoins after REPLICA_RECOVERY_SECONDS of good probes."""
+        now = time.monotonic()
+        if replica.healthy_since is None:
+            replica.healthy_since = now
+        waited = now - replica.healthy_since
+        # At start-up there is no flapping to damp: admit at once.
+        if not replica.probed_once or waited >= self.settings.replica_recovery_seconds:
+            replica.in_rotation = True
+            replica.reason = "in rotation"
+            self.metrics.replica_in_rotation.labels(replica.name).set(1)
+        else:
+            replica.reason = "recovering"
+
+    def _exclusion(self, replica: Replica, fastest: float | None) -> str | None:
+        if not replica.up:
+            return replica.reason if replica.reason.startswith("probe") else "down"
+        if (replica.lag_seconds or 0.0) > self.settings.max_replica_lag_seconds:
+            return "lagging"
+        slow_limit = max(
+            self.settings.replica_slow_floor_seconds,
+            (fastest or 0.0) * self.settings.replica_slow_factor,
+        )
+        if replica.response_time is not None and replica.response_time > slow_limit:
+            return "slow"
+        return None
+
+    async def start(self) -> None:
+        if not self.replicas or self._task is not None:
+            return
+        await self.probe()
+        self._task = asyncio.create_task(self._watch(), name="replica-monitor")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.replica_probe_interval_seconds)
+            try:
+                await self.probe()
+            except Exception:
+                log.exception("replica probe round failed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None

@@ -1,0 +1,133 @@
+"""Where one request's statements go, and the one retry when a replica drops them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
+
+from app.db.errors import is_connection_error
+
+if TYPE_CHECKING:
+    from app.db.replicas import Replica
+    from app.db.router import DatabaseRouter
+
+Intent = Literal["write", "read", "analytics"]
+
+
+@dataclass
+class Target:
+    """Where one session goes: an engine, and the replica behind it if any."""
+
+    intent: Intent
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    replica: Replica | None = None
+    label: str = "primary"
+    tried: set[int] = field(default_factory=set)
+
+
+class Routed(Protocol):
+    router: DatabaseRouter
+    target: Target
+    min_lsn: int | None
+
+    async def move_to(self, target: Target) -> None: ...
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+async def retried(
+    handle: Routed, call: Callable[_P, Awaitable[_T]], *args: _P.args, **kwargs: _P.kwargs
+) -> _T:
+    """`call`, and once more elsewhere when the router says the failure is the replica's."""
+    try:
+        return await call(*args, **kwargs)
+    except Exception as exc:
+        target = handle.router.retarget(handle.target, exc, handle.min_lsn)
+        if target is None:
+            raise
+        await handle.move_to(target)
+        return await call(*args, **kwargs)
+
+
+class RoutedSession(AsyncSession):
+    """A read session that, when its replica drops the connection, retries once elsewhere."""
+
+    router: DatabaseRouter
+    target: Target
+    min_lsn: int | None
+
+    async def move_to(self, target: Target) -> None:
+        await self.rollback()
+        self.target = target
+        self.sync_session.bind = target.engine.sync_engine
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await retried(self, super().execute, *args, **kwargs)
+
+    async def scalar(self, *args: Any, **kwargs: Any) -> Any:
+        return await retried(self, super().scalar, *args, **kwargs)
+
+    async def scalars(self, *args: Any, **kwargs: Any) -> Any:
+        return await retried(self, super().scalars, *args, **kwargs)
+
+    async def get(self, *args: Any, **kwargs: Any) -> Any:
+        return await retried(self, super().get, *args, **kwargs)
+
+
+class Reader:
+    """Hand-written SQL on a routed connection's asyncpg driver (app/queries/hot.py).
+
+    No ORM session, no SQLAlchemy execution or result layers: one pooled connection
+    of the target's engine, its statements in autocommit, each counted and timed like
+    any other statement (a failed one with outcome error). Retries once elsewhere, as
+    RoutedSession does.
+    """
+
+    __slots__ = ("_pooled", "min_lsn", "router", "target")
+
+    def __init__(self, router: DatabaseRouter, target: Target, min_lsn: int | None) -> None:
+        self.router, self.target, self.min_lsn = router, target, min_lsn
+        self._pooled: PoolProxiedConnection | None = None
+
+    async def move_to(self, target: Target) -> None:
+        await self.close()
+        self.target = target
+
+    async def fetch(self, statement: str, *args: Any) -> Sequence[Mapping[str, Any]]:
+        return await retried(self, self._fetch, statement, args)
+
+    async def fetchrow(self, statement: str, *args: Any) -> Mapping[str, Any] | None:
+        rows = await self.fetch(statement, *args)
+        return rows[0] if rows else None
+
+    async def _fetch(self, statement: str, args: tuple[Any, ...]) -> Sequence[Mapping[str, Any]]:
+        engine = self.target.engine
+        if self._pooled is None:
+            self._pooled = await engine.raw_connection()
+        driver = self._pooled.driver_connection
+        assert driver is not None
+        started = time.perf_counter()
+        try:
+            rows: Sequence[Mapping[str, Any]] = await driver.fetch(statement, *args)
+        except Exception as exc:
+            self.router.metrics.statement_failed(engine, statement)
+            if is_connection_error(exc):
+                pooled, self._pooled = self._pooled, None
+                await greenlet_spawn(pooled.invalidate, exc)
+            raise
+        self.router.metrics.record_statement(engine, statement, time.perf_counter() - started)
+        return rows
+
+    async def close(self) -> None:
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
+            await greenlet_spawn(pooled.close)
