@@ -90,6 +90,8 @@ def constraint_error(exc: sa_exc.IntegrityError, **details: str) -> AppError:
     `details` words it per kind (foreign_key=..., unique=..., exclusion=..., check=...,
     not_null=...); a kind the caller did not word gets a generic detail.
     """
+    if is_frozen_error(exc):  # SQLite says it with a trigger's constraint error
+        return Unavailable(FROZEN_MESSAGE, 1)
     kind, error, detail = _CONSTRAINTS.get(violation(exc), _OTHER_CONSTRAINT)
     return error(details.get(kind, detail))
 

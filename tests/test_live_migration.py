@@ -76,7 +76,7 @@ async def test_serving_sqlite_moves_to_postgresql_and_back_under_load(
         running = asyncio.create_task(load.run(stop))
         pauses = {}
         for where, args in (("postgresql", ()), ("sqlite", ("--back",))):
-            await asyncio.sleep(4)
+            await asyncio.sleep(3)
             begun = len(load.answers)
             cutover = live.cli(tmp_path, f"cutover-{where}", "db", "cutover", db.lite, db.pg, *args)
             assert await live.finished(cutover) == 0, cutover.text()
@@ -89,7 +89,7 @@ async def test_serving_sqlite_moves_to_postgresql_and_back_under_load(
                     await asyncio.sleep(0.05)
             assert health["backend"]["active"] == where, health
             assert health["backend"]["switches"][-1]["to"] == where
-            await asyncio.sleep(3)
+            await asyncio.sleep(2)
             window = Load(server.base, plan)
             window.answers = load.answers[begun:]
             pauses[where] = window.longest_write_pause()
