@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from sqlalchemy.pool import NullPool
 
 from app.cli import _seed
 from app.config import async_url
+from app.db.live.capture import SQLITE_CONSTRAINT_TRIGGER
 from app.db.migrate import upgrade_async
 from app.db.models import Base
 from tests.conftest import Postgres, create_database, unique
@@ -147,3 +149,58 @@ def active(path: Path) -> str:
         return str(db.execute("SELECT active FROM _bookedbarber_live").fetchone()[0])
     finally:
         db.close()
+
+
+class Writer:
+    """Writes straight to the SQLite file in a thread (any process's writer would do).
+
+    New users (copies of user 1 with a fresh email), renames and appointment status
+    flips; every commit and every refusal is recorded with its time.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.committed: list[tuple[float, str]] = []
+        self.refused: list[float] = []
+        self.other: list[str] = []  # refusals that were not the freeze's
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        users = Base.metadata.tables["users"]
+        columns = [c.name for c in users.columns if c.name != "id"]
+        picked = ", ".join("? AS email" if c == "email" else c for c in columns)
+        self.insert = (
+            f"INSERT INTO users ({', '.join(columns)}) SELECT {picked} FROM users WHERE id = 1"
+        )
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        n = 0
+        try:
+            while not self.stop_event.is_set():
+                n += 1
+                email = f"writer-{os.getpid()}-{n}-{time.monotonic_ns()}@example.test"
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    db.execute(self.insert, (email,))
+                    db.execute("UPDATE users SET name = ? WHERE id = ?", (f"n{n}", 2 + n % 50))
+                    db.execute(
+                        "UPDATE appointments SET notes = ? WHERE id = ?", (f"w{n}", 1 + n % 500)
+                    )
+                    db.execute("COMMIT")
+                    self.committed.append((time.monotonic(), email))
+                except sqlite3.IntegrityError as exc:
+                    db.execute("ROLLBACK")
+                    if exc.sqlite_errorcode != SQLITE_CONSTRAINT_TRIGGER:
+                        self.other.append(repr(exc))
+                    self.refused.append(time.monotonic())
+                time.sleep(0.03)
+        finally:
+            db.close()
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 
 import click
@@ -28,7 +29,9 @@ def _urls(sqlite_url: str | None, pg_url: str | None) -> tuple[str, str]:
 
 
 def _say(line: str) -> None:
+    # Flushed line by line: the lag is watched through pipes and log files too.
     click.echo(f"{time.strftime('%H:%M:%S')} {line}")
+    sys.stdout.flush()
 
 
 @click.command(name="sync")

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from app.db.live import capture
 from app.db.live.sides import Side
 from app.db.transfer import CopyOptions, TransferError, copy
+from app.db.transfer import pg as transfer_pg
 from app.db.transfer.options import sqlite_path
 
 log = logging.getLogger(__name__)
@@ -154,14 +155,20 @@ def _snapshot(path: Path, into: Path) -> None:
         src.close()
 
 
-async def start(pair: Pair, console: Console) -> None:
+async def start(pair: Pair, console: Console, show: Callable[[str], None] | None = None) -> None:
     """First run: capture on, a snapshot copied with the transfer tool, cursors set."""
+    show = show or console.print
     await _schema_matches(pair)
     await pair.lite.install("sqlite")
-    if await pair.pg.installed():  # an earlier first run that died before its cursor
-        async with pair.pg.writing() as conn:
+    # An earlier first run that died: its half-done copy (of another snapshot) goes, and
+    # the bulk copy starts over; only what follows it resumes.
+    async with pair.pg.writing() as conn:
+        if await pair.pg.installed():
             for statement in capture.pg_remove():
                 await conn.exec_driver_sql(statement)
+        await conn.exec_driver_sql(
+            f"DROP SCHEMA IF EXISTS {transfer_pg.STAGING}, {transfer_pg.STATE} CASCADE"
+        )
     path = sqlite_path(pair.lite.url)
     with tempfile.TemporaryDirectory(prefix="bookedbarber-sync-") as tmp:
         snapshot = Path(tmp) / "snapshot.db"
@@ -169,11 +176,15 @@ async def start(pair: Pair, console: Console) -> None:
         with sqlite3.connect(snapshot) as conn:
             row = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {capture.CHANGES}")
             upto = int(row.fetchone()[0])
-        console.print(f"bulk copy of a snapshot (changes up to #{upto} included)")
+        show(f"bulk copy of a snapshot (changes up to #{upto} included)")
+        began = time.monotonic()
         try:
-            await copy(f"sqlite:///{snapshot}", pair.pg.url, CopyOptions(truncate=True), console)
+            report = await copy(
+                f"sqlite:///{snapshot}", pair.pg.url, CopyOptions(truncate=True), console
+            )
         except TransferError as exc:
             raise SyncError(f"bulk copy failed: {exc}") from exc
+        show(f"bulk copy done: {report.total_rows:,} rows in {time.monotonic() - began:.1f} s")
     # The snapshot holds every change up to `upto`: those are done.
     async with pair.lite.writing(apply=True) as conn:
         await conn.execute(text(f"DELETE FROM {capture.CHANGES} WHERE seq <= :s"), {"s": upto})
@@ -196,10 +207,10 @@ async def run(
     show = show or console.print
     stop = stop or asyncio.Event()
     if not await started(pair):
-        await start(pair, console)
+        await start(pair, console, show)
     else:
         show("resuming the sync")
-    last_report, applied = 0.0, 0
+    last_report, applied = time.monotonic(), 0
     while not stop.is_set():
         active = (await pair.lite.state()).active
         direction = "to_postgresql" if active == "sqlite" else "to_sqlite"
@@ -208,11 +219,16 @@ async def run(
             await catch_up(pair, other)
         except Exception as exc:
             log.warning("sync: %s unreachable: %s", other, type(exc).__name__)
-        applied += await catch_up(pair, direction)
+        while batch := await apply_batch(pair, direction):  # reports even while behind
+            applied += batch
+            if stop.is_set() or time.monotonic() - last_report >= report_every:
+                break
         now = time.monotonic()
         if now - last_report >= report_every:
             behind = await lag(pair, direction)
             show(f"{direction}: applied {applied} changes; lag {behind}")
             last_report, applied = now, 0
+        if batch:
+            continue
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
