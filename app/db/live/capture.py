@@ -76,7 +76,8 @@ def sqlite_install(active: str = "sqlite") -> list[str]:
             f"AFTER INSERT ON {name} WHEN {passing} BEGIN {record % f'NEW.{key}'} END",
             f"CREATE TRIGGER IF NOT EXISTS {STATE}_capture_update_{name} "
             f"AFTER UPDATE ON {name} WHEN {passing} BEGIN {record % f'NEW.{key}'} "
-            f"{record % f'OLD.{key}'} END",
+            f"INSERT INTO {CHANGES} (tbl, key, at) SELECT '{name}', OLD.{key}, {SQLITE_NOW} "
+            f"WHERE OLD.{key} IS NOT NEW.{key}; END",
             f"CREATE TRIGGER IF NOT EXISTS {STATE}_capture_delete_{name} "
             f"AFTER DELETE ON {name} WHEN {passing} BEGIN {record % f'OLD.{key}'} END",
         ]
@@ -113,7 +114,7 @@ BEGIN
   IF current_setting('bookedbarber.applying', true) = 'on' THEN
     RETURN NULL;
   END IF;
-  IF TG_OP <> 'INSERT' THEN
+  IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.id IS DISTINCT FROM NEW.id) THEN
     INSERT INTO {CHANGES} (tbl, key, at) VALUES (TG_TABLE_NAME, OLD.id, {PG_NOW});
   END IF;
   IF TG_OP <> 'DELETE' THEN
