@@ -12,8 +12,9 @@ import httpx
 import pytest
 from rich.console import Console
 
+from app.db.live.cutover import cutover
 from app.db.live.guard import SchemaChangeRefused
-from app.db.live.sync import Pair, start
+from app.db.live.sync import Pair, remove_capture, start
 from app.db.migrate import downgrade_async, upgrade_async
 from tests import live_helpers as live
 from tests.conftest import Postgres, _plain
@@ -200,3 +201,34 @@ async def _until(client: httpx.AsyncClient, backend: str, limit: float = 10.0) -
             return health  # type: ignore[no-any-return]
         assert time.monotonic() < deadline, health
         await asyncio.sleep(0.05)
+
+
+async def test_failed_verification_switches_nothing(postgres: Postgres, tmp_path: Path) -> None:
+    db = await live.databases(postgres, tmp_path)
+    pair = Pair.open(db.lite, db.pg)
+    try:
+        await start(pair, Console(quiet=True))
+        # A row changed on PostgreSQL behind the capture's back: the copies now differ.
+        conn = await asyncpg.connect(_plain(db.pg))
+        try:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL bookedbarber.applying = 'on'")
+                await conn.execute("UPDATE users SET name = 'tampered' WHERE id = 3")
+        finally:
+            await conn.close()
+        said: list[str] = []
+        outcome = await cutover(pair, show=said.append)
+        assert not outcome.switched
+        assert live.active(db.path) == "sqlite"
+        assert any("verification failed: users" in line and "'3'" in line for line in said), said
+        # Writes resume at once on SQLite, without waiting for the freeze's deadline.
+        with live.Writer(db.path) as writer:
+            await asyncio.sleep(0.3)
+        assert writer.committed
+        assert not writer.refused
+        await remove_capture(pair)
+    finally:
+        await pair.dispose()
+    # Removed: no triggers, no state, and schema changes are allowed again.
+    await downgrade_async(db.lite, "0004")
+    await upgrade_async(db.lite)
