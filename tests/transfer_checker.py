@@ -134,49 +134,67 @@ def _kind(pg_type: str) -> str:
     return "text"
 
 
+def _lite_int(storage: str, raw: Any) -> int:
+    number = _exact_number(storage, raw)
+    if number != number.to_integral_value():
+        raise ValueError("fraction")
+    return int(number)
+
+
+def _lite_float(storage: str, raw: Any) -> float:
+    return float(raw.decode()) if storage in ("text", "blob") else float(raw)
+
+
+def _lite_bool(storage: str, raw: Any) -> bool:
+    if storage == "integer" and raw in (0, 1):
+        return bool(raw)
+    word = _plain(storage, raw, False).strip().lower()
+    if word in TRUE | FALSE:
+        return word in TRUE
+    raise ValueError("not a boolean")
+
+
+def _lite_moment(storage: str, raw: Any) -> dt.datetime:
+    """An instant in UTC: numbers are Unix seconds, text is ISO 8601 (naive means UTC)."""
+    if storage in ("integer", "real"):
+        return dt.datetime.fromtimestamp(raw, dt.UTC)
+    return _utc(_moment(raw.decode()))
+
+
+def _lite_date(storage: str, raw: Any) -> dt.date:
+    moment = _lite_moment(storage, raw)
+    if moment.time() != dt.time(0):
+        raise ValueError("time of day")
+    return moment.date()
+
+
+def _lite_uuid(storage: str, raw: Any) -> uuid.UUID:
+    return uuid.UUID(bytes=bytes(raw)) if storage == "blob" else uuid.UUID(raw.decode())
+
+
+# Column kind -> how a SQLite value (storage class, raw) reads as it; text is the rest.
+_LITE: dict[str, Callable[[str, Any], Any]] = {
+    "int": _lite_int,
+    "numeric": _exact_number,
+    "float": _lite_float,
+    "bool": _lite_bool,
+    "timestamptz": _lite_moment,
+    "timestamp": lambda storage, raw: _lite_moment(storage, raw).replace(tzinfo=None),
+    "date": _lite_date,
+    "time": lambda storage, raw: dt.time.fromisoformat(raw.decode().strip()),
+    "bytea": _bytes,
+    "json": lambda storage, raw: _json(_plain(storage, raw, False)),
+    "uuid": _lite_uuid,
+}
+
+
 def lite_reader(kind: str, strip_nul: bool) -> Callable[[str, Any], Any]:
     """Read one SQLite value (storage class, raw) as a value of the PostgreSQL column's type."""
-
-    def read(storage: str, raw: Any) -> Any:
-        if storage == "null":
-            return None
-        if kind == "int":
-            number = _exact_number(storage, raw)
-            if number != number.to_integral_value():
-                raise ValueError("fraction")
-            return int(number)
-        if kind == "numeric":
-            return _exact_number(storage, raw)
-        if kind == "float":
-            return float(raw.decode()) if storage in ("text", "blob") else float(raw)
-        if kind == "bool":
-            if storage == "integer" and raw in (0, 1):
-                return bool(raw)
-            word = _plain(storage, raw, False).strip().lower()
-            if word in TRUE | FALSE:
-                return word in TRUE
-            raise ValueError("not a boolean")
-        if kind in ("timestamptz", "timestamp", "date"):
-            if storage in ("integer", "real"):
-                moment = dt.datetime.fromtimestamp(raw, dt.UTC)
-            else:
-                moment = _utc(_moment(raw.decode()))
-            if kind == "date":
-                if moment.time() != dt.time(0):
-                    raise ValueError("time of day")
-                return moment.date()
-            return moment if kind == "timestamptz" else moment.replace(tzinfo=None)
-        if kind == "time":
-            return dt.time.fromisoformat(raw.decode().strip())
-        if kind == "bytea":
-            return _bytes(storage, raw)
-        if kind == "json":
-            return _json(_plain(storage, raw, False))
-        if kind == "uuid":
-            return uuid.UUID(bytes=bytes(raw)) if storage == "blob" else uuid.UUID(raw.decode())
-        return _plain(storage, raw, strip_nul)
+    read = _LITE.get(kind) or (lambda storage, raw: _plain(storage, raw, strip_nul))
 
     def safe(storage: str, raw: Any) -> Any:
+        if storage == "null":
+            return None
         try:
             return read(storage, raw)
         except (ValueError, InvalidOperation, UnicodeDecodeError, OverflowError, OSError):
@@ -185,34 +203,30 @@ def lite_reader(kind: str, strip_nul: bool) -> Callable[[str, Any], Any]:
     return safe
 
 
+# Column kind -> how PostgreSQL's text output of a value reads; text stays as it is.
+_PG: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "numeric": Decimal,
+    "float": float,
+    "bool": lambda text: text == "true",
+    "timestamptz": lambda text: _utc(_moment(text)),
+    "timestamp": _moment,
+    "date": dt.date.fromisoformat,
+    "time": dt.time.fromisoformat,
+    "bytea": lambda text: bytes.fromhex(text[2:]),
+    "json": _json,
+    "uuid": uuid.UUID,
+}
+
+
 def pg_reader(kind: str) -> Callable[[str | None], Any]:
     """Read PostgreSQL's text output of a value."""
+    convert = _PG.get(kind)
 
     def read(text: str | None) -> Any:
-        if text is None:
-            return None
-        if kind == "int":
-            return int(text)
-        if kind == "numeric":
-            return Decimal(text)
-        if kind == "float":
-            return float(text)
-        if kind == "bool":
-            return text == "true"
-        if kind in ("timestamptz", "timestamp"):
-            moment = _moment(text)
-            return _utc(moment) if kind == "timestamptz" else moment
-        if kind == "date":
-            return dt.date.fromisoformat(text)
-        if kind == "time":
-            return dt.time.fromisoformat(text)
-        if kind == "bytea":
-            return bytes.fromhex(text[2:])
-        if kind == "json":
-            return _json(text)
-        if kind == "uuid":
-            return uuid.UUID(text)
-        return text
+        if text is None or convert is None:
+            return text
+        return convert(text)
 
     return read
 

@@ -10,7 +10,7 @@ from typing import Any
 from app.db.transfer.report import Finding, describe
 from app.db.transfer.schema import Table, quote
 from app.db.transfer.types import INT_RANGES, Type, Unfit, wider
-from app.db.transfer.values import Options, to_python
+from app.db.transfer.values import Converter, Options, to_python
 
 SAMPLES = 3
 
@@ -26,6 +26,30 @@ class Probe:
     # Values read as another kind of thing: 'true' as a boolean, a number as Unix seconds.
     reinterpreted: list[tuple[Any, Any, str]] = field(default_factory=list)
     reinterpreted_count: int = 0
+
+    def scan(self, cursor: sqlite3.Cursor, n: int, t: Type, convert: Converter) -> None:
+        """Convert the value after the n keys of every row, noting failures and samples."""
+        while rows := cursor.fetchmany(5_000):
+            for row in rows:
+                value = row[n]
+                try:
+                    out = convert(value)
+                except Unfit as exc:
+                    self.failed += 1
+                    if len(self.failures) < SAMPLES:
+                        self.failures.append((_key(row, n), value, str(exc)))
+                    if self.all_numbers and not _is_number(value):
+                        self.all_numbers = False
+                    continue
+                self.converted += 1
+                if why := _reinterpreted(t, value):
+                    self.reinterpreted_count += 1
+                    if len(self.reinterpreted) < SAMPLES:
+                        self.reinterpreted.append((_key(row, n), value, why))
+                if isinstance(value, str) and "\x00" in value:
+                    self.nul_removed.append(_key(row, n))
+                if len(self.conversions) < SAMPLES:
+                    self.conversions.append((_key(row, n), value, out))
 
 
 def _reinterpreted(t: Type, value: Any) -> str | None:
@@ -188,28 +212,7 @@ def probe(
         f"SELECT {', '.join(keys)}, {q} FROM {quote(table.name)} "
         f"WHERE {where} ORDER BY {', '.join(keys)}"
     )
-    n = len(keys)
-    while rows := cursor.fetchmany(5_000):
-        for row in rows:
-            value = row[n]
-            try:
-                out = convert(value)
-            except Unfit as exc:
-                result.failed += 1
-                if len(result.failures) < SAMPLES:
-                    result.failures.append((_key(row, n), value, str(exc)))
-                if result.all_numbers and not _is_number(value):
-                    result.all_numbers = False
-                continue
-            result.converted += 1
-            if why := _reinterpreted(t, value):
-                result.reinterpreted_count += 1
-                if len(result.reinterpreted) < SAMPLES:
-                    result.reinterpreted.append((_key(row, n), value, why))
-            if isinstance(value, str) and "\x00" in value:
-                result.nul_removed.append(_key(row, n))
-            if len(result.conversions) < SAMPLES:
-                result.conversions.append((_key(row, n), value, out))
+    result.scan(cursor, len(keys), t, convert)
     return result
 
 

@@ -20,24 +20,9 @@ from app.db.transfer.load import convert_rows, progress, read_split
 from app.db.transfer.options import CopyOptions, pg_connect, sqlite_path
 from app.db.transfer.report import Finding, Report, TransferError
 from app.db.transfer.schema import PG_NAME_BYTES, Table, load_order, quote
+from app.db.transfer.state import read_state, resume, set_state
 from app.db.transfer.values import Options
 from app.db.transfer.verify import verify_staged
-
-
-async def _state(conn: Any) -> dict[str, str] | None:
-    if await conn.fetchval("SELECT to_regclass($1)", f"{pg.STATE}.state") is None:
-        return None
-    rows = await conn.fetch(f"SELECT key, value FROM {pg.STATE}.state")
-    return {r["key"]: r["value"] for r in rows}
-
-
-async def _set_state(conn: Any, key: str, value: str) -> None:
-    await conn.execute(
-        f"INSERT INTO {pg.STATE}.state VALUES ($1, $2) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        key,
-        value,
-    )
 
 
 def _names(tables: dict[str, Table]) -> list[str]:
@@ -154,9 +139,9 @@ async def _plan(
             else:
                 await pg.create_table(conn, pg.STAGING, table)
                 action = "created"
-            await _set_state(conn, f"action:{name}", action)
+            await set_state(conn, f"action:{name}", action)
             clean = [c.name for c in table.columns if c.clean]
-            await _set_state(conn, f"clean:{name}", json.dumps(clean))
+            await set_state(conn, f"clean:{name}", json.dumps(clean))
             await conn.execute(f"INSERT INTO {pg.STATE}.progress (table_name) VALUES ($1)", name)
         # Tables only the target has (alembic_version, say) come along unchanged.
         for name in public:
@@ -165,14 +150,14 @@ async def _plan(
                 await conn.execute(
                     f"INSERT INTO {pg.STAGING}.{quote(name)} SELECT * FROM public.{quote(name)}"
                 )
-                await _set_state(conn, f"action:{name}", "kept")
-        await _set_state(conn, "source", source_id)
+                await set_state(conn, f"action:{name}", "kept")
+        await set_state(conn, "source", source_id)
         options = [opts.round_money, opts.strip_nul, opts.strict, rules]
-        await _set_state(conn, "options", json.dumps(options))
-        await _set_state(
+        await set_state(conn, "options", json.dumps(options))
+        await set_state(
             conn, "findings", json.dumps([asdict(f) for f in report.findings], default=str)
         )
-        await _set_state(conn, "phase", "load")
+        await set_state(conn, "phase", "load")
 
 
 async def _load_table(
@@ -309,29 +294,18 @@ async def to_pg(source_url: str, target_url: str, opts: CopyOptions, console: Co
                 f"foreign-key cycle {' -> '.join(cycle)}: constraints added after the load",
             )
         source_id = str(path.resolve())
-        state = await _state(conn)
+        state = await read_state(conn)
         if state is not None and state.get("phase") in ("load", "loaded"):
             if state.get("source") != source_id:
                 raise TransferError(
                     "the target holds an unfinished copy of another source; "
                     f"drop schemas {pg.STAGING} and {pg.STATE} to start over"
                 )
-            opts.round_money, opts.strip_nul, opts.strict, rules = json.loads(state["options"])
-            report.findings[:0] = [Finding(**f) for f in json.loads(state["findings"])]
-            report.resumed = True
             console.print(f"resuming the copy into {redact(target_url)}")
-            # Types chosen at planning time live in the staged tables.
-            staged = await pg.reflect(conn, pg.STAGING)
-            for name, table in tables.items():
-                clean = set(json.loads(state.get(f"clean:{name}", "[]")))
-                for column in table.columns:
-                    column.clean = column.name in clean
-                    other = staged[name].column(column.name)
-                    if other is not None:
-                        column.type = other.type
+            rules = await resume(conn, state, tables, opts, report)
         else:
             await _plan(path, conn, tables, opts, report, source_id)
-            state = await _state(conn)
+            state = await read_state(conn)
             assert state is not None
             rules = json.loads(state["options"])[3]
         actions = {k[7:]: v for k, v in state.items() if k.startswith("action:")}
@@ -343,8 +317,8 @@ async def to_pg(source_url: str, target_url: str, opts: CopyOptions, console: Co
                 await finish_created(conn, tables, actions, report)
                 for table in (await pg.reflect(conn, pg.STAGING)).values():
                     await pg.reset_sequences(conn, pg.STAGING, table)
-                await _set_state(conn, "phase", "loaded")
-                await _set_state(
+                await set_state(conn, "phase", "loaded")
+                await set_state(
                     conn, "findings", json.dumps([asdict(f) for f in report.findings], default=str)
                 )
         await verify_staged(path, target_url, conn, tables, order, opts, report)

@@ -75,37 +75,44 @@ class Type:
 _DECL = re.compile(r"^\s*([A-Za-z_ ]*?)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*$")
 
 
+# Declared names that are the type itself (none holds a word of the rules below).
+_NAMED: dict[str, Kind] = {"DATE": "date", "TIME": "time"}
+_NUMERIC_NAMES = ("NUMERIC", "DECIMAL", "MONEY", "NUMBER")
+# SQLite's affinity rules, first match wins: words the declared type holds -> its kind.
+_HOLDS: tuple[tuple[tuple[str, ...], Kind], ...] = (
+    (("BOOL",), "bool"),
+    (("INT",), "int8"),  # SQLite integers are 64-bit whatever the declaration
+    (("DATETIME", "TIMESTAMP"), "timestamptz"),
+    (("JSON",), "jsonb"),
+    (("UUID",), "uuid"),
+    (("REAL", "FLOA", "DOUB"), "float"),
+    (("CHAR", "CLOB", "TEXT"), "varchar"),
+    (("BLOB", "BINARY"), "bytea"),
+)
+
+
+def _declaration(declared: str) -> tuple[str, int | None, int | None]:
+    """A declared type's name (upper case) and its numbers: VARCHAR(20), NUMERIC(10, 2)."""
+    match = _DECL.match(declared or "")
+    if not match:
+        return declared.upper().strip(), None, None
+    n1, n2 = match.group(2), match.group(3)
+    return match.group(1).upper().strip(), int(n1) if n1 else None, int(n2) if n2 else None
+
+
 def from_sqlite(declared: str) -> Type:
     """SQLite's declared type to the closest PostgreSQL type (affinity rules first)."""
-    match = _DECL.match(declared or "")
-    base = (match.group(1) if match else declared).upper().strip()
-    n1 = int(match.group(2)) if match and match.group(2) else None
-    n2 = int(match.group(3)) if match and match.group(3) else None
+    base, n1, n2 = _declaration(declared)
     if not base:
         return Type("any")
-    if "BOOL" in base:
-        return Type("bool")
-    if "INT" in base:
-        return Type("int8")  # SQLite integers are 64-bit whatever the declaration
-    if "DATETIME" in base or "TIMESTAMP" in base:
-        return Type("timestamptz")
-    if base == "DATE":
-        return Type("date")
-    if base == "TIME":
-        return Type("time")
-    if "JSON" in base:
-        return Type("jsonb")
-    if "UUID" in base:
-        return Type("uuid")
-    if base in ("NUMERIC", "DECIMAL", "MONEY", "NUMBER"):
+    if base in _NAMED:
+        return Type(_NAMED[base])
+    if base in _NUMERIC_NAMES:
         return Type("numeric", precision=n1, scale=n2 or 0 if n1 else None)
-    if any(word in base for word in ("REAL", "FLOA", "DOUB")):
-        return Type("float")
-    if "CHAR" in base or "CLOB" in base or "TEXT" in base:
+    kind = next((kind for words, kind in _HOLDS if any(w in base for w in words)), "numeric")
+    if kind == "varchar":
         return Type("varchar", length=n1) if n1 else Type("text")
-    if "BLOB" in base or "BINARY" in base:
-        return Type("bytea")
-    return Type("numeric")
+    return Type(kind)
 
 
 _PG = re.compile(r"^([a-z ]+?)(?:\((\d+)(?:,(\d+))?\))?( with time zone| without time zone)?$")

@@ -213,43 +213,68 @@ def _uuid(value: Any) -> uuid.UUID:
 Converter = Callable[[Any], Any]
 
 
+def _naive_datetime(value: Any) -> dt.datetime:
+    return _datetime(value).replace(tzinfo=None)
+
+
+def _integer_for(t: Type, opts: Options) -> Converter:
+    kind = t.kind
+    return lambda v: _integer(v, kind)
+
+
+def _numeric_for(t: Type, opts: Options) -> Converter:
+    return lambda v: _numeric(v, t, opts)
+
+
+def _varchar_for(t: Type, opts: Options) -> Converter:
+    def varchar(v: Any) -> str:
+        text = _text(v, opts)
+        if t.length is not None and len(text) > t.length:
+            raise Unfit(f"longer than {t.length} characters")
+        return text
+
+    return varchar
+
+
+def _text_for(t: Type, opts: Options) -> Converter:
+    return lambda v: _text(v, opts)
+
+
+def _json_for(t: Type, opts: Options) -> Converter:
+    return lambda v: _json(v, opts)
+
+
+def _always(convert: Converter) -> Callable[[Type, Options], Converter]:
+    """A converter that needs neither the column's type details nor the options."""
+    return lambda t, opts: convert
+
+
+# Column kind -> the factory of its converter.
+_TO_PYTHON: dict[str, Callable[[Type, Options], Converter]] = {
+    **dict.fromkeys(INT_RANGES, _integer_for),
+    "numeric": _numeric_for,
+    "float": _always(_float),
+    "bool": _always(_bool),
+    "varchar": _varchar_for,
+    "text": _text_for,
+    "any": _text_for,
+    "timestamptz": _always(_datetime),
+    "timestamp": _always(_naive_datetime),
+    "date": _always(_date),
+    "time": _always(_time),
+    "json": _json_for,
+    "jsonb": _json_for,
+    "bytea": _always(_bytes),
+    "uuid": _always(_uuid),
+}
+
+
 def to_python(t: Type, opts: Options) -> Converter:
     """Turn a source value into what the target column takes (None stays None)."""
-    k = t.kind
-    if k in INT_RANGES:
-        return lambda v: _integer(v, k)
-    if k == "numeric":
-        return lambda v: _numeric(v, t, opts)
-    if k == "float":
-        return _float
-    if k == "bool":
-        return _bool
-    if k == "varchar":
-
-        def varchar(v: Any) -> str:
-            text = _text(v, opts)
-            if t.length is not None and len(text) > t.length:
-                raise Unfit(f"longer than {t.length} characters")
-            return text
-
-        return varchar
-    if k in ("text", "any"):
-        return lambda v: _text(v, opts)
-    if k == "timestamptz":
-        return _datetime
-    if k == "timestamp":
-        return lambda v: _datetime(v).replace(tzinfo=None)
-    if k == "date":
-        return _date
-    if k == "time":
-        return _time
-    if k in ("json", "jsonb"):
-        return lambda v: _json(v, opts)
-    if k == "bytea":
-        return _bytes
-    if k == "uuid":
-        return _uuid
-    raise Unfit(f"no conversion to {k}")
+    factory = _TO_PYTHON.get(t.kind)
+    if factory is None:
+        raise Unfit(f"no conversion to {t.kind}")
+    return factory(t, opts)
 
 
 def to_sqlite(t: Type, opts: Options) -> Converter:
@@ -285,6 +310,28 @@ def canonical_json(text: str) -> str:
     return json.dumps(_plain_json(data), sort_keys=True, separators=(",", ":"))
 
 
+def _render_numeric(v: Any) -> str:
+    d = _decimal(v).normalize()
+    return "0" if d.is_zero() else format(d, "f")
+
+
+def _render_plain(v: Any) -> str:
+    return v.hex() if isinstance(v, bytes) else str(v)
+
+
+# Column kind -> the text of a converted value; every other kind renders plainly.
+_RENDER: dict[str, Callable[[Any], str]] = {
+    "numeric": _render_numeric,
+    "bool": lambda v: "true" if v else "false",
+    "float": lambda v: repr(float(v)),
+    "timestamptz": lambda v: v.astimezone(dt.UTC).isoformat(timespec="microseconds"),
+    "timestamp": lambda v: v.isoformat(timespec="microseconds"),
+    "time": lambda v: v.isoformat(timespec="microseconds"),
+    "json": canonical_json,
+    "jsonb": canonical_json,
+}
+
+
 def canonical(t: Type, opts: Options) -> Callable[[Any], str]:
     """One text form per value, whichever side it came from: the checksum's input.
 
@@ -292,29 +339,7 @@ def canonical(t: Type, opts: Options) -> Callable[[Any], str]:
     shows as a difference."""
     convert = to_python(replace(t, length=None) if t.kind == "varchar" else t, opts)
     k = t.kind
-
-    def numeric(v: Any) -> str:
-        d = _decimal(v).normalize()
-        return "0" if d.is_zero() else format(d, "f")
-
-    render: Callable[[Any], str]
-    if k == "numeric":
-        render = numeric
-    elif k == "bool":
-        render = lambda v: "true" if v else "false"  # noqa: E731
-    elif k == "float":
-        render = lambda v: repr(float(v))  # noqa: E731
-    elif k == "timestamptz":
-        render = lambda v: v.astimezone(dt.UTC).isoformat(timespec="microseconds")  # noqa: E731
-    elif k in ("timestamp", "time"):
-        render = lambda v: v.isoformat(timespec="microseconds")  # noqa: E731
-    elif k in ("json", "jsonb"):
-        render = canonical_json
-    else:
-
-        def render(v: Any) -> str:
-            return v.hex() if isinstance(v, bytes) else str(v)
-
+    render = _RENDER.get(k, _render_plain)
     plain_int = k in INT_RANGES
     plain_text = k in ("text", "varchar")
 
