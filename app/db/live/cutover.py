@@ -153,7 +153,13 @@ async def cutover(
     show(f"verified {len(checks)} tables: counts and checksums match")
     if before_switch is not None:
         before_switch()
-    await switch_state(pair, to, "cutover --back" if back else "cutover")
+    try:
+        await switch_state(pair, to, "cutover --back" if back else "cutover")
+    except BaseException:
+        # The file the workers read decides; unless it says `to`, writes resume as they were.
+        if (await asyncio.shield(pair.lite.state())).active != to:
+            await asyncio.shield(thaw(source))
+        raise
     pause = time.monotonic() - frozen_at
     show(f"switched to {to}; writes were paused {pause:.2f} s")
     return Outcome(True, to, pause, applied, checks, "switched")
