@@ -305,5 +305,14 @@ def verify_data(
         click.echo(f"{len(report.checks)} tables match")
 
 
+def _live_commands() -> None:
+    from app.db.live.commands import cutover, sync
+
+    db.add_command(sync)
+    db.add_command(cutover)
+
+
+_live_commands()
+
 if __name__ == "__main__":
     main()

@@ -142,6 +142,16 @@ class Settings(BaseSettings):
     startup_probe_wait_seconds: float = Field(0.0, ge=0)
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
+    # Live migration (app/db/live): the PostgreSQL database `db cutover` may switch a
+    # SQLite service to; every worker polls the switch state this often.
+    migration_target_url: SecretStr | None = None
+    migration_poll_seconds: float = Field(0.2, gt=0)
+    # Back to SQLite by itself when PostgreSQL answers more than RATE database errors
+    # per second over WINDOW seconds after a switch.
+    migration_auto_rollback: bool = False
+    migration_rollback_error_rate: float = Field(1.0, gt=0)
+    migration_rollback_window_seconds: float = Field(10.0, gt=0)
+
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(1, ge=1)
@@ -178,6 +188,9 @@ class Settings(BaseSettings):
         if self.analytics_database_url is not None:
             url = self.analytics_database_url.get_secret_value()
             self.analytics_database_url = _checked_url("ANALYTICS_DATABASE_URL", url)
+        if self.migration_target_url is not None:
+            url = self.migration_target_url.get_secret_value()
+            self.migration_target_url = _checked_url("MIGRATION_TARGET_URL", url)
         if self.log_format is None:
             self.log_format = "text" if self.environment is Environment.development else "json"
         if self.is_production and not self.api_tokens:

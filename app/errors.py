@@ -19,6 +19,8 @@ from app.db.errors import (
     failure,
     violation,
 )
+from app.db.live.backend import record_error
+from app.db.live.capture import FROZEN_MESSAGE, is_frozen_error
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +90,17 @@ def constraint_error(exc: sa_exc.IntegrityError, **details: str) -> AppError:
     `details` words it per kind (foreign_key=..., unique=..., exclusion=..., check=...,
     not_null=...); a kind the caller did not word gets a generic detail.
     """
+    if is_frozen_error(exc):  # SQLite says it with a trigger's constraint error
+        return Unavailable(FROZEN_MESSAGE, 1)
     kind, error, detail = _CONSTRAINTS.get(violation(exc), _OTHER_CONSTRAINT)
     return error(details.get(kind, detail))
 
 
 def database_response(exc: Exception, wait: int) -> JSONResponse:
     """The answer to an exception a request's database work raised (or any other)."""
+    if is_frozen_error(exc):  # a live migration's switch (app/db/live): retry in a moment
+        return render(Unavailable(FROZEN_MESSAGE, 1))
+    record_error()
     kind = failure(exc)
     if kind == "pool_timeout":
         log.warning("connection pool exhausted")

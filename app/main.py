@@ -20,6 +20,7 @@ from app.api.write_lane import BookingLane
 from app.config import Settings, load_settings
 from app.db import metrics
 from app.db.budget import check_budget
+from app.db.live.backend import LiveBackend
 from app.db.router import DatabaseRouter
 from app.guards import BodyGuard, TokenGate
 from app.http_metrics import HttpMetrics
@@ -112,7 +113,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        router = DatabaseRouter(settings, db_metrics)
+        # With MIGRATION_TARGET_URL, the backend a live migration switched to (app/db/live).
+        live = app.state.live = LiveBackend.create(settings, db_metrics, registry)
+        router = live.first_router() if live else DatabaseRouter(settings, db_metrics)
         app.state.db = router
         db_metrics.instrument(router.engines(), settings.slow_query_seconds)
         for role, engine in router.monitor_engines():
@@ -134,13 +137,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             check_budget(router.engines(), router.monitor_engines(), settings), name="pool-budget"
         )
         await asyncio.wait({startup, budget}, timeout=settings.startup_probe_wait_seconds)
+        if live:
+            live.start(app)
         try:
             yield
         finally:
             startup.cancel()
             budget.cancel()
             await asyncio.gather(startup, budget, return_exceptions=True)
-            await router.dispose()
+            if live:
+                await live.stop()
+            await app.state.db.dispose()
             metrics.worker_exited()
 
     app = Service(

@@ -58,7 +58,9 @@ async def database(request: Request) -> JSONResponse:
     if db is None:
         return _json({"status": "unhealthy", "error": "starting"}, False)
     primary = await health.check_primary(db)
-    return _json(primary, primary["status"] == "healthy")
+    live = getattr(request.app.state, "live", None)
+    body = {**primary, "backend": live.health()} if live is not None else primary
+    return _json(body, primary["status"] == "healthy")
 
 
 @router.get(

@@ -6,8 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from alembic import command
+from app.db.live.guard import refuse_during_sync
 
 
 def _root() -> Path:
@@ -38,12 +40,35 @@ def _off_loop(call: Callable[[], None]) -> None:
         pool.submit(call).result()
 
 
+def _revision(config: Config, revision: str) -> str | None:
+    """The id `revision` (head, base, an id or a prefix) stands for; None for base."""
+    script = ScriptDirectory.from_config(config)
+    if revision == "base":
+        return None
+    wanted = script.get_current_head() if revision == "head" else revision
+    try:
+        found = script.get_revision(wanted or "")
+    except Exception:  # relative steps (+1, -1): a change for sure
+        return f"{revision} (relative)"
+    return found.revision if found is not None else None
+
+
 def upgrade(url: str, revision: str = "head") -> None:
-    _off_loop(lambda: command.upgrade(alembic_config(url), revision))
+    def run() -> None:
+        config = alembic_config(url)
+        refuse_during_sync(url, _revision(config, revision))
+        command.upgrade(config, revision)
+
+    _off_loop(run)
 
 
 def downgrade(url: str, revision: str) -> None:
-    _off_loop(lambda: command.downgrade(alembic_config(url), revision))
+    def run() -> None:
+        config = alembic_config(url)
+        refuse_during_sync(url, _revision(config, revision))
+        command.downgrade(config, revision)
+
+    _off_loop(run)
 
 
 async def upgrade_async(url: str, revision: str = "head") -> None:

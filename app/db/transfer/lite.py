@@ -13,7 +13,7 @@ from app.db.transfer import fastpath
 from app.db.transfer.schema import Column, ForeignKey, Index, Table, quote
 from app.db.transfer.types import from_sqlite
 
-INTERNAL = re.compile(r"^(sqlite_|_bookedbarber_transfer)")
+INTERNAL = re.compile(r"^(sqlite_|_bookedbarber_transfer|_bookedbarber_live)")
 _WITHOUT_ROWID = re.compile(r"\)\s*WITHOUT\s+ROWID\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 _NAME = r'"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[\w$]+'
 _NAMED = re.compile(

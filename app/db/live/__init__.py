@@ -1,0 +1,1 @@
+"""Live migration: sync SQLite and PostgreSQL while serving, cut over, switch back."""

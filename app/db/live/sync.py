@@ -1,0 +1,234 @@
+"""db sync: the bulk copy, then every captured change applied by key in commit order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from sqlalchemy import text
+
+from app.db.live import capture
+from app.db.live.sides import Side
+from app.db.transfer import CopyOptions, TransferError, copy
+from app.db.transfer import pg as transfer_pg
+from app.db.transfer.options import sqlite_path
+
+log = logging.getLogger(__name__)
+
+BATCH = 2000
+
+
+class SyncError(RuntimeError):
+    """A sync that cannot start or go on, told in one line."""
+
+
+@dataclass
+class Lag:
+    changes: int
+    seconds: float
+
+    def __str__(self) -> str:
+        return f"{self.changes} changes, {self.seconds:.1f} s behind"
+
+
+@dataclass
+class Pair:
+    """The SQLite file a service runs on and the PostgreSQL database it moves to."""
+
+    lite: Side
+    pg: Side
+
+    @classmethod
+    def open(cls, sqlite_url: str, pg_url: str) -> Pair:
+        lite, pg = Side(sqlite_url), Side(pg_url)
+        if not lite.sqlite or pg.sqlite:
+            raise SyncError("sync goes between a SQLite file (first) and PostgreSQL (second)")
+        return cls(lite, pg)
+
+    async def dispose(self) -> None:
+        await self.lite.dispose()
+        await self.pg.dispose()
+
+    def ends(self, direction: str) -> tuple[Side, Side]:
+        """(source, destination) of a direction: 'to_postgresql' or 'to_sqlite'."""
+        return (self.lite, self.pg) if direction == "to_postgresql" else (self.pg, self.lite)
+
+
+async def apply_batch(pair: Pair, direction: str, limit: int = BATCH) -> int:
+    """Apply up to `limit` waiting changes, then consume them. Returns the count.
+
+    Every changed key is read from the source as it is now, in one snapshot with the
+    changes themselves: present means upsert, absent means delete. Applying twice
+    (a crash between the destination's commit and the consume) gives the same rows.
+    Destinations apply one batch at a time (their cursor row is locked first), so two
+    appliers never interleave an older read after a newer one.
+    """
+    source, dest = pair.ends(direction)
+    async with dest.writing(apply=True) as out:
+        if await dest.cursor(out, direction) is None:
+            raise SyncError(f"{direction}: no sync started; run db sync first")
+        async with source.reading() as src:
+            changes = await source.changes(src, limit)
+            if not changes:
+                return 0
+            keys: dict[str, set[int]] = defaultdict(set)
+            for _, name, key in changes:
+                keys[name].add(key)
+            tables = capture.tables()
+            found: dict[str, list[dict[str, Any]]] = {}
+            for table in tables:
+                if table.name in keys:
+                    found[table.name] = await source.rows(src, table, sorted(keys[table.name]))
+        for table in reversed(tables):  # deletes children first
+            present = {row[capture.key_column(table)] for row in found.get(table.name, [])}
+            await dest.delete(out, table, sorted(keys.get(table.name, set()) - present))
+        for table in tables:  # upserts parents first
+            await dest.upsert(out, table, found.get(table.name, []))
+        await dest.set_cursor(out, direction, changes[-1][0])
+    await source.consume([seq for seq, _, _ in changes])
+    return len(changes)
+
+
+async def catch_up(pair: Pair, direction: str) -> int:
+    total = 0
+    while applied := await apply_batch(pair, direction):
+        total += applied
+    return total
+
+
+async def lag(pair: Pair, direction: str) -> Lag:
+    source, _ = pair.ends(direction)
+    async with source.engine.connect() as conn:
+        count, oldest = await source.backlog(conn)
+    return Lag(count, 0.0 if oldest is None else max(0.0, time.time() - oldest))
+
+
+async def remove_capture(pair: Pair) -> None:
+    """The end of a migration: no guard, no capture, no state on either side."""
+    for side, statements in ((pair.lite, capture.sqlite_remove()), (pair.pg, capture.pg_remove())):
+        async with side.writing() as conn:
+            for statement in statements:
+                await conn.exec_driver_sql(statement)
+
+
+async def started(pair: Pair) -> bool:
+    if not await pair.pg.installed():
+        return False
+    async with pair.pg.engine.connect() as conn:
+        return await pair.pg.cursor(conn, "to_postgresql") is not None
+
+
+async def _schema_matches(pair: Pair) -> None:
+    versions = []
+    for side in (pair.lite, pair.pg):
+        async with side.engine.connect() as conn:
+            try:
+                versions.append(await conn.scalar(text("SELECT version_num FROM alembic_version")))
+            except Exception:
+                versions.append(None)
+    if versions[0] is None or versions[0] != versions[1]:
+        raise SyncError(
+            "both databases must be at the same schema revision "
+            f"(SQLite: {versions[0] or 'none'}, PostgreSQL: {versions[1] or 'none'}); "
+            "run bookedbarber db upgrade --url on each first"
+        )
+
+
+def _snapshot(path: Path, into: Path) -> None:
+    """A consistent copy of the live file (one read transaction), changes table included."""
+    src = sqlite3.connect(path)
+    dst = sqlite3.connect(into)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+
+
+async def start(pair: Pair, console: Console, show: Callable[[str], None] | None = None) -> None:
+    """First run: capture on, a snapshot copied with the transfer tool, cursors set."""
+    show = show or console.print
+    await _schema_matches(pair)
+    await pair.lite.install("sqlite")
+    # An earlier first run that died: its half-done copy (of another snapshot) goes, and
+    # the bulk copy starts over; only what follows it resumes.
+    async with pair.pg.writing() as conn:
+        if await pair.pg.installed():
+            for statement in capture.pg_remove():
+                await conn.exec_driver_sql(statement)
+        await conn.exec_driver_sql(
+            f"DROP SCHEMA IF EXISTS {transfer_pg.STAGING}, {transfer_pg.STATE} CASCADE"
+        )
+    path = sqlite_path(pair.lite.url)
+    with tempfile.TemporaryDirectory(prefix="bookedbarber-sync-") as tmp:
+        snapshot = Path(tmp) / "snapshot.db"
+        await asyncio.to_thread(_snapshot, path, snapshot)
+        with sqlite3.connect(snapshot) as conn:
+            row = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {capture.CHANGES}")
+            upto = int(row.fetchone()[0])
+        show(f"bulk copy of a snapshot (changes up to #{upto} included)")
+        began = time.monotonic()
+        try:
+            report = await copy(
+                f"sqlite:///{snapshot}", pair.pg.url, CopyOptions(truncate=True), console
+            )
+        except TransferError as exc:
+            raise SyncError(f"bulk copy failed: {exc}") from exc
+        show(f"bulk copy done: {report.total_rows:,} rows in {time.monotonic() - began:.1f} s")
+    # The snapshot holds every change up to `upto`: those are done.
+    async with pair.lite.writing(apply=True) as conn:
+        await conn.execute(text(f"DELETE FROM {capture.CHANGES} WHERE seq <= :s"), {"s": upto})
+        await pair.lite.set_cursor(conn, "to_sqlite", 0)
+    await pair.pg.install("sqlite")
+    async with pair.pg.writing(apply=True) as conn:
+        await pair.pg.set_cursor(conn, "to_postgresql", upto)
+
+
+async def run(
+    pair: Pair,
+    console: Console,
+    *,
+    interval: float = 0.2,
+    report_every: float = 1.0,
+    stop: asyncio.Event | None = None,
+    show: Callable[[str], None] | None = None,
+) -> None:
+    """Keep both sides caught up until `stop` is set: changes go from the active side."""
+    show = show or console.print
+    stop = stop or asyncio.Event()
+    if not await started(pair):
+        await start(pair, console, show)
+    else:
+        show("resuming the sync")
+    last_report, applied = time.monotonic(), 0
+    while not stop.is_set():
+        active = (await pair.lite.state()).active
+        direction = "to_postgresql" if active == "sqlite" else "to_sqlite"
+        other = "to_sqlite" if direction == "to_postgresql" else "to_postgresql"
+        try:  # what the other side took before a switch back, when it can be reached
+            await catch_up(pair, other)
+        except Exception as exc:
+            log.warning("sync: %s unreachable: %s", other, type(exc).__name__)
+        while batch := await apply_batch(pair, direction):  # reports even while behind
+            applied += batch
+            if stop.is_set() or time.monotonic() - last_report >= report_every:
+                break
+        now = time.monotonic()
+        if now - last_report >= report_every:
+            behind = await lag(pair, direction)
+            show(f"{direction}: applied {applied} changes; lag {behind}")
+            last_report, applied = now, 0
+        if batch:
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

@@ -1,0 +1,119 @@
+"""Live migration of a serving SQLite deployment to PostgreSQL and back (app/db/live)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests import live_helpers as live
+from tests.conftest import Postgres
+from tests.live_load import Load, Plan
+from tests.test_edges import launch, wait_port
+from tests.test_health import stop as halt
+
+
+def _check_answers(load: Load, where: str) -> None:
+    statuses = collections.Counter(a.status for a in load.writes())
+    odd = [(a.op, a.status, a.body) for a in load.writes() if a.status not in (200, 201, 503)]
+    assert set(statuses) <= {200, 201, 503}, f"{where}: write statuses {statuses}: {odd[:3]}"
+    frozen = [a for a in load.writes() if a.status == 503]
+    assert all(a.retry_after and int(a.retry_after) >= 1 for a in frozen), where
+    assert all(
+        a.body and a.body.get("detail") == "writes are paused for a database switch" for a in frozen
+    ), f"{where}: a 503 that is not the switch's"
+    failed = load.failed_reads()
+    assert not failed, f"{where}: {len(failed)} failed reads, e.g. {failed[:3]}"
+
+
+def _check_reflected(load: Load, found: dict[str, dict[int, dict[str, Any]]]) -> None:
+    """What every 2xx said is in the database, column by column."""
+    for key, said in load.appointments.items():
+        row = found["appointments"][key]
+        for column in ("user_id", "barber_id", "service_id", "location_id", "status", "version"):
+            assert row[column] == said[column], (key, column, row[column], said[column])
+        assert row["notes"] == said["notes"]
+    for key, said in load.payments.items():
+        row = found["payments"][key]
+        assert (row["appointment_id"], row["status"], row["version"]) == (
+            said["appointment_id"],
+            said["status"],
+            said["version"],
+        )
+        assert str(row["amount"]) == said["amount"]
+    for key, said in load.users.items():
+        assert found["users"][key]["email"] == said["email"]
+
+
+async def test_serving_sqlite_moves_to_postgresql_and_back_under_load(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    db = await live.databases(postgres, tmp_path)
+    plan = Plan.from_sqlite(db.path)
+    sync = live.cli(tmp_path, "sync", "db", "sync", db.lite, db.pg, "--interval", "0.05")
+    server = launch(
+        tmp_path,
+        live.env(
+            DATABASE_URL=db.lite,
+            MIGRATION_TARGET_URL=db.pg,
+            MIGRATION_POLL_SECONDS="0.05",
+        ),
+        "--no-access-log",
+    )
+    stop = asyncio.Event()
+    running: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    running.set_result(None)
+    try:
+        wait_port(server)
+        await sync.wait_for("lag")
+        stop = asyncio.Event()
+        # The machine is shared: a modest rate the service keeps up with even when busy
+        # (bench/live.py runs 50 writes/s and 200 reads/s).
+        load = Load(server.base, plan, writes_per_second=25, reads_per_second=100)
+        running = asyncio.create_task(load.run(stop))
+        pauses = {}
+        for where, args in (("postgresql", ()), ("sqlite", ("--back",))):
+            await asyncio.sleep(3)
+            begun = len(load.answers)
+            cutover = live.cli(tmp_path, f"cutover-{where}", "db", "cutover", db.lite, db.pg, *args)
+            assert await live.finished(cutover) == 0, cutover.text()
+            assert f"switched to {where}" in cutover.text()
+            async with httpx.AsyncClient(base_url=server.base, timeout=30) as client:
+                for _ in range(100):
+                    health = (await client.get("/health/db")).json()
+                    if health["backend"]["active"] == where:
+                        break
+                    await asyncio.sleep(0.05)
+            assert health["backend"]["active"] == where, health
+            assert health["backend"]["switches"][-1]["to"] == where
+            await asyncio.sleep(2)
+            window = Load(server.base, plan)
+            window.answers = load.answers[begun:]
+            pauses[where] = window.longest_write_pause()
+            print(cutover.text().strip())
+            print(window.timeline())
+        stop.set()
+        await running
+        writes, reads = load.rates()
+        print(f"answered {writes:.0f} writes/s and {reads:.0f} reads/s")
+        found = await live.converged(db)
+        for where, pause in pauses.items():
+            print(f"longest write pause, cut over to {where}: {pause:.3f} s")
+        _check_answers(load, "whole run")
+        _check_reflected(load, found)
+        assert load.appointments
+        assert load.payments
+        assert load.users
+        assert sum(1 for a in load.writes() if a.status == 503) > 0, "no write met the freeze"
+        assert max(pauses.values()) < 2.0, pauses
+        assert live.active(db.path) == "sqlite"
+    finally:
+        stop.set()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        halt(server.proc)
+        assert sync.stop() == 0, sync.text()
+    assert "sync stopped; run it again to resume" in sync.text()
