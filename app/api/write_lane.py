@@ -80,6 +80,9 @@ class BookingLane:
             await self._fallback(scope, _replay(messages, receive), send)
             return
         router: DatabaseRouter = self.service.state.db
+        if not one_statement_writes(router):  # the backend switched while the body came in
+            await self._fallback(scope, _replay(messages, receive), send)
+            return
         settings = router.settings
         token: str | None = None
         try:
