@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -149,3 +151,18 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def sqlite_file_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def db_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m app db ARGS` in a subprocess, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", "db", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

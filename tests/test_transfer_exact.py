@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -16,10 +14,10 @@ from rich.console import Console
 from app.db import transfer
 from app.db.invariants import ServiceRules
 from tests.conftest import Postgres, create_database, drop_database, pg_fetch, unique
+from tests.conftest import db_cli as cli
+from tests.conftest import sqlite_file_url as url
 from tests.messy_sqlite import LONG, ODDITIES, build_backend, build_messy
 from tests.transfer_checker import compare
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -39,20 +37,6 @@ async def databases(postgres: Postgres) -> AsyncIterator[Callable[[], object]]:
 
 def quiet() -> Console:
     return Console(file=open(os.devnull, "w"), width=120)
-
-
-def url(path: Path) -> str:
-    return f"sqlite:///{path}"
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", "db", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def not_null_count(path: Path) -> int:

@@ -25,6 +25,8 @@ from app.db.migrate import upgrade_async
 from app.db.seed import seed_demo
 from app.db.transfer import pg
 from tests.conftest import Postgres, create_database, drop_database, pg_fetch, unique
+from tests.conftest import db_cli as cli
+from tests.conftest import sqlite_file_url as url
 from tests.messy_sqlite import build_backend, build_messy
 from tests.transfer_checker import compare
 
@@ -39,20 +41,6 @@ async def target(postgres: Postgres) -> AsyncIterator[str]:
         yield url
     finally:
         await drop_database(postgres, name)
-
-
-def url(path: Path) -> str:
-    return f"sqlite:///{path}"
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", "db", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def plain(u: str) -> str:
