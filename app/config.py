@@ -163,8 +163,8 @@ class Settings(BaseSettings):
 
     # The edges of the HTTP server: every client gets a bounded share of the process.
     max_body_bytes: int = Field(1024 * 1024, ge=0)
-    # Seconds from a connection's first byte (or its opening) to the end of a request's
-    # headers, and from a handler's first read of the body to its last byte.
+    # Seconds from a request's first byte to the end of its headers, and from a handler's
+    # first read of the body to its last byte (a silent connection is idle: keep-alive).
     header_timeout: float = Field(10.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
 

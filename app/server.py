@@ -1,14 +1,16 @@
 """uvicorn's httptools protocol with a deadline for request headers.
 
 uvicorn times out idle keep-alive connections but not a request whose headers never
-finish: a client that opens a connection, or starts a request, and then sends
-nothing more (or a byte a minute) holds it for ever. Here the headers of a request
-must be complete HEADER_TIMEOUT seconds after the connection opened (first request)
-or after the request's first byte (later ones), else the client gets a 408 and the
-connection is closed. Idle time between requests stays uvicorn's keep-alive timeout.
+finish, nor a new connection that never says a word: either holds its connection
+for ever. Here a connection with no request under way is idle, from its opening as
+after each response, and is closed after KEEP_ALIVE_TIMEOUT seconds of silence (a
+client with a connection pool opens connections before it needs them). Once a
+request's first bytes arrive, its headers must be complete within HEADER_TIMEOUT
+seconds, else the client gets a 408 and the connection is closed; a byte a minute
+(or a lone CRLF) does not keep a connection.
 
-The timer is armed only while headers are incomplete after a read, so a request
-whose headers arrive in one read (nearly all of them) costs no timer at all.
+The header timer is armed only while headers are incomplete after a read, so a
+request whose headers arrive in one read (nearly all of them) costs no timer at all.
 The body's own deadline is BODY_TIMEOUT, kept in the ASGI layer (app/guards.py).
 """
 
@@ -53,19 +55,28 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout()
         self._header_timer: asyncio.TimerHandle | None = None
-        self._headers_pending = True  # the first request's, from the connection's opening
+        self._headers_pending = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm()
+        # Idle until the first byte, as between requests: uvicorn's keep-alive timer,
+        # which the first data_received cancels.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._unset_keepalive_if_required()  # uvicorn leaves it armed on a reset
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._headers_pending and self._header_timer is None:
+        if self._header_timer is None and (
+            # A request's headers are still incomplete, or bytes came that begin none
+            # (a lone CRLF) while no request is under way.
+            self._headers_pending or self.cycle is None or self.cycle.response_complete
+        ):
             self._arm()
 
     def on_message_begin(self) -> None:
