@@ -2,6 +2,7 @@
 
 Answers the three hot reads and the booking write with the service's JSON shapes and data,
 without a framework, an ORM, validation models or transactions around single statements.
+The reads are its own SQL, a statement per relation, shaped in Python and written by orjson.
 The booking runs the service's own statement (app/queries/booking.py): the same locks,
 rules and constraints.
 Reads go to REPLICA_URL, the write to DATABASE_URL (plain postgresql:// URLs).
@@ -16,7 +17,7 @@ import datetime as dt
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -31,21 +32,105 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-# The service's own hot-read statements and row shaping (app/queries/hot.py) and its booking
-# statement (app/queries/booking.py: booking locks, booking rules, INSERT ... RETURNING under
-# the exclusion constraints): the same by construction, so the comparison measures
-# everything around them.
+# The booking runs the service's own statement (app/queries/booking.py: booking locks,
+# booking rules, INSERT ... RETURNING under the exclusion constraints), so the write
+# comparison measures everything around it. The reads are this server's own: plain
+# statements per relation, rows shaped into the API's JSON here and written by orjson,
+# as a hand-written asyncpg service would (the service has PostgreSQL write the JSON in
+# one statement, app/queries/hot_sql.py); bench/run.py checks both answer the same JSON.
 from app.queries.analytics import utc_days  # noqa: E402
 from app.queries.booking import BOOK, FACTS, lock_keys  # noqa: E402
-from app.queries.hot import (  # noqa: E402
-    REVENUE,
-    SCHEDULE,
-    USER,
-    USER_APPOINTMENTS,
-    USER_ORGANIZATIONS,
-    USER_PAYMENTS,
-    schedule_items,
+
+_APPOINTMENT = """a.id, a.user_id, a.barber_id, a.service_id, a.location_id, a.appointment_date,
+    a.start_time, a.end_time, a.status, a.notes, a.version, a.created_at, a.updated_at"""
+_APPOINTMENT_FIELDS = tuple(c.strip().removeprefix("a.") for c in _APPOINTMENT.split(","))
+_PAYMENT = """p.id, p.user_id, p.appointment_id, p.location_id, p.amount::text AS amount,
+    p.currency, p.status, p.version, p.created_at"""
+
+USER = """
+SELECT id, email, name, phone, unified_role, location_id, is_active, created_at
+FROM users WHERE id = $1
+"""
+USER_APPOINTMENTS = (
+    f"SELECT {_APPOINTMENT} FROM appointments a WHERE a.user_id = $1 ORDER BY a.start_time, a.id"
 )
+USER_PAYMENTS = f"SELECT {_PAYMENT} FROM payments p WHERE p.user_id = $1 ORDER BY p.id"
+USER_ORGANIZATIONS = """
+SELECT m.organization_id, o.name, o.slug, m.role
+FROM user_organizations m JOIN organizations o ON o.id = m.organization_id
+WHERE m.user_id = $1 ORDER BY m.id
+"""
+
+SCHEDULE = f"""
+SELECT {_APPOINTMENT},
+       u.name AS u_name, u.email AS u_email, u.phone AS u_phone,
+       s.name AS s_name, s.duration_minutes AS s_minutes, s.price::text AS s_price,
+       p.id AS p_id, p.user_id AS p_user_id, p.location_id AS p_location_id,
+       p.amount::text AS p_amount, p.currency AS p_currency, p.status AS p_status,
+       p.version AS p_version, p.created_at AS p_created_at
+FROM appointments a
+JOIN users u ON u.id = a.user_id
+JOIN services s ON s.id = a.service_id
+LEFT JOIN payments p ON p.appointment_id = a.id
+WHERE a.barber_id = $1 AND a.appointment_date >= $2 AND a.appointment_date <= $3
+  AND a.status = ANY($4::text[])
+ORDER BY a.appointment_date, a.start_time, a.id
+"""
+# The same days and sums as AnalyticsRepository.daily_revenue; PostgreSQL's round()
+# on numeric rounds halves away from zero, as ROUND_HALF_UP does there.
+REVENUE = """
+SELECT (created_at AT TIME ZONE 'UTC')::date AS date,
+       coalesce(sum(amount) FILTER (WHERE status = 'completed'), 0.00)::text AS total_revenue,
+       count(*) FILTER (WHERE status = 'completed') AS transaction_count,
+       coalesce(round(sum(amount) FILTER (WHERE status = 'completed')
+                      / nullif(count(*) FILTER (WHERE status = 'completed'), 0), 2), 0.00)::text
+         AS average_transaction,
+       coalesce(sum(amount) FILTER (WHERE status = 'refunded'), 0.00)::text AS refunded_total,
+       count(*) FILTER (WHERE status = 'refunded') AS refund_count
+FROM payments
+WHERE location_id = $1 AND status IN ('completed', 'refunded')
+  AND created_at >= $2 AND created_at < $3
+GROUP BY 1 ORDER BY 1
+"""
+
+
+def schedule_items(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """SCHEDULE's flat rows as ScheduledAppointment's nested shape."""
+    items = []
+    for r in rows:
+        payment = None
+        if r["p_id"] is not None:
+            payment = {
+                "id": r["p_id"],
+                "user_id": r["p_user_id"],
+                "appointment_id": r["id"],
+                "location_id": r["p_location_id"],
+                "amount": r["p_amount"],
+                "currency": r["p_currency"],
+                "status": r["p_status"],
+                "version": r["p_version"],
+                "created_at": r["p_created_at"],
+            }
+        items.append(
+            {
+                **{name: r[name] for name in _APPOINTMENT_FIELDS},
+                "user": {
+                    "id": r["user_id"],
+                    "name": r["u_name"],
+                    "email": r["u_email"],
+                    "phone": r["u_phone"],
+                },
+                "service": {
+                    "id": r["service_id"],
+                    "name": r["s_name"],
+                    "duration_minutes": r["s_minutes"],
+                    "price": r["s_price"],
+                },
+                "payment": payment,
+            }
+        )
+    return items
+
 
 SKEW = dt.timedelta(seconds=300)
 HORIZON = dt.timedelta(days=33_000)  # bench/run.py's BOOKING_HORIZON_DAYS

@@ -20,16 +20,15 @@ from typing import Any
 
 import asyncpg
 import httpx
-import orjson
 import pytest
 from fastapi import FastAPI
-from pydantic import SecretStr
+from pydantic import SecretStr, TypeAdapter
 
 from app.api import reads
 from app.config import Settings
 from app.db.router import DatabaseRouter, Reader
 from app.main import create_app
-from app.queries import hot
+from app.queries import hot, hot_sql
 from tests import factories
 from tests.conftest import ConsistentClient, Postgres, make_settings
 
@@ -347,13 +346,33 @@ async def test_revenue_is_an_index_only_scan(postgres: Postgres) -> None:
         await conn.execute("VACUUM payments")  # index-only scans need the visibility map
         await conn.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
         since = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
-        rows = await conn.fetch("EXPLAIN " + hot.REVENUE, 1, since, since + dt.timedelta(days=31))
+        until = since + dt.timedelta(days=31)
+        args = (1, since, until, since.date(), until.date())
+        rows = await conn.fetch("EXPLAIN " + hot.REVENUE, *args)
     finally:
         await conn.close()
     plan = "\n".join(r[0] for r in rows)
     assert "Index Only Scan using idx_payments_location_revenue" in plan, plan
 
 
-def test_hot_json_renders_like_pydantic() -> None:
-    moment = dt.datetime(2033, 3, 1, 9, 0, 0, 123456, tzinfo=dt.UTC)
-    assert orjson.loads(hot.dumps({"at": moment})) == {"at": "2033-03-01T09:00:00.123456Z"}
+async def test_postgres_writes_timestamps_like_pydantic(postgres: Postgres) -> None:
+    """PostgreSQL writes the hot reads' JSON: its timestamps must read as the routes' do."""
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    moments = [
+        dt.datetime(2033, 3, 1, 9, 0, 0, 123456, tzinfo=dt.UTC),
+        dt.datetime(2033, 3, 1, 9, 0, 0, tzinfo=dt.UTC),
+        dt.datetime(2033, 3, 1, 9, 0, 0, 1, tzinfo=dt.UTC),
+        dt.datetime(2033, 3, 1, 9, 0, 0, 500000, tzinfo=plus_two),
+        dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=plus_two),
+        dt.datetime(2, 1, 1, 0, 0, tzinfo=dt.UTC),
+    ]
+    adapter = TypeAdapter(dt.datetime)
+    conn = await asyncpg.connect(postgres.primary_url.replace("+asyncpg", ""))
+    try:
+        await conn.execute("SET TimeZone = 'Asia/Kathmandu'")  # the statement must not care
+        for moment in moments:
+            statement = f"SELECT to_json({hot_sql.ts('$1::timestamptz')})::text"
+            written = await conn.fetchval(statement, moment)
+            assert written.encode() == adapter.dump_json(moment.astimezone(dt.UTC)), moment
+    finally:
+        await conn.close()

@@ -1,0 +1,199 @@
+"""The hot reads' documents, written as JSON by PostgreSQL in one statement each.
+
+Each statement returns the whole response body (or NULL where the route answers 404),
+so a read is one round trip on its pooled connection and Python passes the bytes on:
+no rows to decode, no dicts to build, no JSON to encode. The JSON is the API's shape
+(app/schemas.py): timestamps in UTC with `Z` and microseconds only when not zero, as
+pydantic and orjson write them; money as strings with its scale; dates ISO 8601.
+PostgreSQL's `json` writes `"key" : value` with spaces: the same JSON, a few bytes more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+APPOINTMENT_FIELDS = (
+    "id",
+    "user_id",
+    "barber_id",
+    "service_id",
+    "location_id",
+    "appointment_date",
+    "start_time",
+    "end_time",
+    "status",
+    "notes",
+    "version",
+    "created_at",
+    "updated_at",
+)
+_TIMESTAMPS = frozenset({"start_time", "end_time", "created_at", "updated_at"})
+
+
+def ts(column: str) -> str:
+    """A timestamptz as the API writes it: 2024-05-01T09:30:00Z, or ...09:30:00.000123Z."""
+    return (
+        f"replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+        "'.000000Z', 'Z')"
+    )
+
+
+def obj(pairs: Iterable[tuple[str, str]]) -> str:
+    """json_build_object over (key, SQL expression) pairs."""
+    return "json_build_object(" + ", ".join(f"'{k}', {v}" for k, v in pairs) + ")"
+
+
+def _column(alias: str, name: str) -> str:
+    return ts(f"{alias}.{name}") if name in _TIMESTAMPS else f"{alias}.{name}"
+
+
+def agg(element: str, rest: str, order: str) -> str:
+    """A JSON array of `element` over `rest` (FROM ... WHERE ...), `[]` when empty."""
+    return f"(SELECT coalesce(json_agg({element} ORDER BY {order}), '[]') {rest})"
+
+
+APPOINTMENT = obj((name, _column("a", name)) for name in APPOINTMENT_FIELDS)
+PAYMENT_FIELDS = (
+    "id",
+    "user_id",
+    "appointment_id",
+    "location_id",
+    "amount",
+    "currency",
+    "status",
+    "version",
+    "created_at",
+)
+PAYMENT = obj(
+    (name, "p.amount::text" if name == "amount" else _column("p", name)) for name in PAYMENT_FIELDS
+)
+
+_USER = [
+    ("id", "u.id"),
+    ("email", "u.email"),
+    ("name", "u.name"),
+    ("phone", "u.phone"),
+    ("unified_role", "u.unified_role"),
+    ("location_id", "u.location_id"),
+    ("is_active", "u.is_active"),
+    ("created_at", ts("u.created_at")),
+]
+_RELATIONS = {
+    "appointments": agg(
+        APPOINTMENT, "FROM appointments a WHERE a.user_id = u.id", "a.start_time, a.id"
+    ),
+    "payments": agg(PAYMENT, "FROM payments p WHERE p.user_id = u.id", "p.id"),
+    "organizations": agg(
+        obj(
+            [
+                ("organization_id", "m.organization_id"),
+                ("name", "o.name"),
+                ("slug", "o.slug"),
+                ("role", "m.role"),
+            ]
+        ),
+        "FROM user_organizations m JOIN organizations o ON o.id = m.organization_id "
+        "WHERE m.user_id = u.id",
+        "m.id",
+    ),
+    "stripe_account": (
+        "(SELECT "
+        + obj(
+            [
+                ("stripe_account_id", "s.stripe_account_id"),
+                ("charges_enabled", "s.charges_enabled"),
+                ("payouts_enabled", "s.payouts_enabled"),
+            ]
+        )
+        + " FROM stripe_accounts s WHERE s.user_id = u.id)"
+    ),
+}
+RELATION_NAMES = tuple(_RELATIONS)
+
+
+def user_statement(relations: Iterable[str]) -> str:
+    """The user and the relations asked for, as one JSON object (no row: no such user)."""
+    wanted = set(relations)
+    pairs = _USER + [(name, sql) for name, sql in _RELATIONS.items() if name in wanted]
+    return f"SELECT {obj(pairs)}::text AS body FROM users u WHERE u.id = $1"
+
+
+_SCHEDULE_ITEM = obj(
+    [
+        *((name, _column("a", name)) for name in APPOINTMENT_FIELDS),
+        (
+            "user",
+            obj(
+                [
+                    ("id", "a.user_id"),
+                    ("name", "u.name"),
+                    ("email", "u.email"),
+                    ("phone", "u.phone"),
+                ]
+            ),
+        ),
+        (
+            "service",
+            obj(
+                [
+                    ("id", "a.service_id"),
+                    ("name", "s.name"),
+                    ("duration_minutes", "s.duration_minutes"),
+                    ("price", "s.price::text"),
+                ]
+            ),
+        ),
+        ("payment", f"CASE WHEN p.id IS NULL THEN NULL ELSE {PAYMENT} END"),
+    ]
+)
+# A barber's appointments in [$2, $3] with a status in $4, each with its client, service
+# and payment; `[]` for a barber with none, NULL (404) when no such user exists.
+SCHEDULE = f"""
+SELECT coalesce(
+    (SELECT json_agg({_SCHEDULE_ITEM} ORDER BY a.appointment_date, a.start_time, a.id)
+     FROM appointments a
+     JOIN users u ON u.id = a.user_id
+     JOIN services s ON s.id = a.service_id
+     LEFT JOIN payments p ON p.appointment_id = a.id
+     WHERE a.barber_id = $1 AND a.appointment_date >= $2 AND a.appointment_date <= $3
+       AND a.status = ANY($4::text[])),
+    CASE WHEN EXISTS (SELECT 1 FROM users WHERE id = $1) THEN '[]'::json END
+)::text AS body
+"""
+
+_DAY = obj(
+    [
+        ("date", "d.date"),
+        ("total_revenue", "d.total_revenue"),
+        ("transaction_count", "d.transaction_count"),
+        ("average_transaction", "d.average_transaction"),
+        ("refunded_total", "d.refunded_total"),
+        ("refund_count", "d.refund_count"),
+    ]
+)
+# The same days and sums as AnalyticsRepository.daily_revenue, for payments created in
+# [$2, $3) (the report's UTC days $4..$5); PostgreSQL's round() on numeric rounds halves
+# away from zero, as ROUND_HALF_UP does there. NULL (404) when no such location exists.
+REVENUE = f"""
+WITH d AS (
+    SELECT (created_at AT TIME ZONE 'UTC')::date AS date,
+           coalesce(sum(amount) FILTER (WHERE status = 'completed'), 0.00)::text
+             AS total_revenue,
+           count(*) FILTER (WHERE status = 'completed') AS transaction_count,
+           coalesce(round(sum(amount) FILTER (WHERE status = 'completed')
+                          / nullif(count(*) FILTER (WHERE status = 'completed'), 0), 2),
+                    0.00)::text AS average_transaction,
+           coalesce(sum(amount) FILTER (WHERE status = 'refunded'), 0.00)::text
+             AS refunded_total,
+           count(*) FILTER (WHERE status = 'refunded') AS refund_count
+    FROM payments
+    WHERE location_id = $1 AND status IN ('completed', 'refunded')
+      AND created_at >= $2 AND created_at < $3
+    GROUP BY 1
+)
+SELECT json_build_object(
+    'location_id', l.id, 'start', $4::date, 'end', $5::date,
+    'days', (SELECT coalesce(json_agg({_DAY} ORDER BY d.date), '[]') FROM d)
+)::text AS body
+FROM barbershop_locations l WHERE l.id = $1
+"""

@@ -1,0 +1,76 @@
+"""The pools hand connections to waiters in arrival order (app/db/fair_queue.py).
+
+On the suite's PostgreSQL, a pool of 2: both connections held, waiters queue, and a
+connection given back goes to the longest waiter even when a newcomer asks for one in
+the same turn of the event loop (SQLAlchemy's own queue lets the newcomer take it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
+
+from app.db.engine import create_engine
+from tests.conftest import Postgres, make_settings
+
+
+async def test_waiters_are_served_in_arrival_order(postgres: Postgres) -> None:
+    url = postgres.primary_url
+    engine = create_engine(url, make_settings(url, pool_size=2, max_overflow=0, pool_timeout=10))
+    try:
+        held = [await engine.raw_connection() for _ in range(2)]
+        served: list[str] = []
+
+        async def wait(name: str) -> None:
+            conn = await engine.raw_connection()
+            served.append(name)
+            await greenlet_spawn(conn.close)
+
+        waiters = []
+        for i in range(5):
+            waiters.append(asyncio.create_task(wait(f"w{i}")))
+            await asyncio.sleep(0.01)  # each queued before the next
+        assert served == []
+
+        def give_back_and_take() -> PoolProxiedConnection:
+            # A connection given back and, in the same turn, asked for by a newcomer.
+            held[0].close()
+            return engine.sync_engine.raw_connection()
+
+        newcomer = await greenlet_spawn(give_back_and_take)
+        served.append("newcomer")
+        await asyncio.gather(*waiters)
+        assert served == ["w0", "w1", "w2", "w3", "w4", "newcomer"]
+        await greenlet_spawn(newcomer.close)
+        await greenlet_spawn(held[1].close)
+        assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_waiter_that_gives_up_leaves_the_queue(postgres: Postgres) -> None:
+    url = postgres.primary_url
+    engine = create_engine(url, make_settings(url, pool_size=1, max_overflow=0, pool_timeout=0.3))
+    try:
+        held = await engine.raw_connection()
+        with pytest.raises(PoolTimeout):
+            await engine.raw_connection()
+        # A cancelled waiter leaves too.
+        cancelled = asyncio.create_task(engine.raw_connection())
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        # The connection given back goes to the next live waiter, not to the gone ones.
+        later = asyncio.create_task(engine.raw_connection())
+        await asyncio.sleep(0.05)
+        await greenlet_spawn(held.close)
+        conn = await asyncio.wait_for(later, 2)
+        await greenlet_spawn(conn.close)
+        assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
