@@ -172,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = registry = metrics.app_registry()
     app.state.db_metrics = db_metrics = metrics.DatabaseMetrics(registry)
     app.state.http_metrics = http_metrics = HttpMetrics(registry)
+    app.booking_lane.instrument(registry)
     errors.install(app, settings.effective_pool_timeout)
     app.add_middleware(ConsistencyTokenMiddleware)
     # Outermost last: the token, then the body (counted and timed while it is read).

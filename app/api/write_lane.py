@@ -6,21 +6,27 @@ was nearly all of a booking's CPU. Here the request passes the same token gate a
 guard as every request (app/guards.py), its JSON is validated by the route's own model
 in the mode FastAPI uses, and it is booked by the route's own functions
 (app/api/appointments.py), errors rendered by app/errors.py and HTTP metrics recorded
-into the same series. Anything the lane is not sure of (another content type, a body
-the model refuses, SQLite, PgBouncer, HOT_READS=false) goes on to FastAPI with the body
-replayed, which answers it as declared. tests/test_write_lane.py holds both ways to the
-same status, headers and body.
+into the same series. Anything the lane is not sure of (another content type, a query
+string, a body the model refuses, SQLite, PgBouncer, HOT_READS=false) goes on to FastAPI,
+with the body replayed where it was read, which answers it as declared. Its refusals at
+the edges (401, 413, 408) are recorded as the instrumented stack records them, and
+booking_lane_requests_total counts who answered. tests/test_write_lane.py and the
+generated tests/test_write_lane_differential.py hold both ways to the same status,
+headers, body, HTTP metrics and rows.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from app import errors
 from app.api.appointments import (
@@ -44,25 +50,48 @@ class BookingLane:
 
     def __init__(self, service: FastAPI) -> None:
         self.service = service
-        self._guarded: ASGIApp | None = None
+        self._answered: dict[bool, Counter] = {}
+
+    def instrument(self, registry: CollectorRegistry) -> None:
+        """booking_lane_requests_total, in the service's registry: who answered each booking."""
+        counter = Counter(
+            "booking_lane_requests_total",
+            "POST /api/v1/appointments by what answered it: the booking lane, or the route "
+            "it handed the request on to",
+            ["answered_by"],
+            registry=registry,
+        )
+        self._answered = {False: counter.labels("lane"), True: counter.labels("route")}
 
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
         if scope["method"] != "POST" or scope["path"] != ROUTE:
             return False
         router: DatabaseRouter | None = getattr(self.service.state, "db", None)
-        if router is None or not router.hot_reads or not one_statement_writes(router):
+        if (
+            router is None
+            or not router.hot_reads
+            or not one_statement_writes(router)
+            or _header(scope, b"content-type") != _JSON
+            or scope["query_string"]  # the route has no query parameters: its 422 names them
+        ):
+            self._count(handed_on=True)
             return False
-        if _content_type(scope) != _JSON:
-            return False
-        if self._guarded is None:
-            settings = router.settings
-            guarded = BodyGuard(self._handle, settings.max_body_bytes, settings.body_timeout)
-            self._guarded = TokenGate(guarded, tokens=settings.api_tokens)
-        await self._guarded(scope, receive, send)
+        started = time.perf_counter()
+        settings = router.settings
+        outcome = _Outcome()
+        handle = partial(self._handle, outcome)
+        guarded = BodyGuard(handle, settings.max_body_bytes, settings.body_timeout)
+        # The guards' refusals (401, 413, 408) are the lane's answers too: counted alike.
+        await TokenGate(guarded, tokens=settings.api_tokens)(scope, receive, outcome.watch(send))
+        self._count(outcome.handed_on)
+        if not outcome.handed_on and outcome.status is not None:
+            seconds = time.perf_counter() - started
+            self._record(
+                outcome.status, seconds, _request_bytes(scope, outcome), outcome.response_bytes
+            )
         return True
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
+    async def _handle(self, outcome: _Outcome, scope: Scope, receive: Receive, send: Send) -> None:
         messages: list[Message] = []
         chunks: list[bytes] = []
         while True:
@@ -74,13 +103,17 @@ class BookingLane:
             if not message.get("more_body", False):
                 break
         raw = b"".join(chunks)
+        outcome.request_bytes = len(raw)
         try:
             body = AppointmentCreate.model_validate(json.loads(raw))
-        except (ValueError, ValidationError):  # FastAPI words the 422
+        # FastAPI words the 422, and the 400 for JSON nested past the parser's recursion limit.
+        except (ValueError, ValidationError, RecursionError):
+            outcome.handed_on = True
             await self._fallback(scope, _replay(messages, receive), send)
             return
         router: DatabaseRouter = self.service.state.db
         if not one_statement_writes(router):  # the backend switched while the body came in
+            outcome.handed_on = True
             await self._fallback(scope, _replay(messages, receive), send)
             return
         settings = router.settings
@@ -90,30 +123,24 @@ class BookingLane:
             row, token = await book_in_one_statement(router, body, booking_fields(body))
             payload = AppointmentRead.model_validate(dict(row)).model_dump_json().encode()
         except errors.AppError as exc:
-            await self._respond(send, errors.render(exc), started, len(raw))
+            await _respond(send, errors.render(exc))
             return
         except Exception as exc:
             wait = errors.retry_after(settings.effective_pool_timeout)
-            await self._respond(send, errors.database_response(exc, wait), started, len(raw))
+            await _respond(send, errors.database_response(exc, wait))
             return
         headers = [(b"content-length", str(len(payload)).encode()), (b"content-type", _JSON)]
         if token:
             headers.append((b"x-consistency-token", token.encode()))
         await send({"type": "http.response.start", "status": 201, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        self._record(201, time.perf_counter() - started, len(raw), len(payload))
 
     async def _fallback(self, scope: Scope, receive: Receive, send: Send) -> None:
         await FastAPI.__call__(self.service, scope, receive, send)
 
-    async def _respond(
-        self, send: Send, response: JSONResponse, started: float, request_bytes: int
-    ) -> None:
-        start = {"type": "http.response.start", "status": response.status_code}
-        await send({**start, "headers": response.raw_headers})
-        await send({"type": "http.response.body", "body": response.body})
-        elapsed = time.perf_counter() - started
-        self._record(response.status_code, elapsed, request_bytes, len(response.body))
+    def _count(self, handed_on: bool) -> None:
+        if self._answered:
+            self._answered[handed_on].inc()
 
     def _record(self, status: int, seconds: float, request_bytes: int, size: int) -> None:
         """HTTP metrics, into the series the instrumented stack feeds (app/http_metrics.py)."""
@@ -121,9 +148,43 @@ class BookingLane:
         http.observe("POST", f"{status // 100}xx", ROUTE, seconds, request_bytes, size)
 
 
-def _content_type(scope: Scope) -> bytes | None:
+async def _respond(send: Send, response: JSONResponse) -> None:
+    start = {"type": "http.response.start", "status": response.status_code}
+    await send({**start, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+@dataclass
+class _Outcome:
+    """One request's way through the lane: handed on, or what the lane answered."""
+
+    handed_on: bool = False  # to the route, body and all
+    status: int | None = None
+    request_bytes: int | None = None  # the body read, when it was
+    response_bytes: int = 0
+
+    def watch(self, send: Send) -> Send:
+        async def watched(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.status = message["status"]
+            elif message["type"] == "http.response.body":
+                self.response_bytes += len(message.get("body", b""))
+            await send(message)
+
+        return watched
+
+
+def _request_bytes(scope: Scope, outcome: _Outcome) -> int:
+    """The body read; for a refusal before it, its Content-Length, as the stack counts it."""
+    if outcome.request_bytes is not None:
+        return outcome.request_bytes
+    length = _header(scope, b"content-length") or b""
+    return int(length) if length.isdigit() else 0
+
+
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
     for name, value in scope["headers"]:
-        if name == b"content-type":
+        if name == wanted:
             return bytes(value)
     return None
 
