@@ -600,7 +600,11 @@ class Bench:
                     conns,
                     duration,
                     threads=self.args.c10k_threads,
-                    extra={"mix": mix, "interval": interval * 1000},
+                    extra={
+                        "mix": mix,
+                        "interval": interval * 1000,
+                        "per_thread": conns // self.args.c10k_threads,
+                    },
                 )
                 for mix, conns in parts
             ]
@@ -620,7 +624,7 @@ class Bench:
                 f"c: {total:,} connections",
                 server.name,
                 server.workers,
-                "writes" if mix == "writes" else "reads",
+                mix,
                 conns,
                 st,
                 sample,
@@ -941,7 +945,7 @@ def targets(results: list[Result]) -> str:
     c10k = [r for r in results if r.scenario.startswith("c") and r.server.startswith("service")]
     for r in c10k:
         p95 = r.stats["p95_ms"]
-        what = f"{r.workers} worker{'s' if r.workers > 1 else ''}, {r.endpoint}"
+        what = f"{r.workers} worker{'s' if r.workers > 1 else ''}, {ENDPOINT_NAMES[r.endpoint]}"
         offered = r.target_rps or 0.0
         lines.append(
             f"| {r.connections:,} connections, {what} offered ~{offered:,.0f}/s: served, "

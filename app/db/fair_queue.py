@@ -70,18 +70,27 @@ class FairQueue(QueueCommon[_T]):
         return await_only(self._wait(timeout))
 
     async def _wait(self, seconds: float | None) -> _T:
-        waiter: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[_T] = loop.create_future()
         self._waiters.append(waiter)
+        # A timer on the waiter itself: asyncio.wait_for would add a future and callbacks.
+        timer = loop.call_later(seconds, _expire, waiter) if seconds is not None else None
         try:
-            return await asyncio.wait_for(waiter, seconds)
-        except BaseException as exc:
-            if waiter.done() and not waiter.cancelled():
-                # Handed a connection just as it gave up: the next waiter gets it.
+            return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # Handed a connection just as it was cancelled: the next waiter gets it.
                 self.put_nowait(waiter.result())
             else:
-                waiter.cancel()
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
-            if isinstance(exc, asyncio.TimeoutError):
-                raise Empty() from None
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+
+def _expire(waiter: asyncio.Future[_T]) -> None:
+    """POOL_TIMEOUT passed: QueuePool turns Empty into its TimeoutError."""
+    if not waiter.done():
+        waiter.set_exception(Empty())

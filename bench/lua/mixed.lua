@@ -14,6 +14,17 @@ bench.scenario(function()
   return bench.write()
 end)
 
+-- The first wait of each of this thread's connections is drawn from the stationary
+-- distribution of the time to a connection's next request (density falling linearly
+-- from 0 to 2*interval), so the measured window opens as if the load had been running:
+-- C connections send C*1000/interval req/s from the first second. Later waits are
+-- uniform in 0..2*interval.
+local first_waits = 0
 function delay()
-  return math.random(0, 2 * (opts.interval or 0))
+  local interval = opts.interval or 0
+  if first_waits < (opts.per_thread or 0) then
+    first_waits = first_waits + 1
+    return math.floor(2 * interval * (1 - math.sqrt(1 - math.random())))
+  end
+  return math.random(0, 2 * interval)
 end
