@@ -383,7 +383,8 @@ def wait_ready(server: Server) -> None:
 # -- sampling while the load runs ----------------------------------------------------------
 
 _GAUGE = re.compile(
-    rb'^database_connection_pool_(size|checked_out)\{role="(\w+)"[^}]*\} ([\d.e+-]+)$', re.M
+    rb'^database_connection_pool_(size|checked_out)\{[^}]*?\bpool="([\w-]+)"[^}]*\} ([\d.e+-]+)$',
+    re.M,
 )
 _TIMEOUTS = re.compile(rb"^database_pool_timeouts_total\{[^}]*\} ([\d.e+-]+)$", re.M)
 
