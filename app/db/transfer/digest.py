@@ -69,6 +69,16 @@ def sqlite_digest(
     return digest
 
 
+def converted_digest(records: list[tuple[Any, ...]], types: list[tuple[str, Type]]) -> int:
+    """The sum of the hashes of rows the Python converters made, as the target takes them."""
+    forms = [fastpath.digest_python(t) for _c, t in types]
+    null, sep, row_hash = fastpath.NULL, fastpath.SEP, fastpath.row_hash
+    return sum(
+        row_hash(sep.join(null if v is None else form(v) for v, form in zip(r, forms, strict=True)))
+        for r in records
+    )
+
+
 async def pg_digest(conn: Any, schema: str, table: str, types: list[tuple[str, Type]]) -> Digest:
     """types: (PostgreSQL column, its type)."""
     texts = [fastpath.digest_pg(c, t) for c, t in types]

@@ -38,6 +38,16 @@ def _suspect(raw: bytes | None) -> int:
     return 0
 
 
+def fingerprint(path: Path) -> str:
+    """Size and modification time of the file and its write-ahead log: changed by any write."""
+    parts = []
+    for file in (path, path.with_name(path.name + "-wal")):
+        if file.exists():
+            stat = file.stat()
+            parts.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return " ".join(parts)
+
+
 def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
     if not create and not path.exists():
         raise FileNotFoundError(f"no SQLite database at {path}")

@@ -81,6 +81,7 @@ class Batch:
     slow: list[tuple[Any, ...]]  # (key values..., column values...)
     last: list[Any] | None  # the range's last key; None when the table was empty past it
     done: bool
+    digest: int = 0  # the sum of the fast rows' hashes (their digest text built by SQLite)
 
 
 def read_split(
@@ -107,12 +108,16 @@ def read_split(
     bounds = args if done else [*args, *upper]
     condition = all_fast(types, clean)
     line = " || char(9) || ".join(fastpath.copy_text(quote(c), t) for c, t in types)
-    lines = [
-        r[0]
-        for r in conn.execute(
-            f"SELECT {line} FROM {name} WHERE {where} AND {condition}", bounds
-        ).fetchall()
-    ]
+    # The source's checksum comes from the same read: each row's digest text is built by
+    # SQLite next to its COPY text (from the stored value, not from the COPY text).
+    texts = " || char(31) || ".join(fastpath.digest_sqlite(quote(c), t) for c, t in types)
+    found = conn.execute(
+        f"SELECT {line}, {texts} FROM {name} WHERE {where} AND {condition}", bounds
+    ).fetchall()
+    lines = [r[0] for r in found]
+    row_hash = fastpath.row_hash
+    digest = sum(row_hash(r[1]) for r in found)
+    del found
     cols = ", ".join(quote(c) for c, _t in types)
     slow = []
     if done or len(lines) < size:  # a full range of fast rows has no slow ones
@@ -129,4 +134,4 @@ def read_split(
     else:
         last = list(upper)
     text = ("\n".join(lines) + "\n").encode() if lines else b""
-    return Batch(text, len(lines), slow, last, done)
+    return Batch(text, len(lines), slow, last, done, digest)

@@ -16,6 +16,7 @@ from rich.console import Console
 from app.config import redact
 from app.db.transfer import lite, pg, probe
 from app.db.transfer.constraints import finish_created, finish_filled
+from app.db.transfer.digest import converted_digest
 from app.db.transfer.load import convert_rows, progress, read_split
 from app.db.transfer.options import CopyOptions, pg_connect, sqlite_path
 from app.db.transfer.report import Finding, Report, TransferError
@@ -130,7 +131,8 @@ async def _plan(
         await conn.execute(f"CREATE TABLE {pg.STATE}.state (key text PRIMARY KEY, value text)")
         await conn.execute(
             f"CREATE TABLE {pg.STATE}.progress (table_name text PRIMARY KEY, "
-            "last_key jsonb, rows bigint NOT NULL DEFAULT 0, done boolean NOT NULL DEFAULT false)"
+            "last_key jsonb, rows bigint NOT NULL DEFAULT 0, done boolean NOT NULL DEFAULT false, "
+            "digest numeric NOT NULL DEFAULT 0)"
         )
         for name, table in tables.items():
             if name in public:
@@ -152,6 +154,7 @@ async def _plan(
                 )
                 await set_state(conn, f"action:{name}", "kept")
         await set_state(conn, "source", source_id)
+        await set_state(conn, "source_stat", lite.fingerprint(path))
         options = [opts.round_money, opts.strip_nul, opts.strict, rules]
         await set_state(conn, "options", json.dumps(options))
         await set_state(
@@ -194,6 +197,7 @@ async def _load_table(
             )
             records = convert_rows(name, types, batch.slow, nkeys, options, target=True)
             rows = batch.fast_rows + len(records)
+            digest = batch.digest + converted_digest(records, types)
             async with conn.transaction():
                 if batch.text:
                     await conn.copy_to_table(
@@ -209,11 +213,13 @@ async def _load_table(
                     )
                 await conn.execute(
                     f"UPDATE {pg.STATE}.progress SET last_key = coalesce($2::jsonb, last_key), "
-                    "rows = rows + $3, done = $4 WHERE table_name = $1",
+                    "rows = rows + $3, done = $4, digest = digest + $5::numeric "
+                    "WHERE table_name = $1",
                     name,
                     json.dumps(batch.last) if batch.last else None,
                     rows,
                     batch.done,
+                    str(digest),
                 )
             copied += rows
             advance(name, rows)

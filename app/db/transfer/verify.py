@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from app.db.transfer import lite, pg
-from app.db.transfer.digest import pg_digest, sqlite_digest
+from app.db.transfer.digest import Digest, pg_digest, sqlite_digest
 from app.db.transfer.options import CopyOptions, backend, pg_connect, sqlite_path
 from app.db.transfer.probe import fits
 from app.db.transfer.report import Check, Report, TransferError
@@ -216,10 +216,29 @@ async def verify_staged(
     report: Report,
 ) -> None:
     """Counts and checksums on both sides, computed in each database, tables side by side;
-    on a mismatch the values are compared to name the keys."""
+    on a mismatch the values are compared to name the keys.
+
+    The source's checksum was taken by the load's own read of each row (committed with
+    each batch); it is computed again here only when the source file changed since the
+    copy began or its row count is not the one the load read."""
     staged = await pg.reflect(conn, pg.STAGING)
     options = Options(opts.round_money, opts.strip_nul)
     gate = asyncio.Semaphore(max(1, opts.jobs))
+    stat = await conn.fetchval(f"SELECT value FROM {pg.STATE}.state WHERE key = 'source_stat'")
+    unchanged = stat is not None and stat == lite.fingerprint(path)
+    loaded = {
+        r["table_name"]: (int(r["rows"]), int(r["digest"]))
+        for r in await conn.fetch(f"SELECT table_name, rows, digest::text FROM {pg.STATE}.progress")
+    }
+
+    def source_digest(
+        src: sqlite3.Connection, name: str, types: list[tuple[str, Type]], clean: set[str]
+    ) -> Digest:
+        if unchanged and name in loaded:
+            rows = lite.count(src, name)
+            if rows == loaded[name][0]:
+                return Digest(rows, loaded[name][1])
+        return sqlite_digest(src, tables[name], types, options, clean)
 
     async def check(name: str) -> Check:
         pairs = [(c.name, staged[name].column(c.name)) for c in tables[name].columns]
@@ -232,7 +251,7 @@ async def verify_staged(
             try:
                 theirs, mine = await asyncio.gather(
                     pg_digest(mine_conn, pg.STAGING, name, pg_types),
-                    asyncio.to_thread(sqlite_digest, src, tables[name], types, options, clean),
+                    asyncio.to_thread(source_digest, src, name, types, clean),
                 )
                 result = Check(name, mine.rows, theirs.rows, mine.total, theirs.total)
                 if not result.ok:
