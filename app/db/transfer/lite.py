@@ -55,6 +55,7 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
     conn.text_factory = SAFE_TEXT
     conn.create_function("bb_suspect", 1, _suspect, deterministic=True)
     conn.create_function("bb_f8", 1, fastpath.f8, deterministic=True)
+    conn.create_function("bb_repr", 1, repr, deterministic=True)
     conn.create_function("bb_jsonb", 1, fastpath.jsonb_text, deterministic=True)
     conn.create_aggregate("bb_sum", 1, fastpath.Sum)  # type: ignore[arg-type]
     conn.execute("PRAGMA busy_timeout=10000")
