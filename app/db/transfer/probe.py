@@ -88,10 +88,11 @@ _SUFFIXES = [
 def iso_instant(q: str) -> str:
     """ISO text naming one instant (T or space, Z or an offset): PostgreSQL parses it as is."""
     rest = " OR ".join(f"substr({q}, 20) GLOB '{g}'" for g in _SUFFIXES)
+    # The shape first: parsing the date (the costly part) only for text that has it.
     return (
         f"typeof({q}) = 'text' AND substr({q}, 11, 1) IN (' ', 'T') "
-        f"AND datetime(julianday(substr({q}, 1, 19))) = replace(substr({q}, 1, 19), 'T', ' ') "
-        f"AND (length({q}) = 19 OR {rest})"
+        f"AND (length({q}) = 19 OR {rest}) "
+        f"AND datetime(julianday(substr({q}, 1, 19))) = replace(substr({q}, 1, 19), 'T', ' ')"
     )
 
 
@@ -131,11 +132,12 @@ def candidates(q: str, t: Type) -> str:
         return f"typeof({q}) NOT IN ({kinds}) OR {_text_suspect(q)}{longer}"
     if k in ("timestamptz", "timestamp"):
         return (
-            # julianday() first: date() alone passes 2024-02-30 through unchanged.
+            # The shape first, then the date parsed (julianday() first: date() alone
+            # passes 2024-02-30 through unchanged).
             f"NOT (typeof({q}) = 'text' "
-            f"AND datetime(julianday({q})) = replace(substr({q}, 1, 19), 'T', ' ') "
             f"AND (length({q}) = 19 OR (length({q}) = 26 AND substr({q}, 20, 1) = '.' "
-            f"AND substr({q}, 21) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')))"
+            f"AND substr({q}, 21) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')) "
+            f"AND datetime(julianday({q})) = replace(substr({q}, 1, 19), 'T', ' '))"
         )
     if k == "date":
         return f"NOT (typeof({q}) = 'text' AND length({q}) = 10 AND date(julianday({q})) = {q})"
