@@ -48,7 +48,7 @@ def sqlite_digest(
     """types: (SQLite column, the PostgreSQL type its values are read as)."""
     name = quote(table.name)
     condition = all_fast(types, clean)
-    texts = " || char(31) || ".join(fastpath.digest_sqlite(quote(c), t) for c, t in types) or "''"
+    texts = fastpath.joined([fastpath.digest_sqlite(quote(c), t) for c, t in types], fastpath.SEP)
     # One scan: every row counted, fast rows hashed in SQLite's own pass.
     everything, summed = conn.execute(
         f"SELECT count(*), bb_sum(CASE WHEN {condition} THEN {texts} END) FROM {name}"

@@ -102,7 +102,8 @@ def copy_text(q: str, t: Type) -> str:
     elif k == "bytea":
         value = f"'\\\\x' || hex(CAST({q} AS BLOB))"
     else:
-        value = f"{q} || ''"
+        # As it is: joined() turns it into its text (integers in decimal).
+        return f"coalesce({q}, '\\N')"
     return f"CASE WHEN {q} IS NULL THEN '\\N' ELSE {value} END"
 
 
@@ -117,8 +118,8 @@ def digest_sqlite(q: str, t: Type) -> str:
     """The digest text in SQLite SQL, for values fast() vouches for."""
     k = t.kind
     if k in INT_RANGES:
-        value = f"{q} || ''"
-    elif k == "numeric":
+        return f"coalesce({q}, '\\N')"  # joined() writes it in decimal
+    if k == "numeric":
         value = f"CASE typeof({q}) WHEN 'integer' THEN {q} || '' ELSE printf('%.15g', {q}) END"
     elif k == "float":
         value = f"bb_f8({q})"
@@ -190,12 +191,20 @@ def _jsonb(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-@functools.lru_cache(maxsize=4096)
+def _jsonb_text(text: str) -> str:
+    return _jsonb(json.loads(text, parse_float=Decimal, parse_int=Decimal))
+
+
+# Short documents repeat (statuses, flags, small payloads): each is canonicalised once.
+# The cache holds at most 4,096 of them, 512 characters at most each.
+_short_jsonb_text = functools.lru_cache(maxsize=4096)(_jsonb_text)
+
+
 def jsonb_text(text: str | None) -> str | None:
     """JSON text the way PostgreSQL's jsonb prints it."""
     if text is None:
         return None
-    return _jsonb(json.loads(text, parse_float=Decimal, parse_int=Decimal))
+    return _short_jsonb_text(text) if len(text) <= 512 else _jsonb_text(text)
 
 
 def _numeric(v: Decimal) -> str:
