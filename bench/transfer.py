@@ -5,14 +5,17 @@
 Builds the 33-table fixture of tests/messy_sqlite.py (every one-off oddity included),
 starts its own PostgreSQL (tests/pgcluster.py), installs pgloader with apt-get when
 missing, runs each tool in its own process (wall time, exit code, peak RSS from the
-kernel), then judges both results with the same independent value-by-value checker
-(tests/transfer_checker.py): rows lost, rows changed, tables missing.
+kernel, the load average around it), then judges both results with the same independent
+value-by-value checker (tests/transfer_checker.py): rows lost, rows changed, tables
+missing, and rows per second both over the file's rows and over the rows that arrived
+unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -111,20 +114,28 @@ def main() -> None:
                 ("pgloader (no verification)", [pgloader, f"sqlite://{source}", theirs], theirs),
             ]
             for tool, cmd, url in runs:
+                before = os.getloadavg()[0]
                 seconds, rss, code = measured(cmd, work / f"{tool.split()[0]}-{wanted}.log")
+                load = f"{before:.1f} -> {os.getloadavg()[0]:.1f}"
                 check = asyncio.run(compare(source, url))
+                correct = check.source_rows - check.lost - check.changed
                 line = (
                     f"| {tool} | {rows:,} | {seconds:.1f} | {rows / seconds:,.0f} | "
-                    f"{rss / 1024:.0f} MiB | {code} | {check.source_rows - check.target_rows:,} "
-                    f"({len(check.missing_tables)} tables missing) | {check.changed:,} |"
+                    f"{correct / seconds:,.0f} | {rss / 1024:.0f} MiB | {code} | "
+                    f"{check.source_rows - check.target_rows:,} "
+                    f"({len(check.missing_tables)} tables missing) | {check.changed:,} | "
+                    f"{load} |"
                 )
                 print(line, flush=True)
                 if check.samples:
                     print("    e.g. " + "; ".join(check.samples[:3]))
                 lines.append(line)
             source.unlink()
-        print("\n| tool | rows | seconds | rows/s | peak RSS | exit | rows lost | rows changed |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(
+            "\n| tool | rows | seconds | rows/s (file) | rows/s (loaded correctly) | peak RSS "
+            "| exit | rows lost | rows changed | load average (1 min, start -> end) |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
         print("\n".join(lines))
     finally:
         cluster.stop()

@@ -48,7 +48,7 @@ def sqlite_digest(
     """types: (SQLite column, the PostgreSQL type its values are read as)."""
     name = quote(table.name)
     condition = all_fast(types, clean)
-    texts = " || char(31) || ".join(fastpath.digest_sqlite(quote(c), t) for c, t in types) or "''"
+    texts = fastpath.joined([fastpath.digest_sqlite(quote(c), t) for c, t in types], fastpath.SEP)
     # One scan: every row counted, fast rows hashed in SQLite's own pass.
     everything, summed = conn.execute(
         f"SELECT count(*), bb_sum(CASE WHEN {condition} THEN {texts} END) FROM {name}"
@@ -67,6 +67,16 @@ def sqlite_digest(
             digest.rows += 1
             digest.total += fastpath.row_hash(_slow_text(row if types else (), funcs, forms))
     return digest
+
+
+def converted_digest(records: list[tuple[Any, ...]], types: list[tuple[str, Type]]) -> int:
+    """The sum of the hashes of rows the Python converters made, as the target takes them."""
+    forms = [fastpath.digest_python(t) for _c, t in types]
+    null, sep, row_hash = fastpath.NULL, fastpath.SEP, fastpath.row_hash
+    return sum(
+        row_hash(sep.join(null if v is None else form(v) for v, form in zip(r, forms, strict=True)))
+        for r in records
+    )
 
 
 async def pg_digest(conn: Any, schema: str, table: str, types: list[tuple[str, Type]]) -> Digest:

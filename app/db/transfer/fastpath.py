@@ -9,10 +9,11 @@ checksums are computed where the data is."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -26,12 +27,30 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 MICRO = dt.timedelta(microseconds=1)
 
 
+# A backslash, tab, newline or carriage return: the characters COPY text escapes.
+_SPECIAL = "'*[\\\t\n\r]*'"
+
+
 def _esc(x: str) -> str:
-    """COPY text format escapes."""
+    """COPY text format escapes (one pattern scan first: most values have nothing to escape)."""
     return (
+        f"CASE WHEN {x} GLOB {_SPECIAL} THEN "
         f"replace(replace(replace(replace({x}, '\\', '\\\\'), char(9), '\\t'), "
-        f"char(10), '\\n'), char(13), '\\r')"
+        f"char(10), '\\n'), char(13), '\\r') ELSE {x} END"
     )
+
+
+# SQLite's printf takes at most 127 arguments; wider rows are joined with ||.
+_PRINTF_ARGS = 100
+
+
+def joined(parts: list[str], sep: str) -> str:
+    """SQL for the parts' texts joined by sep (one character): one printf where it can."""
+    if not parts:
+        return "''"
+    if len(parts) > _PRINTF_ARGS:
+        return f" || char({ord(sep)}) || ".join(parts)
+    return f"printf('{sep.join(['%s'] * len(parts))}', {', '.join(parts)})"
 
 
 def fast(q: str, t: Type, clean: bool = False) -> str:
@@ -75,12 +94,16 @@ def copy_text(q: str, t: Type) -> str:
         value = f"CASE typeof({q}) WHEN 'integer' THEN {q} || '' ELSE printf('%!.17g', {q}) END"
     elif k == "bool":
         value = f"CASE WHEN {q} = 1 OR lower({q}) IN {TRUE_WORDS} THEN 't' ELSE 'f' END"
-    elif k in ("text", "varchar", "json", "jsonb"):
+    elif k == "text":
+        # A real as the converter writes it (repr: the shortest text that reads back).
+        value = f"CASE typeof({q}) WHEN 'real' THEN bb_repr({q}) ELSE {_esc(q)} END"
+    elif k in ("varchar", "json", "jsonb"):
         value = _esc(q)
     elif k == "bytea":
         value = f"'\\\\x' || hex(CAST({q} AS BLOB))"
     else:
-        value = f"{q} || ''"
+        # As it is: joined() turns it into its text (integers in decimal).
+        return f"coalesce({q}, '\\N')"
     return f"CASE WHEN {q} IS NULL THEN '\\N' ELSE {value} END"
 
 
@@ -95,8 +118,8 @@ def digest_sqlite(q: str, t: Type) -> str:
     """The digest text in SQLite SQL, for values fast() vouches for."""
     k = t.kind
     if k in INT_RANGES:
-        value = f"{q} || ''"
-    elif k == "numeric":
+        return f"coalesce({q}, '\\N')"  # joined() writes it in decimal
+    if k == "numeric":
         value = f"CASE typeof({q}) WHEN 'integer' THEN {q} || '' ELSE printf('%.15g', {q}) END"
     elif k == "float":
         value = f"bb_f8({q})"
@@ -122,6 +145,8 @@ def digest_sqlite(q: str, t: Type) -> str:
         )
     elif k == "jsonb":
         value = f"bb_jsonb({q})"
+    elif k == "text":
+        value = f"CASE typeof({q}) WHEN 'real' THEN bb_repr({q}) ELSE {q} END"
     else:
         value = q
     return f"CASE WHEN {q} IS NULL THEN '\\N' ELSE {value} END"
@@ -166,11 +191,20 @@ def _jsonb(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _jsonb_text(text: str) -> str:
+    return _jsonb(json.loads(text, parse_float=Decimal, parse_int=Decimal))
+
+
+# Short documents repeat (statuses, flags, small payloads): each is canonicalised once.
+# The cache holds at most 4,096 of them, 512 characters at most each.
+_short_jsonb_text = functools.lru_cache(maxsize=4096)(_jsonb_text)
+
+
 def jsonb_text(text: str | None) -> str | None:
     """JSON text the way PostgreSQL's jsonb prints it."""
     if text is None:
         return None
-    return _jsonb(json.loads(text, parse_float=Decimal, parse_int=Decimal))
+    return _short_jsonb_text(text) if len(text) <= 512 else _jsonb_text(text)
 
 
 def _numeric(v: Decimal) -> str:
@@ -205,6 +239,14 @@ def row_hash(text: str) -> int:
     """A row's 64-bit hash, as PostgreSQL computes it from md5 (signed, first 8 bytes)."""
     return int.from_bytes(
         hashlib.md5(text.encode(), usedforsecurity=False).digest()[:8], "big", signed=True
+    )
+
+
+def hash_sum(texts: Iterable[bytes]) -> int:
+    """The sum of row_hash over texts already encoded."""
+    md5, from_bytes = hashlib.md5, int.from_bytes
+    return sum(
+        from_bytes(md5(t, usedforsecurity=False).digest()[:8], "big", signed=True) for t in texts
     )
 
 

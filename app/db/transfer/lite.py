@@ -38,6 +38,16 @@ def _suspect(raw: bytes | None) -> int:
     return 0
 
 
+def fingerprint(path: Path) -> str:
+    """Size and modification time of the file and its write-ahead log: changed by any write."""
+    parts = []
+    for file in (path, path.with_name(path.name + "-wal")):
+        if file.exists():
+            stat = file.stat()
+            parts.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return " ".join(parts)
+
+
 def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
     if not create and not path.exists():
         raise FileNotFoundError(f"no SQLite database at {path}")
@@ -45,6 +55,7 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
     conn.text_factory = SAFE_TEXT
     conn.create_function("bb_suspect", 1, _suspect, deterministic=True)
     conn.create_function("bb_f8", 1, fastpath.f8, deterministic=True)
+    conn.create_function("bb_repr", 1, repr, deterministic=True)
     conn.create_function("bb_jsonb", 1, fastpath.jsonb_text, deterministic=True)
     conn.create_aggregate("bb_sum", 1, fastpath.Sum)  # type: ignore[arg-type]
     conn.execute("PRAGMA busy_timeout=10000")

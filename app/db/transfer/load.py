@@ -81,6 +81,7 @@ class Batch:
     slow: list[tuple[Any, ...]]  # (key values..., column values...)
     last: list[Any] | None  # the range's last key; None when the table was empty past it
     done: bool
+    digest: int = 0  # the sum of the fast rows' hashes (their digest text built by SQLite)
 
 
 def read_split(
@@ -106,13 +107,19 @@ def read_split(
     where = start if done else f"{start} AND ({key_sql}) <= ({marks})"
     bounds = args if done else [*args, *upper]
     condition = all_fast(types, clean)
-    line = " || char(9) || ".join(fastpath.copy_text(quote(c), t) for c, t in types)
-    lines = [
-        r[0]
-        for r in conn.execute(
-            f"SELECT {line} FROM {name} WHERE {where} AND {condition}", bounds
-        ).fetchall()
-    ]
+    line = fastpath.joined([fastpath.copy_text(quote(c), t) for c, t in types], "\t")
+    # The source's checksum comes from the same read: each row's digest text is built by
+    # SQLite next to its COPY text (from the stored value, not from the COPY text). Both
+    # arrive as bytes: COPY takes them as they are, and so does the hash.
+    texts = fastpath.joined([fastpath.digest_sqlite(quote(c), t) for c, t in types], fastpath.SEP)
+    found = conn.execute(
+        f"SELECT CAST({line} AS BLOB), CAST({texts} AS BLOB) FROM {name} "
+        f"WHERE {where} AND {condition}",
+        bounds,
+    ).fetchall()
+    lines = [r[0] for r in found]
+    digest = fastpath.hash_sum(r[1] for r in found)
+    del found
     cols = ", ".join(quote(c) for c, _t in types)
     slow = []
     if done or len(lines) < size:  # a full range of fast rows has no slow ones
@@ -128,5 +135,5 @@ def read_split(
         last = list(last_row) if last_row else None
     else:
         last = list(upper)
-    text = ("\n".join(lines) + "\n").encode() if lines else b""
-    return Batch(text, len(lines), slow, last, done)
+    text = b"\n".join(lines) + b"\n" if lines else b""
+    return Batch(text, len(lines), slow, last, done, digest)

@@ -26,6 +26,7 @@ class Probe:
     # Values read as another kind of thing: 'true' as a boolean, a number as Unix seconds.
     reinterpreted: list[tuple[Any, Any, str]] = field(default_factory=list)
     reinterpreted_count: int = 0
+    sure: int = 0  # converted values SQL vouched for (counted, never run through Python)
 
     def scan(self, cursor: sqlite3.Cursor, n: int, t: Type, convert: Converter) -> None:
         """Convert the value after the n keys of every row, noting failures and samples."""
@@ -87,10 +88,11 @@ _SUFFIXES = [
 def iso_instant(q: str) -> str:
     """ISO text naming one instant (T or space, Z or an offset): PostgreSQL parses it as is."""
     rest = " OR ".join(f"substr({q}, 20) GLOB '{g}'" for g in _SUFFIXES)
+    # The shape first: parsing the date (the costly part) only for text that has it.
     return (
         f"typeof({q}) = 'text' AND substr({q}, 11, 1) IN (' ', 'T') "
-        f"AND datetime(julianday(substr({q}, 1, 19))) = replace(substr({q}, 1, 19), 'T', ' ') "
-        f"AND (length({q}) = 19 OR {rest})"
+        f"AND (length({q}) = 19 OR {rest}) "
+        f"AND datetime(julianday(substr({q}, 1, 19))) = replace(substr({q}, 1, 19), 'T', ' ')"
     )
 
 
@@ -125,14 +127,17 @@ def candidates(q: str, t: Type) -> str:
         return f"NOT (typeof({q}) = 'integer' AND {q} IN (0, 1))"
     if k in ("text", "varchar", "any"):
         longer = f" OR length({q}) > {t.length}" if k == "varchar" and t.length else ""
-        return f"typeof({q}) <> 'text' OR {_text_suspect(q)}{longer}"
+        # text takes numbers as the converter writes them (fastpath.copy_text does too).
+        kinds = "'text', 'integer', 'real'" if k == "text" else "'text'"
+        return f"typeof({q}) NOT IN ({kinds}) OR {_text_suspect(q)}{longer}"
     if k in ("timestamptz", "timestamp"):
         return (
-            # julianday() first: date() alone passes 2024-02-30 through unchanged.
+            # The shape first, then the date parsed (julianday() first: date() alone
+            # passes 2024-02-30 through unchanged).
             f"NOT (typeof({q}) = 'text' "
-            f"AND datetime(julianday({q})) = replace(substr({q}, 1, 19), 'T', ' ') "
             f"AND (length({q}) = 19 OR (length({q}) = 26 AND substr({q}, 20, 1) = '.' "
-            f"AND substr({q}, 21) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')))"
+            f"AND substr({q}, 21) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')) "
+            f"AND datetime(julianday({q})) = replace(substr({q}, 1, 19), 'T', ' '))"
         )
     if k == "date":
         return f"NOT (typeof({q}) = 'text' AND length({q}) = 10 AND date(julianday({q})) = {q})"
@@ -162,24 +167,30 @@ def _key(row: tuple[Any, ...], n: int) -> Any:
 
 
 Counts = tuple[int, int]  # values needing a look, and of those the ones SQL vouches for
+_BOTH = 1 + (1 << 32)
+_LOW = (1 << 32) - 1
 
 
 def looks(conn: sqlite3.Connection, table: Table, types: list[Type]) -> list[Counts]:
-    """One scan for the whole table: per column, what needs a closer look."""
+    """One scan for the whole table: per column, what needs a closer look.
+
+    Each column's test runs once per row: a value needing a look adds 1, and 2**32 more
+    when SQL vouches for it, so one sum carries both counts."""
     parts = []
     for column, t in zip(table.columns, types, strict=True):
         q = quote(column.name)
         where = f"{q} IS NOT NULL AND ({candidates(q, t)})"
         sure = _sure(q, t)
-        parts.append(f"sum(CASE WHEN {where} THEN 1 ELSE 0 END)")
-        parts.append(f"sum(CASE WHEN {where} AND {sure} THEN 1 ELSE 0 END)" if sure else "0")
+        hit = f"CASE WHEN {sure} THEN {_BOTH} ELSE 1 END" if sure else "1"
+        parts.append(f"sum(CASE WHEN {where} THEN {hit} ELSE 0 END)")
     if not parts:
         return []
-    row = [
-        int(v or 0)
-        for v in conn.execute(f"SELECT {', '.join(parts)} FROM {quote(table.name)}").fetchone()
-    ]
-    return [(row[i], row[i + 1]) for i in range(0, len(row), 2)]
+    row = conn.execute(f"SELECT {', '.join(parts)} FROM {quote(table.name)}").fetchone()
+    counts = []
+    for value in row:
+        both = int(value or 0)  # fewer than 2**31 sure values: the sum stays an int64
+        counts.append((both & _LOW, both >> 32))
+    return counts
 
 
 def probe(
@@ -206,7 +217,8 @@ def probe(
         return result
     if sure:
         # Loose forms SQL can vouch for are counted (and sampled) without Python.
-        _count_sure(conn, table, q, t, f"{where} AND {sure}", result)
+        known = counts[1] if counts is not None else None
+        _count_sure(conn, table, q, t, f"{where} AND {sure}", result, known)
         where = f"{where} AND NOT ({sure})"
     cursor = conn.execute(
         f"SELECT {', '.join(keys)}, {q} FROM {quote(table.name)} "
@@ -243,6 +255,7 @@ def _count_sure(
     if not n:
         return
     result.converted += n
+    result.sure += n
     convert = to_python(t, Options())
     sample = conn.execute(
         f"SELECT {', '.join(keys)}, {q} FROM {name} WHERE {where} "
@@ -315,7 +328,7 @@ def home(
         p.failures, p.failed = p.reinterpreted, p.reinterpreted_count
         return t, findings, [_refusal(table.name, column, t, p, " (--strict)")], False
     findings += _converted(table.name, column, t, p)
-    return t, findings, [], p.converted == 0
+    return t, findings, [], p.converted == p.sure
 
 
 def _converted(table: str, column: str, t: Type, p: Probe) -> list[Finding]:
@@ -358,4 +371,4 @@ def fits(
     p = probe(conn, table, column, t, opts, counts)
     if p.failed:
         return [_refusal(table.name, column, t, p, " (the existing target column)")], False
-    return [], p.converted == 0
+    return [], p.converted == p.sure

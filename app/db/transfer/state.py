@@ -34,6 +34,12 @@ async def resume(
     opts.round_money, opts.strip_nul, opts.strict, rules = json.loads(state["options"])
     report.findings[:0] = [Finding(**f) for f in json.loads(state["findings"])]
     report.resumed = True
+    # A copy an earlier version began keeps no checksums: verify computes them afresh.
+    await conn.execute(
+        f"ALTER TABLE {pg.STATE}.progress ADD COLUMN IF NOT EXISTS digest numeric NOT NULL "
+        "DEFAULT 0, ADD COLUMN IF NOT EXISTS staged_rows bigint, "
+        "ADD COLUMN IF NOT EXISTS staged_digest numeric"
+    )
     # Types chosen at planning time live in the staged tables.
     staged = await pg.reflect(conn, pg.STAGING)
     for name, table in tables.items():

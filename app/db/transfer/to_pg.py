@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import io
 import json
 import sqlite3
+from collections.abc import Awaitable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,8 @@ from rich.console import Console
 from app.config import redact
 from app.db.transfer import lite, pg, probe
 from app.db.transfer.constraints import finish_created, finish_filled
-from app.db.transfer.load import convert_rows, progress, read_split
+from app.db.transfer.digest import converted_digest, pg_digest
+from app.db.transfer.load import Batch, convert_rows, progress, read_split
 from app.db.transfer.options import CopyOptions, pg_connect, sqlite_path
 from app.db.transfer.report import Finding, Report, TransferError
 from app.db.transfer.schema import PG_NAME_BYTES, Table, load_order, quote
@@ -108,8 +111,18 @@ async def _plan(
         async with gate:
             return await asyncio.to_thread(plan_one, table)
 
-    # Gathered in the tables' own order, so the report reads the same every run.
-    results = await asyncio.gather(*(planned(t) for t in tables.values()))
+    # Biggest first, so the jobs finish together; gathered in the tables' own order,
+    # so the report reads the same every run.
+    src = lite.connect(path)
+    try:
+        sizes = {name: lite.count(src, name) for name in tables}
+    finally:
+        src.close()
+    started = {
+        t.name: asyncio.ensure_future(planned(t))
+        for t in sorted(tables.values(), key=lambda t: -sizes[t.name])
+    }
+    results = [await started[name] for name in tables]
     for refused, findings in results:
         problems += refused
         report.findings += findings
@@ -130,7 +143,8 @@ async def _plan(
         await conn.execute(f"CREATE TABLE {pg.STATE}.state (key text PRIMARY KEY, value text)")
         await conn.execute(
             f"CREATE TABLE {pg.STATE}.progress (table_name text PRIMARY KEY, "
-            "last_key jsonb, rows bigint NOT NULL DEFAULT 0, done boolean NOT NULL DEFAULT false)"
+            "last_key jsonb, rows bigint NOT NULL DEFAULT 0, done boolean NOT NULL DEFAULT false, "
+            "digest numeric NOT NULL DEFAULT 0, staged_rows bigint, staged_digest numeric)"
         )
         for name, table in tables.items():
             if name in public:
@@ -152,6 +166,7 @@ async def _plan(
                 )
                 await set_state(conn, f"action:{name}", "kept")
         await set_state(conn, "source", source_id)
+        await set_state(conn, "source_stat", lite.fingerprint(path))
         options = [opts.round_money, opts.strip_nul, opts.strict, rules]
         await set_state(conn, "options", json.dumps(options))
         await set_state(
@@ -187,13 +202,19 @@ async def _load_table(
     # Each batch commits with its progress row; a lost tail after a server crash is
     # simply loaded again, so the commit need not wait for the disk.
     await conn.execute("SET synchronous_commit = off")
+
+    def read(start: list[Any] | None) -> Awaitable[Batch]:
+        return asyncio.to_thread(read_split, src, table, types, start, opts.batch_size, clean)
+
+    reading = asyncio.ensure_future(read(after))
     try:
         while True:
-            batch = await asyncio.to_thread(
-                read_split, src, table, types, after, opts.batch_size, clean
-            )
+            batch = await reading
+            if not batch.done:  # the next range is read while this one travels
+                reading = asyncio.ensure_future(read(batch.last))
             records = convert_rows(name, types, batch.slow, nkeys, options, target=True)
             rows = batch.fast_rows + len(records)
+            digest = batch.digest + converted_digest(records, types)
             async with conn.transaction():
                 if batch.text:
                     await conn.copy_to_table(
@@ -207,20 +228,29 @@ async def _load_table(
                     await conn.copy_records_to_table(
                         name, records=records, columns=columns, schema_name=pg.STAGING
                     )
+                # The staged table's own checksum, computed by PostgreSQL over what it
+                # stored, once the last rows are in (while other tables still load).
+                staged = await pg_digest(conn, pg.STAGING, name, types) if batch.done else None
                 await conn.execute(
                     f"UPDATE {pg.STATE}.progress SET last_key = coalesce($2::jsonb, last_key), "
-                    "rows = rows + $3, done = $4 WHERE table_name = $1",
+                    "rows = rows + $3, done = $4, digest = digest + $5::numeric, "
+                    "staged_rows = $6, staged_digest = $7::numeric WHERE table_name = $1",
                     name,
                     json.dumps(batch.last) if batch.last else None,
                     rows,
                     batch.done,
+                    str(digest),
+                    staged.rows if staged else None,
+                    str(staged.total) if staged else None,
                 )
             copied += rows
             advance(name, rows)
             if batch.done:
                 return copied
-            after = batch.last
     finally:
+        if not reading.done():
+            with contextlib.suppress(Exception):
+                await reading  # the thread still reads from src
         src.close()
         await conn.close()
 
@@ -313,6 +343,8 @@ async def to_pg(source_url: str, target_url: str, opts: CopyOptions, console: Co
         if state.get("phase") == "load":
             await _load(path, target_url, conn, tables, order, opts, console, report)
             async with conn.transaction():
+                # Index builds and key checks sort in memory (the server's memory, not ours).
+                await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
                 await finish_filled(conn, actions, report)
                 await finish_created(conn, tables, actions, report)
                 for table in (await pg.reflect(conn, pg.STAGING)).values():

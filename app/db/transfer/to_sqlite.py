@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from typing import Any
@@ -103,17 +104,31 @@ async def _load_table(
         f"VALUES ({', '.join('?' for _ in types)})"
     )
     copied = 0
-    while True:
-        batch = await pg.read_batch(conn, "public", table, columns, after, opts.batch_size)
-        finished = len(batch) < opts.batch_size
-        last = list(batch[-1][:nkeys]) if batch else None
-        rows = convert_rows(name, types, batch, nkeys, options, target=False)
-        await asyncio.to_thread(_write, dst, insert, rows, name, last, finished)
-        copied += len(rows)
-        advance(name, len(rows))
-        if finished:
-            return copied
-        after = last
+
+    def read(start: list[Any] | None) -> asyncio.Future[list[tuple[Any, ...]]]:
+        return asyncio.ensure_future(
+            pg.read_batch(conn, "public", table, columns, start, opts.batch_size)
+        )
+
+    fetching = read(after)
+    try:
+        while True:
+            batch = await fetching
+            finished = len(batch) < opts.batch_size
+            last = list(batch[-1][:nkeys]) if batch else None
+            if not finished:  # the next range travels while this one is written
+                fetching = read(last)
+            rows = convert_rows(name, types, batch, nkeys, options, target=False)
+            await asyncio.to_thread(_write, dst, insert, rows, name, last, finished)
+            copied += len(rows)
+            advance(name, len(rows))
+            if finished:
+                return copied
+    finally:
+        if not fetching.done():
+            fetching.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await fetching
 
 
 def _write(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from app.db.transfer import lite, pg
-from app.db.transfer.digest import pg_digest, sqlite_digest
+from app.db.transfer.digest import Digest, pg_digest, sqlite_digest
 from app.db.transfer.options import CopyOptions, backend, pg_connect, sqlite_path
 from app.db.transfer.probe import fits
 from app.db.transfer.report import Check, Report, TransferError
@@ -216,10 +216,40 @@ async def verify_staged(
     report: Report,
 ) -> None:
     """Counts and checksums on both sides, computed in each database, tables side by side;
-    on a mismatch the values are compared to name the keys."""
+    on a mismatch the values are compared to name the keys.
+
+    The source's checksum was taken by the load's own read of each row (committed with
+    each batch); it is computed again here only when the source file changed since the
+    copy began or its row count is not the one the load read. PostgreSQL's checksum of
+    each staged table was computed over the stored rows when its last batch went in
+    (nothing after the load changes a value)."""
     staged = await pg.reflect(conn, pg.STAGING)
     options = Options(opts.round_money, opts.strip_nul)
     gate = asyncio.Semaphore(max(1, opts.jobs))
+    stat = await conn.fetchval(f"SELECT value FROM {pg.STATE}.state WHERE key = 'source_stat'")
+    unchanged = stat is not None and stat == lite.fingerprint(path)
+    loaded = {
+        r["table_name"]: r
+        for r in await conn.fetch(
+            f"SELECT table_name, rows, digest::text, staged_rows, staged_digest::text "
+            f"FROM {pg.STATE}.progress"
+        )
+    }
+
+    def source_digest(
+        src: sqlite3.Connection, name: str, types: list[tuple[str, Type]], clean: set[str]
+    ) -> Digest:
+        if unchanged and name in loaded:
+            rows = lite.count(src, name)
+            if rows == loaded[name]["rows"]:
+                return Digest(rows, int(loaded[name]["digest"]))
+        return sqlite_digest(src, tables[name], types, options, clean)
+
+    async def staged_digest(db: Any, name: str, types: list[tuple[str, Type]]) -> Digest:
+        row = loaded.get(name)
+        if row is not None and row["staged_rows"] is not None:
+            return Digest(int(row["staged_rows"]), int(row["staged_digest"]))
+        return await pg_digest(db, pg.STAGING, name, types)
 
     async def check(name: str) -> Check:
         pairs = [(c.name, staged[name].column(c.name)) for c in tables[name].columns]
@@ -231,8 +261,8 @@ async def verify_staged(
             mine_conn = await pg_connect(url)
             try:
                 theirs, mine = await asyncio.gather(
-                    pg_digest(mine_conn, pg.STAGING, name, pg_types),
-                    asyncio.to_thread(sqlite_digest, src, tables[name], types, options, clean),
+                    staged_digest(mine_conn, name, pg_types),
+                    asyncio.to_thread(source_digest, src, name, types, clean),
                 )
                 result = Check(name, mine.rows, theirs.rows, mine.total, theirs.total)
                 if not result.ok:
