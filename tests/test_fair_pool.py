@@ -8,13 +8,14 @@ the same turn of the event loop (SQLAlchemy's own queue lets the newcomer take i
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
-from app.db.engine import create_engine
+from app.db.engine import CountingPool, create_engine
 from tests.conftest import Postgres, make_settings
 
 
@@ -72,5 +73,57 @@ async def test_a_waiter_that_gives_up_leaves_the_queue(postgres: Postgres) -> No
         conn = await asyncio.wait_for(later, 2)
         await greenlet_spawn(conn.close)
         assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
+
+
+async def test_checkout_without_io_only_when_nothing_is_to_be_awaited(postgres: Postgres) -> None:
+    """The Reader's greenlet-free checkout is taken only when the pool would not await."""
+    url = postgres.primary_url
+    engine = create_engine(url, make_settings(url, pool_size=2, max_overflow=0, pool_timeout=5))
+    pool = engine.sync_engine.pool
+    assert isinstance(pool, CountingPool)
+    try:
+        assert not pool.checkout_without_io()  # nothing open yet: a connect is due
+        first = await engine.raw_connection()
+        first_driver = first.driver_connection
+        assert pool.checkin_without_io(first)
+        first.close()  # no greenlet: nothing to roll back, room in the queue
+        assert pool.checkout_without_io()  # the newest idle one, returned just now
+        again = engine.sync_engine.raw_connection()  # and so no greenlet needed
+        assert again.driver_connection is first_driver
+        await greenlet_spawn(again.close)
+        await asyncio.sleep(0.3)  # past half the ping window: the checkout would ping
+        assert not pool.checkout_without_io()
+        both = [await engine.raw_connection() for _ in range(2)]
+        assert not pool.checkout_without_io()  # none idle: a checkout would wait
+        waiting = asyncio.create_task(engine.raw_connection())
+        await asyncio.sleep(0.05)
+        await greenlet_spawn(both[0].close)  # handed straight to the waiter
+        third = await asyncio.wait_for(waiting, 2)
+        assert not pool.checkout_without_io()
+        for conn in (third, both[1]):
+            await greenlet_spawn(conn.close)
+        # A connection the server closed is never handed out the quick way.
+        newest = await engine.raw_connection()
+        admin = await engine.raw_connection()
+        driver: Any = newest.driver_connection
+        killer: Any = admin.driver_connection
+        pid = driver.get_server_pid()
+        await greenlet_spawn(newest.close)
+        await killer.execute("SELECT pg_terminate_backend($1)", pid)
+        await greenlet_spawn(admin.close)
+        for _ in range(100):
+            if driver.is_closed():
+                break
+            await asyncio.sleep(0.02)
+        assert driver.is_closed()
+        # The newest idle is `admin`'s connection; below it the dead one.
+        quick = pool.checkout_without_io()
+        conn = await engine.raw_connection()
+        assert quick
+        assert conn.driver_connection is killer
+        assert not pool.checkout_without_io()  # now the dead one is on top
+        await greenlet_spawn(conn.close)
     finally:
         await engine.dispose()

@@ -59,6 +59,13 @@ class FairQueue(QueueCommon[_T]):
         # the connection is overflow, to be closed. Nothing to wait for.
         self.put_nowait(item)
 
+    def newest_idle(self) -> _T | None:
+        """What a checkout would take at once: the newest idle item, when LIFO and no
+        one is waiting (else None)."""
+        if self.use_lifo and self._items and not self._waiters:
+            return self._items[-1]
+        return None
+
     def get_nowait(self) -> _T:
         if not self._items:
             raise Empty()

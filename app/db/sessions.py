@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
+from app.db.engine import CountingPool
 from app.db.errors import is_connection_error
 
 if TYPE_CHECKING:
@@ -112,7 +113,11 @@ class Reader:
     async def _fetch(self, statement: str, args: tuple[Any, ...]) -> Sequence[Mapping[str, Any]]:
         engine = self.target.engine
         if self._pooled is None:
-            self._pooled = await engine.raw_connection()
+            pool = engine.sync_engine.pool
+            if isinstance(pool, CountingPool) and pool.checkout_without_io():
+                self._pooled = engine.sync_engine.raw_connection()
+            else:
+                self._pooled = await engine.raw_connection()
         driver = self._pooled.driver_connection
         assert driver is not None
         started = time.perf_counter()
@@ -134,5 +139,10 @@ class Reader:
 
     async def close(self) -> None:
         pooled, self._pooled = self._pooled, None
-        if pooled is not None:
+        if pooled is None:
+            return
+        pool = self.target.engine.sync_engine.pool
+        if isinstance(pool, CountingPool) and pool.checkin_without_io(pooled):
+            pooled.close()
+        else:
             await greenlet_spawn(pooled.close)
