@@ -368,6 +368,47 @@ async def test_lag_beyond_the_limit_makes_replicas_unavailable(
             replica.psql("SELECT pg_wal_replay_resume()")
 
 
+async def test_a_small_record_after_an_idle_spell_is_not_lag(
+    cluster: pgcluster.PgCluster,
+) -> None:
+    """Lag counts from when the primary wrote what the replica has not replayed.
+
+    An idle primary still writes small records (checkpoints, standby snapshots). Not
+    yet replayed, such a record once made the replica "lagging" by the age of its last
+    replayed transaction: here 4 s, over a 2 s limit, for a record a moment old.
+    """
+    replica = cluster.replicas[0]
+    cluster.primary.psql(
+        "CREATE TABLE IF NOT EXISTS lag_probe (n int); INSERT INTO lag_probe VALUES (3)"
+    )
+    cluster.wait_replica_caught_up(replica)
+    settings = cluster_settings(cluster, max_replica_lag_seconds=2.0)
+    async with serving(settings) as (app, client):
+        await until(lambda: app.state.db.replicas[0].in_rotation, what="replica in rotation")
+        await asyncio.sleep(4.0)  # the last replayed transaction grows old
+        replica.psql("SELECT pg_wal_replay_pause()")
+        try:
+            cluster.primary.psql("CHECKPOINT")  # WAL, but no transaction
+
+            async def behind() -> dict[str, Any] | None:
+                entry: dict[str, Any] = (await client.get("/health/replicas")).json()["replicas"][0]
+                return entry if (entry["lag_bytes"] or 0) > 0 else None
+
+            entry = await until(behind, limit=5, what="the record seen unreplayed")
+            assert entry["in_rotation"] is True, entry
+            assert entry["lag_seconds"] < 1.5, entry
+            # Still not replayed 2 s later: that is lag, and the replica leaves.
+
+            async def out() -> dict[str, Any] | None:
+                entry = (await client.get("/health/replicas")).json()["replicas"][0]
+                return entry if not entry["in_rotation"] else None
+
+            gone = await until(out, limit=10, what="lagging replica out of rotation")
+            assert gone["reason"] == "lagging", gone
+        finally:
+            replica.psql("SELECT pg_wal_replay_resume()")
+
+
 async def test_primary_down_is_503_within_connect_timeout(cluster: pgcluster.PgCluster) -> None:
     async with serving(cluster_settings(cluster)) as (_, client):
         assert (await client.get("/health/db")).status_code == 200

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ class Replica:
     def busy(self) -> int:
         return int(self.engine.pool.checkedout())  # type: ignore[attr-defined]
 
-    def record(self, row: Any, primary_lsn: int | None) -> None:
+    def record(self, row: Any, primary_lsn: int | None, history: WalHistory) -> None:
         """A probe's answer: replay position and lag in bytes and seconds."""
         in_recovery, replay, receive, since_replay = row
         if not in_recovery:
@@ -67,9 +68,47 @@ class Replica:
             if receive:
                 behind_receive = parse_lsn(receive) - self.replay_lsn
         self.lag_bytes = max(behind_primary, behind_receive, 0)
-        # Idle primaries write nothing: lag is the age of the last replayed
-        # transaction only while there is WAL still to replay.
-        self.lag_seconds = float(since_replay or 0.0) if self.lag_bytes > 0 else 0.0
+        if self.lag_bytes == 0:
+            self.lag_seconds = 0.0
+            return
+        # How long ago the primary had already written WAL this replica has not
+        # replayed yet; without the primary's history, the age of the last replayed
+        # transaction (an idle primary's own small records would read as old).
+        age = history.age_beyond(self.replay_lsn) if self.replay_lsn is not None else None
+        self.lag_seconds = age if age is not None else float(since_replay or 0.0)
+
+
+class WalHistory:
+    """The primary's WAL position at each probe round, for lag in seconds.
+
+    A replica's lag is the time since the primary first stood past the replica's
+    replay position (as pg_stat_replication's replay_lag measures it), to within a
+    probe interval. The age of the last replayed transaction is no such measure: an
+    idle primary writes a 48-byte standby snapshot every 15 s, and while a replica
+    had not replayed it yet, a transaction minutes old made it "lagging".
+    """
+
+    def __init__(self, keep_seconds: float) -> None:
+        self.keep_seconds = keep_seconds
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, lsn: int) -> None:
+        now = time.monotonic()
+        self._samples.append((now, lsn))
+        while len(self._samples) > 1 and now - self._samples[1][0] > self.keep_seconds:
+            self._samples.popleft()
+
+    def clear(self) -> None:
+        self._samples.clear()
+
+    def age_beyond(self, lsn: int) -> float | None:
+        """Seconds since a probe first saw the primary past `lsn`; None without samples."""
+        if not self._samples:
+            return None
+        for at, position in self._samples:
+            if position > lsn:
+                return time.monotonic() - at
+        return 0.0  # the primary wrote past it only after the last round
 
 
 class ReplicaMonitor:
@@ -88,6 +127,8 @@ class ReplicaMonitor:
         self.primary_probe = primary_probe
         self.primary_lsn: int | None = None
         self.primary_response_time: float | None = None
+        # Beyond the lag limit, the exact age no longer changes a decision.
+        self.wal_history = WalHistory(max(60.0, 4 * settings.max_replica_lag_seconds))
         self._task: asyncio.Task[None] | None = None
 
     def eject(self, replica: Replica, reason: str) -> None:
@@ -113,9 +154,11 @@ class ReplicaMonitor:
                 value = await conn.scalar(_PRIMARY_PROBE)
             self.primary_lsn = parse_lsn(str(value))
             self.primary_response_time = time.perf_counter() - started
+            self.wal_history.add(self.primary_lsn)
         except Exception as exc:  # the primary being down must not stop replica probes
             log.warning("primary probe failed", extra={"error": type(exc).__name__})
             self.primary_lsn = self.primary_response_time = None
+            self.wal_history.clear()  # a promoted replica starts another history
         await asyncio.gather(*(self._probe_replica(r, timeout) for r in self.replicas))
         self._update_rotation()
 
@@ -133,7 +176,7 @@ class ReplicaMonitor:
             return
         replica.response_time = time.perf_counter() - started
         replica.up = True
-        replica.record(row, self.primary_lsn)
+        replica.record(row, self.primary_lsn, self.wal_history)
 
     def _update_rotation(self) -> None:
         # Peers include the primary: with one replica, "slow" still has a yardstick.
