@@ -350,6 +350,7 @@ async def test_lag_beyond_the_limit_makes_replicas_unavailable(
 ) -> None:
     replica = cluster.replicas[0]
     settings = cluster_settings(cluster, max_replica_lag_seconds=0.5)
+    cluster.primary.psql("CREATE TABLE IF NOT EXISTS lag_probe (n int)")
     async with serving(settings) as (_, client):
         replica.psql("SELECT pg_wal_replay_pause()")
         try:
@@ -384,7 +385,11 @@ async def test_a_small_record_after_an_idle_spell_is_not_lag(
     cluster.wait_replica_caught_up(replica)
     settings = cluster_settings(cluster, max_replica_lag_seconds=2.0)
     async with serving(settings) as (app, client):
-        await until(lambda: app.state.db.replicas[0].in_rotation, what="replica in rotation")
+
+        async def in_rotation() -> bool:
+            return bool(app.state.db.replicas[0].in_rotation)
+
+        await until(in_rotation, what="replica in rotation")
         await asyncio.sleep(4.0)  # the last replayed transaction grows old
         replica.psql("SELECT pg_wal_replay_pause()")
         try:
