@@ -166,3 +166,14 @@ def db_cli(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
     )
+
+
+@pytest.fixture
+async def scratch_db(postgres: Postgres) -> AsyncIterator[str]:
+    """An empty database of its own on the suite's PostgreSQL, dropped afterwards."""
+    name = unique("scratch").replace("-", "_")
+    url = await create_database(postgres, name)
+    try:
+        yield url
+    finally:
+        await drop_database(postgres, name)

@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -26,20 +25,15 @@ from app.db.migrate import upgrade_async
 from app.db.seed import seed_demo
 from app.db.transfer import lite, pg
 from app.main import create_app
-from tests.conftest import Postgres, create_database, drop_database, pg_fetch, unique
+from tests.conftest import pg_fetch
 from tests.messy_sqlite import build_large, build_messy
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-async def target(postgres: Postgres) -> AsyncIterator[str]:
-    name = unique("xfer").replace("-", "_")
-    url = await create_database(postgres, name)
-    try:
-        yield url
-    finally:
-        await drop_database(postgres, name)
+def target(scratch_db: str) -> str:
+    return scratch_db
 
 
 def quiet() -> Console:

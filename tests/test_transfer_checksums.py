@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from app.db.transfer import pg
-from tests.conftest import Postgres, create_database, drop_database, pg_fetch, unique
 from tests.conftest import db_cli as cli
+from tests.conftest import pg_fetch
 from tests.conftest import sqlite_file_url as url
+from tests.copy_kills import kill_copy_blocked
 from tests.messy_sqlite import build_backend
 from tests.transfer_checker import compare
 
@@ -26,53 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-async def target(postgres: Postgres) -> AsyncIterator[str]:
-    name = unique("sums").replace("-", "_")
-    url = await create_database(postgres, name)
-    try:
-        yield url
-    finally:
-        await drop_database(postgres, name)
-
-
-def plain(u: str) -> str:
-    return u.replace("+asyncpg", "")
+def target(scratch_db: str) -> str:
+    return scratch_db
 
 
 async def kill_during_constraints(source: Path, target: str) -> None:
-    """Starts a copy and kills it once every row is loaded (blocked adding keys)."""
+    """Kills a copy once every row is loaded (blocked adding keys)."""
     locked = f"{pg.STAGING}.appointments"
-    proc = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", "app", "db", "copy", url(source), target, "--batch-size", "500"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    holder = await asyncpg.connect(plain(target))
-    watcher = await asyncpg.connect(plain(target))
-    try:
-        deadline = time.monotonic() + 120
-        while await watcher.fetchval("SELECT to_regclass($1)", locked) is None:
-            assert time.monotonic() < deadline, "the staging table never appeared"
-            await asyncio.sleep(0.02)
-        tx = holder.transaction()
-        await tx.start()
-        await holder.execute(f"LOCK TABLE {locked} IN ACCESS SHARE MODE")
-        while not await watcher.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE 'ALTER TABLE%'"
-        ):
-            assert time.monotonic() < deadline, "the copy never reached its constraints"
-            await asyncio.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        await tx.rollback()
-    finally:
-        await holder.close()
-        await watcher.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    await kill_copy_blocked(source, target, locked, "ALTER TABLE", batch_size=500)
 
 
 async def test_checksums_from_the_load_match_a_fresh_scan(target: str, tmp_path: Path) -> None:

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from rich.console import Console
 
@@ -24,9 +16,10 @@ from app.db.invariants import ServiceRules
 from app.db.migrate import upgrade_async
 from app.db.seed import seed_demo
 from app.db.transfer import pg
-from tests.conftest import Postgres, create_database, drop_database, pg_fetch, unique
 from tests.conftest import db_cli as cli
+from tests.conftest import pg_fetch
 from tests.conftest import sqlite_file_url as url
+from tests.copy_kills import kill_copy_blocked
 from tests.messy_sqlite import build_backend, build_messy
 from tests.transfer_checker import compare
 
@@ -34,26 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-async def target(postgres: Postgres) -> AsyncIterator[str]:
-    name = unique("fault").replace("-", "_")
-    url = await create_database(postgres, name)
-    try:
-        yield url
-    finally:
-        await drop_database(postgres, name)
-
-
-def plain(u: str) -> str:
-    return u.replace("+asyncpg", "")
-
-
-async def wait_for(what: str, check: object) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if await check():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+def target(scratch_db: str) -> str:
+    return scratch_db
 
 
 @pytest.mark.parametrize(
@@ -71,45 +46,8 @@ async def test_sigkill_in_a_phase_then_rerun_is_exact(
 ) -> None:
     source = tmp_path / "backend.db"
     build_backend(source, appointments=6_000)
-    proc = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", "app", "db", "copy", url(source), target, "--batch-size", "2000"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    holder = await asyncpg.connect(plain(target))
-    watcher = await asyncpg.connect(plain(target))
-    try:
-
-        async def exists() -> bool:
-            return await watcher.fetchval("SELECT to_regclass($1)", locked) is not None
-
-        await wait_for(locked, exists)
-        # A real lock held by another session: the copy blocks there, in that phase.
-        tx = holder.transaction()
-        await tx.start()
-        await holder.execute(f"LOCK TABLE {locked} IN ACCESS SHARE MODE")
-
-        async def waiting() -> bool:
-            return bool(
-                await watcher.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE $1",
-                    blocked + "%",
-                )
-            )
-
-        await wait_for(f"the copy to block in {blocked}", waiting)
-        assert proc.poll() is None
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        await tx.rollback()
-    finally:
-        await holder.close()
-        await watcher.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # A real lock held by another session: the copy blocks there, in that phase.
+    await kill_copy_blocked(source, target, locked, blocked, batch_size=2000)
     # Nothing half-done went live: public is still the empty original.
     assert not await pg_fetch(target, "SELECT 1 FROM pg_tables WHERE schemaname = 'public'")
 
