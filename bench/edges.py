@@ -155,7 +155,9 @@ def pool_and_queries(root: Path, tmp: Path) -> dict[str, Any]:
 
 def secrets(root: Path) -> dict[str, Any]:
     closed = pgcluster.free_port()
-    runs = [(env, ("db", "upgrade")) for env in BAD_CONFIGURATIONS.values()]
+    runs: list[tuple[dict[str, str], tuple[str, ...]]] = [
+        (env, ("db", "upgrade")) for env in BAD_CONFIGURATIONS.values()
+    ]
     runs += [
         ({}, ("db", "upgrade", "--url", _url(closed))),
         ({}, ("db", "upgrade", "--url", _url("port"))),

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 
+from app.cli import _seed  # noqa: E402
 from app.db.live.sync import Pair, catch_up, lag  # noqa: E402
 from app.db.migrate import upgrade_async  # noqa: E402
 from tests import live_helpers as live  # noqa: E402
@@ -44,7 +45,7 @@ async def migrate(args: argparse.Namespace, tmp: Path, pg_url: str) -> None:
     path = tmp / "live.db"
     lite = f"sqlite+aiosqlite:///{path}"
     await upgrade_async(lite)
-    await asyncio.to_thread(live._seed, lite, args.scale)
+    await asyncio.to_thread(_seed, lite, args.scale)
     await upgrade_async(pg_url)
     plan = Plan.from_sqlite(path)
     sync = live.cli(tmp, "sync", "db", "sync", lite, pg_url, "--interval", "0.05")

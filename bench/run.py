@@ -758,13 +758,13 @@ def _top(counts: dict[str, int], n: int) -> list[tuple[str, int]]:
 def explain(cluster: PgCluster, size: Scale, today: int) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of exactly the statements the service sends, on the replica.
 
-    On PostgreSQL the three hot reads are app/queries/hot.py's statements.
+    On PostgreSQL the three hot reads are app/queries/hot_sql.py's statements.
     """
     import asyncio
 
     import asyncpg
 
-    from app.queries import hot
+    from app.queries import hot_sql
 
     day = dt.date(1970, 1, 1) + dt.timedelta(days=today)
     month_start = (day - dt.timedelta(days=60)).replace(day=1)
@@ -772,18 +772,23 @@ def explain(cluster: PgCluster, size: Scale, today: int) -> str:
     client = size.barbers + size.locations + 1234
     since = dt.datetime.combine(month_start, dt.time(), dt.UTC)
     until = dt.datetime.combine(month_end, dt.time(), dt.UTC)
-    user = "GET /users/{id}?include=appointments,payments,organizations"
+    relations = frozenset({"appointments", "payments", "organizations"})
     calls: list[tuple[str, str, tuple[Any, ...]]] = [
-        (user, hot.USER, (client,)),
-        (user, hot.USER_APPOINTMENTS, (client,)),
-        (user, hot.USER_PAYMENTS, (client,)),
-        (user, hot.USER_ORGANIZATIONS, (client,)),
+        (
+            "GET /users/{id}?include=appointments,payments,organizations",
+            hot_sql.user_statement(relations),
+            (client,),
+        ),
         (
             "GET /barbers/{id}/appointments (a week)",
-            hot.SCHEDULE,
+            hot_sql.SCHEDULE,
             (17, day, day + dt.timedelta(days=6), ["confirmed", "in_progress"]),
         ),
-        ("GET /locations/{id}/revenue (a month)", hot.REVENUE, (7, since, until)),
+        (
+            "GET /locations/{id}/revenue (a month)",
+            hot_sql.REVENUE,
+            (7, since, until, month_start, month_end - dt.timedelta(days=1)),
+        ),
     ]
 
     async def run() -> list[tuple[str, str, list[str]]]:

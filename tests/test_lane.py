@@ -28,7 +28,7 @@ from app.api import reads
 from app.config import Settings
 from app.db.router import DatabaseRouter, Reader
 from app.main import create_app
-from app.queries import hot, hot_sql
+from app.queries import hot_sql
 from tests import factories
 from tests.conftest import ConsistentClient, Postgres, make_settings
 
@@ -348,7 +348,7 @@ async def test_revenue_is_an_index_only_scan(postgres: Postgres) -> None:
         since = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
         until = since + dt.timedelta(days=31)
         args = (1, since, until, since.date(), until.date())
-        rows = await conn.fetch("EXPLAIN " + hot.REVENUE, *args)
+        rows = await conn.fetch("EXPLAIN " + hot_sql.REVENUE, *args)
     finally:
         await conn.close()
     plan = "\n".join(r[0] for r in rows)

@@ -211,16 +211,7 @@ def _sqlite_engine(
         hide_parameters=True,
     )
 
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        # Take transaction control away from the driver so BEGIN is ours.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.close()
+    event.listen(engine.sync_engine, "connect", sqlite_on_connect)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -229,6 +220,18 @@ def _sqlite_engine(
         connection.exec_driver_sql(begin)
 
     return engine
+
+
+def sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry | None) -> None:
+    """Every SQLite connection: foreign keys on, WAL, a busy timeout, and transaction
+    control taken from the driver so that BEGIN is the engine's own."""
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:

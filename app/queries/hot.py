@@ -13,25 +13,12 @@ location) does not exist.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections.abc import Collection
 from typing import Any
 
 from app.db.sessions import Reader
 from app.queries import hot_sql
 from app.queries.analytics import utc_days
-
-SCHEDULE = hot_sql.SCHEDULE
-REVENUE = hot_sql.REVENUE
-
-
-@functools.cache
-def _user_statement(relations: frozenset[str]) -> str:
-    return hot_sql.user_statement(relations)
-
-
-def user_statement(relations: Collection[str]) -> str:
-    return _user_statement(frozenset(relations))
 
 
 async def _document(reader: Reader, statement: str, *args: Any) -> bytes | None:
@@ -41,17 +28,17 @@ async def _document(reader: Reader, statement: str, *args: Any) -> bytes | None:
 
 
 async def user_document(reader: Reader, user_id: int, relations: Collection[str]) -> bytes | None:
-    return await _document(reader, user_statement(relations), user_id)
+    return await _document(reader, hot_sql.user_statement(frozenset(relations)), user_id)
 
 
 async def schedule_document(
     reader: Reader, barber_id: int, start: dt.date, end: dt.date, statuses: Collection[str]
 ) -> bytes | None:
-    return await _document(reader, SCHEDULE, barber_id, start, end, sorted(statuses))
+    return await _document(reader, hot_sql.SCHEDULE, barber_id, start, end, sorted(statuses))
 
 
 async def revenue_document(
     reader: Reader, location_id: int, start: dt.date, end: dt.date
 ) -> bytes | None:
     since, until = utc_days(start, end)
-    return await _document(reader, REVENUE, location_id, since, until, start, end)
+    return await _document(reader, hot_sql.REVENUE, location_id, since, until, start, end)

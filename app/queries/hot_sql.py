@@ -10,6 +10,7 @@ PostgreSQL's `json` writes `"key" : value` with spaces: the same JSON, a few byt
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 APPOINTMENT_FIELDS = (
@@ -108,13 +109,12 @@ _RELATIONS = {
         + " FROM stripe_accounts s WHERE s.user_id = u.id)"
     ),
 }
-RELATION_NAMES = tuple(_RELATIONS)
 
 
-def user_statement(relations: Iterable[str]) -> str:
+@functools.cache
+def user_statement(relations: frozenset[str]) -> str:
     """The user and the relations asked for, as one JSON object (no row: no such user)."""
-    wanted = set(relations)
-    pairs = _USER + [(name, sql) for name, sql in _RELATIONS.items() if name in wanted]
+    pairs = _USER + [(name, sql) for name, sql in _RELATIONS.items() if name in relations]
     return f"SELECT {obj(pairs)}::text AS body FROM users u WHERE u.id = $1"
 
 

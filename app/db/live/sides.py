@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from app.config import async_url
+from app.db.engine import sqlite_on_connect
 from app.db.live import capture
 from app.db.transfer.options import plain_pg
 
@@ -43,7 +44,7 @@ class Side:
         )
         self.backend: Backend = "sqlite" if self.engine.dialect.name == "sqlite" else "postgresql"
         if self.backend == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
+            event.listen(self.engine.sync_engine, "connect", sqlite_on_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
 
     @property
@@ -195,15 +196,6 @@ class Side:
                     f"coalesce((SELECT max({key}) FROM {table.name}), 0) + 1, false)"
                 )
             )
-
-
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
 
 
 def _sqlite_begin(connection: Any) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.db.transfer import fastpath
+from app.db.transfer.report import TransferError
 from app.db.transfer.schema import Column, ForeignKey, Index, Table, quote
 from app.db.transfer.types import from_sqlite
 
@@ -48,9 +49,16 @@ def fingerprint(path: Path) -> str:
     return " ".join(parts)
 
 
+def require(path: Path) -> Path:
+    """The path of an existing SQLite file, or the one-line error."""
+    if not path.exists():
+        raise TransferError(f"no SQLite database at {path}")
+    return path
+
+
 def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
-    if not create and not path.exists():
-        raise FileNotFoundError(f"no SQLite database at {path}")
+    if not create:
+        require(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.text_factory = SAFE_TEXT
     conn.create_function("bb_suspect", 1, _suspect, deterministic=True)

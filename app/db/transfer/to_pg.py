@@ -305,9 +305,7 @@ async def _swap(conn: Any, report: Report) -> None:
 
 
 async def to_pg(source_url: str, target_url: str, opts: CopyOptions, console: Console) -> Report:
-    path = sqlite_path(source_url)
-    if not path.exists():
-        raise TransferError(f"no SQLite database at {path}")
+    path = lite.require(sqlite_path(source_url))
     conn = await pg_connect(target_url)
     src = lite.connect(path)
     report = Report()

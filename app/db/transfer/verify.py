@@ -160,9 +160,7 @@ async def verify(source_url: str, target_url: str, opts: CopyOptions | None = No
     if "sqlite" not in pair or "postgresql" not in pair:
         raise TransferError("verify compares a SQLite database with a PostgreSQL one")
     lite_url, pg_url = (source_url, target_url) if pair[0] == "sqlite" else (target_url, source_url)
-    path = sqlite_path(lite_url)
-    if not path.exists():
-        raise TransferError(f"no SQLite database at {path}")
+    path = lite.require(sqlite_path(lite_url))
     conn = await pg_connect(pg_url)
     db = lite.connect(path)
     report = Report()
