@@ -26,6 +26,7 @@ from app.db.seed import seed_demo
 from app.db.transfer import lite, pg
 from app.main import create_app
 from tests.conftest import pg_fetch
+from tests.copy_kills import wait_for
 from tests.messy_sqlite import build_large, build_messy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,6 +166,16 @@ async def test_sigkill_mid_table_then_resume(target: str, tmp_path: Path) -> Non
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 10_000 <= committed < 150_000
+    # Its worker processes died with it: no session of the copy goes on loading.
+    others = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+    )
+
+    async def gone() -> bool:
+        return bool((await pg_fetch(target, others))[0][0] == 0)
+
+    await wait_for("the killed copy's sessions to end", gone)
     staged = await pg_fetch(target, f"SELECT count(*) FROM {pg.STAGING}.bookings")
     assert 0 < staged[0][0] < 150_000
 

@@ -139,51 +139,47 @@ async def _columns(conn: Any, table: Table, report: Report) -> None:
             )
 
 
-async def finish_created(
+async def keys(conn: Any, table: Table, report: Report) -> None:
+    """A table the copy made (its types those staged): the source's NOT NULL, defaults,
+    primary key, unique constraints and indexes."""
+    name = table.name
+    qualified = f"{pg.STAGING}.{quote(name)}"
+    await _columns(conn, table, report)
+    if table.primary_key:
+        named = f"CONSTRAINT {quote(shorten(table.pk_name))} " if table.pk_name else ""
+        cols = ", ".join(quote(c) for c in table.primary_key)
+        if await _try(conn, f"ALTER TABLE {qualified} ADD {named}PRIMARY KEY ({cols})"):
+            report.note(
+                "key-skipped",
+                name,
+                f"primary key ({', '.join(table.primary_key)}) holds NULLs or repeats once "
+                "converted; kept as an index",
+            )
+            pk = table.pk_name or f"pk_{name}"
+            await _unique(conn, table, pk, table.primary_key, False, report)
+    for unique in table.uniques:
+        await _unique(conn, table, unique.name, unique.columns, True, report)
+    for index in table.indexes:
+        if index.unique:
+            await _unique(conn, table, index.name, index.columns, False, report)
+        else:
+            cols = ", ".join(quote(c) for c in index.columns)
+            await conn.execute(f"CREATE INDEX {quote(shorten(index.name))} ON {qualified} ({cols})")
+    for skipped in table.skipped_indexes:
+        report.note(
+            "index-skipped", name, f"index {skipped} (partial or on expressions) not recreated"
+        )
+
+
+async def foreign_keys(
     conn: Any, tables: dict[str, Table], actions: dict[str, str], report: Report
 ) -> None:
-    """Tables the copy made: the source's keys, NOT NULL, defaults, uniques, indexes, FKs."""
+    """The foreign keys of the tables the copy made, once every table has its keys."""
     staged = await pg.reflect(conn, pg.STAGING)
-    created = [n for n, a in actions.items() if a == "created"]
-    for name in created:
-        table = tables[name]
-        # The staged table carries the types chosen for the data.
-        for column in table.columns:
-            got = staged[name].column(column.name)
-            if got is not None:
-                column.type = got.type
-        qualified = f"{pg.STAGING}.{quote(name)}"
-        await _columns(conn, table, report)
-        if table.primary_key:
-            named = f"CONSTRAINT {quote(shorten(table.pk_name))} " if table.pk_name else ""
-            cols = ", ".join(quote(c) for c in table.primary_key)
-            if await _try(conn, f"ALTER TABLE {qualified} ADD {named}PRIMARY KEY ({cols})"):
-                report.note(
-                    "key-skipped",
-                    name,
-                    f"primary key ({', '.join(table.primary_key)}) holds NULLs or repeats once "
-                    "converted; kept as an index",
-                )
-                pk = table.pk_name or f"pk_{name}"
-                await _unique(conn, table, pk, table.primary_key, False, report)
-        for unique in table.uniques:
-            await _unique(conn, table, unique.name, unique.columns, True, report)
-        for index in table.indexes:
-            if index.unique:
-                await _unique(conn, table, index.name, index.columns, False, report)
-            else:
-                cols = ", ".join(quote(c) for c in index.columns)
-                await conn.execute(
-                    f"CREATE INDEX {quote(shorten(index.name))} ON {qualified} ({cols})"
-                )
-        for skipped in table.skipped_indexes:
-            report.note(
-                "index-skipped", name, f"index {skipped} (partial or on expressions) not recreated"
-            )
-    staged = await pg.reflect(conn, pg.STAGING)
-    for name in created:
-        for fk in tables[name].foreign_keys:
-            await _foreign_key(conn, tables[name], staged, fk, report)
+    for name in tables:
+        if actions.get(name) == "created":
+            for fk in tables[name].foreign_keys:
+                await _foreign_key(conn, tables[name], staged, fk, report)
 
 
 async def _foreign_key(

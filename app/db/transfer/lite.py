@@ -50,10 +50,10 @@ def fingerprint(path: Path) -> str:
 
 
 def require(path: Path) -> Path:
-    """The path of an existing SQLite file, or the one-line error."""
+    """The absolute path of an existing SQLite file, or the one-line error."""
     if not path.exists():
         raise TransferError(f"no SQLite database at {path}")
-    return path
+    return path.resolve()
 
 
 def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:

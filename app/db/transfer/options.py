@@ -5,14 +5,30 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy.engine import make_url
-
-from app.config import redact
 from app.db.transfer import pg
 from app.db.transfer.report import Finding, TransferError
 from app.db.transfer.schema import Table
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+# SQLAlchemy (for its URL parser) and the settings module are imported where a URL is
+# read, not with this package: the copy's worker processes import the package and never
+# read a URL, and the two cost 0.55 s of each worker's start.
+
+
+def _url(url: str) -> URL:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url)
+
+
+def redact(url: str) -> str:
+    from app.config import redact as hidden
+
+    return hidden(url)
 
 
 class Rules(Protocol):
@@ -37,7 +53,7 @@ class CopyOptions:
 
 
 def plain_pg(url: str) -> str:
-    parsed = make_url(url).set(drivername="postgresql")
+    parsed = _url(url).set(drivername="postgresql")
     if "ssl" in parsed.query:
         query = dict(parsed.query)
         query["sslmode"] = query.pop("ssl")
@@ -46,7 +62,7 @@ def plain_pg(url: str) -> str:
 
 
 def sqlite_path(url: str) -> Path:
-    database = make_url(url).database
+    database = _url(url).database
     if not database or database == ":memory:":
         raise TransferError(f"{redact(url)}: a SQLite file is needed")
     return Path(database)
@@ -54,7 +70,7 @@ def sqlite_path(url: str) -> Path:
 
 def backend(url: str) -> str:
     try:
-        return make_url(url).get_backend_name()
+        return _url(url).get_backend_name()
     except Exception as exc:
         raise TransferError("not a database URL") from exc
 

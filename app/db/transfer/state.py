@@ -7,7 +7,7 @@ from typing import Any
 
 from app.db.transfer import pg
 from app.db.transfer.options import CopyOptions
-from app.db.transfer.report import Finding, Report
+from app.db.transfer.report import Finding, Report, TransferError
 from app.db.transfer.schema import Table
 
 
@@ -27,26 +27,41 @@ async def set_state(conn: Any, key: str, value: str) -> None:
     )
 
 
+PROGRESS = (
+    f"CREATE TABLE {pg.STATE}.progress (table_name text PRIMARY KEY, action text NOT NULL, "
+    "planned boolean NOT NULL DEFAULT false, clean jsonb, findings jsonb, last_key jsonb, "
+    "rows bigint NOT NULL DEFAULT 0, done boolean NOT NULL DEFAULT false, "
+    "digest numeric NOT NULL DEFAULT 0, staged_rows bigint, staged_digest numeric, "
+    "keyed boolean NOT NULL DEFAULT false, key_findings jsonb)"
+)
+
+
 async def resume(
     conn: Any, state: dict[str, str], tables: dict[str, Table], opts: CopyOptions, report: Report
 ) -> bool:
-    """Take back an unfinished copy's options, findings and planned types; True if rules apply."""
-    opts.round_money, opts.strip_nul, opts.strict, rules = json.loads(state["options"])
-    report.findings[:0] = [Finding(**f) for f in json.loads(state["findings"])]
-    report.resumed = True
-    # A copy an earlier version began keeps no checksums: verify computes them afresh.
-    await conn.execute(
-        f"ALTER TABLE {pg.STATE}.progress ADD COLUMN IF NOT EXISTS digest numeric NOT NULL "
-        "DEFAULT 0, ADD COLUMN IF NOT EXISTS staged_rows bigint, "
-        "ADD COLUMN IF NOT EXISTS staged_digest numeric"
+    """Take back an unfinished copy's options and planned types; True if rules apply."""
+    has_steps = await conn.fetchval(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'keyed'",
+        f"{pg.STATE}.progress",
     )
-    # Types chosen at planning time live in the staged tables.
+    if not has_steps:
+        raise TransferError(
+            "the target holds an unfinished copy begun by an earlier version of this tool; "
+            f"drop schemas {pg.STAGING} and {pg.STATE} to start over"
+        )
+    opts.round_money, opts.strip_nul, opts.strict, rules = json.loads(state["options"])
+    if state.get("phase") == "loaded":
+        report.findings += [Finding(**f) for f in json.loads(state["findings"])]
+    report.resumed = True
+    # Types chosen by a table's probe live in its staged table.
     staged = await pg.reflect(conn, pg.STAGING)
-    for name, table in tables.items():
-        clean = set(json.loads(state.get(f"clean:{name}", "[]")))
+    planned = await conn.fetch(f"SELECT table_name, clean FROM {pg.STATE}.progress WHERE planned")
+    for row in planned:
+        table = tables[row["table_name"]]
+        clean = set(json.loads(row["clean"] or "[]"))
         for column in table.columns:
             column.clean = column.name in clean
-            other = staged[name].column(column.name)
+            other = staged[table.name].column(column.name)
             if other is not None:
                 column.type = other.type
     return bool(rules)
