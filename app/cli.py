@@ -6,16 +6,28 @@ import asyncio
 import os
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.engine import make_url
 
-from app.config import ConfigError, Settings, async_url, load_settings, redact
-from app.redaction import failure, scrub
+from app.urls import redact
+
+if TYPE_CHECKING:
+    from app.config import Settings
+
+# SQLAlchemy, the settings and the redaction helpers are imported by the commands that use
+# them: `db copy` starts its worker processes first, and reads no settings at all.
+
+
+def failure(exc: BaseException) -> str:
+    from app.redaction import failure as line
+
+    return line(exc)
 
 
 def _settings() -> Settings:
+    from app.config import ConfigError, load_settings
+
     try:
         return load_settings()
     except ConfigError as exc:  # names the variable and the problem, never the value
@@ -23,6 +35,8 @@ def _settings() -> Settings:
 
 
 def _sqlite_path(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
@@ -39,6 +53,8 @@ class _Commands(click.Group):
             raise
         except Exception as exc:
             if ctx.params.get("debug"):
+                from app.redaction import scrub
+
                 click.echo(scrub("".join(traceback.format_exception(exc))), err=True)
                 raise click.ClickException(failure(exc)) from None
             raise click.ClickException(f"{failure(exc)} (--debug shows the traceback)") from None
@@ -107,6 +123,8 @@ def db() -> None:
 
 
 def _target(url: str | None) -> str:
+    from app.config import async_url
+
     if not url:
         return _settings().primary_url
     try:
@@ -140,6 +158,7 @@ def downgrade(url: str | None, revision: str) -> None:
 
 
 def _seed(url: str, scale: float) -> dict[str, int]:
+    from app.config import Settings
     from app.db.engine import create_engine
     from app.db.seed import seed_demo
 

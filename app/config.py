@@ -46,10 +46,6 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def redact(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def _checked_url(name: str, url: str) -> SecretStr:
     try:
         return SecretStr(async_url(url))

@@ -6,8 +6,8 @@ import asyncio
 
 from sqlalchemy import text
 
-from app.config import redact
 from app.db.live.sides import Side
+from app.urls import redact
 
 
 class SchemaChangeRefused(RuntimeError):

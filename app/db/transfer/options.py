@@ -6,29 +6,25 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from app.db.transfer import pg
 from app.db.transfer.report import Finding, TransferError
 from app.db.transfer.schema import Table
+from app.urls import redact
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-# SQLAlchemy (for its URL parser) and the settings module are imported where a URL is
-# read, not with this package: the copy's worker processes import the package and never
-# read a URL, and the two cost 0.55 s of each worker's start.
+# SQLAlchemy (for its URL parser) is imported where a URL is read, not with this
+# package: the copy's worker processes import the package and never read a URL
+# (SQLAlchemy and the settings module cost 0.55 s of each worker's start).
 
 
 def _url(url: str) -> URL:
     from sqlalchemy.engine import make_url
 
     return make_url(url)
-
-
-def redact(url: str) -> str:
-    from app.config import redact as hidden
-
-    return hidden(url)
 
 
 class Rules(Protocol):
@@ -69,10 +65,11 @@ def sqlite_path(url: str) -> Path:
 
 
 def backend(url: str) -> str:
-    try:
-        return _url(url).get_backend_name()
-    except Exception as exc:
-        raise TransferError("not a database URL") from exc
+    """The kind of database a URL names: its scheme, without a +driver."""
+    scheme = urlsplit(url).scheme
+    if not scheme:
+        raise TransferError("not a database URL")
+    return scheme.split("+")[0]
 
 
 async def pg_connect(url: str) -> Any:

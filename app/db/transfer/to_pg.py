@@ -16,12 +16,13 @@ from rich.console import Console
 from app.db.transfer import lite, pg, workers
 from app.db.transfer.constraints import finish_filled, foreign_keys
 from app.db.transfer.load import progress
-from app.db.transfer.options import CopyOptions, pg_connect, plain_pg, redact, sqlite_path
+from app.db.transfer.options import CopyOptions, pg_connect, plain_pg, sqlite_path
 from app.db.transfer.report import Finding, Report, TransferError
 from app.db.transfer.schema import PG_NAME_BYTES, Table, load_order, quote
 from app.db.transfer.state import PROGRESS, read_state, resume, set_state
 from app.db.transfer.values import Options
 from app.db.transfer.verify import verify_staged
+from app.urls import redact
 
 
 def _names(tables: dict[str, Table]) -> list[str]:
@@ -218,8 +219,9 @@ async def _swap(conn: Any, report: Report) -> None:
 
 
 async def to_pg(source_url: str, target_url: str, opts: CopyOptions, console: Console) -> Report:
-    path = lite.require(sqlite_path(source_url))
+    # The workers start first: their interpreters start while this one reads the URLs.
     with workers.pool(max(1, opts.jobs)) as executor:
+        path = lite.require(sqlite_path(source_url))
         return await _to_pg(path, target_url, opts, console, executor)
 
 
