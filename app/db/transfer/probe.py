@@ -85,15 +85,41 @@ _SUFFIXES = [
 ]
 
 
-def iso_instant(q: str) -> str:
-    """ISO text naming one instant (T or space, Z or an offset): PostgreSQL parses it as is."""
+def _iso_slow(q: str) -> str:
     rest = " OR ".join(f"substr({q}, 20) GLOB '{g}'" for g in _SUFFIXES)
-    # The shape first: parsing the date (the costly part) only for text that has it.
     return (
-        f"typeof({q}) = 'text' AND substr({q}, 11, 1) IN (' ', 'T') "
-        f"AND (length({q}) = 19 OR {rest}) "
+        f"substr({q}, 11, 1) IN (' ', 'T') AND (length({q}) = 19 OR {rest}) "
         f"AND datetime(julianday(substr({q}, 1, 19))) = replace(substr({q}, 1, 19), 'T', ' ')"
     )
+
+
+_ISO = "????-??-??[ T]??:??:??"
+# By length, the ISO forms iso_instant() takes: '?' costs less than a class, and
+# julianday() (which accepts nothing else there) checks the digits and the offset's range.
+_SHAPES = {
+    19: _ISO,
+    20: f"{_ISO}Z",
+    25: f"{_ISO}[+-]??:??",
+    26: f"{_ISO}.{_SIX}",
+    27: f"{_ISO}.{_SIX}Z",
+    32: f"{_ISO}.{_SIX}[+-]??:??",
+}
+
+
+def _iso_quick(q: str, lengths: tuple[int, ...]) -> str:
+    """True only for text of those lengths in an ISO shape whose day is at most 28 and hour
+    at most 23: julianday() then reads a real instant, with no date to check by printing it
+    back (the costly part). False leaves the question open, never answered no."""
+    shapes = " ".join(f"WHEN {n} THEN {q} GLOB '{_SHAPES[n]}'" for n in lengths)
+    return (
+        f"CASE length({q}) {shapes} ELSE 0 END AND julianday({q}) IS NOT NULL "
+        f"AND substr({q}, 9, 2) <= '28' AND substr({q}, 12, 2) < '24'"
+    )
+
+
+def iso_instant(q: str) -> str:
+    """ISO text naming one instant (T or space, Z or an offset): PostgreSQL parses it as is."""
+    return f"typeof({q}) = 'text' AND ({_iso_quick(q, tuple(_SHAPES))} OR ({_iso_slow(q)}))"
 
 
 def _text_suspect(q: str) -> str:
@@ -102,6 +128,22 @@ def _text_suspect(q: str) -> str:
         f"(instr(CAST({q} AS BLOB), x'00') > 0 "
         f"OR ({q} GLOB '*[^ -~]*' AND bb_suspect(CAST({q} AS BLOB))))"
     )
+
+
+def _plain_slow(q: str) -> str:
+    # The shape first, then the date parsed (julianday() first: date() alone passes
+    # 2024-02-30 through unchanged).
+    return (
+        f"(length({q}) = 19 OR (length({q}) = 26 AND substr({q}, 20, 1) = '.' "
+        f"AND substr({q}, 21) GLOB '{_SIX}')) "
+        f"AND datetime(julianday({q})) = replace(substr({q}, 1, 19), 'T', ' ')"
+    )
+
+
+def _plain_quick(q: str) -> str:
+    """Implies _plain_slow: a fraction from .999 on is left to it (julianday() keeps
+    milliseconds, rounded, and datetime() may print the next second)."""
+    return f"{_iso_quick(q, (19, 26))} AND substr({q}, 21, 3) <> '999'"
 
 
 def candidates(q: str, t: Type) -> str:
@@ -131,14 +173,7 @@ def candidates(q: str, t: Type) -> str:
         kinds = "'text', 'integer', 'real'" if k == "text" else "'text'"
         return f"typeof({q}) NOT IN ({kinds}) OR {_text_suspect(q)}{longer}"
     if k in ("timestamptz", "timestamp"):
-        return (
-            # The shape first, then the date parsed (julianday() first: date() alone
-            # passes 2024-02-30 through unchanged).
-            f"NOT (typeof({q}) = 'text' "
-            f"AND (length({q}) = 19 OR (length({q}) = 26 AND substr({q}, 20, 1) = '.' "
-            f"AND substr({q}, 21) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')) "
-            f"AND datetime(julianday({q})) = replace(substr({q}, 1, 19), 'T', ' '))"
-        )
+        return f"NOT (typeof({q}) = 'text' AND ({_plain_quick(q)} OR ({_plain_slow(q)})))"
     if k == "date":
         return f"NOT (typeof({q}) = 'text' AND length({q}) = 10 AND date(julianday({q})) = {q})"
     if k == "time":

@@ -1,0 +1,143 @@
+"""Date and time text SQLite vouches for: the quick checks decide as printing the date back
+would, and the digest of an instant is the one PostgreSQL computes from the stored value."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+
+from app.db.transfer import fastpath, probe
+from app.db.transfer.types import Type
+from tests.conftest import pg_fetch
+
+_SIX = "[0-9]" * 6
+_OFFSETS = ("[+-]0[0-9]:[0-5][0-9]", "[+-]1[0-4]:[0-5][0-9]")
+_SUFFIXES = [f".{_SIX}", "Z", f".{_SIX}Z", *_OFFSETS, *(f".{_SIX}{o}" for o in _OFFSETS)]
+
+
+def plain_instant(q: str) -> str:
+    """iso_instant() written as it reads: the shape, then the date printed back."""
+    rest = " OR ".join(f"substr({q}, 20) GLOB '{g}'" for g in _SUFFIXES)
+    return (
+        f"typeof({q}) = 'text' AND substr({q}, 11, 1) IN (' ', 'T') "
+        f"AND (length({q}) = 19 OR {rest}) "
+        f"AND datetime(julianday(substr({q}, 1, 19))) = replace(substr({q}, 1, 19), 'T', ' ')"
+    )
+
+
+def plain_candidate(q: str) -> str:
+    """candidates() for timestamps, written as it reads."""
+    return (
+        f"NOT (typeof({q}) = 'text' "
+        f"AND (length({q}) = 19 OR (length({q}) = 26 AND substr({q}, 20, 1) = '.' "
+        f"AND substr({q}, 21) GLOB '{_SIX}')) "
+        f"AND datetime(julianday({q})) = replace(substr({q}, 1, 19), 'T', ' '))"
+    )
+
+
+def edge_texts() -> list[str]:
+    dates = [
+        f"{y}-{m}-{d}"
+        for y in ("0000", "0001", "1900", "1969", "2000", "2023", "2024", "2100", "9999")
+        for m in ("00", "01", "02", "04", "12", "13")
+        for d in ("00", "01", "28", "29", "30", "31", "32")
+    ]
+    dates += ["2024-1-01", "24-01-01x", "+024-01-01", "-024-01-01"]
+    times = ["00:00:00", "23:59:59", "24:00:00", "23:60:00", "23:59:60", "9:00:00x", "10:00 00"]
+    seps = [" ", "T", "t", "x"]
+    tails = [
+        "",
+        "Z",
+        "z",
+        ".000000",
+        ".500000",
+        ".998999",
+        ".999000",
+        ".999499",
+        ".999500",
+        ".999600",
+        ".999999",
+        ".12345 ",
+        ".1Z    ",
+        ".12345a",
+        "+00:00",
+        "-00:00",
+        "+01:00",
+        "-01:00",
+        "+05:45",
+        "+14:00",
+        "+14:59",
+        "+15:00",
+        "-12:00",
+        "+1:00 ",
+        "+01:60",
+        " +01:0",
+        ".500000Z",
+        ".999600Z",
+        ".999999+14:00",
+        ".000001-12:00",
+        ".999600-01:00",
+        ".999999-12:00",
+        ".999999-01:00",
+        ".000001+01:00",
+        "Z     ",
+    ]
+    texts = [f"{d}{s}{t}{tail}" for d, s, t, tail in itertools.product(dates, seps, times, tails)]
+    return [*texts, "", "now", "2460000.5", "2024-01-01", "10:00:00", "2024-01-01 10:00"]
+
+
+def test_quick_checks_decide_as_printing_the_date_back() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (v)")
+    conn.executemany("INSERT INTO t VALUES (?)", [(v,) for v in edge_texts()])
+    conn.executemany("INSERT INTO t VALUES (?)", [(1,), (1.5,), (b"2024-01-01 10:00:00",)])
+    for kind in ("timestamptz", "timestamp"):
+        q, t = "v", Type(kind)
+        rows = conn.execute(
+            f"SELECT v, CASE WHEN {probe.candidates(q, t)} THEN 1 ELSE 0 END, "
+            f"CASE WHEN {plain_candidate(q)} THEN 1 ELSE 0 END, "
+            f"CASE WHEN {probe.iso_instant(q)} THEN 1 ELSE 0 END, "
+            f"CASE WHEN {plain_instant(q)} THEN 1 ELSE 0 END FROM t"
+        ).fetchall()
+        assert [r for r in rows if r[1] != r[2] or r[3] != r[4]] == []
+        # Both answers occur: the edges are on both sides of each check.
+        assert {r[1] for r in rows} == {r[3] for r in rows} == {0, 1}
+
+
+async def test_instant_digests_match_postgresql(scratch_db: str) -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (v)")
+    conn.executemany("INSERT INTO t VALUES (?)", [(v,) for v in edge_texts()])
+    t = Type("timestamptz")
+    ours = dict(
+        conn.execute(
+            f"SELECT v, {fastpath.digest_sqlite('v', t)} FROM t WHERE {probe.iso_instant('v')}"
+        ).fetchall()
+    )
+    # Pre-1970 with fractions, offsets at both ends, a fraction julianday() rounds up,
+    # and local times whose UTC is past 9999.
+    for text in (
+        "1969-12-31 23:59:59.500000",
+        "1900-02-28T23:59:59.999999-12:00",
+        "2024-02-29T00:00:00+14:00",
+        "2024-01-01 00:00:00.999600",
+        "9999-12-31T23:59:59.999999-01:00",
+        "0001-01-01T00:00:00.000001+01:00",
+    ):
+        assert text in ours
+    assert len(ours) > 1000
+    # Text without a Z or an offset is UTC (the copy's sessions run in UTC).
+    stored = (
+        "CASE WHEN v ~ '(Z|[+-][0-9]{2}:[0-9]{2})$' THEN v::timestamptz "
+        "ELSE v::timestamp AT TIME ZONE 'UTC' END"
+    )
+    # PostgreSQL has no year 0 (SQLite's 0000 is refused there, not compared here).
+    texts = [v for v in ours if not v.startswith("0000")]
+    theirs = await pg_fetch(
+        scratch_db,
+        f"SELECT v, {fastpath.digest_pg('s', t)} FROM "
+        f"(SELECT v, {stored} AS s FROM unnest($1::text[]) v) x",
+        texts,
+    )
+    assert len(theirs) == len(texts)
+    assert [(r[0], ours[r[0]]) for r in theirs if r[1] != ours[r[0]]] == []
