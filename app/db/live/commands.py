@@ -9,11 +9,11 @@ import time
 
 import click
 
-from app.config import async_url, load_settings
-
 
 def _urls(sqlite_url: str | None, pg_url: str | None) -> tuple[str, str]:
     """Arguments, or DATABASE_URL and MIGRATION_TARGET_URL (the service's own settings)."""
+    from app.config import async_url, load_settings  # with the command, not with the CLI
+
     if sqlite_url and pg_url:
         try:
             return async_url(sqlite_url), async_url(pg_url)
