@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 
-from app.db.transfer import fastpath, probe
+from app.db.transfer import checks, fastpath
 from app.db.transfer.types import Type
 from tests.conftest import pg_fetch
 
@@ -94,9 +94,9 @@ def test_quick_checks_decide_as_printing_the_date_back() -> None:
     for kind in ("timestamptz", "timestamp"):
         q, t = "v", Type(kind)
         rows = conn.execute(
-            f"SELECT v, CASE WHEN {probe.candidates(q, t)} THEN 1 ELSE 0 END, "
+            f"SELECT v, CASE WHEN {checks.candidates(q, t)} THEN 1 ELSE 0 END, "
             f"CASE WHEN {plain_candidate(q)} THEN 1 ELSE 0 END, "
-            f"CASE WHEN {probe.iso_instant(q)} THEN 1 ELSE 0 END, "
+            f"CASE WHEN {checks.iso_instant(q)} THEN 1 ELSE 0 END, "
             f"CASE WHEN {plain_instant(q)} THEN 1 ELSE 0 END FROM t"
         ).fetchall()
         assert [r for r in rows if r[1] != r[2] or r[3] != r[4]] == []
@@ -111,7 +111,7 @@ async def test_instant_digests_match_postgresql(scratch_db: str) -> None:
     t = Type("timestamptz")
     ours = dict(
         conn.execute(
-            f"SELECT v, {fastpath.digest_sqlite('v', t)} FROM t WHERE {probe.iso_instant('v')}"
+            f"SELECT v, {fastpath.digest_sqlite('v', t)} FROM t WHERE {checks.iso_instant('v')}"
         ).fetchall()
     )
     # Pre-1970 with fractions, offsets at both ends, a fraction julianday() rounds up,

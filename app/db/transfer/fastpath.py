@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from app.db.transfer.probe import TRUE_WORDS, WORDS, candidates, iso_instant
+from app.db.transfer.checks import TRUE_WORDS, WORDS, candidates, iso_instant
 from app.db.transfer.schema import quote
 from app.db.transfer.types import INT_RANGES, Type
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from app.db.transfer.checks import candidates, sure
 from app.db.transfer.report import Finding, describe
 from app.db.transfer.schema import Table, quote
 from app.db.transfer.types import INT_RANGES, Type, Unfit, wider
@@ -70,129 +71,6 @@ def _is_number(value: Any) -> bool:
         return False
 
 
-WORDS = "('1', 'true', 't', 'yes', 'y', 'on', '0', 'false', 'f', 'no', 'n', 'off')"
-TRUE_WORDS = "('1', 'true', 't', 'yes', 'y', 'on')"
-_SIX = "[0-9]" * 6
-# What may follow 'YYYY-MM-DD[T ]HH:MM:SS': read alike by Python and PostgreSQL.
-_SUFFIXES = [
-    f".{_SIX}",
-    "Z",
-    f".{_SIX}Z",
-    "[+-]0[0-9]:[0-5][0-9]",
-    "[+-]1[0-4]:[0-5][0-9]",
-    f".{_SIX}[+-]0[0-9]:[0-5][0-9]",
-    f".{_SIX}[+-]1[0-4]:[0-5][0-9]",
-]
-
-
-def _iso_slow(q: str) -> str:
-    rest = " OR ".join(f"substr({q}, 20) GLOB '{g}'" for g in _SUFFIXES)
-    return (
-        f"substr({q}, 11, 1) IN (' ', 'T') AND (length({q}) = 19 OR {rest}) "
-        f"AND datetime(julianday(substr({q}, 1, 19))) = replace(substr({q}, 1, 19), 'T', ' ')"
-    )
-
-
-_ISO = "????-??-??[ T]??:??:??"
-# By length, the ISO forms iso_instant() takes: '?' costs less than a class, and
-# julianday() (which accepts nothing else there) checks the digits and the offset's range.
-_SHAPES = {
-    19: _ISO,
-    20: f"{_ISO}Z",
-    25: f"{_ISO}[+-]??:??",
-    26: f"{_ISO}.{_SIX}",
-    27: f"{_ISO}.{_SIX}Z",
-    32: f"{_ISO}.{_SIX}[+-]??:??",
-}
-
-
-def _iso_quick(q: str, lengths: tuple[int, ...]) -> str:
-    """True only for text of those lengths in an ISO shape whose day is at most 28 and hour
-    at most 23: julianday() then reads a real instant, with no date to check by printing it
-    back (the costly part). False leaves the question open, never answered no."""
-    shapes = " ".join(f"WHEN {n} THEN {q} GLOB '{_SHAPES[n]}'" for n in lengths)
-    return (
-        f"CASE length({q}) {shapes} ELSE 0 END AND julianday({q}) IS NOT NULL "
-        f"AND substr({q}, 9, 2) <= '28' AND substr({q}, 12, 2) < '24'"
-    )
-
-
-def iso_instant(q: str) -> str:
-    """ISO text naming one instant (T or space, Z or an offset): PostgreSQL parses it as is."""
-    return f"typeof({q}) = 'text' AND ({_iso_quick(q, tuple(_SHAPES))} OR ({_iso_slow(q)}))"
-
-
-def _text_suspect(q: str) -> str:
-    """NUL bytes, or (only where a character is not printable ASCII) invalid UTF-8."""
-    return (
-        f"(instr(CAST({q} AS BLOB), x'00') > 0 "
-        f"OR ({q} GLOB '*[^ -~]*' AND bb_suspect(CAST({q} AS BLOB))))"
-    )
-
-
-def _plain_slow(q: str) -> str:
-    # The shape first, then the date parsed (julianday() first: date() alone passes
-    # 2024-02-30 through unchanged).
-    return (
-        f"(length({q}) = 19 OR (length({q}) = 26 AND substr({q}, 20, 1) = '.' "
-        f"AND substr({q}, 21) GLOB '{_SIX}')) "
-        f"AND datetime(julianday({q})) = replace(substr({q}, 1, 19), 'T', ' ')"
-    )
-
-
-def _plain_quick(q: str) -> str:
-    """Implies _plain_slow: a fraction from .999 on is left to it (julianday() keeps
-    milliseconds, rounded, and datetime() may print the next second)."""
-    return f"{_iso_quick(q, (19, 26))} AND substr({q}, 21, 3) <> '999'"
-
-
-def candidates(q: str, t: Type) -> str:
-    """SQL true for values that need a look in Python; the rest fit t as they are."""
-    k = t.kind
-    if k in INT_RANGES:
-        top = INT_RANGES[k]
-        return f"NOT (typeof({q}) = 'integer' AND {q} BETWEEN {-top} AND {top - 1})"
-    if k == "numeric":
-        if t.precision is None:
-            return f"typeof({q}) NOT IN ('integer', 'real') OR abs({q}) > 1.7e308"
-        scale = t.scale or 0
-        return (
-            f"NOT (typeof({q}) IN ('integer', 'real') AND round({q}, {scale}) = {q} "
-            f"AND abs({q}) < 1e{t.precision - scale})"
-        )
-    if k == "float":
-        return (
-            f"typeof({q}) NOT IN ('integer', 'real') "
-            f"OR (typeof({q}) = 'integer' AND abs({q}) > 9007199254740992)"
-        )
-    if k == "bool":
-        return f"NOT (typeof({q}) = 'integer' AND {q} IN (0, 1))"
-    if k in ("text", "varchar", "any"):
-        longer = f" OR length({q}) > {t.length}" if k == "varchar" and t.length else ""
-        # text takes numbers as the converter writes them (fastpath.copy_text does too).
-        kinds = "'text', 'integer', 'real'" if k == "text" else "'text'"
-        return f"typeof({q}) NOT IN ({kinds}) OR {_text_suspect(q)}{longer}"
-    if k in ("timestamptz", "timestamp"):
-        return f"NOT (typeof({q}) = 'text' AND ({_plain_quick(q)} OR ({_plain_slow(q)})))"
-    if k == "date":
-        return f"NOT (typeof({q}) = 'text' AND length({q}) = 10 AND date(julianday({q})) = {q})"
-    if k == "time":
-        return (
-            f"NOT (typeof({q}) = 'text' AND time(julianday({q})) = substr({q}, 1, 8) "
-            f"AND (length({q}) = 8 "
-            f"OR (length({q}) = 15 AND substr({q}, 9, 1) = '.' "
-            f"AND substr({q}, 10) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')))"
-        )
-    if k in ("json", "jsonb"):
-        return (
-            f"typeof({q}) <> 'text' OR NOT json_valid({q}) OR instr({q}, '\\u') > 0 "
-            f"OR {_text_suspect(q)}"
-        )
-    if k == "bytea":
-        return "0"
-    return "1"
-
-
 def key_sql(table: Table) -> list[str]:
     return [quote(k) for k in table.primary_key] or ["rowid"]
 
@@ -215,8 +93,8 @@ def looks(conn: sqlite3.Connection, table: Table, types: list[Type]) -> list[Cou
     for column, t in zip(table.columns, types, strict=True):
         q = quote(column.name)
         where = f"{q} IS NOT NULL AND ({candidates(q, t)})"
-        sure = _sure(q, t)
-        hit = f"CASE WHEN {sure} THEN {_BOTH} ELSE 1 END" if sure else "1"
+        vouched = sure(q, t)
+        hit = f"CASE WHEN {vouched} THEN {_BOTH} ELSE 1 END" if vouched else "1"
         parts.append(f"sum(CASE WHEN {where} THEN {hit} ELSE 0 END)")
     if not parts:
         return []
@@ -228,6 +106,13 @@ def looks(conn: sqlite3.Connection, table: Table, types: list[Type]) -> list[Cou
     return counts
 
 
+# Kinds whose values SQL vouches for by their storage class (and range, JSON validity,
+# suspect bytes), so that a value fitting the kind fits every wider home as well: once such
+# a column widens, only the values that did not fit the declared kind need another look.
+# (A date or time is vouched for by its shape, which a NUL byte past it escapes.)
+_NESTED = frozenset(INT_RANGES) | {"numeric", "float", "bool", "json", "jsonb", "varchar", "text"}
+
+
 def probe(
     conn: sqlite3.Connection,
     table: Table,
@@ -235,40 +120,42 @@ def probe(
     t: Type,
     opts: Options,
     counts: Counts | None = None,
+    within: tuple[str, int] | None = None,
 ) -> Probe:
     """Run the loader's own conversion over every value SQL cannot vouch for.
 
-    counts (from looks()) spare the scans they already answer."""
+    counts (from looks()) spare the scans they already answer, and stop the scan at the
+    last value needing a look. within: (a condition, how many rows meet it) holding every
+    value that may need a look; the scan stops once it has seen them all."""
     q = quote(column)
-    keys = key_sql(table)
+    keys = ", ".join(key_sql(table))
+    name = quote(table.name)
     convert = to_python(t, Options(opts.round_money, opts.strip_nul))
     result = Probe()
     if counts is not None and counts[0] == 0:
         return result
     where = f"{q} IS NOT NULL AND ({candidates(q, t)})"
-    sure = _sure(q, t)
-    if sure and counts is not None and counts[0] == counts[1]:
-        _count_sure(conn, table, q, t, f"{where} AND {sure}", result, counts[1])
+    vouched = sure(q, t)
+    if vouched and counts is not None and counts[0] == counts[1]:
+        _count_sure(conn, table, q, t, f"{where} AND {vouched}", result, counts[1])
         return result
-    if sure:
+    if vouched:
         # Loose forms SQL can vouch for are counted (and sampled) without Python.
         known = counts[1] if counts is not None else None
-        _count_sure(conn, table, q, t, f"{where} AND {sure}", result, known)
-        where = f"{where} AND NOT ({sure})"
-    cursor = conn.execute(
-        f"SELECT {', '.join(keys)}, {q} FROM {quote(table.name)} "
-        f"WHERE {where} ORDER BY {', '.join(keys)}"
-    )
-    result.scan(cursor, len(keys), t, convert)
+        _count_sure(conn, table, q, t, f"{where} AND {vouched}", result, known)
+        where = f"{where} AND NOT ({vouched})"
+    if counts is not None:
+        sql = f"SELECT {keys}, {q} FROM {name} WHERE {where} ORDER BY {keys} LIMIT ?"
+        args: list[Any] = [counts[0] - counts[1]]
+    elif within is not None:
+        inner = f"SELECT {keys}, {q} FROM {name} WHERE {within[0]} ORDER BY {keys} LIMIT ?"
+        sql = f"SELECT * FROM ({inner}) WHERE {where} ORDER BY {keys}"
+        args = [within[1]]
+    else:
+        sql = f"SELECT {keys}, {q} FROM {name} WHERE {where} ORDER BY {keys}"
+        args = []
+    result.scan(conn.execute(sql, args), len(key_sql(table)), t, convert)
     return result
-
-
-def _sure(q: str, t: Type) -> str | None:
-    if t.kind == "timestamptz":
-        return iso_instant(q)
-    if t.kind == "bool":
-        return f"typeof({q}) = 'text' AND lower({q}) IN {WORDS}"
-    return None
 
 
 def _count_sure(
@@ -341,6 +228,9 @@ def home(
     findings: list[Finding] = []
     declared = t
     p = probe(conn, table, column, t, opts, counts)
+    within = None
+    if counts is not None and t.kind in _NESTED:
+        within = (f"{quote(column)} IS NOT NULL AND ({candidates(quote(column), t)})", counts[0])
     while p.failed:
         if strict:
             return t, findings, [_refusal(table.name, column, t, p, " (--strict)")], False
@@ -358,7 +248,7 @@ def home(
             )
         )
         t = new
-        p = probe(conn, table, column, t, opts)
+        p = probe(conn, table, column, t, opts, within=within)
     if strict and p.reinterpreted:
         p.failures, p.failed = p.reinterpreted, p.reinterpreted_count
         return t, findings, [_refusal(table.name, column, t, p, " (--strict)")], False
