@@ -658,6 +658,12 @@ ODDITIES = [
         "payments.amount at key 12: value 0.30000000000000004",
     ),
     (
+        "nul-in-datetime",
+        "UPDATE orders SET placed_at = placed_at || char(0) || 'x' WHERE id = 5",
+        "orders.placed_at: declared timestamptz holds 1 values",
+        "orders.placed_at at key 5: value '20",
+    ),
+    (
         "varchar-too-long",
         "UPDATE users SET phone = '+33 6 00 00 00 00 extension 1234567890' WHERE id = 4",
         "users.phone: declared varchar(32) holds 1 values",

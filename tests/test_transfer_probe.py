@@ -28,6 +28,13 @@ CASES: dict[str, tuple[str, Any, list[Any]]] = {
         ["", "2024-02-30 10:00:00", "2024-01-01T10:00:00Z", "2024-01-01 10:00:00\x00x", 5],
     ),
     "day": ("DATE", lambda i: f"2024-03-{1 + i % 28:02d}", ["", "2024-02-30", "03/04/2024"]),
+    # Only text past a NUL byte sets these apart from a plain instant: never stored cut short.
+    "cut": (
+        "DATETIME",
+        lambda i: f"2024-01-{1 + i % 28:02d} 10:00:00",
+        ["2024-01-01 10:00:00\x00x", "2024-01-01T10:00:00Z\x00y"],
+    ),
+    "cut_day": ("DATE", lambda i: f"2024-03-{1 + i % 28:02d}", ["2024-03-01\x00z"]),
 }
 
 

@@ -52,9 +52,19 @@ def _iso_quick(q: str, lengths: tuple[int, ...]) -> str:
     )
 
 
+def _ascii(q: str) -> str:
+    """Text of printable ASCII only, without a NUL byte: as many bytes as characters
+    (length() stops at a NUL, and a character outside ASCII takes two bytes or more).
+    Date and time checks read only the characters before a NUL; this closes the rest."""
+    return f"length(CAST({q} AS BLOB)) = length({q})"
+
+
 def iso_instant(q: str) -> str:
     """ISO text naming one instant (T or space, Z or an offset): PostgreSQL parses it as is."""
-    return f"typeof({q}) = 'text' AND ({_iso_quick(q, tuple(_SHAPES))} OR ({_iso_slow(q)}))"
+    return (
+        f"typeof({q}) = 'text' AND ({_iso_quick(q, tuple(_SHAPES))} OR ({_iso_slow(q)})) "
+        f"AND {_ascii(q)}"
+    )
 
 
 def _text_suspect(q: str) -> str:
@@ -108,15 +118,21 @@ def candidates(q: str, t: Type) -> str:
         kinds = "'text', 'integer', 'real'" if k == "text" else "'text'"
         return f"typeof({q}) NOT IN ({kinds}) OR {_text_suspect(q)}{longer}"
     if k in ("timestamptz", "timestamp"):
-        return f"NOT (typeof({q}) = 'text' AND ({_plain_quick(q)} OR ({_plain_slow(q)})))"
+        return (
+            f"NOT (typeof({q}) = 'text' AND ({_plain_quick(q)} OR ({_plain_slow(q)})) "
+            f"AND {_ascii(q)})"
+        )
     if k == "date":
-        return f"NOT (typeof({q}) = 'text' AND length({q}) = 10 AND date(julianday({q})) = {q})"
+        return (
+            f"NOT (typeof({q}) = 'text' AND length({q}) = 10 AND date(julianday({q})) = {q} "
+            f"AND {_ascii(q)})"
+        )
     if k == "time":
         return (
             f"NOT (typeof({q}) = 'text' AND time(julianday({q})) = substr({q}, 1, 8) "
             f"AND (length({q}) = 8 "
             f"OR (length({q}) = 15 AND substr({q}, 9, 1) = '.' "
-            f"AND substr({q}, 10) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')))"
+            f"AND substr({q}, 10) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')) AND {_ascii(q)})"
         )
     if k in ("json", "jsonb"):
         return (

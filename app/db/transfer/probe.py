@@ -106,11 +106,22 @@ def looks(conn: sqlite3.Connection, table: Table, types: list[Type]) -> list[Cou
     return counts
 
 
-# Kinds whose values SQL vouches for by their storage class (and range, JSON validity,
-# suspect bytes), so that a value fitting the kind fits every wider home as well: once such
-# a column widens, only the values that did not fit the declared kind need another look.
-# (A date or time is vouched for by its shape, which a NUL byte past it escapes.)
-_NESTED = frozenset(INT_RANGES) | {"numeric", "float", "bool", "json", "jsonb", "varchar", "text"}
+# Kinds whose plain values (storage class and range, JSON validity, no suspect bytes, dates
+# and times in printable ASCII) fit every wider home as well: once such a column widens,
+# only the values the declared kind did not take need another look.
+_NESTED = frozenset(INT_RANGES) | {
+    "numeric",
+    "float",
+    "bool",
+    "json",
+    "jsonb",
+    "varchar",
+    "text",
+    "timestamptz",
+    "timestamp",
+    "date",
+    "time",
+}
 
 
 def probe(
