@@ -66,6 +66,8 @@ async def test_sigkill_in_a_phase_then_rerun_is_exact(
     # table whose keys were interrupted is not loaded again).
     assert f"copied {check.target_rows:,} rows" in rerun.stdout
     assert f"({check.target_rows - committed:,} in this run)" in rerun.stdout
+    # The orphans found when the foreign keys are checked are in the rerun's report.
+    assert "coupon_redemptions: (coupon_code) -> coupons: 1 orphaned rows kept" in rerun.stderr
     assert not await pg_fetch(target, "SELECT 1 FROM pg_namespace WHERE nspname = $1", pg.STATE)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -211,17 +212,74 @@ async def _foreign_key(
             "by value, constraint not added",
         )
         return
-    cname = shorten(fk.name or f"fk_{name}_{'_'.join(fk.columns)}")
+    cname = _fk_name(table, fk)
     on_delete = f" ON DELETE {fk.on_delete}" if fk.on_delete not in (None, "NO ACTION") else ""
+    # Checked afterwards, side by side (validate_foreign_keys).
     sql = (
         f"ALTER TABLE {pg.STAGING}.{quote(name)} ADD CONSTRAINT {quote(cname)} FOREIGN KEY "
         f"({', '.join(quote(c) for c in fk.columns)}) REFERENCES {pg.STAGING}.{quote(fk.parent)} "
-        f"({', '.join(quote(c) for c in fk.parent_columns)}){on_delete}"
+        f"({', '.join(quote(c) for c in fk.parent_columns)}){on_delete} NOT VALID"
     )
-    failed = await _try(conn, sql)
-    if failed and failed.startswith(FK_VIOLATION):
-        # Orphans: counted and named by their own keys, then the constraint guards new rows.
-        suffix = await _orphans(conn, child, parent, fk, table.primary_key, report)
-        failed = await _try(conn, sql + suffix)
-    if failed:
+    if failed := await _try(conn, sql):
         report.note("fk-skipped", name, f"foreign key {cname} not added: {failed}")
+
+
+def _fk_name(table: Table, fk: ForeignKey) -> str:
+    return shorten(fk.name or f"fk_{table.name}_{'_'.join(fk.columns)}")
+
+
+async def validate_foreign_keys(
+    dsn: str, conn: Any, tables: dict[str, Table], jobs: int, report: Report
+) -> None:
+    """The copy's foreign keys not yet validated, checked on `jobs` connections at once (a
+    check locks its own table against other checks, its parent only against changes). A
+    key with orphans stays NOT VALID, guarding new rows; its orphans are reported by their
+    own keys. Reports follow the tables' order, whichever check ends first."""
+    pending = {
+        (r["child"], r["conname"])
+        for r in await conn.fetch(
+            "SELECT cl.relname AS child, co.conname FROM pg_constraint co "
+            "JOIN pg_class cl ON cl.oid = co.conrelid "
+            "JOIN pg_namespace n ON n.oid = cl.relnamespace "
+            "WHERE n.nspname = $1 AND co.contype = 'f' AND NOT co.convalidated",
+            pg.STAGING,
+        )
+    }
+    work = [
+        (table, fk)
+        for table in tables.values()
+        for fk in table.foreign_keys
+        if (table.name, _fk_name(table, fk)) in pending
+    ]
+    if not work:
+        return
+    staged = await pg.reflect(conn, pg.STAGING)
+    found: dict[tuple[str, str], Report] = {}
+    children = list(dict.fromkeys(table.name for table, _fk in work))
+
+    async def checker() -> None:
+        own = await pg.connect(dsn)
+        try:
+            while children:
+                child = children.pop(0)
+                for table, fk in work:
+                    if table.name != child:
+                        continue
+                    cname = _fk_name(table, fk)
+                    notes = found[(child, cname)] = Report()
+                    failed = await _try(
+                        own,
+                        f"ALTER TABLE {pg.STAGING}.{quote(child)} "
+                        f"VALIDATE CONSTRAINT {quote(cname)}",
+                    )
+                    if failed and failed.startswith(FK_VIOLATION):
+                        parent = staged[fk.parent]
+                        await _orphans(own, staged[child], parent, fk, table.primary_key, notes)
+                    elif failed:
+                        notes.note("fk-skipped", child, f"foreign key {cname} not valid: {failed}")
+        finally:
+            await own.close()
+
+    await asyncio.gather(*(checker() for _ in range(max(1, min(jobs, len(children))))))
+    for table, fk in work:
+        report.findings += found[(table.name, _fk_name(table, fk))].findings

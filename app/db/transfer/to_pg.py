@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from app.db.transfer import lite, pg, workers
-from app.db.transfer.constraints import finish_filled, foreign_keys
+from app.db.transfer.constraints import finish_filled, foreign_keys, validate_foreign_keys
 from app.db.transfer.load import progress
 from app.db.transfer.options import CopyOptions, pg_connect, plain_pg, sqlite_path
 from app.db.transfer.report import Finding, Report, TransferError
@@ -264,6 +264,8 @@ async def _to_pg(
         if state.get("phase") == "load":
             await _run(path, target_url, conn, tables, public, opts, console, report, executor)
             await _finish(conn, tables, actions, report)
+        created = {n: t for n, t in tables.items() if actions.get(n) == "created"}
+        await validate_foreign_keys(plain_pg(target_url), conn, created, opts.jobs, report)
         await verify_staged(path, target_url, conn, tables, order, opts, report)
         if rules and opts.rules is not None:
             report.findings += await opts.rules.check(src, conn, pg.STAGING)
