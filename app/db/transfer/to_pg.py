@@ -153,14 +153,20 @@ async def _run(
                     await set_state(conn, "refused", "true")
 
         async def watch() -> None:
-            """The bars follow the committed progress rows (what a resume would find)."""
-            while True:
-                await asyncio.sleep(0.25)
-                for r in await conn.fetch(f"SELECT table_name, rows FROM {pg.STATE}.progress"):
-                    name, done = r["table_name"], int(r["rows"])
-                    if name in shown and done > shown[name]:
-                        advance(name, done - shown[name])
-                        shown[name] = done
+            """The bars follow the committed progress rows (what a resume would find),
+            read on a connection of their own."""
+            own = await pg_connect(url)
+            try:
+                while True:
+                    await asyncio.sleep(0.25)
+                    query = f"SELECT table_name, rows FROM {pg.STATE}.progress"
+                    for r in await own.fetch(query):
+                        name, done = r["table_name"], int(r["rows"])
+                        if name in shown and done > shown[name]:
+                            advance(name, done - shown[name])
+                            shown[name] = done
+            finally:
+                await own.close()
 
         watcher = asyncio.ensure_future(watch()) if console.is_terminal else None
         try:
