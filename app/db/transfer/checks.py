@@ -1,5 +1,5 @@
 """SQL tests of what SQLite holds: values a PostgreSQL type takes as they are (no
-candidates() for a look in Python), and loose forms SQL itself can vouch for (_sure)."""
+candidates() for a look in Python), and loose forms SQL itself can vouch for (sure())."""
 
 from __future__ import annotations
 

@@ -173,10 +173,13 @@ async def keys(conn: Any, table: Table, report: Report) -> None:
 
 
 async def foreign_keys(
-    conn: Any, tables: dict[str, Table], actions: dict[str, str], report: Report
+    conn: Any,
+    tables: dict[str, Table],
+    staged: dict[str, Table],
+    actions: dict[str, str],
+    report: Report,
 ) -> None:
     """The foreign keys of the tables the copy made, once every table has its keys."""
-    staged = await pg.reflect(conn, pg.STAGING)
     for name in tables:
         if actions.get(name) == "created":
             for fk in tables[name].foreign_keys:
@@ -245,41 +248,40 @@ async def validate_foreign_keys(
             pg.STAGING,
         )
     }
-    work = [
-        (table, fk)
-        for table in tables.values()
-        for fk in table.foreign_keys
-        if (table.name, _fk_name(table, fk)) in pending
-    ]
+    # Per table, its keys still to check (a table's checks run one after the other).
+    work: dict[str, tuple[Table, list[ForeignKey]]] = {}
+    for table in tables.values():
+        fks = [fk for fk in table.foreign_keys if (table.name, _fk_name(table, fk)) in pending]
+        if fks:
+            work[table.name] = (table, fks)
     if not work:
         return
     staged = await pg.reflect(conn, pg.STAGING)
-    found: dict[tuple[str, str], Report] = {}
-    children = list(dict.fromkeys(table.name for table, _fk in work))
+    found = {name: Report() for name in work}
+    waiting = list(work)
 
     async def checker() -> None:
         own = await pg.connect(dsn)
         try:
-            while children:
-                child = children.pop(0)
-                for table, fk in work:
-                    if table.name != child:
-                        continue
-                    cname = _fk_name(table, fk)
-                    notes = found[(child, cname)] = Report()
+            while waiting:
+                table, fks = work[waiting.pop(0)]
+                child, notes = staged[table.name], found[table.name]
+                for fk in fks:
+                    cname = quote(_fk_name(table, fk))
                     failed = await _try(
                         own,
-                        f"ALTER TABLE {pg.STAGING}.{quote(child)} "
-                        f"VALIDATE CONSTRAINT {quote(cname)}",
+                        f"ALTER TABLE {pg.STAGING}.{quote(child.name)} VALIDATE CONSTRAINT {cname}",
                     )
                     if failed and failed.startswith(FK_VIOLATION):
                         parent = staged[fk.parent]
-                        await _orphans(own, staged[child], parent, fk, table.primary_key, notes)
+                        await _orphans(own, child, parent, fk, table.primary_key, notes)
                     elif failed:
-                        notes.note("fk-skipped", child, f"foreign key {cname} not valid: {failed}")
+                        notes.note(
+                            "fk-skipped", child.name, f"foreign key {cname} not valid: {failed}"
+                        )
         finally:
             await own.close()
 
-    await asyncio.gather(*(checker() for _ in range(max(1, min(jobs, len(children))))))
-    for table, fk in work:
-        report.findings += found[(table.name, _fk_name(table, fk))].findings
+    await asyncio.gather(*(checker() for _ in range(max(1, min(jobs, len(work))))))
+    for notes in found.values():
+        report.findings += notes.findings

@@ -139,7 +139,8 @@ def probe(
     last value needing a look. within: (a condition, how many rows meet it) holding every
     value that may need a look; the scan stops once it has seen them all."""
     q = quote(column)
-    keys = ", ".join(key_sql(table))
+    key_list = key_sql(table)
+    keys = ", ".join(key_list)
     name = quote(table.name)
     convert = to_python(t, Options(opts.round_money, opts.strip_nul))
     result = Probe()
@@ -165,7 +166,7 @@ def probe(
     else:
         sql = f"SELECT {keys}, {q} FROM {name} WHERE {where} ORDER BY {keys}"
         args = []
-    result.scan(conn.execute(sql, args), len(key_sql(table)), t, convert)
+    result.scan(conn.execute(sql, args), len(key_list), t, convert)
     return result
 
 

@@ -28,7 +28,7 @@ async def set_state(conn: Any, key: str, value: str) -> None:
 
 
 PROGRESS = (
-    f"CREATE TABLE {pg.STATE}.progress (table_name text PRIMARY KEY, action text NOT NULL, "
+    f"CREATE TABLE {pg.STATE}.progress (table_name text PRIMARY KEY, "
     "planned boolean NOT NULL DEFAULT false, clean jsonb, findings jsonb, last_key jsonb, "
     "rows bigint NOT NULL DEFAULT 0, done boolean NOT NULL DEFAULT false, "
     "digest numeric NOT NULL DEFAULT 0, staged_rows bigint, staged_digest numeric, "

@@ -71,11 +71,7 @@ async def _begin(
                 await pg.stage_like(conn, name)
                 action = "filled"
             await set_state(conn, f"action:{name}", action)
-            await conn.execute(
-                f"INSERT INTO {pg.STATE}.progress (table_name, action) VALUES ($1, $2)",
-                name,
-                action,
-            )
+            await conn.execute(f"INSERT INTO {pg.STATE}.progress (table_name) VALUES ($1)", name)
         # Tables only the target has (alembic_version, say) come along unchanged.
         for name in public:
             if name not in tables:
@@ -97,6 +93,7 @@ async def _run(
     conn: Any,
     tables: dict[str, Table],
     public: dict[str, Table],
+    actions: dict[str, str],
     opts: CopyOptions,
     console: Console,
     report: Report,
@@ -117,18 +114,18 @@ async def _run(
         src.close()
     options = Options(opts.round_money, opts.strip_nul)
     dsn = plain_pg(url)
-    pending = [
+    jobs = [
         workers.Job(
             tables[name],
-            public[name] if r["action"] == "filled" else None,
+            public[name] if actions[name] == "filled" else None,
             r["planned"],
             r["done"],
-            r["keyed"] or r["action"] == "filled",
+            r["keyed"],
             r["last_key"],
         )
         for name, r in sorted(rows.items(), key=lambda item: -totals[item[0]])
-        if not (r["planned"] and r["done"] and (r["keyed"] or r["action"] == "filled"))
     ]
+    pending = [job for job in jobs if not job.finished]
     refused: dict[str, list[str]] = {}
     shown = {n: int(rows[n]["rows"]) for n in tables}
     with progress(console, totals, shown) as advance:
@@ -205,8 +202,9 @@ async def _finish(
         report.findings += found("findings")
         await finish_filled(conn, actions, report)
         report.findings += found("key_findings")
-        await foreign_keys(conn, tables, actions, report)
-        for table in (await pg.reflect(conn, pg.STAGING)).values():
+        staged = await pg.reflect(conn, pg.STAGING)
+        await foreign_keys(conn, tables, staged, actions, report)
+        for table in staged.values():
             await pg.reset_sequences(conn, pg.STAGING, table)
         await set_state(conn, "phase", "loaded")
         saved = [asdict(f) for f in report.findings if f.kind != "cycle"]
@@ -273,7 +271,9 @@ async def _to_pg(
         actions = {k[7:]: v for k, v in state.items() if k.startswith("action:")}
         report.actions = actions
         if state.get("phase") == "load":
-            await _run(path, target_url, conn, tables, public, opts, console, report, executor)
+            await _run(
+                path, target_url, conn, tables, public, actions, opts, console, report, executor
+            )
             await _finish(conn, tables, actions, report)
         created = {n: t for n, t in tables.items() if actions.get(n) == "created"}
         await validate_foreign_keys(plain_pg(target_url), conn, created, opts.jobs, report)

@@ -94,6 +94,15 @@ class Job:
     keyed: bool
     last_key: str | None  # the last batch's last key, as JSON
 
+    @property
+    def keys_missing(self) -> bool:
+        """A table the copy made gets the source's keys (one it fills, the target's, later)."""
+        return self.target is None and not self.keyed
+
+    @property
+    def finished(self) -> bool:
+        return self.planned and self.done and not self.keys_missing
+
 
 @dataclass
 class Outcome:
@@ -136,7 +145,7 @@ async def _copy_table(
         if not job.done:
             staged = job.target or table
             rows = await _load(path, conn, table, staged, job.last_key, batch_size, options)
-        if job.target is None and not job.keyed:
+        if job.keys_missing:
             notes = Report()
             async with conn.transaction():
                 # Index builds and key checks sort in memory (the server's, not ours).
