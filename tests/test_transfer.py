@@ -112,6 +112,13 @@ async def test_messy_sqlite_round_trip(target: str, tmp_path: Path) -> None:
     assert tuple(exact[0]) == ("12.345", "2.5")
     nul = await pg_fetch(target, "SELECT body FROM notes WHERE id = 2")
     assert nul[0][0] == b"has\x00nul"
+    # Loaded with autovacuum off, live with it on again.
+    paused = await pg_fetch(
+        target,
+        "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+        "AND reloptions::text LIKE '%autovacuum%'",
+    )
+    assert paused == []
     # Identity past the copied ids: a new row gets a fresh key.
     new = await pg_fetch(target, "INSERT INTO people (name) VALUES ('new') RETURNING id")
     assert new[0][0] == 61

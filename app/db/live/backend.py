@@ -32,7 +32,7 @@ from app.db.live import capture
 from app.db.live.sides import Backend
 from app.db.metrics import DatabaseMetrics
 from app.db.router import DatabaseRouter
-from app.db.transfer.options import plain_pg
+from app.urls import asyncpg_dsn
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class LiveBackend:
         import asyncpg
 
         try:
-            conn = await asyncpg.connect(plain_pg(self.target_url), timeout=2)
+            conn = await asyncpg.connect(asyncpg_dsn(self.target_url), timeout=2)
             try:
                 await conn.execute("SET lock_timeout = '2s'")
                 await conn.execute(

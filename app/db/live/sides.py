@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 from app.config import async_url
 from app.db.engine import sqlite_on_connect
 from app.db.live import capture
-from app.db.transfer.options import plain_pg
+from app.urls import asyncpg_dsn
 
 Backend = Literal["sqlite", "postgresql"]
 
@@ -50,7 +50,7 @@ class Side:
     @property
     def url_plain(self) -> str:
         """The URL asyncpg takes directly (postgresql://, libpq's sslmode)."""
-        return plain_pg(self.url)
+        return asyncpg_dsn(self.url)
 
     @property
     def sqlite(self) -> bool:

@@ -51,7 +51,7 @@ def sqlite_digest(
     texts = fastpath.joined([fastpath.digest_sqlite(quote(c), t) for c, t in types], fastpath.SEP)
     # One scan: every row counted, fast rows hashed in SQLite's own pass.
     everything, summed = conn.execute(
-        f"SELECT count(*), bb_sum(CASE WHEN {condition} THEN {texts} END) FROM {name}"
+        f"SELECT count(*), bb_sum(CASE WHEN {condition} THEN CAST({texts} AS BLOB) END) FROM {name}"
     ).fetchone()
     rows, total = (int(v) for v in (summed or "0 0").split())
     digest = Digest(rows, total)

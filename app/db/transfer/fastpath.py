@@ -8,14 +8,17 @@ checksums are computed where the data is."""
 
 from __future__ import annotations
 
+import array
 import datetime as dt
 import functools
 import hashlib
+import importlib
 import json
 import struct
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from app.db.transfer.checks import TRUE_WORDS, WORDS, candidates, iso_instant
 from app.db.transfer.schema import quote
@@ -252,19 +255,29 @@ def digest_python(t: Type) -> Callable[[Any], str]:
     return str
 
 
+def _builtin_md5() -> Callable[[bytes], Any]:
+    """CPython's own md5 where it has one: for rows of a hundred bytes it costs two thirds
+    of hashlib's OpenSSL one, which sets up a context per call (0.39 against 0.58 us)."""
+    try:
+        return cast(Callable[[bytes], Any], importlib.import_module("_md5").md5)
+    except (ImportError, AttributeError):
+        return functools.partial(hashlib.md5, usedforsecurity=False)
+
+
+_md5 = _builtin_md5()
+
+
 def row_hash(text: str) -> int:
     """A row's 64-bit hash, as PostgreSQL computes it from md5 (signed, first 8 bytes)."""
-    return int.from_bytes(
-        hashlib.md5(text.encode(), usedforsecurity=False).digest()[:8], "big", signed=True
-    )
+    return int.from_bytes(_md5(text.encode()).digest()[:8], "big", signed=True)
 
 
-def hash_sum(texts: Iterable[bytes]) -> int:
-    """The sum of row_hash over texts already encoded."""
-    md5, from_bytes = hashlib.md5, int.from_bytes
-    return sum(
-        from_bytes(md5(t, usedforsecurity=False).digest()[:8], "big", signed=True) for t in texts
-    )
+def _halves_sum(digests: list[bytes]) -> int:
+    """The sum of row hashes given whole md5 digests: their first 8 bytes read at once."""
+    halves = array.array("q", b"".join(digests))[::2]
+    if sys.byteorder == "little":
+        halves.byteswap()
+    return sum(halves)
 
 
 def row_hash_pg(texts: list[str]) -> str:
@@ -273,17 +286,26 @@ def row_hash_pg(texts: list[str]) -> str:
 
 
 class Sum:
-    """sum() of row hashes as an exact Python integer (SQLite's would overflow)."""
+    """sum() of row hashes (of digest texts as bytes) as an exact Python integer (SQLite's
+    would overflow); digests are summed 4,096 at a time."""
 
     def __init__(self) -> None:
         self.rows = 0
         self.total = 0
+        self._digests: list[bytes] = []
 
-    def step(self, text: str | None) -> None:
+    def step(self, text: bytes | None) -> None:
         if text is not None:  # rows left out by the CASE that feeds the aggregate
-            self.rows += 1
-            self.total += row_hash(text)
+            self._digests.append(_md5(text).digest())
+            if len(self._digests) == 4096:
+                self._fold()
+
+    def _fold(self) -> None:
+        self.rows += len(self._digests)
+        self.total += _halves_sum(self._digests)
+        self._digests.clear()
 
     def finalize(self) -> str:
         """Rows hashed and their sum, as text (SQLite integers would overflow)."""
+        self._fold()
         return f"{self.rows} {self.total}"

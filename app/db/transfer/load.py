@@ -109,20 +109,20 @@ def read_split(
     condition = all_fast(types, clean)
     line = fastpath.joined([fastpath.copy_text(quote(c), t) for c, t in types], "\t")
     # The source's checksum comes from the same read: each row's digest text is built by
-    # SQLite next to its COPY text (from the stored value, not from the COPY text). Both
-    # arrive as bytes: COPY takes them as they are, and so does the hash.
+    # SQLite next to its COPY text (from the stored value, not from the COPY text), as
+    # bytes: COPY takes them as they are, and so does the hash.
     texts = fastpath.joined([fastpath.digest_sqlite(quote(c), t) for c, t in types], fastpath.SEP)
-    found = conn.execute(
-        f"SELECT CAST({line} AS BLOB), CAST({texts} AS BLOB) FROM {name} "
-        f"WHERE {where} AND {condition}",
+    # One row back: the range's COPY text joined by SQLite, and the hashes summed as the
+    # digest texts come (no row crosses into Python on its own).
+    fast_rows, body, summed = conn.execute(
+        f"SELECT count(*), CAST(group_concat(CAST({line} AS BLOB), x'0a') AS BLOB), "
+        f"bb_sum(CAST({texts} AS BLOB)) FROM {name} WHERE {where} AND {condition}",
         bounds,
-    ).fetchall()
-    lines = [r[0] for r in found]
-    digest = fastpath.hash_sum(r[1] for r in found)
-    del found
+    ).fetchone()
+    digest = int(summed.split()[1]) if summed else 0  # None: no fast row
     cols = ", ".join(quote(c) for c, _t in types)
     slow = []
-    if done or len(lines) < size:  # a full range of fast rows has no slow ones
+    if done or fast_rows < size:  # a full range of fast rows has no slow ones
         slow = conn.execute(
             f"SELECT {key_sql}, {cols} FROM {name} WHERE {where} AND NOT ({condition}) "
             f"ORDER BY {key_sql}",
@@ -135,5 +135,5 @@ def read_split(
         last = list(last_row) if last_row else None
     else:
         last = list(upper)
-    text = b"\n".join(lines) + b"\n" if lines else b""
-    return Batch(text, len(lines), slow, last, done, digest)
+    text = body + b"\n" if body else b""
+    return Batch(text, fast_rows, slow, last, done, digest)

@@ -5,26 +5,13 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from app.db.transfer import pg
 from app.db.transfer.report import Finding, TransferError
 from app.db.transfer.schema import Table
-from app.urls import redact
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import URL
-
-# SQLAlchemy (for its URL parser) is imported where a URL is read, not with this
-# package: the copy's worker processes import the package and never read a URL
-# (SQLAlchemy and the settings module cost 0.55 s of each worker's start).
-
-
-def _url(url: str) -> URL:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url)
+from app.urls import asyncpg_dsn, database, redact
 
 
 class Rules(Protocol):
@@ -48,20 +35,14 @@ class CopyOptions:
     jobs: int = 2  # tables loaded and verified at once
 
 
-def plain_pg(url: str) -> str:
-    parsed = _url(url).set(drivername="postgresql")
-    if "ssl" in parsed.query:
-        query = dict(parsed.query)
-        query["sslmode"] = query.pop("ssl")
-        parsed = parsed.set(query=query)
-    return parsed.render_as_string(hide_password=False)
-
-
 def sqlite_path(url: str) -> Path:
-    database = _url(url).database
-    if not database or database == ":memory:":
+    try:
+        file = database(url)
+    except ValueError:
+        file = None
+    if not file or file == ":memory:":
         raise TransferError(f"{redact(url)}: a SQLite file is needed")
-    return Path(database)
+    return Path(file)
 
 
 def backend(url: str) -> str:
@@ -74,6 +55,6 @@ def backend(url: str) -> str:
 
 async def pg_connect(url: str) -> Any:
     try:
-        return await pg.connect(plain_pg(url))
+        return await pg.connect(asyncpg_dsn(url))
     except Exception as exc:
         raise TransferError(f"cannot reach {redact(url)}: {type(exc).__name__}") from exc

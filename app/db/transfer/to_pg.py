@@ -16,13 +16,13 @@ from rich.console import Console
 from app.db.transfer import lite, pg, workers
 from app.db.transfer.constraints import finish_filled, foreign_keys, validate_foreign_keys
 from app.db.transfer.load import progress
-from app.db.transfer.options import CopyOptions, pg_connect, plain_pg, sqlite_path
+from app.db.transfer.options import CopyOptions, pg_connect, sqlite_path
 from app.db.transfer.report import Finding, Report, TransferError
 from app.db.transfer.schema import PG_NAME_BYTES, Table, load_order, quote
 from app.db.transfer.state import PROGRESS, read_state, resume, set_state
 from app.db.transfer.values import Options
 from app.db.transfer.verify import verify_staged
-from app.urls import redact
+from app.urls import asyncpg_dsn, redact
 
 
 def _names(tables: dict[str, Table]) -> list[str]:
@@ -113,7 +113,7 @@ async def _run(
     finally:
         src.close()
     options = Options(opts.round_money, opts.strip_nul)
-    dsn = plain_pg(url)
+    dsn = asyncpg_dsn(url)
     jobs = [
         workers.Job(
             tables[name],
@@ -219,6 +219,7 @@ async def _swap(conn: Any, report: Report) -> None:
             "SELECT e.extname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
             "WHERE n.nspname = 'public'"
         )
+        await pg.autovacuum_back(conn, pg.STAGING)
         await conn.execute(f"ALTER SCHEMA public RENAME TO {kept}")
         await conn.execute(f"ALTER SCHEMA {pg.STAGING} RENAME TO public")
         for row in extensions:
@@ -276,7 +277,7 @@ async def _to_pg(
             )
             await _finish(conn, tables, actions, report)
         created = {n: t for n, t in tables.items() if actions.get(n) == "created"}
-        await validate_foreign_keys(plain_pg(target_url), conn, created, opts.jobs, report)
+        await validate_foreign_keys(asyncpg_dsn(target_url), conn, created, opts.jobs, report)
         await verify_staged(path, target_url, conn, tables, order, opts, report)
         if rules and opts.rules is not None:
             report.findings += await opts.rules.check(src, conn, pg.STAGING)

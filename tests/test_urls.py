@@ -1,0 +1,56 @@
+"""app.urls reads URLs the way SQLAlchemy's make_url does, and never shows a password."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from app.urls import asyncpg_dsn, database, redact
+
+SQLITE = [
+    "sqlite:///foo.db",
+    "sqlite:////tmp/x.db",
+    "sqlite+aiosqlite:///./data/x y.db",
+    "sqlite:///a%20b.db",
+    "sqlite:///x.db?mode=ro",
+    "sqlite://",
+    "sqlite:///:memory:",
+    "sqlite:///a#b.db",
+    "sqlite:///dir/with%3Fquestion.db",
+]
+POSTGRES = [
+    "postgresql+asyncpg://u:p%40ss@h:5/db?ssl=require",
+    "postgresql://u:p@[::1]:5432/db",
+    "postgresql://u@h/db",
+    "postgresql://u:@h/db",
+    "postgresql://h/db",
+    "postgresql+asyncpg://app:s3cr:et@127.0.0.1:6432/bookedbarber?ssl=disable&x=1",
+]
+
+
+@pytest.mark.parametrize("url", SQLITE + POSTGRES)
+def test_database_part_as_sqlalchemy_reads_it(url: str) -> None:
+    assert database(url) == make_url(url).database
+
+
+@pytest.mark.parametrize("url", SQLITE + POSTGRES)
+def test_redact_hides_the_password_and_nothing_else(url: str) -> None:
+    """Read back, the shown URL is the same URL with *** for its password (the rest is
+    shown as written, where SQLAlchemy would quote it anew)."""
+    parsed = make_url(url)
+    expected = parsed.set(password="***") if parsed.password is not None else parsed
+    assert make_url(redact(url)) == expected
+
+
+def test_unreadable_url_is_not_shown() -> None:
+    assert "secret" not in redact("secret-without-a-scheme")
+
+
+@pytest.mark.parametrize("url", POSTGRES)
+def test_asyncpg_dsn_keeps_every_part(url: str) -> None:
+    expected = make_url(url).set(drivername="postgresql")
+    if "ssl" in expected.query:
+        query = dict(expected.query)
+        query["sslmode"] = query.pop("ssl")
+        expected = expected.set(query=query)
+    assert make_url(asyncpg_dsn(url)) == expected
