@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from app.db.transfer.options import CopyOptions, backend
 from app.db.transfer.report import Report, TransferError
 from app.db.transfer.to_pg import to_pg
 from app.db.transfer.to_sqlite import to_sqlite
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 
 async def copy(
     source_url: str, target_url: str, opts: CopyOptions, console: Console | None = None
 ) -> Report:
-    console = console or Console(stderr=True)
+    if console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
     pair = (backend(source_url), backend(target_url))
     if pair == ("sqlite", "postgresql"):
         return await to_pg(source_url, target_url, opts, console)

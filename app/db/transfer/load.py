@@ -6,10 +6,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from typing import TYPE_CHECKING, Any
 
 from app.db.transfer import fastpath, lite
 from app.db.transfer.digest import all_fast
@@ -17,6 +14,9 @@ from app.db.transfer.report import TransferError, describe
 from app.db.transfer.schema import Table, quote
 from app.db.transfer.types import Type, Unfit
 from app.db.transfer.values import Options, to_python, to_sqlite
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def convert_rows(
@@ -55,6 +55,14 @@ def progress(
     console: Console, totals: dict[str, int], done: dict[str, int]
 ) -> Iterator[Callable[[str, int], None]]:
     """A bar per table; yields advance(table, rows)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     with Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),

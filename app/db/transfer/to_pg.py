@@ -9,9 +9,7 @@ import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from app.db.transfer import lite, pg, workers
 from app.db.transfer.constraints import finish_filled, foreign_keys, validate_foreign_keys
@@ -23,6 +21,9 @@ from app.db.transfer.state import PROGRESS, read_state, resume, set_state
 from app.db.transfer.values import Options
 from app.db.transfer.verify import verify_staged
 from app.urls import asyncpg_dsn, redact
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _names(tables: dict[str, Table]) -> list[str]:

@@ -6,9 +6,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from app.db.transfer import lite, pg
 from app.db.transfer.defaults import pg_to_sqlite
@@ -19,6 +17,9 @@ from app.db.transfer.schema import Table, load_order, quote
 from app.db.transfer.types import Type
 from app.db.transfer.values import Options
 from app.db.transfer.verify import Side, compare, digests
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 LITE_PROGRESS = "_bookedbarber_transfer_progress"
 
