@@ -17,15 +17,17 @@ def _authority(url: str) -> tuple[str, str, str]:
 
 
 def redact(url: str) -> str:
-    """The URL with its password shown as ***; a URL that cannot be read is not shown."""
-    try:
-        scheme, netloc, path = _authority(url)
-    except ValueError:
+    """The URL with its password shown as ***; a URL that cannot be read is not shown.
+
+    The password is whatever lies between the first ':' after '//' and the last '@' (as
+    SQLAlchemy reads it, it may hold '/', '?' or ':'); erring, this hides too much."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
         return "<a URL that cannot be read>"
-    userinfo, at, host = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    return f"{scheme}://{netloc}{path}"
+    at, colon = rest.rfind("@"), rest.find(":")
+    if 0 <= colon < at:
+        rest = f"{rest[:colon]}:***{rest[at:]}"
+    return f"{scheme}://{rest}"
 
 
 def database(url: str) -> str | None:

@@ -25,7 +25,11 @@ POSTGRES = [
     "postgresql://u:@h/db",
     "postgresql://h/db",
     "postgresql+asyncpg://app:s3cr:et@127.0.0.1:6432/bookedbarber?ssl=disable&x=1",
+    "postgresql://u@[::1]:5432/db",
 ]
+# Not valid URLs (the password should be percent-encoded), yet read by SQLAlchemy: the
+# password must still never be shown.
+LOOSE = ["postgresql://u:pa/ss@h/db", "postgresql://u:p?ss@h/db", "postgresql://u:a:b@h:1/db"]
 
 
 @pytest.mark.parametrize("url", SQLITE + POSTGRES)
@@ -33,7 +37,7 @@ def test_database_part_as_sqlalchemy_reads_it(url: str) -> None:
     assert database(url) == make_url(url).database
 
 
-@pytest.mark.parametrize("url", SQLITE + POSTGRES)
+@pytest.mark.parametrize("url", SQLITE + POSTGRES + LOOSE)
 def test_redact_hides_the_password_and_nothing_else(url: str) -> None:
     """Read back, the shown URL is the same URL with *** for its password (the rest is
     shown as written, where SQLAlchemy would quote it anew)."""
