@@ -66,6 +66,18 @@ def ensure_pgloader() -> str:
     return shutil.which("pgloader") or "/usr/bin/pgloader"
 
 
+async def settle(url: str) -> None:
+    """Each tool starts from the same state: the fixture just written and the previous
+    runs' data on disk, PostgreSQL checkpointed, so no run pays for another's writes."""
+    os.sync()
+    admin = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        await admin.execute("CHECKPOINT")
+    finally:
+        await admin.close()
+    os.sync()
+
+
 async def create(url: str, name: str) -> str:
     admin = await asyncpg.connect(url.replace("+asyncpg", "").rsplit("/", 1)[0] + "/postgres")
     try:
@@ -114,6 +126,7 @@ def main() -> None:
                 ("pgloader (no verification)", [pgloader, f"sqlite://{source}", theirs], theirs),
             ]
             for tool, cmd, url in runs:
+                asyncio.run(settle(base))
                 before = os.getloadavg()[0]
                 seconds, rss, code = measured(cmd, work / f"{tool.split()[0]}-{wanted}.log")
                 load = f"{before:.1f} -> {os.getloadavg()[0]:.1f}"
