@@ -7,15 +7,6 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 
-def _authority(url: str) -> tuple[str, str, str]:
-    """(scheme, the part between :// and the next /, the rest from that /)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or not scheme:
-        raise ValueError("not a database URL")
-    netloc, slash, path = rest.partition("/")
-    return scheme, netloc, slash + path
-
-
 def redact(url: str) -> str:
     """The URL with its password shown as ***; a URL that cannot be read is not shown.
 
@@ -32,10 +23,11 @@ def redact(url: str) -> str:
 
 def database(url: str) -> str | None:
     """The database part (for SQLite, the file), percent-decoded; None when there is none."""
-    _scheme, _netloc, path = _authority(url)
-    if not path:
-        return None
-    return unquote(path[1:].split("?", 1)[0])
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        raise ValueError("not a database URL")
+    _netloc, slash, path = rest.partition("/")
+    return unquote(path.split("?", 1)[0]) if slash else None
 
 
 def asyncpg_dsn(url: str) -> str:

@@ -260,12 +260,13 @@ async def verify_staged(
             src = lite.connect(path)
             # A connection of its own only when PostgreSQL has something to compute (a
             # table whose checksum the load took needs none: 33 connections were 0.15 s).
-            own: list[Any] = []
+            own: Any = None
 
             async def db() -> Any:
-                if not own:
-                    own.append(await pg_connect(url))
-                return own[0]
+                nonlocal own
+                if own is None:
+                    own = await pg_connect(url)
+                return own
 
             try:
                 theirs, mine = await asyncio.gather(
@@ -284,7 +285,7 @@ async def verify_staged(
                 return result
             finally:
                 src.close()
-                for each in own:
-                    await each.close()
+                if own is not None:
+                    await own.close()
 
     report.checks += await asyncio.gather(*(check(name) for name in order))
