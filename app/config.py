@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     migration_auto_rollback: bool = False
     migration_rollback_error_rate: float = Field(1.0, gt=0)
     migration_rollback_window_seconds: float = Field(10.0, gt=0)
+    # A rollback first freezes writes while db sync carries what PostgreSQL still holds
+    # (DRAIN seconds at most). Past that, "switch" serves writes on SQLite and reconciles
+    # PostgreSQL's leftovers when it returns; "wait" keeps writes paused until drained.
+    migration_rollback_drain_seconds: float = Field(5.0, ge=0)
+    migration_rollback_undrained: Literal["switch", "wait"] = "switch"
 
     host: str = "127.0.0.1"
     port: int = 8000

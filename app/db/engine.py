@@ -127,6 +127,11 @@ def create_engine(
     connect_args: dict[str, Any] = {
         "server_settings": server_settings,
         "timeout": settings.connect_timeout,
+        # A server that stops answering (hung, or a silent peer) fails a statement a
+        # second after the server's own timeout would have, instead of holding it.
+        "command_timeout": settings.statement_timeout_ms / 1000 + 1.0
+        if settings.statement_timeout_ms
+        else None,
     }
     if settings.pgbouncer:
         # Transaction pooling hands each transaction to any server connection:

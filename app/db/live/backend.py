@@ -7,7 +7,12 @@ hands new requests to it and closes the old one once its requests are done. No r
 
 With MIGRATION_AUTO_ROLLBACK, a worker serving PostgreSQL that sees more than
 MIGRATION_ROLLBACK_ERROR_RATE database errors per second over
-MIGRATION_ROLLBACK_WINDOW_SECONDS switches every worker back to SQLite.
+MIGRATION_ROLLBACK_WINDOW_SECONDS switches every worker back to SQLite: in one SQLite
+transaction it names SQLite the serving side, gives it a block of keys past
+PostgreSQL's (app/db/live/keys), records that PostgreSQL may hold changes not carried
+yet, and freezes writes for MIGRATION_ROLLBACK_DRAIN_SECONDS while db sync carries
+them (app/db/live/reconcile); past that, writes resume on SQLite ("switch") or wait
+until the sync has drained PostgreSQL ("wait").
 """
 
 from __future__ import annotations
@@ -22,13 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from app.config import Settings
-from app.db.live import capture
+from app.db.live import capture, keys
 from app.db.live.sides import Backend
 from app.db.metrics import DatabaseMetrics
 from app.db.router import DatabaseRouter
@@ -37,6 +42,7 @@ from app.urls import asyncpg_dsn
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 30.0  # the old router closes once requests begun on it are surely done
+UNTIL_DRAINED = 1e12  # a rollback's freeze that only db sync lifts, once drained
 
 # The service's watcher in this process (one app per worker; tests may hold several).
 _WATCHERS: weakref.WeakSet[LiveBackend] = weakref.WeakSet()
@@ -93,12 +99,27 @@ class LiveBackend:
             ["to", "reason"],
             registry=registry,
         )
+        self.unsynced = Gauge(
+            "bookedbarber_db_migration_unsynced_changes",
+            "Changes one side holds that the other lacks (NaN: that side cannot be reached)",
+            ["side"],
+            multiprocess_mode="livemostrecent",
+            registry=registry,
+        )
+        self.conflicts = Gauge(
+            "bookedbarber_db_migration_conflicts",
+            "Rows changed on both sides since a switch, kept in _bookedbarber_live_conflicts",
+            multiprocess_mode="livemostrecent",
+            registry=registry,
+        )
         self.path = make_url(settings.primary_url).database or ""
         self.target_url = settings.migration_target_url.get_secret_value()
         self.active: Backend = "sqlite"
         self.epoch = 0
         self.switches: deque[Switch] = deque(maxlen=20)
         self.errors: deque[float] = deque(maxlen=100_000)
+        self.counts: dict[str, Any] = {}
+        self._counted = 0.0
         self._db: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -114,9 +135,43 @@ class LiveBackend:
         return watcher
 
     # -- the state ------------------------------------------------------------------
-    def read(self) -> tuple[Backend, int, str | None]:
+    def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            self._db = sqlite3.connect(self.path, timeout=1.0, check_same_thread=False)
+            self._db = sqlite3.connect(
+                self.path, timeout=1.0, check_same_thread=False, isolation_level=None
+            )
+        return self._db
+
+    def count(self) -> None:
+        """What is left unsynced, and the conflicts kept: gauges and /health/db (1/s)."""
+        if time.monotonic() - self._counted < 1.0:
+            return
+        self._counted = time.monotonic()
+        db = self._conn()
+        try:
+            backlog = db.execute(f"SELECT count(*) FROM {capture.CHANGES}").fetchone()[0]
+            left_on, left_count, left_at = db.execute(
+                f"SELECT left_on, left_count, left_at FROM {capture.STATE} WHERE id = 1"
+            ).fetchone()
+            conflicts = db.execute(f"SELECT count(*) FROM {capture.CONFLICTS}").fetchone()[0]
+        except sqlite3.OperationalError:  # no sync set up yet
+            return
+        self.counts = {
+            "unsynced": {"sqlite": int(backlog)}
+            | ({left_on: left_count} if left_on is not None else {}),
+            "left_since": left_at if left_on is not None else None,
+            "conflicts": int(conflicts),
+        }
+        self.unsynced.labels("sqlite").set(backlog)
+        if left_on is not None:
+            self.unsynced.labels(left_on).set(float("nan") if left_count is None else left_count)
+        elif self.active == "sqlite":
+            self.unsynced.labels("postgresql").set(0)
+        self.conflicts.set(conflicts)
+
+    def read(self) -> tuple[Backend, int, str | None]:
+        self._conn()
+        assert self._db is not None
         try:
             row = self._db.execute(
                 f"SELECT active, epoch, reason FROM {capture.STATE} WHERE id = 1"
@@ -153,6 +208,7 @@ class LiveBackend:
             await asyncio.sleep(self.settings.migration_poll_seconds)
             try:
                 active, epoch, reason = self.read()
+                self.count()
                 if active != self.active:
                     await self.swap(app, active, epoch, reason or "state changed")
                 elif self.active == "postgresql" and self.error_rate_exceeded():
@@ -199,17 +255,40 @@ class LiveBackend:
         await router.dispose()
 
     async def roll_back(self) -> None:
-        """Every worker back to SQLite: the file they watch says so; PostgreSQL refuses writes."""
+        """Every worker back to SQLite: the file they watch says so; PostgreSQL refuses writes.
+
+        One SQLite transaction: SQLite serves, from a block of keys PostgreSQL never hands
+        out; PostgreSQL may hold changes not carried yet (db sync counts and brings them);
+        writes wait while it drains them, for MIGRATION_ROLLBACK_DRAIN_SECONDS at most
+        with "switch", until drained with "wait".
+        """
         window = self.settings.migration_rollback_window_seconds
         reason = f"auto rollback: {len(self.errors)} database errors in {window:g} s on postgresql"
         log.error("automatic rollback to sqlite", extra={"reason": reason})
-        assert self._db is not None
-        with self._db:
-            self._db.execute(
-                f"UPDATE {capture.STATE} SET active = 'sqlite', epoch = epoch + 1, reason = ?, "
-                "frozen_until = 0, switched_at = ? WHERE id = 1 AND active = 'postgresql'",
-                (reason, time.time()),
-            )
+        now = time.time()
+        if self.settings.migration_rollback_undrained == "wait":
+            until = UNTIL_DRAINED
+        else:
+            until = now + self.settings.migration_rollback_drain_seconds
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            active, block_end = db.execute(
+                f"SELECT active, block_end FROM {capture.STATE} WHERE id = 1"
+            ).fetchone()
+            if active == "postgresql":
+                _start, end = keys.sqlite_claim_sync(db, int(block_end))
+                db.execute(
+                    f"UPDATE {capture.STATE} SET active = 'sqlite', epoch = epoch + 1, "
+                    "reason = ?, frozen_until = ?, owner = 'rollback', switched_at = ?, "
+                    "block_end = ?, left_on = 'postgresql', left_count = NULL, left_at = ? "
+                    "WHERE id = 1",
+                    (reason, until, now, end, now),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         self.errors.clear()
         task = asyncio.create_task(self._refuse_on_pg(reason), name="refuse-writes-on-pg")
         self._closing.add(task)
@@ -219,7 +298,9 @@ class LiveBackend:
         import asyncpg
 
         try:
-            conn = await asyncpg.connect(asyncpg_dsn(self.target_url), timeout=2)
+            conn = await asyncpg.connect(
+                asyncpg_dsn(self.target_url), timeout=2, command_timeout=3
+            )
             try:
                 await conn.execute("SET lock_timeout = '2s'")
                 await conn.execute(
@@ -232,7 +313,7 @@ class LiveBackend:
             log.warning("could not mark postgresql inactive", extra={"error": type(exc).__name__})
 
     def health(self) -> dict[str, Any]:
-        return {
+        return self.counts | {
             "active": self.active,
             "epoch": self.epoch,
             "auto_rollback": self.settings.migration_auto_rollback,

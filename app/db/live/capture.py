@@ -8,6 +8,10 @@ Both sides get the same three things, made idempotently:
 - `_bookedbarber_live_changes`: (seq, table, key, at) for every row an application
   write touched, in commit order (SQLite serializes writers; on PostgreSQL every
   writer holds a share lock on the state row, so a freeze waits for them all).
+- `_bookedbarber_live_applied`: every key the sync wrote into this side, numbered in
+  commit order: what changed here since two sides last agreed (app/db/live/agreement).
+- `_bookedbarber_live_conflicts`: rows changed on both sides since a switch, with
+  the version that was kept and the one that lost, for an operator to read.
 - A guard on every application table: writes fail while this side is not the active
   one or is frozen. SQLite raises with SQLITE_CONSTRAINT_TRIGGER; PostgreSQL raises
   SQLSTATE BB503. The service answers either with 503 and Retry-After.
@@ -26,6 +30,8 @@ from app.db.models import Base
 STATE = "_bookedbarber_live"
 CHANGES = "_bookedbarber_live_changes"
 CURSOR = "_bookedbarber_live_cursor"
+APPLIED = "_bookedbarber_live_applied"
+CONFLICTS = "_bookedbarber_live_conflicts"
 APPLYING = "_bookedbarber_live_applying"
 FROZEN_SQLSTATE = "BB503"
 SQLITE_CONSTRAINT_TRIGGER = 1811
@@ -40,6 +46,10 @@ def tables() -> list[Table]:
     return list(Base.metadata.sorted_tables)
 
 
+def table(name: str) -> Table:
+    return Base.metadata.tables[name]
+
+
 def key_column(table: Table) -> str:
     (column,) = table.primary_key.columns
     return column.name
@@ -49,13 +59,19 @@ def sqlite_install(active: str = "sqlite") -> list[str]:
     statements = [
         f"CREATE TABLE IF NOT EXISTS {STATE} (id INTEGER PRIMARY KEY CHECK (id = 1), "
         "active TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0, reason TEXT, "
-        "frozen_until REAL NOT NULL DEFAULT 0, owner TEXT, switched_at REAL)",
+        "frozen_until REAL NOT NULL DEFAULT 0, owner TEXT, switched_at REAL, "
+        "block_end INTEGER NOT NULL DEFAULT 0, left_on TEXT, left_count INTEGER, left_at REAL)",
         f"INSERT OR IGNORE INTO {STATE} (id, active) VALUES (1, '{active}')",
         f"CREATE TABLE IF NOT EXISTS {CHANGES} (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
         "tbl TEXT NOT NULL, key INTEGER NOT NULL, at REAL NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS {CURSOR} (direction TEXT PRIMARY KEY, "
         "last_seq INTEGER NOT NULL, applied_at REAL)",
         f"CREATE TABLE IF NOT EXISTS {APPLYING} (id INTEGER PRIMARY KEY)",
+        f"CREATE TABLE IF NOT EXISTS {APPLIED} (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "tbl TEXT NOT NULL, key INTEGER NOT NULL, at REAL NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {CONFLICTS} (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "at REAL NOT NULL, tbl TEXT NOT NULL, key INTEGER NOT NULL, kept TEXT NOT NULL, "
+        "kept_row TEXT, lost TEXT NOT NULL, lost_row TEXT, reason TEXT NOT NULL)",
     ]
     passing = f"NOT EXISTS (SELECT 1 FROM {APPLYING})"
     guard = (
@@ -90,7 +106,8 @@ def sqlite_remove() -> list[str]:
         for kind in ("guard", "capture"):
             for op in ("insert", "update", "delete"):
                 statements.append(f"DROP TRIGGER IF EXISTS {STATE}_{kind}_{op}_{table.name}")
-    return statements + [f"DROP TABLE IF EXISTS {t}" for t in (CHANGES, CURSOR, APPLYING, STATE)]
+    kept = (CHANGES, CURSOR, APPLYING, APPLIED, STATE)  # conflicts stay for their reader
+    return statements + [f"DROP TABLE IF EXISTS {t}" for t in kept]
 
 
 _PG_GUARD = f"""
@@ -130,12 +147,19 @@ def pg_install(active: str = "sqlite") -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {STATE} (id integer PRIMARY KEY CHECK (id = 1), "
         "active text NOT NULL, epoch integer NOT NULL DEFAULT 0, reason text, "
         "frozen_until double precision NOT NULL DEFAULT 0, owner text, "
-        "switched_at double precision)",
+        "switched_at double precision, block_end bigint NOT NULL DEFAULT 0, left_on text, "
+        "left_count bigint, left_at double precision)",
         f"INSERT INTO {STATE} (id, active) VALUES (1, '{active}') ON CONFLICT DO NOTHING",
         f"CREATE TABLE IF NOT EXISTS {CHANGES} (seq bigserial PRIMARY KEY, "
         "tbl text NOT NULL, key bigint NOT NULL, at double precision NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS {CURSOR} (direction text PRIMARY KEY, "
         "last_seq bigint NOT NULL, applied_at double precision)",
+        f"CREATE TABLE IF NOT EXISTS {APPLIED} (id bigserial PRIMARY KEY, "
+        "tbl text NOT NULL, key bigint NOT NULL, at double precision NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {CONFLICTS} (id bigserial PRIMARY KEY, "
+        "at double precision NOT NULL, tbl text NOT NULL, key bigint NOT NULL, "
+        "kept text NOT NULL, kept_row jsonb, lost text NOT NULL, lost_row jsonb, "
+        "reason text NOT NULL)",
         _PG_GUARD,
         _PG_CAPTURE,
     ]
@@ -162,7 +186,7 @@ def pg_remove() -> list[str]:
         ]
     return [
         *statements,
-        f"DROP TABLE IF EXISTS {CHANGES}, {CURSOR}, {STATE}",
+        f"DROP TABLE IF EXISTS {CHANGES}, {CURSOR}, {APPLIED}, {STATE}",
         f"DROP FUNCTION IF EXISTS {STATE}_guard(), {STATE}_capture()",
     ]
 

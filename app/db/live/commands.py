@@ -48,7 +48,8 @@ def sync(sqlite_url: str | None, postgres_url: str | None, interval: float, remo
     """
     from rich.console import Console
 
-    from app.db.live.sync import Pair, SyncError, remove_capture, run
+    from app.db.live.runner import run
+    from app.db.live.sync import Pair, SyncError, remove_capture
 
     lite, pg = _urls(sqlite_url, postgres_url)
 
@@ -98,6 +99,7 @@ def cutover(
     Needs a running (or at least started) db sync. If verification fails nothing
     switches and writes resume where they were.
     """
+    from app.db.live.cutover import Outcome
     from app.db.live.cutover import cutover as run
     from app.db.live.sync import Pair, SyncError
 
@@ -108,19 +110,18 @@ def cutover(
             _say(f"holding {hold_before_switch:g} s before the switch")
             time.sleep(hold_before_switch)
 
-    async def main() -> bool:
+    async def main() -> Outcome:
         pair = Pair.open(lite, pg)
         try:
-            outcome = await run(
+            return await run(
                 pair, back=back, freeze_seconds=freeze_seconds, show=_say, before_switch=hold
             )
-            return outcome.switched
         finally:
             await pair.dispose()
 
     try:
-        switched = asyncio.run(main())
+        outcome = asyncio.run(main())
     except SyncError as exc:
         raise click.ClickException(str(exc)) from None
-    if not switched:
-        raise click.ClickException("cutover refused: verification failed, nothing switched")
+    if not outcome.switched:
+        raise click.ClickException(f"cutover refused ({outcome.reason}): nothing switched")

@@ -1,4 +1,15 @@
-"""db cutover: freeze the serving side, apply the last changes, verify, switch every worker."""
+"""db cutover: both sides proven equal while writes go on, then a short freeze and a fenced switch.
+
+1. The last changes applied and every table compared while the serving side still
+   takes writes (app/db/live/agreement): a divergence stops here, nothing frozen.
+2. The freeze: writes on the serving side fail from its commit on, and it lifts by
+   itself at its deadline if its owner dies. Under it only the changes since are
+   applied and the keys changed since the comparison are checked, so it does not
+   grow with the data.
+3. The switch is written only if this cutover's freeze is still in force, decided in
+   the transaction that writes it; a freeze that lapsed switches nothing. The side
+   that starts serving gets a block of keys of its own (app/db/live/keys).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +17,16 @@ import asyncio
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from app.db.live import capture
+from sqlalchemy import text
+
+from app.db.live import capture, keys
+from app.db.live.agreement import agree, describe, recheck
 from app.db.live.sides import Backend, Side
 from app.db.live.sync import Pair, SyncError, catch_up, started
-from app.db.transfer import lite as transfer_lite
-from app.db.transfer import pg as transfer_pg
-from app.db.transfer.digest import Digest, pg_digest, sqlite_digest
-from app.db.transfer.options import sqlite_path
-from app.db.transfer.report import Check
-from app.db.transfer.values import Options
-from app.db.transfer.verify import Side as VerifySide
-from app.db.transfer.verify import compare
 
 # How long a freeze holds when its owner dies before lifting it.
 FREEZE_SECONDS = 10.0
@@ -31,79 +38,76 @@ class Outcome:
     to: Backend
     pause_seconds: float = 0.0
     applied: int = 0
-    checks: list[Check] = field(default_factory=list)
     reason: str = ""
 
 
+class Lapsed(RuntimeError):
+    """The freeze this cutover owns is over: switching now could lose a write."""
+
+
 def owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-async def verify(pair: Pair) -> list[Check]:
-    """Counts and checksums of every application table, computed in each database.
-
-    Both databases work at once (SQLite in a thread): this runs inside the write pause.
-    """
-    names = sorted(t.name for t in capture.tables())
-    db = transfer_lite.connect(sqlite_path(pair.lite.url))
-    conn = await transfer_pg.connect(pair.pg.url_plain)
-    options = Options(False, False)
-    try:
-        lite_tables = transfer_lite.reflect(db)
-        pg_tables = await transfer_pg.reflect(conn, "public")
-        types = {}
-        for name in names:
-            pairs = [(c.name, pg_tables[name].column(c.name)) for c in lite_tables[name].columns]
-            types[name] = [(n, other.type) for n, other in pairs if other is not None]
-
-        def lite_side() -> list[Digest]:
-            return [sqlite_digest(db, lite_tables[n], types[n], options) for n in names]
-
-        async def pg_side() -> list[Digest]:
-            return [await pg_digest(conn, "public", n, types[n]) for n in names]
-
-        mine, theirs = await asyncio.gather(asyncio.to_thread(lite_side), pg_side())
-        checks = []
-        for name, a, b in zip(names, mine, theirs, strict=True):
-            check = Check(name, a.rows, b.rows, a.total, b.total)
-            if not check.ok:  # which rows: the comparison that names keys
-                ta, tb = lite_tables[name], pg_tables[name]
-                check = await compare(VerifySide(sqlite=db), ta, VerifySide(pg=conn), tb, options)
-            checks.append(check)
-        return checks
-    finally:
-        db.close()
-        await conn.close()
-
-
-async def freeze(side: Side, seconds: float) -> None:
+async def freeze(side: Side, seconds: float, token: str) -> None:
     """Writes on `side` fail from this commit on; the freeze lifts by itself after `seconds`.
 
     On SQLite the write lock orders it after every writer in flight; on PostgreSQL the
     UPDATE waits for the share lock each writer's guard holds on the state row.
     """
     async with side.writing(apply=True) as conn:
-        await side.set_state(conn, frozen_until=time.time() + seconds, owner=owner())
+        await side.set_state(conn, frozen_until=time.time() + seconds, owner=token)
 
 
-async def thaw(side: Side) -> None:
+async def thaw(side: Side, token: str) -> None:
+    """Lift this cutover's freeze (and no other's)."""
     async with side.writing(apply=True) as conn:
-        await side.set_state(conn, frozen_until=0.0, owner=None)
+        await conn.execute(
+            text(
+                f"UPDATE {capture.STATE} SET frozen_until = 0, owner = NULL "
+                "WHERE id = 1 AND owner = :o"
+            ),
+            {"o": token},
+        )
 
 
-async def switch_state(pair: Pair, to: Backend, reason: str) -> None:
-    """Make `to` the active side: first where the writes go, then the file workers watch."""
-    first, second = (pair.pg, pair.lite) if to == "postgresql" else (pair.lite, pair.pg)
-    now = time.time()
-    async with first.writing(apply=True) as conn:
-        epoch = (await first.state(conn)).epoch + 1
-        await first.set_state(
-            conn, active=to, epoch=epoch, reason=reason, frozen_until=0.0, switched_at=now
+async def switch(pair: Pair, to: Backend, reason: str, token: str) -> None:
+    """Make `to` the serving side, fenced by the freeze `token` owns on the other side.
+
+    Locks in the order every switch takes them (the file's write lock, then
+    PostgreSQL's state row); the side that starts serving commits first, so a failure
+    between the two commits leaves the old side frozen or refusing, never two writers.
+    """
+    old, new = (pair.lite, pair.pg) if to == "postgresql" else (pair.pg, pair.lite)
+    async with old.writing(apply=True) as old_conn, new.writing(apply=True) as new_conn:
+        old_state, new_state = await old.state(old_conn), await new.state(new_conn)
+        if old_state.owner != token or old_state.frozen_until <= time.time():
+            raise Lapsed
+        block_end = await keys.claim(
+            new_conn,
+            new.sqlite,
+            max(old_state.block_end, new_state.block_end),
+            await keys.highest(old_conn, old.sqlite),
         )
-    async with second.writing(apply=True) as conn:
-        await second.set_state(
-            conn, active=to, epoch=epoch, reason=reason, frozen_until=0.0, switched_at=now
-        )
+        values = {
+            "active": to,
+            "epoch": max(old_state.epoch, new_state.epoch) + 1,
+            "reason": reason,
+            "frozen_until": 0.0,
+            "owner": None,
+            "switched_at": time.time(),
+            "block_end": block_end,
+            "left_on": None,
+            "left_count": None,
+        }
+        await new.set_state(new_conn, **values)
+        await old.set_state(old_conn, **values)
+
+
+async def _catch_up_while_writing(pair: Pair, direction: str) -> None:
+    for _ in range(5):
+        if await catch_up(pair, direction) < 50:
+            return
 
 
 async def cutover(
@@ -122,44 +126,52 @@ async def cutover(
     state = await pair.lite.state()
     if state.active == to:
         raise SyncError(f"the service already runs on {to}")
+    if state.left_on is not None:
+        raise SyncError(
+            f"changes left on {state.left_on} by an automatic rollback are not reconciled "
+            "yet; db sync brings them over once it reaches both databases"
+        )
     source = pair.pg if back else pair.lite
-    # Catch up while writes go on, so the freeze has only the last few changes to apply.
-    for _ in range(5):
-        if await catch_up(pair, direction) < 50:
-            break
-    show(f"freezing writes on {frm} (lifted by itself after {freeze_seconds:.0f} s)")
-    await freeze(source, freeze_seconds)
+    await _catch_up_while_writing(pair, direction)
+    show(f"comparing both databases while {frm} takes writes")
+    agreement = await agree(pair, direction)
+    if agreement.diverged:
+        show(
+            f"verification failed: {describe(agreement.diverged)}; "
+            f"nothing frozen, writes go on on {frm}, nothing switched"
+        )
+        return Outcome(False, frm, 0.0, 0, "verification failed")
+    left = sum(len(k) for k in agreement.unsettled.values())
+    show(
+        f"both sides agree: {agreement.rows:,} rows compared in {agreement.seconds:.1f} s; "
+        f"{left} keys changing meanwhile are checked under the freeze"
+    )
+    await _catch_up_while_writing(pair, direction)
+    token = owner()
+    show(f"freezing writes on {frm} (lifted by itself after {freeze_seconds:g} s)")
+    await freeze(source, freeze_seconds, token)
     frozen_at = time.monotonic()
     try:
         applied = await catch_up(pair, direction)
-        show(f"applied the last {applied} changes")
-        if not back:
-            async with pair.pg.writing(apply=True) as conn:
-                await pair.pg.reset_sequences(conn)
-        checks = await verify(pair)
-    except BaseException:
-        await asyncio.shield(thaw(source))
-        raise
-    bad = [c for c in checks if not c.ok]
-    if bad:
-        await thaw(source)
+        diverged = await recheck(pair, direction, agreement)
+        if diverged:
+            await thaw(source, token)
+            show(
+                f"verification failed: {describe(diverged)}; writes resume on {frm}, "
+                "nothing switched"
+            )
+            return Outcome(False, frm, time.monotonic() - frozen_at, applied, "verification failed")
+        show(f"applied the last {applied} changes; the keys changed since agree")
+        if before_switch is not None:
+            before_switch()
+        await switch(pair, to, "cutover --back" if back else "cutover", token)
+    except Lapsed:
         pause = time.monotonic() - frozen_at
-        names = ", ".join(
-            f"{c.table} ({c.source_rows} vs {c.target_rows} rows; keys {c.differing_keys})"
-            for c in bad
-        )
-        show(f"verification failed: {names}; writes resume on {frm}, nothing switched")
-        return Outcome(False, frm, pause, applied, checks, "verification failed")
-    show(f"verified {len(checks)} tables: counts and checksums match")
-    if before_switch is not None:
-        before_switch()
-    try:
-        await switch_state(pair, to, "cutover --back" if back else "cutover")
+        show(f"the freeze lapsed after {pause:.1f} s; nothing switched, writes go on on {frm}")
+        return Outcome(False, frm, pause, 0, "freeze lapsed")
     except BaseException:
-        # The file the workers read decides; unless it says `to`, writes resume as they were.
-        if (await asyncio.shield(pair.lite.state())).active != to:
-            await asyncio.shield(thaw(source))
+        await asyncio.shield(thaw(source, token))
         raise
     pause = time.monotonic() - frozen_at
     show(f"switched to {to}; writes were paused {pause:.2f} s")
-    return Outcome(True, to, pause, applied, checks, "switched")
+    return Outcome(True, to, pause, applied, "switched")

@@ -19,6 +19,8 @@ from app.db.live import capture
 from app.urls import asyncpg_dsn
 
 Backend = Literal["sqlite", "postgresql"]
+CONNECT_SECONDS = 5.0
+COMMAND_SECONDS = 30.0
 
 
 @dataclass
@@ -28,10 +30,18 @@ class State:
     reason: str | None
     frozen_until: float
     owner: str | None
+    block_end: int = 0
+    # Changes a side still held when it stopped serving (an automatic rollback), as the
+    # sync last counted them: which side, how many (None: unreachable), when.
+    left_on: str | None = None
+    left_count: int | None = None
 
     @property
     def frozen(self) -> bool:
         return self.frozen_until > time.time()
+
+    def same_switch(self, other: State) -> bool:
+        return (self.active, self.epoch) == (other.active, other.epoch)
 
 
 class Side:
@@ -39,10 +49,13 @@ class Side:
 
     def __init__(self, url: str) -> None:
         self.url = async_url(url)
+        sqlite = self.url.startswith("sqlite")
+        # A PostgreSQL that hangs (stopped, or a silent peer) must fail a call, not hold it.
+        limits = {} if sqlite else {"timeout": CONNECT_SECONDS, "command_timeout": COMMAND_SECONDS}
         self.engine: AsyncEngine = create_async_engine(
-            self.url, poolclass=NullPool, hide_parameters=True
+            self.url, poolclass=NullPool, hide_parameters=True, connect_args=limits
         )
-        self.backend: Backend = "sqlite" if self.engine.dialect.name == "sqlite" else "postgresql"
+        self.backend: Backend = "sqlite" if sqlite else "postgresql"
         if self.backend == "sqlite":
             event.listen(self.engine.sync_engine, "connect", sqlite_on_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
@@ -101,15 +114,18 @@ class Side:
         return found is not None
 
     async def state(self, conn: AsyncConnection | None = None) -> State:
+        lock = "" if self.sqlite or conn is None else " FOR UPDATE"
         query = text(
-            f"SELECT active, epoch, reason, frozen_until, owner FROM {capture.STATE} WHERE id = 1"
+            "SELECT active, epoch, reason, frozen_until, owner, block_end, left_on, left_count "
+            f"FROM {capture.STATE} WHERE id = 1{lock}"
         )
         if conn is None:
             async with self.engine.connect() as own:
                 row = (await own.execute(query)).one()
         else:
             row = (await conn.execute(query)).one()
-        return State(row[0], int(row[1]), row[2], float(row[3]), row[4])
+        count = None if row[7] is None else int(row[7])
+        return State(row[0], int(row[1]), row[2], float(row[3]), row[4], int(row[5]), row[6], count)
 
     async def set_state(self, conn: AsyncConnection, **values: Any) -> None:
         assignments = ", ".join(f"{name} = :{name}" for name in values)
@@ -184,17 +200,13 @@ class Side:
             column = table.c[capture.key_column(table)]
             await conn.execute(delete(table).where(column.in_(list(keys))))
 
-    async def reset_sequences(self, conn: AsyncConnection) -> None:
-        """PostgreSQL's id sequences past every copied key (SQLite follows max(rowid))."""
-        if self.sqlite:
-            return
-        for table in capture.tables():
-            key = capture.key_column(table)
+    async def log_applied(self, conn: AsyncConnection, keys: dict[str, set[int]]) -> None:
+        """Which keys the sync wrote here, in commit order (app/db/live/agreement)."""
+        now = time.time()
+        rows = [{"t": t, "k": k, "at": now} for t, ks in keys.items() for k in ks]
+        if rows:
             await conn.execute(
-                text(
-                    f"SELECT setval(pg_get_serial_sequence('{table.name}', '{key}'), "
-                    f"coalesce((SELECT max({key}) FROM {table.name}), 0) + 1, false)"
-                )
+                text(f"INSERT INTO {capture.APPLIED} (tbl, key, at) VALUES (:t, :k, :at)"), rows
             )
 
 

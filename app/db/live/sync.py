@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import tempfile
@@ -16,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db.live import capture
 from app.db.live.sides import Side
@@ -64,6 +64,10 @@ class Pair:
         return (self.lite, self.pg) if direction == "to_postgresql" else (self.pg, self.lite)
 
 
+class Aside(RuntimeError):
+    """The destination serves now: what the source still holds is left for `reconcile`."""
+
+
 async def apply_batch(pair: Pair, direction: str, limit: int = BATCH) -> int:
     """Apply up to `limit` waiting changes, then consume them. Returns the count.
 
@@ -71,12 +75,16 @@ async def apply_batch(pair: Pair, direction: str, limit: int = BATCH) -> int:
     changes themselves: present means upsert, absent means delete. Applying twice
     (a crash between the destination's commit and the consume) gives the same rows.
     Destinations apply one batch at a time (their cursor row is locked first), so two
-    appliers never interleave an older read after a newer one.
+    appliers never interleave an older read after a newer one. A destination that
+    serves itself (an automatic rollback made it so) takes nothing: a write it took
+    since would be overwritten.
     """
     source, dest = pair.ends(direction)
     async with dest.writing(apply=True) as out:
         if await dest.cursor(out, direction) is None:
             raise SyncError(f"{direction}: no sync started; run db sync first")
+        if (await dest.state(out)).active == dest.backend:
+            raise Aside(direction)
         async with source.reading() as src:
             changes = await source.changes(src, limit)
             if not changes:
@@ -84,19 +92,37 @@ async def apply_batch(pair: Pair, direction: str, limit: int = BATCH) -> int:
             keys: dict[str, set[int]] = defaultdict(set)
             for _, name, key in changes:
                 keys[name].add(key)
-            tables = capture.tables()
-            found: dict[str, list[dict[str, Any]]] = {}
-            for table in tables:
-                if table.name in keys:
-                    found[table.name] = await source.rows(src, table, sorted(keys[table.name]))
-        for table in reversed(tables):  # deletes children first
-            present = {row[capture.key_column(table)] for row in found.get(table.name, [])}
-            await dest.delete(out, table, sorted(keys.get(table.name, set()) - present))
-        for table in tables:  # upserts parents first
-            await dest.upsert(out, table, found.get(table.name, []))
+            found = await _rows_of(source, src, keys)
+        await _write(dest, out, keys, found)
+        await dest.log_applied(out, keys)
         await dest.set_cursor(out, direction, changes[-1][0])
     await source.consume([seq for seq, _, _ in changes])
     return len(changes)
+
+
+async def _rows_of(
+    side: Side, conn: AsyncConnection, keys: dict[str, set[int]]
+) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for table in capture.tables():
+        if table.name in keys:
+            found[table.name] = await side.rows(conn, table, sorted(keys[table.name]))
+    return found
+
+
+async def _write(
+    dest: Side,
+    out: AsyncConnection,
+    keys: dict[str, set[int]],
+    found: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Rows as the source has them: deletes children first, upserts parents first."""
+    tables = capture.tables()
+    for table in reversed(tables):
+        present = {row[capture.key_column(table)] for row in found.get(table.name, [])}
+        await dest.delete(out, table, sorted(keys.get(table.name, set()) - present))
+    for table in tables:
+        await dest.upsert(out, table, found.get(table.name, []))
 
 
 async def catch_up(pair: Pair, direction: str) -> int:
@@ -192,43 +218,3 @@ async def start(pair: Pair, console: Console, show: Callable[[str], None] | None
     await pair.pg.install("sqlite")
     async with pair.pg.writing(apply=True) as conn:
         await pair.pg.set_cursor(conn, "to_postgresql", upto)
-
-
-async def run(
-    pair: Pair,
-    console: Console,
-    *,
-    interval: float = 0.2,
-    report_every: float = 1.0,
-    stop: asyncio.Event | None = None,
-    show: Callable[[str], None] | None = None,
-) -> None:
-    """Keep both sides caught up until `stop` is set: changes go from the active side."""
-    show = show or console.print
-    stop = stop or asyncio.Event()
-    if not await started(pair):
-        await start(pair, console, show)
-    else:
-        show("resuming the sync")
-    last_report, applied = time.monotonic(), 0
-    while not stop.is_set():
-        active = (await pair.lite.state()).active
-        direction = "to_postgresql" if active == "sqlite" else "to_sqlite"
-        other = "to_sqlite" if direction == "to_postgresql" else "to_postgresql"
-        try:  # what the other side took before a switch back, when it can be reached
-            await catch_up(pair, other)
-        except Exception as exc:
-            log.warning("sync: %s unreachable: %s", other, type(exc).__name__)
-        while batch := await apply_batch(pair, direction):  # reports even while behind
-            applied += batch
-            if stop.is_set() or time.monotonic() - last_report >= report_every:
-                break
-        now = time.monotonic()
-        if now - last_report >= report_every:
-            behind = await lag(pair, direction)
-            show(f"{direction}: applied {applied} changes; lag {behind}")
-            last_report, applied = now, 0
-        if batch:
-            continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)

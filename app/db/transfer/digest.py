@@ -46,27 +46,49 @@ def sqlite_digest(
     clean: Set[str] = frozenset(),
 ) -> Digest:
     """types: (SQLite column, the PostgreSQL type its values are read as)."""
+    return sqlite_digests(conn, table, types, opts, clean).get(0, Digest(0, 0))
+
+
+def sqlite_digests(
+    conn: sqlite3.Connection,
+    table: Table,
+    types: list[tuple[str, Type]],
+    opts: Options,
+    clean: Set[str] = frozenset(),
+    *,
+    group: str = "0",
+    where: str = "1",
+) -> dict[int, Digest]:
+    """Digests of the rows `where` picks, by the integer `group` gives each row."""
     name = quote(table.name)
     condition = all_fast(types, clean)
     texts = fastpath.joined([fastpath.digest_sqlite(quote(c), t) for c, t in types], fastpath.SEP)
     # One scan: every row counted, fast rows hashed in SQLite's own pass.
-    everything, summed = conn.execute(
-        f"SELECT count(*), bb_sum(CASE WHEN {condition} THEN CAST({texts} AS BLOB) END) FROM {name}"
-    ).fetchone()
-    rows, total = (int(v) for v in (summed or "0 0").split())
-    digest = Digest(rows, total)
-    if everything == rows:
-        return digest
+    found: dict[int, Digest] = {}
+    slow = False
+    for bucket, everything, summed in conn.execute(
+        f"SELECT {group}, count(*), bb_sum(CASE WHEN {condition} THEN CAST({texts} AS BLOB) END) "
+        f"FROM {name} WHERE {where} GROUP BY 1"
+    ):
+        rows, total = (int(v) for v in (summed or "0 0").split())
+        found[int(bucket)] = Digest(rows, total)
+        slow = slow or everything != rows
+    if not slow:
+        return found
     funcs = [to_python(t, Options(opts.round_money, opts.strip_nul)) for _c, t in types]
     forms = [fastpath.digest_python(t) for _c, t in types]
     select = ", ".join(quote(c) for c, _t in types) or "NULL"
     keys = ", ".join("rowid" if k == "rowid" else quote(k) for k in key_columns(table))
-    cursor = conn.execute(f"SELECT {select} FROM {name} WHERE NOT ({condition}) ORDER BY {keys}")
+    cursor = conn.execute(
+        f"SELECT {group}, {select} FROM {name} WHERE ({where}) AND NOT ({condition}) "
+        f"ORDER BY {keys}"
+    )
     while batch := cursor.fetchmany(5_000):
-        for row in batch:
+        for bucket, *row in batch:
+            digest = found[int(bucket)]
             digest.rows += 1
-            digest.total += fastpath.row_hash(_slow_text(row if types else (), funcs, forms))
-    return digest
+            digest.total += fastpath.row_hash(_slow_text(tuple(row) if types else (), funcs, forms))
+    return found
 
 
 def converted_digest(records: list[tuple[Any, ...]], types: list[tuple[str, Type]]) -> int:
@@ -81,9 +103,22 @@ def converted_digest(records: list[tuple[Any, ...]], types: list[tuple[str, Type
 
 async def pg_digest(conn: Any, schema: str, table: str, types: list[tuple[str, Type]]) -> Digest:
     """types: (PostgreSQL column, its type)."""
+    return (await pg_digests(conn, schema, table, types)).get(0, Digest(0, 0))
+
+
+async def pg_digests(
+    conn: Any,
+    schema: str,
+    table: str,
+    types: list[tuple[str, Type]],
+    *,
+    group: str = "0",
+    where: str = "TRUE",
+) -> dict[int, Digest]:
+    """Digests of the rows `where` picks, by the integer `group` gives each row."""
     texts = [fastpath.digest_pg(c, t) for c, t in types]
-    row = await conn.fetchrow(
-        f"SELECT count(*), sum({fastpath.row_hash_pg(texts)})::text "
-        f"FROM {quote(schema)}.{quote(table)}"
+    rows = await conn.fetch(
+        f"SELECT {group}, count(*), sum({fastpath.row_hash_pg(texts)})::text "
+        f"FROM {quote(schema)}.{quote(table)} WHERE {where} GROUP BY 1"
     )
-    return Digest(int(row[0]), int(row[1] or 0))
+    return {int(r[0]): Digest(int(r[1]), int(r[2] or 0)) for r in rows}

@@ -1,0 +1,240 @@
+"""After an automatic rollback: both states made one, and what the failed side kept brought over.
+
+The file's state is the one every worker follows. A PostgreSQL that failed while it
+served missed the switch back: once it answers, its state is made the file's (so its
+guard refuses writes from then on), and the changes it took that the sync had not
+carried yet are brought to the side that serves now. A key that side changed too
+since (a change of its own not yet handed over) is a conflict: the serving side's row
+stays, the failed side's is kept in `_bookedbarber_live_conflicts` beside it and
+reported. A row the serving side refuses (a unique value it has given to another row
+meanwhile) is kept there the same way. Either way the serving side's version then goes
+to the failed side like any change, so the two end equal and nothing is lost unseen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.db.errors import constraint_name, sqlstate
+from app.db.live import capture
+from app.db.live.sides import Side, State
+from app.db.live.sync import BATCH, Pair, _rows_of, _write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Conflict:
+    table: str
+    key: int
+    kept: str
+    lost: str
+    reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"conflict: {self.table} {self.key} {self.reason}; {self.kept}'s row kept, "
+            f"{self.lost}'s in {capture.CONFLICTS}"
+        )
+
+
+async def settle(pair: Pair, show: Callable[[str], None]) -> State:
+    """The file's state, with PostgreSQL's made the same where a switch left it behind.
+
+    Locks in the order every switch takes them: the file's write lock, then PostgreSQL's
+    state row (which waits for the writers in flight there).
+    """
+    mine, theirs = await pair.lite.state(), await pair.pg.state()
+    if mine.same_switch(theirs) and mine.block_end == theirs.block_end:
+        return mine
+    async with pair.pg.writing(apply=True) as pg, pair.lite.writing(apply=True) as lite:
+        mine, theirs = await pair.lite.state(lite), await pair.pg.state(pg)
+        block_end = max(mine.block_end, theirs.block_end)
+        if not mine.same_switch(theirs) or mine.block_end != theirs.block_end:
+            await pair.pg.set_state(
+                pg,
+                active=mine.active,
+                epoch=mine.epoch,
+                reason=mine.reason,
+                frozen_until=0.0,
+                owner=None,
+                block_end=block_end,
+            )
+            if block_end != mine.block_end:
+                await pair.lite.set_state(lite, block_end=block_end)
+            show(
+                f"postgresql's state brought in line with the file's: {mine.active} serves "
+                f"(switch {mine.epoch}; postgresql said {theirs.active}, switch {theirs.epoch})"
+            )
+    return mine
+
+
+async def left_over(side: Side) -> int:
+    async with side.engine.connect() as conn:
+        count, _ = await side.backlog(conn)
+    return count
+
+
+async def note_left(pair: Pair, on: str | None, count: int | None) -> None:
+    """What the file says is left on the failed side (shown in /health/db and /metrics)."""
+    async with pair.lite.writing(apply=True) as conn:
+        await pair.lite.set_state(conn, left_on=on, left_count=count, left_at=time.time())
+
+
+async def thaw_rollback(pair: Pair, epoch: int) -> bool:
+    """Lift the freeze an automatic rollback set while it drained (that switch's only)."""
+    async with pair.lite.writing(apply=True) as conn:
+        result = await conn.execute(
+            text(
+                f"UPDATE {capture.STATE} SET frozen_until = 0, owner = NULL "
+                "WHERE id = 1 AND owner = 'rollback' AND epoch = :e AND frozen_until > 0"
+            ),
+            {"e": epoch},
+        )
+    return bool(result.rowcount)
+
+
+def _json(row: dict[str, Any] | None) -> str | None:
+    return None if row is None else json.dumps(row, default=str, sort_keys=True)
+
+
+async def _pending(
+    side: Side, conn: AsyncConnection, keys: dict[str, set[int]]
+) -> dict[str, set[int]]:
+    """Which of `keys` this side changed and has not handed over yet."""
+    found: dict[str, set[int]] = defaultdict(set)
+    for name, wanted in keys.items():
+        ordered = sorted(wanted)
+        for start in range(0, len(ordered), 500):
+            listed = ", ".join(str(k) for k in ordered[start : start + 500])
+            rows = await conn.execute(
+                text(
+                    f"SELECT DISTINCT key FROM {capture.CHANGES} "
+                    f"WHERE tbl = :t AND key IN ({listed})"
+                ),
+                {"t": name},
+            )
+            found[name] |= {int(r[0]) for r in rows}
+    return found
+
+
+async def _keep(
+    serving: Side,
+    conn: AsyncConnection,
+    failed: Side,
+    table: str,
+    key: int,
+    lost: dict[str, Any] | None,
+    reason: str,
+    requeue: bool,
+) -> Conflict:
+    """Both versions kept on the serving side; its own goes to the failed side next."""
+    found = await serving.rows(conn, capture.table(table), [key])
+    kept = found[0] if found else None
+    await conn.execute(
+        text(
+            f"INSERT INTO {capture.CONFLICTS} "
+            "(at, tbl, key, kept, kept_row, lost, lost_row, reason) "
+            "VALUES (:at, :t, :k, :kept, :kept_row, :lost, :lost_row, :reason)"
+        ),
+        {
+            "at": time.time(),
+            "t": table,
+            "k": key,
+            "kept": serving.backend,
+            "kept_row": _json(kept),
+            "lost": failed.backend,
+            "lost_row": _json(lost),
+            "reason": reason,
+        },
+    )
+    if requeue:  # the serving side's row (or its absence) must reach the failed side
+        await conn.execute(
+            text(f"INSERT INTO {capture.CHANGES} (tbl, key, at) VALUES (:t, :k, :at)"),
+            {"t": table, "k": key, "at": time.time()},
+        )
+    return Conflict(table, key, serving.backend, failed.backend, reason)
+
+
+async def reconcile_batch(
+    failed: Side, serving: Side, limit: int = BATCH
+) -> tuple[int, list[Conflict]]:
+    """Up to `limit` of the failed side's changes brought to the serving side."""
+    conflicts: list[Conflict] = []
+    async with serving.writing(apply=True) as out:
+        if (await serving.state(out)).active != serving.backend:
+            return 0, []  # switched meanwhile; the next round looks again
+        async with failed.reading() as src:
+            changes = await failed.changes(src, limit)
+            if not changes:
+                return 0, []
+            keys: dict[str, set[int]] = defaultdict(set)
+            for _, name, key in changes:
+                keys[name].add(key)
+            found = await _rows_of(failed, src, keys)
+        both = await _pending(serving, out, keys)
+        for name, clashing in both.items():
+            rows = {r["id"]: r for r in found.get(name, [])}
+            for key in sorted(clashing):
+                conflicts.append(
+                    await _keep(
+                        serving,
+                        out,
+                        failed,
+                        name,
+                        key,
+                        rows.get(key),
+                        "changed on both sides",
+                        requeue=False,
+                    )
+                )
+            keys[name] -= clashing
+            found[name] = [r for r in found.get(name, []) if r["id"] not in clashing]
+        try:
+            async with out.begin_nested():
+                await _write(serving, out, keys, found)
+        except IntegrityError:  # one row at a time, to find those the serving side refuses
+            conflicts += await _write_each(serving, out, failed, keys, found)
+    await failed.consume([seq for seq, _, _ in changes])
+    for conflict in conflicts:
+        log.warning("live migration conflict", extra={"conflict": str(conflict)})
+    return len(changes), conflicts
+
+
+async def _write_each(
+    serving: Side,
+    out: AsyncConnection,
+    failed: Side,
+    keys: dict[str, set[int]],
+    found: dict[str, list[dict[str, Any]]],
+) -> list[Conflict]:
+    conflicts = []
+    order = capture.tables()
+    rows = {(name, r["id"]): r for name, batch in found.items() for r in batch}
+    every = [(t.name, k) for t in order for k in sorted(keys.get(t.name, set()))]
+    upserts = [item for item in every if item in rows]  # parents first
+    singles = [item for item in reversed(every) if item not in rows] + upserts
+    for name, key in singles:
+        row = rows.get((name, key))
+        one = {name: {key}}
+        try:
+            async with out.begin_nested():
+                await _write(serving, out, one, {name: [row] if row else []})
+        except IntegrityError as exc:
+            what = constraint_name(exc) or sqlstate(exc) or "a constraint"
+            conflicts.append(
+                await _keep(
+                    serving, out, failed, name, key, row, f"refused by {what}", requeue=True
+                )
+            )
+    return conflicts
