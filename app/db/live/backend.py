@@ -298,9 +298,7 @@ class LiveBackend:
         import asyncpg
 
         try:
-            conn = await asyncpg.connect(
-                asyncpg_dsn(self.target_url), timeout=2, command_timeout=3
-            )
+            conn = await asyncpg.connect(asyncpg_dsn(self.target_url), timeout=2, command_timeout=3)
             try:
                 await conn.execute("SET lock_timeout = '2s'")
                 await conn.execute(

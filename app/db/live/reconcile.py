@@ -13,6 +13,7 @@ to the failed side like any change, so the two end equal and nothing is lost uns
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -31,6 +32,8 @@ from app.db.live.sides import Side, State
 from app.db.live.sync import BATCH, Pair, _rows_of, _write
 
 log = logging.getLogger(__name__)
+
+LOCKED_SECONDS = 3.0
 
 
 @dataclass
@@ -57,7 +60,11 @@ async def settle(pair: Pair, show: Callable[[str], None]) -> State:
     mine, theirs = await pair.lite.state(), await pair.pg.state()
     if mine.same_switch(theirs) and mine.block_end == theirs.block_end:
         return mine
-    async with pair.pg.writing(apply=True) as pg, pair.lite.writing(apply=True) as lite:
+    async with (
+        asyncio.timeout(LOCKED_SECONDS),  # a PostgreSQL that hangs now must not hold the file
+        pair.pg.writing(apply=True) as pg,
+        pair.lite.writing(apply=True) as lite,
+    ):
         mine, theirs = await pair.lite.state(lite), await pair.pg.state(pg)
         block_end = max(mine.block_end, theirs.block_end)
         if not mine.same_switch(theirs) or mine.block_end != theirs.block_end:
@@ -97,9 +104,9 @@ async def thaw_rollback(pair: Pair, epoch: int) -> bool:
         result = await conn.execute(
             text(
                 f"UPDATE {capture.STATE} SET frozen_until = 0, owner = NULL "
-                "WHERE id = 1 AND owner = 'rollback' AND epoch = :e AND frozen_until > 0"
+                "WHERE id = 1 AND owner = 'rollback' AND epoch = :e AND frozen_until > :now"
             ),
-            {"e": epoch},
+            {"e": epoch, "now": time.time()},
         )
     return bool(result.rowcount)
 
@@ -171,17 +178,19 @@ async def reconcile_batch(
 ) -> tuple[int, list[Conflict]]:
     """Up to `limit` of the failed side's changes brought to the serving side."""
     conflicts: list[Conflict] = []
+    # The failed side is fenced (its guard refuses writes): its rows hold still, so they
+    # are read before the serving side's write lock is taken, not under it.
+    async with failed.reading() as src:
+        changes = await failed.changes(src, limit)
+        if not changes:
+            return 0, []
+        keys: dict[str, set[int]] = defaultdict(set)
+        for _, name, key in changes:
+            keys[name].add(key)
+        found = await _rows_of(failed, src, keys)
     async with serving.writing(apply=True) as out:
         if (await serving.state(out)).active != serving.backend:
             return 0, []  # switched meanwhile; the next round looks again
-        async with failed.reading() as src:
-            changes = await failed.changes(src, limit)
-            if not changes:
-                return 0, []
-            keys: dict[str, set[int]] = defaultdict(set)
-            for _, name, key in changes:
-                keys[name].add(key)
-            found = await _rows_of(failed, src, keys)
         both = await _pending(serving, out, keys)
         for name, clashing in both.items():
             rows = {r["id"]: r for r in found.get(name, [])}

@@ -45,6 +45,8 @@ def unavailable(exc: BaseException) -> str | None:
             if isinstance(current, sqlite3.OperationalError):  # locked, busy, I/O
                 return f"sqlite ({current.sqlite_errorname})"
         current = getattr(current, "orig", None) or current.__cause__
+    if side == "a database" and isinstance(exc, OSError | TimeoutError):
+        side = "postgresql"  # the one reached over a network; SQLite fails as sqlite3 errors
     if isinstance(exc, TimeoutError):
         return f"{side} (no answer in time)"
     if failure(exc) in ("connection", "busy", "pool_timeout") or is_frozen_error(exc):
@@ -136,7 +138,7 @@ async def run(
             backoff = min(backoff * 2, MAX_BACKOFF)
             continue
         if waiting is not None:
-            say(f"{waiting.split(' ')[0]} answers again; the sync goes on")
+            say(f"{waiting.split(' (')[0]} answers again; the sync goes on")
             waiting, backoff = None, interval
         if moved:
             continue

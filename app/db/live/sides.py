@@ -200,6 +200,11 @@ class Side:
             column = table.c[capture.key_column(table)]
             await conn.execute(delete(table).where(column.in_(list(keys))))
 
+    async def applied_mark(self, conn: AsyncConnection) -> int:
+        """How far the applied log goes: it grows with every applier's commit."""
+        value = await conn.scalar(text(f"SELECT coalesce(max(id), 0) FROM {capture.APPLIED}"))
+        return int(value or 0)
+
     async def log_applied(self, conn: AsyncConnection, keys: dict[str, set[int]]) -> None:
         """Which keys the sync wrote here, in commit order (app/db/live/agreement)."""
         now = time.time()

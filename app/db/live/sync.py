@@ -74,17 +74,17 @@ async def apply_batch(pair: Pair, direction: str, limit: int = BATCH) -> int:
     Every changed key is read from the source as it is now, in one snapshot with the
     changes themselves: present means upsert, absent means delete. Applying twice
     (a crash between the destination's commit and the consume) gives the same rows.
-    Destinations apply one batch at a time (their cursor row is locked first), so two
-    appliers never interleave an older read after a newer one. A destination that
-    serves itself (an automatic rollback made it so) takes nothing: a write it took
-    since would be overwritten.
+    The source is read before the destination is locked (a source that hangs holds no
+    lock of the destination's, such as SQLite's one write lock); the destination's
+    applied log then says whether another applier wrote meanwhile, in which case this
+    read is dropped and made again, so an older read never lands after a newer one.
+    A destination that serves itself (an automatic rollback made it so) takes
+    nothing: a write it took since would be overwritten.
     """
     source, dest = pair.ends(direction)
-    async with dest.writing(apply=True) as out:
-        if await dest.cursor(out, direction) is None:
-            raise SyncError(f"{direction}: no sync started; run db sync first")
-        if (await dest.state(out)).active == dest.backend:
-            raise Aside(direction)
+    while True:
+        async with dest.engine.connect() as conn:
+            mark = await dest.applied_mark(conn)
         async with source.reading() as src:
             changes = await source.changes(src, limit)
             if not changes:
@@ -93,11 +93,18 @@ async def apply_batch(pair: Pair, direction: str, limit: int = BATCH) -> int:
             for _, name, key in changes:
                 keys[name].add(key)
             found = await _rows_of(source, src, keys)
-        await _write(dest, out, keys, found)
-        await dest.log_applied(out, keys)
-        await dest.set_cursor(out, direction, changes[-1][0])
-    await source.consume([seq for seq, _, _ in changes])
-    return len(changes)
+        async with dest.writing(apply=True) as out:
+            if await dest.cursor(out, direction) is None:  # locks the cursor row
+                raise SyncError(f"{direction}: no sync started; run db sync first")
+            if (await dest.state(out)).active == dest.backend:
+                raise Aside(direction)
+            if await dest.applied_mark(out) != mark:
+                continue  # another applier went first: read again
+            await _write(dest, out, keys, found)
+            await dest.log_applied(out, keys)
+            await dest.set_cursor(out, direction, changes[-1][0])
+        await source.consume([seq for seq, _, _ in changes])
+        return len(changes)
 
 
 async def _rows_of(

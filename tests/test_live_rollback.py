@@ -1,0 +1,305 @@
+"""Automatic rollback under real faults of PostgreSQL: no acknowledged write lost or overwritten.
+
+A PostgreSQL of this module's own (faults stop it), durable commits. The service runs on
+SQLite with MIGRATION_TARGET_URL and automatic rollback, db sync runs, db cutover moves
+it to PostgreSQL, a mixed load writes there; then the fault, the rollback to SQLite,
+writes on SQLite, the fault lifted, and the sync catching up. Judged by the test's own
+reads of both databases against what every 2xx answer said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from app.db.live import keys
+from tests import live_helpers as live
+from tests import pgcluster
+from tests.conftest import Postgres, _plain
+from tests.live_load import Load, Plan
+from tests.test_edges import launch, wait_port
+from tests.test_health import stop as halt
+from tests.test_live_migration import _check_reflected
+
+WINDOW = 2.0
+
+
+@pytest.fixture(scope="module")
+def own() -> Iterator[pgcluster.PgCluster]:
+    cluster = pgcluster.start_cluster(replicas=0)
+    try:
+        # An acknowledged commit must survive `pg_ctl stop -m immediate`.
+        cluster.primary._append_conf({"synchronous_commit": "on"})
+        cluster.primary.restart()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _processes(postmaster: int) -> list[int]:
+    """The postmaster and its children (every backend), read from /proc."""
+    found = [postmaster]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
+                found.append(int(entry.name))
+    return found
+
+
+class Fault:
+    """One way for PostgreSQL to fail, put on and taken off."""
+
+    def __init__(self, kind: str, cluster: pgcluster.PgCluster, database: str) -> None:
+        self.kind, self.cluster, self.database = kind, cluster, database
+        self.admin = _plain(cluster.primary.url("postgres"))
+        self.lock: asyncpg.Connection | None = None
+        self.stopped: list[int] = []
+
+    async def on(self) -> None:
+        node = self.cluster.primary
+        if self.kind == "not_accepting":
+            conn = await asyncpg.connect(self.admin)
+            try:
+                await conn.execute(f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS false')
+                await conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    self.database,
+                )
+            finally:
+                await conn.close()
+        elif self.kind == "stopped":
+            node.stop("immediate")
+        elif self.kind == "hung":
+            postmaster = node.pid
+            assert postmaster is not None
+            self.stopped = _processes(postmaster)
+            for pid in self.stopped:
+                os.kill(pid, signal.SIGSTOP)
+        else:  # every table the API writes locked: statements time out
+            url = _plain(node.url(self.database))
+            self.lock = await asyncpg.connect(url)
+            await self.lock.execute("BEGIN")
+            await self.lock.execute(
+                "LOCK TABLE users, appointments, payments IN ACCESS EXCLUSIVE MODE"
+            )
+
+    async def off(self) -> None:
+        node = self.cluster.primary
+        if self.kind == "not_accepting":
+            conn = await asyncpg.connect(self.admin)
+            try:
+                await conn.execute(f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS true')
+            finally:
+                await conn.close()
+        elif self.kind == "stopped":
+            node.start()
+        elif self.kind == "hung":
+            for pid in self.stopped:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        elif self.lock is not None:
+            await self.lock.execute("ROLLBACK")
+            await self.lock.close()
+
+
+async def _until(
+    client: httpx.AsyncClient, check: Callable[[dict], bool], limit: float  # type: ignore[type-arg]
+) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + limit
+    while True:
+        health = (await client.get("/health/db")).json()
+        if check(health.get("backend", {})):
+            return health  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, health
+        await asyncio.sleep(0.05)
+
+
+async def _run(load: Load, seconds: float) -> None:
+    stop = asyncio.Event()
+    running = asyncio.create_task(load.run(stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await running
+
+
+def _distinct_keys(load: Load) -> None:
+    """No key handed out twice: as many distinct ids as 201 answers, per kind."""
+    created = collections.Counter(a.op for a in load.answers if a.status == 201)
+    assert created["book"] == len(load.appointments), (created, len(load.appointments))
+    assert created["sign_up"] == len(load.users), (created, len(load.users))
+
+
+@pytest.mark.parametrize("kind", ["not_accepting", "stopped", "hung", "locked"])
+async def test_rollback_keeps_every_acknowledged_write(
+    own: pgcluster.PgCluster, tmp_path: Path, kind: str
+) -> None:
+    pg = Postgres(own.primary.url(), [], own)
+    db = await live.databases(pg, tmp_path)
+    database = db.pg.rsplit("/", 1)[1].split("?")[0]
+    plan = Plan.from_sqlite(db.path)
+    sync = live.cli(tmp_path, "sync", "db", "sync", db.lite, db.pg, "--interval", "0.05")
+    server = launch(
+        tmp_path,
+        live.env(
+            DATABASE_URL=db.lite,
+            MIGRATION_TARGET_URL=db.pg,
+            MIGRATION_POLL_SECONDS="0.05",
+            MIGRATION_AUTO_ROLLBACK="true",
+            MIGRATION_ROLLBACK_WINDOW_SECONDS=str(WINDOW),
+            MIGRATION_ROLLBACK_ERROR_RATE="1",
+            MIGRATION_ROLLBACK_DRAIN_SECONDS="2",
+            LOCK_TIMEOUT_MS="200",
+            STATEMENT_TIMEOUT_MS="500",
+            CONNECT_TIMEOUT="1",
+            POOL_TIMEOUT="1",
+        ),
+        "--no-access-log",
+    )
+    fault = Fault(kind, own, database)
+    try:
+        wait_port(server)
+        await sync.wait_for("lag")
+        cutover = live.cli(tmp_path, "cutover", "db", "cutover", db.lite, db.pg)
+        assert await live.finished(cutover, 120) == 0, cutover.text()
+        async with httpx.AsyncClient(base_url=server.base, timeout=30) as client:
+            await _until(client, lambda b: b.get("active") == "postgresql", 10)
+            load = Load(server.base, plan, writes_per_second=20, reads_per_second=20)
+            stop = asyncio.Event()
+            running = asyncio.create_task(load.run(stop))
+            await asyncio.sleep(2.5)
+            await fault.on()
+            faulted = time.monotonic()
+            try:
+                health = await _until(client, lambda b: b.get("active") == "sqlite", 30)
+                switched = time.monotonic() - faulted
+                # Writes are served again on SQLite (after the drain's bound at most).
+                served = None
+                while served is None and time.monotonic() - faulted < 30:
+                    await asyncio.sleep(0.1)
+                    served = next(
+                        (
+                            a.finished
+                            for a in load.writes()
+                            if a.started > faulted + switched and 200 <= a.status < 300
+                        ),
+                        None,
+                    )
+                assert served is not None, "no write served on SQLite after the rollback"
+                await asyncio.sleep(2)
+                during = (await client.get("/health/db")).json()["backend"]
+            finally:
+                await fault.off()
+            print(
+                f"{kind}: rolled back {switched:.2f} s after the fault, writes served "
+                f"{served - faulted:.2f} s after it; left {during.get('unsynced')}"
+            )
+            assert health["backend"]["switches"][-1]["reason"].startswith("auto rollback")
+            assert "unsynced" in during
+            await asyncio.sleep(2)  # more writes on SQLite with PostgreSQL back
+            stop.set()
+            await running
+            # The sync brings what PostgreSQL kept, then SQLite's writes, and nothing is left.
+            found = await live.converged(db, limit=90)
+            settled = await _until(
+                client, lambda b: b.get("unsynced", {}).get("postgresql") is None, 30
+            )
+            metrics = (await client.get("/metrics")).text
+        print(sync.text()[-1500:])
+        assert sync.proc.poll() is None, "the sync exited:\n" + sync.text()
+        if kind in ("not_accepting", "stopped"):  # refused at once, not merely slow
+            assert "waiting for postgresql" in sync.text(), sync.text()
+        _distinct_keys(load)
+        _check_reflected(load, found)
+        assert settled["backend"]["conflicts"] == 0
+        assert "bookedbarber_db_migration_unsynced_changes" in metrics
+        assert live.active(db.path) == "sqlite"
+        statuses = collections.Counter(a.status for a in load.writes())
+        assert statuses.keys() <= {200, 201, 409, 503, 404}, statuses
+        assert not [a for a in load.writes() if a.status == 500]
+    finally:
+        halt(server.proc)
+        assert sync.stop() == 0, sync.text()
+
+
+async def test_conflicting_changes_are_kept_and_reported(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """A row changed on PostgreSQL, never carried, then changed on SQLite after a rollback."""
+    db = await live.databases(postgres, tmp_path)
+    sync = live.cli(tmp_path, "sync", "db", "sync", db.lite, db.pg, "--interval", "0.05")
+    try:
+        await sync.wait_for("lag")
+        cutover = live.cli(tmp_path, "cutover", "db", "cutover", db.lite, db.pg)
+        assert await live.finished(cutover, 120) == 0, cutover.text()
+        assert sync.stop() == 0, sync.text()  # nothing carries PostgreSQL's next writes
+        conn = await asyncpg.connect(_plain(db.pg))
+        try:
+            await conn.execute("UPDATE users SET name = 'on postgresql' WHERE id = 5")
+            new_id = await conn.fetchval(
+                "INSERT INTO users (email, name, unified_role) "
+                "VALUES ('only-pg@example.test', 'only on postgresql', 'client') RETURNING id"
+            )
+        finally:
+            await conn.close()
+        # The rollback a worker makes, as its SQL says (the file's state, SQLite's keys).
+        lite = sqlite3.connect(db.path, isolation_level=None)
+        try:
+            block_end = lite.execute("SELECT block_end FROM _bookedbarber_live").fetchone()[0]
+            assert new_id < block_end
+            lite.execute("BEGIN IMMEDIATE")
+            start, end = keys.sqlite_claim_sync(lite, block_end)
+            lite.execute(
+                "UPDATE _bookedbarber_live SET active = 'sqlite', epoch = epoch + 1, "
+                "reason = 'auto rollback: test', block_end = ?, left_on = 'postgresql' "
+                "WHERE id = 1",
+                (end,),
+            )
+            lite.execute("COMMIT")
+            assert start >= block_end
+            lite.execute("UPDATE users SET name = 'on sqlite' WHERE id = 5")
+            lite.execute(
+                "INSERT INTO users (email, name, unified_role) "
+                "VALUES ('only-lite@example.test', 'only on sqlite', 'client')"
+            )
+            lite_id = lite.execute("SELECT max(id) FROM users").fetchone()[0]
+        finally:
+            lite.close()
+        assert lite_id >= block_end > new_id
+        again = live.cli(tmp_path, "sync-2", "db", "sync", db.lite, db.pg, "--interval", "0.05")
+        try:
+            await again.wait_for("conflict: users 5 changed on both sides")
+            found = await live.converged(db)
+        finally:
+            assert again.stop() == 0, again.text()
+        assert found["users"][5]["name"] == "on sqlite"
+        assert found["users"][new_id]["name"] == "only on postgresql"
+        assert found["users"][lite_id]["name"] == "only on sqlite"
+        lite = sqlite3.connect(db.path)
+        try:
+            (row,) = lite.execute(
+                "SELECT tbl, key, kept, lost, json_extract(kept_row, '$.name'), "
+                "json_extract(lost_row, '$.name') FROM _bookedbarber_live_conflicts"
+            ).fetchall()
+            state = lite.execute("SELECT left_on FROM _bookedbarber_live").fetchone()
+        finally:
+            lite.close()
+        assert row == ("users", 5, "sqlite", "postgresql", "on sqlite", "on postgresql")
+        assert state == (None,)
+    finally:
+        sync.stop()
