@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -109,18 +111,16 @@ class Fault:
             node.start()
         elif self.kind == "hung":
             for pid in self.stopped:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
         elif self.lock is not None:
             await self.lock.execute("ROLLBACK")
             await self.lock.close()
 
 
 async def _until(
-    client: httpx.AsyncClient, check: Callable[[dict], bool], limit: float  # type: ignore[type-arg]
-) -> dict:  # type: ignore[type-arg]
+    client: httpx.AsyncClient, check: Callable[[dict[str, Any]], bool], limit: float
+) -> dict[str, Any]:
     deadline = time.monotonic() + limit
     while True:
         health = (await client.get("/health/db")).json()
