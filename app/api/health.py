@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from app.db import health, metrics
 from app.db.router import DatabaseRouter
+from app.errors import retry_after
 
 router = APIRouter(prefix="/health", tags=["health"])
 metrics_router = APIRouter(tags=["metrics"])
@@ -29,8 +30,12 @@ def _starting(request: Request) -> bool:
     return startup is None or not startup.done()
 
 
-def _json(body: dict[str, Any], ok: bool) -> JSONResponse:
-    return JSONResponse(body, status_code=200 if ok else 503, headers=_NO_STORE)
+def _json(request: Request, body: dict[str, Any], ok: bool) -> JSONResponse:
+    if ok:
+        return JSONResponse(body, headers=_NO_STORE)
+    # A 503 says when to ask again, as every other 503 of the service does.
+    wait = retry_after(request.app.state.settings.effective_pool_timeout)
+    return JSONResponse(body, status_code=503, headers={**_NO_STORE, "Retry-After": str(wait)})
 
 
 @router.get("/live")
@@ -44,11 +49,11 @@ async def ready(request: Request) -> JSONResponse:
     """Ready once the first probe round is done and while the primary answers SELECT 1."""
     db = _router(request)
     if db is None or _starting(request):
-        return _json({"status": "not_ready", "error": "starting"}, False)
+        return _json(request, {"status": "not_ready", "error": "starting"}, False)
     primary = await health.check_primary(db)
     ok = primary["status"] == "healthy"
     body = {"status": "ready" if ok else "not_ready", "primary": primary}
-    return _json(body, ok)
+    return _json(request, body, ok)
 
 
 @router.get("/db", responses={503: {"description": "The primary is unhealthy"}})
@@ -56,11 +61,11 @@ async def database(request: Request) -> JSONResponse:
     """The primary: status, response_time, timestamp."""
     db = _router(request)
     if db is None:
-        return _json({"status": "unhealthy", "error": "starting"}, False)
+        return _json(request, {"status": "unhealthy", "error": "starting"}, False)
     primary = await health.check_primary(db)
     live = getattr(request.app.state, "live", None)
     body = {**primary, "backend": live.health()} if live is not None else primary
-    return _json(body, primary["status"] == "healthy")
+    return _json(request, body, primary["status"] == "healthy")
 
 
 @router.get(
@@ -70,9 +75,9 @@ async def replicas(request: Request) -> JSONResponse:
     """The replica monitor's view; 503 when no replica can serve reads within the lag limit."""
     db = _router(request)
     if db is None:
-        return _json({"status": "unavailable", "replicas": [], "error": "starting"}, False)
+        return _json(request, {"status": "unavailable", "replicas": [], "error": "starting"}, False)
     report = health.replicas_report(db)
-    return _json(report, report["status"] != "unavailable")
+    return _json(request, report, report["status"] != "unavailable")
 
 
 @router.get("/integrity", responses={503: {"description": "The checks could not run"}})
@@ -80,12 +85,12 @@ async def integrity(request: Request) -> JSONResponse:
     """The seed's orphan and consistency checks on a replica, cached briefly."""
     db = _router(request)
     if db is None:
-        return _json({"status": "error", "error": "starting"}, False)
+        return _json(request, {"status": "error", "error": "starting"}, False)
     check: health.IntegrityCheck | None = getattr(request.app.state, "integrity", None)
     if check is None or check.router is not db:
         check = request.app.state.integrity = health.IntegrityCheck(db)
     report = await check.result()
-    return _json(report, report["status"] != "error")
+    return _json(request, report, report["status"] != "error")
 
 
 @metrics_router.get("/metrics", include_in_schema=False)

@@ -19,9 +19,11 @@ SERIALIZATION_FAILURE = "40001"
 DEADLOCK_DETECTED = "40P01"
 LOCK_NOT_AVAILABLE = "55P03"
 QUERY_CANCELED = "57014"  # statement_timeout
-# Class 08 (connection exception), 57P01-57P03 (shutdown, cannot connect now),
+# The database cannot serve now: class 08 (connection exception), 57P01-57P03 (shutdown,
+# cannot connect now), 55000 (the database is not accepting connections: ALLOW_CONNECTIONS
+# false; also "recovery is in progress" on a standby), 53300 (too many connections),
 # 25006 (read-only transaction: we reached a standby that is not the primary).
-_CONNECTION_SQLSTATES = ("08", "57P01", "57P02", "57P03", "25006")
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "55000", "53300", "25006")
 # Worth a retry a moment later: timeouts, lock waits, lost races.
 BUSY_SQLSTATES = frozenset(
     {QUERY_CANCELED, LOCK_NOT_AVAILABLE, SERIALIZATION_FAILURE, DEADLOCK_DETECTED}
@@ -75,7 +77,7 @@ def violation(exc: BaseException) -> str | None:
 
 
 def is_connection_error(exc: BaseException) -> bool:
-    """The database could not be reached or dropped the connection."""
+    """The database cannot serve now: unreachable, refusing connections, or it dropped ours."""
     if isinstance(exc, sa_exc.TimeoutError):
         return False  # pool exhaustion: the database itself is fine
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
@@ -84,7 +86,7 @@ def is_connection_error(exc: BaseException) -> bool:
         return True
     code = sqlstate(exc)
     if code is not None:
-        return code.startswith(_CONNECTION_SQLSTATES)
+        return code.startswith(_UNAVAILABLE_SQLSTATES)
     cause = exc.__cause__ or getattr(exc, "orig", None)
     return cause is not None and cause is not exc and is_connection_error(cause)
 
