@@ -100,8 +100,9 @@ def database_response(exc: Exception, wait: int) -> JSONResponse:
     """The answer to an exception a request's database work raised (or any other)."""
     if is_frozen_error(exc):  # a live migration's switch (app/db/live): retry in a moment
         return render(Unavailable(FROZEN_MESSAGE, 1))
-    record_error()
     kind = failure(exc)
+    if kind != "constraint":  # the client's mistake says nothing of the database's health
+        record_error()
     if kind == "pool_timeout":
         log.warning("connection pool exhausted")
         return render(Unavailable("the database connection pool is exhausted", wait))

@@ -138,7 +138,7 @@ async def test_own_barber_rows_are_reported_and_kept(
     own = await add_appointment(old_url, barber, barber, service, "2031-01-06T10:00:00+00:00")
     await add_appointment(old_url, client, barber, service, "2031-01-06T11:00:00+00:00")
     with caplog.at_level("WARNING"):
-        await upgrade_async(old_url)
+        await upgrade_async(old_url, "0005")
     assert f"appointments {own} have the client as their own barber" in caplog.text
     assert await revision(old_url) == "0005"
     [(validated,)] = await run(

