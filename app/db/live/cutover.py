@@ -26,7 +26,7 @@ from sqlalchemy import text
 from app.db.live import capture, keys
 from app.db.live.agreement import agree, describe, recheck
 from app.db.live.sides import Backend, Side
-from app.db.live.sync import Pair, SyncError, catch_up, started
+from app.db.live.sync import BATCH, Pair, SyncError, apply_batch, catch_up, started
 
 # How long a freeze holds when its owner dies before lifting it.
 FREEZE_SECONDS = 10.0
@@ -105,8 +105,9 @@ async def switch(pair: Pair, to: Backend, reason: str, token: str) -> None:
 
 
 async def _catch_up_while_writing(pair: Pair, direction: str) -> None:
-    for _ in range(5):
-        if await catch_up(pair, direction) < 50:
+    """Apply batches until one is not full: the backlog is as small as writes let it be."""
+    for _ in range(20):
+        if await apply_batch(pair, direction) < BATCH // 4:
             return
 
 
