@@ -49,6 +49,7 @@ from tests.test_live_migration import _check_reflected  # noqa: E402
 
 LAG = re.compile(r"lag (\d+) changes, ([\d.]+) s behind")
 PAUSED = re.compile(r"writes were paused ([\d.]+) s")
+BROUGHT = re.compile(r"brought (\d+) changes left on postgresql")
 AGREED = re.compile(r"([\d,]+) rows compared in ([\d.]+) s; (\d+) keys")
 
 
@@ -63,6 +64,18 @@ async def _cutover(tmp: Path, name: str, lite: str, pg_url: str, *extra: str) ->
             f"({agreed[3]} keys left for the freeze); cutover took {time.monotonic() - began:.1f} s"
         )
     return cutover.text()
+
+
+def _latencies(load: Load, start: float, end: float) -> str:
+    took = sorted(
+        a.finished - a.started
+        for a in load.writes()
+        if start <= a.started < end and 200 <= a.status < 300
+    )
+    if not took:
+        return "no writes"
+    p50, p99 = took[len(took) // 2], took[min(len(took) - 1, len(took) * 99 // 100)]
+    return f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms ({len(took)} writes)"
 
 
 async def _health(base: str) -> dict[str, Any]:
@@ -86,6 +99,7 @@ async def rollback(
     server: Any,
     load: Load,
     node: pgcluster.PgNode,
+    sync: live.Process,
 ) -> None:
     """Cut over once more, then stop PostgreSQL under the load: the emergency path."""
     print("automatic rollback, PostgreSQL stopped with -m immediate:")
@@ -113,7 +127,8 @@ async def rollback(
         server.base, lambda b: b.get("unsynced", {}).get("postgresql", 0) is None, 300
     )
     health = await _health(server.base)
-    print(f"  PostgreSQL back: leftovers reconciled {settled - back:.2f} s later")
+    brought = sum(int(n) for n in BROUGHT.findall(sync.text()))
+    print(f"  PostgreSQL back: {brought} changes it kept reconciled {settled - back:.2f} s later")
     print(f"  conflicts reported: {health.get('conflicts')}")
 
 
@@ -154,7 +169,12 @@ async def migrate(args: argparse.Namespace, tmp: Path, pg_url: str, node: pgclus
             seen = len(sync.text())
             begun = len(load.answers)
             print(f"cut over to {where}:")
+            cut_began = time.monotonic()
             said = await _cutover(tmp, f"cutover-{where}", lite, pg_url, *extra)
+            cut_ended = time.monotonic()
+            before = _latencies(load, cut_began - args.seconds, cut_began)
+            during = _latencies(load, cut_began, cut_ended - 3)  # the freeze is in the last 3 s
+            print(f"  write latency before the cutover: {before}; while it compared: {during}")
             await asyncio.sleep(args.seconds)
             window = Load(server.base, plan)
             window.answers = load.answers[begun:]
@@ -162,12 +182,16 @@ async def migrate(args: argparse.Namespace, tmp: Path, pg_url: str, node: pgclus
             paused = PAUSED.search(said)
             print(f"  freeze (tool): {paused[1] if paused else '?'} s")
             print(f"  longest gap between successful writes: {window.longest_write_pause():.2f} s")
+            waited = load.longest_write_wait(load.answers[begun].started, time.monotonic())
+            print(
+                f"  longest a write waited, first try to answer (retries included): {waited:.2f} s"
+            )
             print(f"  {window.timeline()}")
             print(f"  failed reads: {len(window.failed_reads())}")
             worst = max(lags, default=(0, 0.0))
             print(f"  sync lag under load: worst {worst[0]} changes, {worst[1]:.1f} s behind")
         if args.rollback:
-            await rollback(args, tmp, lite, pg_url, server, load, node)
+            await rollback(args, tmp, lite, pg_url, server, load, node, sync)
         stop.set()
         await running
         writes, reads = load.rates()

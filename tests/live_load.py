@@ -81,6 +81,7 @@ class Load:
     appointments: dict[int, dict[str, Any]] = field(default_factory=dict)
     payments: dict[int, dict[str, Any]] = field(default_factory=dict)
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
+    waits: list[tuple[float, float]] = field(default_factory=list)  # a write's first try, end
     _slot: int = 0
     _busy: set[int] = field(default_factory=set)
 
@@ -100,6 +101,7 @@ class Load:
         body: Any = None,
         headers: dict[str, str] | None = None,
     ) -> Answer:
+        first = time.monotonic()
         while True:
             started = time.monotonic()
             try:
@@ -113,6 +115,8 @@ class Load:
             )
             self.answers.append(answer)
             if status != 503 or method == "GET":
+                if method != "GET":
+                    self.waits.append((first, answer.finished))
                 return answer
             wait = float(answer.retry_after or 1)
             await asyncio.sleep(min(wait, 0.1))  # a client that honours it, capped for the test
@@ -239,6 +243,12 @@ class Load:
         """The longest time between two successful writes' answers."""
         done = sorted(a.finished for a in self.writes() if 200 <= a.status < 300)
         return max((b - a for a, b in itertools.pairwise(done)), default=0.0)
+
+    def longest_write_wait(self, after: float = 0.0, before: float = float("inf")) -> float:
+        """The longest a write took from its first try to its answer, retries included."""
+        return max(
+            (end - first for first, end in self.waits if after <= first < before), default=0.0
+        )
 
     def timeline(self) -> str:
         """When writes were refused and when they went through again."""
