@@ -15,10 +15,15 @@ has changed it since (the source's changes are captured, the destination's are l
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import sqlite3
+import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,12 +64,14 @@ class _Ends:
 
     def __init__(self, pair: Pair, db: sqlite3.Connection, conn: Any) -> None:
         self.pair, self.db, self.conn = pair, db, conn
+        self.background: ThreadPoolExecutor | None = None
         self.options = Options(False, False)
         self.types: dict[str, list[tuple[str, Type]]] = {}
         self.lite_tables: dict[str, Any] = {}
 
     @classmethod
-    async def open(cls, pair: Pair) -> _Ends:
+    async def open(cls, pair: Pair, *, background: bool = False) -> _Ends:
+        """`background`: the service is writing meanwhile; leave it the CPU it needs."""
         db = transfer_lite.connect(sqlite_path(pair.lite.url))
         try:
             conn = await transfer_pg.connect(pair.pg.url_plain)
@@ -72,6 +79,8 @@ class _Ends:
             db.close()
             raise
         ends = cls(pair, db, conn)
+        if background:
+            ends.background = ThreadPoolExecutor(1, initializer=_yield_cpu)
         ends.lite_tables = transfer_lite.reflect(db)
         pg_tables = await transfer_pg.reflect(conn, "public")
         for table in capture.tables():
@@ -81,6 +90,8 @@ class _Ends:
         return ends
 
     async def close(self) -> None:
+        if self.background is not None:
+            self.background.shutdown()
         self.db.close()
         await self.conn.close()
 
@@ -108,9 +119,13 @@ class _Ends:
         return [tuple(r) for r in await self.conn.fetch(sql)]
 
     async def digests(self, name: str, group: str, where: str) -> tuple[dict[int, Digest], ...]:
-        """(SQLite's, PostgreSQL's) digests by group; SQLite in a thread meanwhile."""
+        """(SQLite's, PostgreSQL's) digests by group.
+
+        Under a freeze both at once (SQLite in a thread); in the background one after the
+        other, SQLite's in a thread of low priority: one core at most.
+        """
         types = self.types[name]
-        lite = asyncio.to_thread(
+        lite = functools.partial(
             sqlite_digests,
             self.db,
             self.lite_tables[name],
@@ -120,7 +135,16 @@ class _Ends:
             where=where,
         )
         theirs = pg_digests(self.conn, "public", name, types, group=group, where=where)
-        return tuple(await asyncio.gather(lite, theirs))
+        loop = asyncio.get_running_loop()
+        if self.background is None:
+            return tuple(await asyncio.gather(loop.run_in_executor(None, lite), theirs))
+        return await loop.run_in_executor(self.background, lite), await theirs
+
+
+def _yield_cpu() -> None:
+    """This thread only (Linux schedules threads): the service's requests go first."""
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 def _differing(a: dict[int, Digest], b: dict[int, Digest]) -> list[int]:
@@ -142,7 +166,7 @@ async def agree(pair: Pair, direction: str) -> Agreement:
     """Compare every table while writes go on; see the module's docstring."""
     source, dest = pair.ends(direction)
     began = time.monotonic()
-    ends = await _Ends.open(pair)
+    ends = await _Ends.open(pair, background=True)
     try:
         await ends.begin(dest)
         mark = int(await ends.scalar(dest, f"SELECT coalesce(max(id), 0) FROM {capture.APPLIED}"))
