@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 from rich.console import Console
 
@@ -18,9 +17,6 @@ from app.db.live.sync import Pair, remove_capture, start
 from app.db.migrate import downgrade_async, upgrade_async
 from tests import live_helpers as live
 from tests.conftest import Postgres, _plain
-from tests.live_load import Load, Plan
-from tests.test_edges import launch, wait_port
-from tests.test_health import stop as halt
 
 
 async def test_sync_killed_mid_copy_and_mid_apply_resumes(
@@ -150,94 +146,6 @@ async def test_schema_change_refused_during_sync(postgres: Postgres, tmp_path: P
     assert "Traceback" not in downgrade.text()
     rows = await live.rows(db.lite)
     assert rows["appointments"], "the downgrade changed nothing"
-
-
-async def test_auto_rollback_when_postgresql_fails(postgres: Postgres, tmp_path: Path) -> None:
-    db = await live.databases(postgres, tmp_path)
-    plan = Plan.from_sqlite(db.path)
-    sync = live.cli(tmp_path, "sync", "db", "sync", db.lite, db.pg, "--interval", "0.05")
-    window = 2.0
-    server = launch(
-        tmp_path,
-        live.env(
-            DATABASE_URL=db.lite,
-            MIGRATION_TARGET_URL=db.pg,
-            MIGRATION_POLL_SECONDS="0.05",
-            MIGRATION_AUTO_ROLLBACK="true",
-            MIGRATION_ROLLBACK_WINDOW_SECONDS=str(window),
-            MIGRATION_ROLLBACK_ERROR_RATE="2",
-            LOCK_TIMEOUT_MS="200",
-            STATEMENT_TIMEOUT_MS="500",
-        ),
-        "--no-access-log",
-    )
-    lock = await asyncpg.connect(_plain(db.pg))
-    try:
-        wait_port(server)
-        await sync.wait_for("lag")
-        cutover = live.cli(tmp_path, "cutover", "db", "cutover", db.lite, db.pg)
-        assert await live.finished(cutover) == 0, cutover.text()
-        async with httpx.AsyncClient(base_url=server.base, timeout=30) as client:
-            await _until(client, "postgresql")
-            # Writes on PostgreSQL, carried to SQLite by the sync as they come.
-            before = Load(server.base, plan, writes_per_second=20, reads_per_second=20)
-            stop = asyncio.Event()
-            running = asyncio.create_task(before.run(stop))
-            await asyncio.sleep(2)
-            stop.set()
-            await running
-            assert before.appointments
-            await live.converged(db)
-            # The fault: every table the API writes is locked; statements time out.
-            await lock.execute("BEGIN")
-            await lock.execute("LOCK TABLE users, appointments, payments IN ACCESS EXCLUSIVE MODE")
-            faulted = time.monotonic()
-            during = Load(server.base, plan, writes_per_second=10, reads_per_second=20, seed=2)
-            stop = asyncio.Event()
-            running = asyncio.create_task(during.run(stop))
-            health = await _until(client, "sqlite", limit=window + 10)
-            switched = time.monotonic() - faulted
-            stop.set()
-            await running
-            await lock.execute("ROLLBACK")
-            print(f"auto rollback {switched:.2f} s after the fault (window {window:g} s)")
-            assert switched < window + 5, switched
-            assert health["backend"]["switches"][-1]["reason"].startswith("auto rollback")
-            metrics = (await client.get("/metrics")).text
-            assert (
-                'bookedbarber_db_backend_switches_total{reason="auto_rollback",to="sqlite"} 1.0'
-                in metrics
-            )
-            # Every write PostgreSQL took before the fault is in SQLite.
-            found = await live.rows(db.lite)
-            for key, said in before.appointments.items():
-                assert found["appointments"][key]["status"] == said["status"]
-                assert found["appointments"][key]["version"] == said["version"]
-            for key, said in before.users.items():
-                assert found["users"][key]["email"] == said["email"]
-            # SQLite serves writes again.
-            after = Load(server.base, plan, writes_per_second=10, reads_per_second=10, seed=3)
-            stop = asyncio.Event()
-            running = asyncio.create_task(after.run(stop))
-            await asyncio.sleep(1.5)
-            stop.set()
-            await running
-            assert any(200 <= a.status < 300 for a in after.writes())
-            assert live.active(db.path) == "sqlite"
-    finally:
-        await lock.close()
-        halt(server.proc)
-        assert sync.stop() == 0, sync.text()
-
-
-async def _until(client: httpx.AsyncClient, backend: str, limit: float = 10.0) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + limit
-    while True:
-        health = (await client.get("/health/db")).json()
-        if health.get("backend", {}).get("active") == backend:
-            return health  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, health
-        await asyncio.sleep(0.05)
 
 
 async def test_failed_verification_switches_nothing(postgres: Postgres, tmp_path: Path) -> None:

@@ -228,6 +228,10 @@ async def test_rollback_keeps_every_acknowledged_write(
         _check_reflected(load, found)
         assert settled["backend"]["conflicts"] == 0
         assert "bookedbarber_db_migration_unsynced_changes" in metrics
+        assert (
+            'bookedbarber_db_backend_switches_total{reason="auto_rollback",to="sqlite"} 1.0'
+            in metrics
+        )
         assert live.active(db.path) == "sqlite"
         statuses = collections.Counter(a.status for a in load.writes())
         assert statuses.keys() <= {200, 201, 409, 503, 404}, statuses
