@@ -138,6 +138,17 @@ async def _run(load: Load, seconds: float) -> None:
     await running
 
 
+def _conflicts(path: Path) -> list[tuple[str, int]]:
+    db = sqlite3.connect(path)
+    try:
+        return [
+            (str(t), int(k))
+            for t, k in db.execute("SELECT tbl, key FROM _bookedbarber_live_conflicts")
+        ]
+    finally:
+        db.close()
+
+
 def _distinct_keys(load: Load) -> None:
     """No key handed out twice: as many distinct ids as 201 answers, per kind."""
     created = collections.Counter(a.op for a in load.answers if a.status == 201)
@@ -226,7 +237,19 @@ async def test_rollback_keeps_every_acknowledged_write(
             assert "waiting for postgresql" in sync.text(), sync.text()
         _distinct_keys(load)
         _check_reflected(load, found)
-        assert settled["backend"]["conflicts"] == 0
+        # A write PostgreSQL committed after answering 503 (a hung statement that went on
+        # once the server did) can clash with the client's retry on SQLite: reported and
+        # kept, never one a client was told had succeeded.
+        conflicts = _conflicts(db.path)
+        acknowledged = (
+            {("appointments", k) for k in load.appointments}
+            | {("payments", k) for k in load.payments}
+            | {("users", k) for k in load.users}
+        )
+        assert not [c for c in conflicts if c in acknowledged], conflicts
+        assert settled["backend"]["conflicts"] == len(conflicts)
+        for table, key in conflicts:
+            assert f"conflict: {table} {key} " in sync.text()
         assert "bookedbarber_db_migration_unsynced_changes" in metrics
         assert (
             'bookedbarber_db_backend_switches_total{reason="auto_rollback",to="sqlite"} 1.0'
@@ -241,69 +264,140 @@ async def test_rollback_keeps_every_acknowledged_write(
         assert sync.stop() == 0, sync.text()
 
 
+async def _on_postgresql_without_sync(db: live.Databases, tmp_path: Path) -> None:
+    """Cut over to PostgreSQL, then stop the sync: PostgreSQL's next writes stay there."""
+    sync = live.cli(tmp_path, "sync-0", "db", "sync", db.lite, db.pg, "--interval", "0.05")
+    try:
+        await sync.wait_for("lag")
+        cutover = live.cli(tmp_path, "cutover", "db", "cutover", db.lite, db.pg)
+        assert await live.finished(cutover, 120) == 0, cutover.text()
+    finally:
+        assert sync.stop() == 0, sync.text()
+
+
+def _roll_back_by_hand(path: Path) -> tuple[int, int]:
+    """The rollback a worker makes, as its SQL says: SQLite serves from the next block,
+    PostgreSQL's leftovers noted. (PostgreSQL's block end, SQLite's block start.)"""
+    lite = sqlite3.connect(path, isolation_level=None)
+    try:
+        block_end = lite.execute("SELECT block_end FROM _bookedbarber_live").fetchone()[0]
+        lite.execute("BEGIN IMMEDIATE")
+        start, end = keys.sqlite_claim_sync(lite, block_end)
+        lite.execute(
+            "UPDATE _bookedbarber_live SET active = 'sqlite', epoch = epoch + 1, "
+            "reason = 'auto rollback: test', block_end = ?, left_on = 'postgresql' "
+            "WHERE id = 1",
+            (end,),
+        )
+        lite.execute("COMMIT")
+        return int(block_end), start
+    finally:
+        lite.close()
+
+
+async def test_sync_killed_while_reconciling_converges(postgres: Postgres, tmp_path: Path) -> None:
+    db = await live.databases(postgres, tmp_path)
+    await _on_postgresql_without_sync(db, tmp_path)
+    conn = await asyncpg.connect(_plain(db.pg))
+    try:  # twenty thousand writes PostgreSQL took that nothing carried
+        await conn.execute(
+            "UPDATE appointments SET notes = 'pg ' || id WHERE id IN "
+            "(SELECT id FROM appointments ORDER BY id LIMIT 20000)"
+        )
+        changed = await conn.fetchval("SELECT count(*) FROM appointments WHERE notes LIKE 'pg %'")
+    finally:
+        await conn.close()
+    _roll_back_by_hand(db.path)
+    first = live.cli(tmp_path, "sync-1", "db", "sync", db.lite, db.pg, "--interval", "0.05")
+    await first.wait_for("brought")
+    first.stop(signal.SIGKILL)
+    assert "brought 20000" not in first.text()  # killed in the middle
+    again = live.cli(tmp_path, "sync-2", "db", "sync", db.lite, db.pg, "--interval", "0.05")
+    try:
+        await again.wait_for("resuming the sync")
+        found = await live.converged(db, limit=60)
+        await again.wait_for("to_postgresql: applied")
+    finally:
+        assert again.stop() == 0, again.text()
+    notes = [r["notes"] for r in found["appointments"].values()]
+    assert sum(1 for n in notes if n and n.startswith("pg ")) == changed
+    lite = sqlite3.connect(db.path)
+    try:
+        assert lite.execute("SELECT left_on FROM _bookedbarber_live").fetchone() == (None,)
+        assert lite.execute("SELECT count(*) FROM _bookedbarber_live_conflicts").fetchone() == (0,)
+    finally:
+        lite.close()
+
+
 async def test_conflicting_changes_are_kept_and_reported(
     postgres: Postgres, tmp_path: Path
 ) -> None:
     """A row changed on PostgreSQL, never carried, then changed on SQLite after a rollback."""
     db = await live.databases(postgres, tmp_path)
-    sync = live.cli(tmp_path, "sync", "db", "sync", db.lite, db.pg, "--interval", "0.05")
+    await _on_postgresql_without_sync(db, tmp_path)
+    conn = await asyncpg.connect(_plain(db.pg))
     try:
-        await sync.wait_for("lag")
-        cutover = live.cli(tmp_path, "cutover", "db", "cutover", db.lite, db.pg)
-        assert await live.finished(cutover, 120) == 0, cutover.text()
-        assert sync.stop() == 0, sync.text()  # nothing carries PostgreSQL's next writes
-        conn = await asyncpg.connect(_plain(db.pg))
-        try:
-            await conn.execute("UPDATE users SET name = 'on postgresql' WHERE id = 5")
-            new_id = await conn.fetchval(
-                "INSERT INTO users (email, name, unified_role) "
-                "VALUES ('only-pg@example.test', 'only on postgresql', 'client') RETURNING id"
-            )
-        finally:
-            await conn.close()
-        # The rollback a worker makes, as its SQL says (the file's state, SQLite's keys).
-        lite = sqlite3.connect(db.path, isolation_level=None)
-        try:
-            block_end = lite.execute("SELECT block_end FROM _bookedbarber_live").fetchone()[0]
-            assert new_id < block_end
-            lite.execute("BEGIN IMMEDIATE")
-            start, end = keys.sqlite_claim_sync(lite, block_end)
-            lite.execute(
-                "UPDATE _bookedbarber_live SET active = 'sqlite', epoch = epoch + 1, "
-                "reason = 'auto rollback: test', block_end = ?, left_on = 'postgresql' "
-                "WHERE id = 1",
-                (end,),
-            )
-            lite.execute("COMMIT")
-            assert start >= block_end
-            lite.execute("UPDATE users SET name = 'on sqlite' WHERE id = 5")
-            lite.execute(
-                "INSERT INTO users (email, name, unified_role) "
-                "VALUES ('only-lite@example.test', 'only on sqlite', 'client')"
-            )
-            lite_id = lite.execute("SELECT max(id) FROM users").fetchone()[0]
-        finally:
-            lite.close()
-        assert lite_id >= block_end > new_id
-        again = live.cli(tmp_path, "sync-2", "db", "sync", db.lite, db.pg, "--interval", "0.05")
-        try:
-            await again.wait_for("conflict: users 5 changed on both sides")
-            found = await live.converged(db)
-        finally:
-            assert again.stop() == 0, again.text()
-        assert found["users"][5]["name"] == "on sqlite"
-        assert found["users"][new_id]["name"] == "only on postgresql"
-        assert found["users"][lite_id]["name"] == "only on sqlite"
-        lite = sqlite3.connect(db.path)
-        try:
-            (row,) = lite.execute(
-                "SELECT tbl, key, kept, lost, json_extract(kept_row, '$.name'), "
-                "json_extract(lost_row, '$.name') FROM _bookedbarber_live_conflicts"
-            ).fetchall()
-            state = lite.execute("SELECT left_on FROM _bookedbarber_live").fetchone()
-        finally:
-            lite.close()
-        assert row == ("users", 5, "sqlite", "postgresql", "on sqlite", "on postgresql")
-        assert state == (None,)
+        await conn.execute("UPDATE users SET name = 'on postgresql' WHERE id = 5")
+        new_id = await conn.fetchval(
+            "INSERT INTO users (email, name, unified_role) "
+            "VALUES ('only-pg@example.test', 'only on postgresql', 'client') RETURNING id"
+        )
+        # A booking PostgreSQL took (say, committed after it answered 503) ...
+        pg_booking = await conn.fetchval(
+            "INSERT INTO appointments (user_id, barber_id, service_id, location_id, "
+            "appointment_date, start_time, end_time, status) SELECT user_id, barber_id, "
+            "service_id, location_id, DATE '2031-01-01', TIMESTAMPTZ '2031-01-01 10:00Z', "
+            "TIMESTAMPTZ '2031-01-01 11:00Z', 'pending' FROM appointments WHERE id = 1 "
+            "RETURNING id"
+        )
     finally:
-        sync.stop()
+        await conn.close()
+    block_end, start = _roll_back_by_hand(db.path)
+    assert new_id < block_end <= start
+    lite = sqlite3.connect(db.path, isolation_level=None)
+    try:
+        lite.execute("UPDATE users SET name = 'on sqlite' WHERE id = 5")
+        lite.execute(
+            "INSERT INTO users (email, name, unified_role) "
+            "VALUES ('only-lite@example.test', 'only on sqlite', 'client')"
+        )
+        lite_id = lite.execute("SELECT max(id) FROM users").fetchone()[0]
+        # ... and the client's retry that SQLite took after the rollback: the same slot.
+        lite.execute(
+            "INSERT INTO appointments (user_id, barber_id, service_id, location_id, "
+            "appointment_date, start_time, end_time, status, version, created_at, updated_at) "
+            "SELECT user_id, barber_id, service_id, location_id, '2031-01-01', "
+            "'2031-01-01 10:30:00.000000', '2031-01-01 11:30:00.000000', 'pending', 1, "
+            "created_at, updated_at FROM appointments WHERE id = 1"
+        )
+        lite_booking = lite.execute("SELECT max(id) FROM appointments").fetchone()[0]
+    finally:
+        lite.close()
+    assert lite_id >= block_end > new_id
+    again = live.cli(tmp_path, "sync-2", "db", "sync", db.lite, db.pg, "--interval", "0.05")
+    try:
+        await again.wait_for("conflict: users 5 changed on both sides")
+        found = await live.converged(db)
+    finally:
+        assert again.stop() == 0, again.text()
+    assert found["users"][5]["name"] == "on sqlite"
+    assert found["users"][new_id]["name"] == "only on postgresql"
+    assert found["users"][lite_id]["name"] == "only on sqlite"
+    # The booking rule holds on both sides: SQLite's booking stays, PostgreSQL's is kept aside.
+    assert lite_booking in found["appointments"]
+    assert pg_booking not in found["appointments"]
+    assert f"conflict: appointments {pg_booking} overlaps" in again.text()
+    lite = sqlite3.connect(db.path)
+    try:
+        rows = lite.execute(
+            "SELECT tbl, key, kept, lost, json_extract(kept_row, '$.name'), "
+            "json_extract(lost_row, '$.name') FROM _bookedbarber_live_conflicts ORDER BY tbl"
+        ).fetchall()
+        state = lite.execute("SELECT left_on FROM _bookedbarber_live").fetchone()
+    finally:
+        lite.close()
+    assert rows == [
+        ("appointments", pg_booking, "sqlite", "postgresql", None, None),
+        ("users", 5, "sqlite", "postgresql", "on sqlite", "on postgresql"),
+    ]
+    assert state == (None,)

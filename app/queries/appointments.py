@@ -4,7 +4,7 @@ import datetime as dt
 from collections.abc import Collection, Sequence
 from typing import Any, Literal, NamedTuple, cast
 
-from sqlalchemy import Row, Table, exists, func, insert, select, update
+from sqlalchemy import Row, Table, exists, func, insert, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
@@ -111,11 +111,11 @@ class AppointmentRepository:
         The row has the Appointment's columns as attributes.
         """
         if dialect_name(self.session) != "postgresql":
-            span = fields["start_time"], fields["end_time"]
-            if await self._overlaps(Appointment.barber_id, fields["barber_id"], *span):
-                raise Overlap("barber")
-            if await self._overlaps(Appointment.user_id, fields["user_id"], *span):
-                raise Overlap("client")
+            who = await self.clash(
+                fields["barber_id"], fields["user_id"], fields["start_time"], fields["end_time"]
+            )
+            if who is not None:
+                raise Overlap(who)
         try:
             return (await self.session.execute(_INSERT, fields)).one()
         except IntegrityError as exc:
@@ -124,14 +124,34 @@ class AppointmentRepository:
                 raise Overlap(who) from None
             raise
 
-    async def _overlaps(self, column: Any, key: int, start: dt.datetime, end: dt.datetime) -> bool:
-        clash = exists().where(
-            column == key,
-            Appointment.status.in_(ACTIVE_APPOINTMENT_STATUSES),
-            Appointment.start_time < end,
-            Appointment.end_time > start,
+    async def clash(
+        self,
+        barber_id: int,
+        user_id: int,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        besides: int | None = None,
+    ) -> Literal["barber", "client"] | None:
+        """Who is busy then with another active appointment ("barber", "client"), or None.
+
+        The rule where no constraint holds it (SQLite): bookings, and rows a live
+        migration brings over (`besides`: the appointment itself)."""
+        sides: tuple[tuple[Literal["barber", "client"], Any, int], ...] = (
+            ("barber", Appointment.barber_id, barber_id),
+            ("client", Appointment.user_id, user_id),
         )
-        return bool(await self.session.scalar(select(clash)))
+        for who, column, key in sides:
+            clash = exists().where(
+                column == key,
+                Appointment.status.in_(ACTIVE_APPOINTMENT_STATUSES),
+                Appointment.start_time < end,
+                Appointment.end_time > start,
+                Appointment.id != besides if besides is not None else true(),
+            )
+            if await self.session.scalar(select(clash)):
+                return who
+        return None
 
     async def get(self, appointment_id: int) -> Appointment | None:
         return await self.session.get(Appointment, appointment_id)

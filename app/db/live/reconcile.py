@@ -24,12 +24,14 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.db.errors import constraint_name, sqlstate
+from app.db.errors import constraint_name, violation
 from app.db.live import capture
 from app.db.live.sides import Side, State
 from app.db.live.sync import BATCH, Pair, _rows_of, _write
+from app.db.models import ACTIVE_APPOINTMENT_STATUSES
+from app.queries.appointments import AppointmentRepository
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +211,13 @@ async def reconcile_batch(
                 )
             keys[name] -= clashing
             found[name] = [r for r in found.get(name, []) if r["id"] not in clashing]
+        for row in await _busy(serving, out, found.get("appointments", [])):
+            why = "overlaps an active appointment of the same barber or client"
+            conflicts.append(
+                await _keep(serving, out, failed, "appointments", row["id"], row, why, requeue=True)
+            )
+            keys["appointments"].discard(row["id"])
+            found["appointments"].remove(row)
         try:
             async with out.begin_nested():
                 await _write(serving, out, keys, found)
@@ -218,6 +227,32 @@ async def reconcile_batch(
     for conflict in conflicts:
         log.warning("live migration conflict", extra={"conflict": str(conflict)})
     return len(changes), conflicts
+
+
+async def _busy(
+    serving: Side, out: AsyncConnection, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Active appointments the serving side's booking rule refuses (SQLite has no
+    constraint for it; PostgreSQL's exclusion constraints refuse them on write)."""
+    if not serving.sqlite:
+        return []
+    session = AsyncSession(bind=out)
+    try:
+        repository = AppointmentRepository(session)
+        return [
+            row
+            for row in rows
+            if row["status"] in ACTIVE_APPOINTMENT_STATUSES
+            and await repository.clash(
+                row["barber_id"],
+                row["user_id"],
+                row["start_time"],
+                row["end_time"],
+                besides=row["id"],
+            )
+        ]
+    finally:
+        await session.close()
 
 
 async def _write_each(
@@ -240,10 +275,7 @@ async def _write_each(
             async with out.begin_nested():
                 await _write(serving, out, one, {name: [row] if row else []})
         except IntegrityError as exc:
-            what = constraint_name(exc) or sqlstate(exc) or "a constraint"
-            conflicts.append(
-                await _keep(
-                    serving, out, failed, name, key, row, f"refused by {what}", requeue=True
-                )
-            )
+            named = constraint_name(exc)
+            why = f"refused by {named}" if named else f"refused (SQLSTATE {violation(exc)})"
+            conflicts.append(await _keep(serving, out, failed, name, key, row, why, requeue=True))
     return conflicts

@@ -85,16 +85,21 @@ class Side:
 
     @asynccontextmanager
     async def writing(self, *, apply: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A write transaction; `apply` lets it past the guard and the capture."""
-        async with self.engine.connect() as conn, conn.begin():
-            if apply:
-                if self.sqlite:
+        """A write transaction; `apply` lets it past the guard and the capture.
+
+        SQLite's begins IMMEDIATE (the write lock first, never a deadlock upgrading a
+        read); every other connection of a side's reads without it.
+        """
+        async with self.engine.connect() as conn:
+            conn.info["begin"] = "BEGIN IMMEDIATE"
+            async with conn.begin():
+                if apply and self.sqlite:
                     await conn.execute(text(f"INSERT INTO {capture.APPLYING} VALUES (1)"))
-                else:
+                elif apply:
                     await conn.execute(text("SET LOCAL bookedbarber.applying = 'on'"))
-            yield conn
-            if apply and self.sqlite:
-                await conn.execute(text(f"DELETE FROM {capture.APPLYING}"))
+                yield conn
+                if apply and self.sqlite:
+                    await conn.execute(text(f"DELETE FROM {capture.APPLYING}"))
 
     async def install(self, active: Backend) -> None:
         statements = capture.sqlite_install(active) if self.sqlite else capture.pg_install(active)
@@ -169,7 +174,7 @@ class Side:
         statement = text(f"DELETE FROM {capture.CHANGES} WHERE seq IN :seqs").bindparams(
             bindparam("seqs", expanding=True)
         )
-        async with self.engine.connect() as conn, conn.begin():
+        async with self.writing() as conn:
             for start in range(0, len(seqs), 1000):
                 await conn.execute(statement, {"seqs": list(seqs[start : start + 1000])})
 
@@ -216,4 +221,4 @@ class Side:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql(connection.info.get("begin", "BEGIN IMMEDIATE"))
+    connection.exec_driver_sql(connection.info.get("begin", "BEGIN"))
