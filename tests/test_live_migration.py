@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from app.db.live.keys import BLOCK
 from tests import live_helpers as live
@@ -51,10 +50,11 @@ def _check_reflected(load: Load, found: dict[str, dict[int, dict[str, Any]]]) ->
         assert found["users"][key]["email"] == said["email"]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
 async def test_serving_sqlite_moves_to_postgresql_and_back_under_load(
-    postgres: Postgres, tmp_path: Path, workers: int
+    postgres: Postgres, tmp_path: Path
 ) -> None:
+    """Two workers (one serves the rollback tests): every one of them switches."""
+    workers = 2
     db = await live.databases(postgres, tmp_path)
     plan = Plan.from_sqlite(db.path)
     sync = live.cli(tmp_path, "sync", "db", "sync", db.lite, db.pg, "--interval", "0.05")

@@ -94,10 +94,17 @@ async def left_over(side: Side) -> int:
     return count
 
 
-async def note_left(pair: Pair, on: str | None, count: int | None) -> None:
-    """What the file says is left on the failed side (shown in /health/db and /metrics)."""
+async def note_left(pair: Pair, epoch: int, on: str | None, count: int | None) -> None:
+    """What the file says is left on the failed side (shown in /health/db and /metrics),
+    as of the switch `epoch` (a later switch has its own)."""
     async with pair.lite.writing(apply=True) as conn:
-        await pair.lite.set_state(conn, left_on=on, left_count=count, left_at=time.time())
+        await conn.execute(
+            text(
+                f"UPDATE {capture.STATE} SET left_on = :on, left_count = :n, left_at = :at "
+                "WHERE id = 1 AND epoch = :e"
+            ),
+            {"on": on, "n": count, "at": time.time(), "e": epoch},
+        )
 
 
 async def thaw_rollback(pair: Pair, epoch: int) -> bool:
@@ -175,10 +182,14 @@ async def _keep(
     return Conflict(table, key, serving.backend, failed.backend, reason)
 
 
-async def reconcile_batch(
-    failed: Side, serving: Side, limit: int = BATCH
-) -> tuple[int, list[Conflict]]:
-    """Up to `limit` of the failed side's changes brought to the serving side."""
+async def reconcile_batch(pair: Pair, limit: int = BATCH) -> tuple[int, list[Conflict]]:
+    """Up to `limit` of PostgreSQL's leftovers brought to SQLite, which serves.
+
+    Only while the file says SQLite serves, checked under its write lock: a round that
+    read an older state (PostgreSQL hung through a rollback) must not take SQLite's
+    own new writes for leftovers.
+    """
+    failed, serving = pair.pg, pair.lite
     conflicts: list[Conflict] = []
     # The failed side is fenced (its guard refuses writes): its rows hold still, so they
     # are read before the serving side's write lock is taken, not under it.
@@ -191,7 +202,7 @@ async def reconcile_batch(
             keys[name].add(key)
         found = await _rows_of(failed, src, keys)
     async with serving.writing(apply=True) as out:
-        if (await serving.state(out)).active != serving.backend:
+        if (await serving.state(out)).active != "sqlite":
             return 0, []  # switched meanwhile; the next round looks again
         both = await _pending(serving, out, keys)
         for name, clashing in both.items():

@@ -58,23 +58,29 @@ def unavailable(exc: BaseException) -> str | None:
 
 
 async def step(pair: Pair, show: Callable[[str], None]) -> tuple[str, int]:
-    """One round; (the direction changes go, how many moved)."""
+    """One round; (the direction changes go, how many moved).
+
+    Leftovers exist only on PostgreSQL, past an automatic rollback: SQLite refuses
+    every write while it does not serve, and a planned switch drains it under its
+    freeze. Whatever this round read, the writes below check the file's state again
+    under its lock (a round can outlast a switch when PostgreSQL hangs).
+    """
     state = await settle(pair, show)
-    serving, other = (pair.lite, pair.pg) if state.active == "sqlite" else (pair.pg, pair.lite)
-    direction = f"to_{other.backend}"
-    if left := await left_over(other):
-        if (state.left_on, state.left_count) != (other.backend, left):
-            await note_left(pair, other.backend, left)
-        moved, conflicts = await reconcile_batch(other, serving)
-        for conflict in conflicts:
-            show(str(conflict))
-        if moved:
-            show(f"brought {moved} changes left on {other.backend} to {serving.backend}")
-        return direction, moved
-    if state.left_on is not None:
-        await note_left(pair, None, None)
-        if await thaw_rollback(pair, state.epoch):
-            show(f"nothing left on {other.backend}: writes resume on {serving.backend}")
+    if state.active == "sqlite":
+        if left := await left_over(pair.pg):
+            if (state.left_on, state.left_count) != ("postgresql", left):
+                await note_left(pair, state.epoch, "postgresql", left)
+            moved, conflicts = await reconcile_batch(pair)
+            for conflict in conflicts:
+                show(str(conflict))
+            if moved:
+                show(f"brought {moved} changes left on postgresql to sqlite")
+            return "to_sqlite", moved
+        if state.left_on is not None:
+            await note_left(pair, state.epoch, None, None)
+            if await thaw_rollback(pair, state.epoch):
+                show("nothing left on postgresql: writes resume on sqlite")
+    direction = "to_postgresql" if state.active == "sqlite" else "to_sqlite"
     try:
         return direction, await apply_batch(pair, direction)
     except Aside:
