@@ -118,6 +118,13 @@ class _Ends:
             return [tuple(r) for r in self.db.execute(sql)]
         return [tuple(r) for r in await self.conn.fetch(sql)]
 
+    async def applied_since(self, side: Side, mark: int, into: Keys) -> None:
+        """Add the keys the sync wrote into `side` past its applied log's `mark`."""
+        for name, key in await self.rows(
+            side, f"SELECT tbl, key FROM {capture.APPLIED} WHERE id > {mark}"
+        ):
+            into[str(name)].add(int(key))
+
     async def digests(self, name: str, group: str, where: str) -> tuple[dict[int, Digest], ...]:
         """(SQLite's, PostgreSQL's) digests by group.
 
@@ -169,7 +176,7 @@ async def agree(pair: Pair, direction: str) -> Agreement:
     ends = await _Ends.open(pair, background=True)
     try:
         await ends.begin(dest)
-        mark = int(await ends.scalar(dest, f"SELECT coalesce(max(id), 0) FROM {capture.APPLIED}"))
+        mark = int(await ends.scalar(dest, capture.APPLIED_MARK))
         await ends.begin(source)
         unsettled: Keys = defaultdict(set)
         for name, key in await ends.rows(source, f"SELECT tbl, key FROM {capture.CHANGES}"):
@@ -189,10 +196,7 @@ async def agree(pair: Pair, direction: str) -> Agreement:
             suspects[table.name] = differing
         await ends.end()
         # What the sync wrote into the destination after its snapshot explains a difference too.
-        for name, key in await ends.rows(
-            dest, f"SELECT tbl, key FROM {capture.APPLIED} WHERE id > {mark}"
-        ):
-            unsettled[str(name)].add(int(key))
+        await ends.applied_since(dest, mark, unsettled)
         diverged = {}
         for name, differing in suspects.items():
             unexplained = [k for k in differing if k not in unsettled[name]]
@@ -212,10 +216,7 @@ async def recheck(pair: Pair, direction: str, agreement: Agreement) -> dict[str,
         keys: Keys = defaultdict(set)
         for name, found in agreement.unsettled.items():
             keys[name] |= found
-        for name, key in await ends.rows(
-            dest, f"SELECT tbl, key FROM {capture.APPLIED} WHERE id > {agreement.mark}"
-        ):
-            keys[str(name)].add(int(key))
+        await ends.applied_since(dest, agreement.mark, keys)
         diverged = {}
         for name, wanted in keys.items():
             if differing := await _by_rows(ends, name, wanted):

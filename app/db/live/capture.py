@@ -33,6 +33,7 @@ CURSOR = "_bookedbarber_live_cursor"
 APPLIED = "_bookedbarber_live_applied"
 CONFLICTS = "_bookedbarber_live_conflicts"
 APPLYING = "_bookedbarber_live_applying"
+APPLIED_MARK = f"SELECT coalesce(max(id), 0) FROM {APPLIED}"  # grows with every apply
 FROZEN_SQLSTATE = "BB503"
 SQLITE_CONSTRAINT_TRIGGER = 1811
 FROZEN_MESSAGE = "writes are paused for a database switch"

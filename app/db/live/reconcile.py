@@ -60,7 +60,7 @@ async def settle(pair: Pair, show: Callable[[str], None]) -> State:
     state row (which waits for the writers in flight there).
     """
     mine, theirs = await pair.lite.state(), await pair.pg.state()
-    if mine.same_switch(theirs) and mine.block_end == theirs.block_end:
+    if mine.agrees(theirs):
         return mine
     async with (
         asyncio.timeout(LOCKED_SECONDS),  # a PostgreSQL that hangs now must not hold the file
@@ -69,7 +69,7 @@ async def settle(pair: Pair, show: Callable[[str], None]) -> State:
     ):
         mine, theirs = await pair.lite.state(lite), await pair.pg.state(pg)
         block_end = max(mine.block_end, theirs.block_end)
-        if not mine.same_switch(theirs) or mine.block_end != theirs.block_end:
+        if not mine.agrees(theirs):
             await pair.pg.set_state(
                 pg,
                 active=mine.active,

@@ -36,12 +36,13 @@ class State:
     left_on: str | None = None
     left_count: int | None = None
 
-    @property
-    def frozen(self) -> bool:
-        return self.frozen_until > time.time()
-
-    def same_switch(self, other: State) -> bool:
-        return (self.active, self.epoch) == (other.active, other.epoch)
+    def agrees(self, other: State) -> bool:
+        """The same switch, the same newest key block."""
+        return (self.active, self.epoch, self.block_end) == (
+            other.active,
+            other.epoch,
+            other.block_end,
+        )
 
 
 class Side:
@@ -76,9 +77,7 @@ class Side:
     async def reading(self) -> AsyncIterator[AsyncConnection]:
         """One consistent snapshot: a deferred read on SQLite, REPEATABLE READ on PostgreSQL."""
         async with self.engine.connect() as conn:
-            if self.sqlite:
-                conn.info["begin"] = "BEGIN"
-            else:
+            if not self.sqlite:
                 conn = await conn.execution_options(isolation_level="REPEATABLE READ")
             async with conn.begin():
                 yield conn
@@ -207,7 +206,7 @@ class Side:
 
     async def applied_mark(self, conn: AsyncConnection) -> int:
         """How far the applied log goes: it grows with every applier's commit."""
-        value = await conn.scalar(text(f"SELECT coalesce(max(id), 0) FROM {capture.APPLIED}"))
+        value = await conn.scalar(text(capture.APPLIED_MARK))
         return int(value or 0)
 
     async def log_applied(self, conn: AsyncConnection, keys: dict[str, set[int]]) -> None:
