@@ -5,15 +5,19 @@ a dependency comes after the whole body is in memory. Here the token is checked 
 the headers alone, and the body is counted and timed while it is read: a request
 past MAX_BODY_BYTES is answered 413 (at once when its Content-Length says so), one
 whose body does not arrive within BODY_TIMEOUT 408. A refused request's connection
-is closed, so the rest of its body is never read.
+is closed, so the rest of its body is never read. A JSON body that arrived is read by
+read_json, on every door (the routes, app/api/contract.py, and the booking lane).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
+from fastapi.exceptions import RequestValidationError
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -166,3 +170,41 @@ class BodyGuard:
         except _Refused:
             if not body.refused:
                 raise
+
+
+def _not_json(msg: str, loc: tuple[str | int, ...] = ("body",)) -> NoReturn:
+    raise RequestValidationError([{"type": "json_invalid", "loc": loc, "msg": msg}])
+
+
+def _constant(name: str) -> NoReturn:
+    _not_json(f"{name} is not a JSON value")
+
+
+def read_json(raw: bytes) -> Any:
+    """A request body as JSON text (RFC 8259: UTF-8, no NaN or Infinity), or a 422.
+
+    Whatever does not parse is a RequestValidationError of type json_invalid, rendered
+    as every other refusal (app/errors.py): invalid UTF-8 (json.loads alone would also
+    take UTF-16 and UTF-32, and encoded surrogates), escapes of a lone surrogate (no
+    database can store one), nesting past the parser's recursion limit and integers past
+    Python's digit limit (which FastAPI answered 400), and plain syntax errors, worded as
+    FastAPI words them (loc ["body", offset], msg "JSON decode error").
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _not_json(f"the body is not UTF-8 text (byte {exc.start})")
+    try:
+        value = json.loads(text, parse_constant=_constant)
+    except json.JSONDecodeError as exc:
+        _not_json("JSON decode error", ("body", exc.pos))
+    except RecursionError:
+        _not_json("JSON nested too deeply")
+    except ValueError:  # int(): more than sys.get_int_max_str_digits() digits
+        _not_json("a JSON number has too many digits")
+    if "\\u" in text:  # only an escape can make a lone surrogate out of valid UTF-8
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            _not_json("a JSON string holds a lone surrogate (\\ud800-\\udfff)")
+    return value

@@ -251,5 +251,5 @@ async def test_the_differences_found_stay_fixed(world: World) -> None:
     # The lane's own edge refusals count in the HTTP metrics as the route's do.
     assert await lane_answers(ROUTE, {**good, "authorization": "Bearer wrong"}, b"")
     assert await lane_answers(ROUTE, good, json.dumps({"notes": "n" * MAX_BODY}).encode())
-    # JSON nested past the parser's recursion limit: the route's 400, not a 500.
+    # JSON nested past the parser's recursion limit: the route's 422, not a 500.
     assert not await lane_answers(ROUTE, good, b"[" * 2000 + b"]" * 2000)

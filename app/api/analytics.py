@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 
+from app.api.contract import ContractRoute, PathId
 from app.api.deps import HotAnalytics
 from app.api.reads import RevenueQuery, no_location, revenue_body
 from app.api.responses import errors_doc
@@ -11,11 +12,11 @@ from app.db.models import BarbershopLocation
 from app.db.sessions import Reader
 from app.queries import exists
 from app.queries.analytics import AnalyticsRepository, utc_days
-from app.schemas import INT64_MAX, DailyRevenueRead, RevenueReport
+from app.schemas import DailyRevenueRead, RevenueReport
 
-router = APIRouter(tags=["analytics"])
+router = APIRouter(tags=["analytics"], route_class=ContractRoute)
 
-LocationId = Annotated[int, Path(gt=0, le=INT64_MAX)]
+LocationId = PathId
 
 
 @router.get(

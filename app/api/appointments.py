@@ -5,9 +5,10 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 
+from app.api.contract import ContractRoute, PathId
 from app.api.deps import HotRead, ReadSession, WriteSession, get_router
 from app.api.reads import MAX_SCHEDULE_DAYS, ScheduleQuery, no_barber, schedule_body
 from app.api.responses import errors_doc
@@ -32,17 +33,16 @@ from app.queries.appointments import (
     Overlap,
 )
 from app.schemas import (
-    INT64_MAX,
     AppointmentCreate,
     AppointmentRead,
     AppointmentUpdate,
     ScheduledAppointment,
 )
 
-router = APIRouter(tags=["appointments"])
+router = APIRouter(tags=["appointments"], route_class=ContractRoute)
 
-AppointmentId = Annotated[int, Path(gt=0, le=INT64_MAX)]
-BarberId = Annotated[int, Path(gt=0, le=INT64_MAX)]
+AppointmentId = PathId
+BarberId = PathId
 _OWN_BARBER = "a client cannot be their own barber"  # also ck_appointments_not_own_barber
 JSON = "application/json"
 

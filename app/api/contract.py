@@ -1,7 +1,10 @@
 """The strict request contract of every route, enforced generically.
 
 A query string names only the route's declared parameters, and each scalar one at most
-once; anything else is a 422 naming the parameter. HEAD works wherever GET does.
+once; anything else is a 422 naming the parameter. A path id is decimal ASCII digits
+(PathId); a JSON body that does not parse is a 422 like any other (read_json); a method
+the path does not serve is a 405 whose Allow lists every method it does (ContractRoute).
+HEAD works wherever GET does.
 
 Derived from what a route declares (its dependant's query parameters, query models
 expanded), never from a hand-kept list, so it holds on every route and follows any
@@ -11,17 +14,88 @@ models (app/api/reads.py) and hands every request that fails it on to FastAPI.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Path, Request, Response
 from fastapi._compat import field_annotation_is_sequence  # FastAPI's own getlist test
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from pydantic import BaseModel
-from starlette.types import Message, Scope, Send
+from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import BaseModel, BeforeValidator
+from pydantic_core import PydanticCustomError
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Message, Receive, Scope, Send
+
+from app.guards import read_json
+from app.schemas import INT64_MAX
+
+
+def _decimal_digits(value: Any) -> Any:
+    # int() and pydantic's lax mode also read " 1", "+1", "1_0" and other scripts' digits.
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise PydanticCustomError(
+            "int_parsing", "Input should be a valid integer, unable to parse string as an integer"
+        )
+    return value
+
+
+# A row's id in a path: decimal ASCII digits, 1..2**63-1, else 422 (an id that is not
+# one is bad input, README "API"); the read lane's path pattern takes the same digits.
+PathId = Annotated[int, Path(ge=1, le=INT64_MAX), BeforeValidator(_decimal_digits)]
+
+# RFC 9110's methods in its order, for a stable Allow header.
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(scope: Scope) -> str:
+    """Every method some route serves on this path, HEAD wherever GET (Service serves it)."""
+    methods: set[str] = set()
+    # The app's routes with those of included routers, as FastAPI's OpenAPI walks them.
+    for route in iter_route_contexts(scope["router"].routes):
+        if route.methods and route.matches(scope)[0] is not Match.NONE:
+            methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods, key=lambda m: (_METHODS.index(m) if m in _METHODS else 99, m)))
+
+
+def _json_media(content_type: str | None) -> bool:
+    """Whether FastAPI reads the body as JSON: application/json or application/*+json."""
+    if content_type is None:
+        return False
+    main, _, sub = content_type.partition(";")[0].strip().lower().partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+class ContractRoute(APIRoute):
+    """An APIRoute that parses a JSON body with read_json and answers 405 with a full Allow.
+
+    FastAPI answers a body json.loads refuses for other reasons than syntax (invalid
+    UTF-8, deep nesting, a 5,000-digit number) 400 http_error; read_json refuses it 422
+    before FastAPI reads it again (the same bytes, so it parses, for a few microseconds).
+    Starlette's 405 lists only the methods of the first route matching the path.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def parsed_first(request: Request) -> Response:
+            raw = await request.body()
+            if raw and _json_media(request.headers.get("content-type")):
+                read_json(raw)
+            return await handler(request)
+
+        return parsed_first
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            raise HTTPException(405, headers={"Allow": allowed_methods(scope)})
+        await super().handle(scope, receive, send)
 
 
 @dataclass(frozen=True)

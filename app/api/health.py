@@ -8,12 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from app.api.contract import ContractRoute
 from app.db import health, metrics
 from app.db.router import DatabaseRouter
 from app.errors import retry_after
 
-router = APIRouter(prefix="/health", tags=["health"])
-metrics_router = APIRouter(tags=["metrics"])
+router = APIRouter(prefix="/health", tags=["health"], route_class=ContractRoute)
+metrics_router = APIRouter(tags=["metrics"], route_class=ContractRoute)
 
 _NO_STORE = {"Cache-Control": "no-store"}
 

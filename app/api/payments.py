@@ -3,11 +3,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.appointments import one_statement_writes
+from app.api.contract import ContractRoute, PathId
 from app.api.deps import ReadSession, WriteSession, get_router
 from app.api.responses import errors_doc
 from app.db.errors import FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION, violation
@@ -19,11 +20,11 @@ from app.queries import exists, payments
 from app.queries.payments import TRANSITIONS, PaymentRepository
 from app.schemas import INT64_MAX, PaymentCreate, PaymentPage, PaymentRead, PaymentUpdate
 
-router = APIRouter(tags=["payments"])
+router = APIRouter(tags=["payments"], route_class=ContractRoute)
 _NO_SUCH = "the user, appointment or location does not exist"
 
-PaymentId = Annotated[int, Path(gt=0, le=INT64_MAX)]
-UserId = Annotated[int, Path(gt=0, le=INT64_MAX)]
+PaymentId = PathId
+UserId = PathId
 IdempotencyKey = Annotated[
     str,
     Header(

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 
+from app.api.contract import ContractRoute, PathId
 from app.api.deps import HotRead, ReadSession, WriteSession
 from app.api.reads import UserQuery, no_user, user_body
 from app.api.responses import errors_doc
@@ -13,9 +14,9 @@ from app.errors import BadRequest, Conflict, constraint_error
 from app.queries.users import UserRepository
 from app.schemas import INT64_MAX, UserCreate, UserDetail, UserPage, UserRead, UserRole
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], route_class=ContractRoute)
 
-UserId = Annotated[int, Path(gt=0, le=INT64_MAX)]
+UserId = PathId
 
 
 @router.post(

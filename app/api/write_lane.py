@@ -3,11 +3,12 @@
 With the booking down to one statement (app/queries/booking.py), FastAPI's pipeline
 (middleware stack, route matching, dependency injection, body parsing and validation)
 was nearly all of a booking's CPU. Here the request passes the same token gate and body
-guard as every request (app/guards.py), its JSON is validated by the route's own model
-in the mode FastAPI uses, and it is booked by the route's own functions
-(app/api/appointments.py), errors rendered by app/errors.py and HTTP metrics recorded
-into the same series. Anything the lane is not sure of (another content type, a query
-string, a body the model refuses, SQLite, PgBouncer, HOT_READS=false) goes on to FastAPI,
+guard as every request (app/guards.py), its JSON is parsed by the routes' own parser
+(read_json) and validated by the route's own model in the mode FastAPI uses, and it is
+booked by the route's own functions (app/api/appointments.py), errors rendered by
+app/errors.py and HTTP metrics recorded into the same series. Anything the lane is not
+sure of (another content type, a query string, a body that does not parse or that the
+model refuses, SQLite, PgBouncer, HOT_READS=false) goes on to FastAPI,
 with the body replayed where it was read, which answers it as declared. Its refusals at
 the edges (401, 413, 408) are recorded as the instrumented stack records them, and
 booking_lane_requests_total counts who answered. tests/test_write_lane.py and the
@@ -17,12 +18,12 @@ headers, body, HTTP metrics and rows.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from functools import partial
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
@@ -37,7 +38,7 @@ from app.api.appointments import (
 )
 from app.db.models import utcnow
 from app.db.router import DatabaseRouter
-from app.guards import BodyGuard, TokenGate
+from app.guards import BodyGuard, TokenGate, read_json
 from app.http_metrics import HttpMetrics
 from app.schemas import AppointmentCreate, AppointmentRead
 
@@ -105,9 +106,9 @@ class BookingLane:
         raw = b"".join(chunks)
         outcome.request_bytes = len(raw)
         try:
-            body = AppointmentCreate.model_validate(json.loads(raw))
-        # FastAPI words the 422, and the 400 for JSON nested past the parser's recursion limit.
-        except (ValueError, ValidationError, RecursionError):
+            body = AppointmentCreate.model_validate(read_json(raw))
+        # The route words the 422, for a body that does not parse (the same read_json) too.
+        except (RequestValidationError, ValidationError):
             outcome.handed_on = True
             await self._fallback(scope, _replay(messages, receive), send)
             return
