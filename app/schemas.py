@@ -26,7 +26,7 @@ from app.db.models import APPOINTMENT_STATUSES, PAYMENT_STATUSES, USER_ROLES, Us
 
 INT64_MAX = 2**63 - 1
 
-Id = Annotated[int, Strict(), Field(gt=0, le=INT64_MAX)]  # JSON integers only: not "5", 5.0
+Id = Annotated[int, Strict(), Field(ge=1, le=INT64_MAX)]  # JSON integers only: not "5", 5.0
 Version = Annotated[int, Strict(), Field(ge=1, le=2**31 - 1)]
 UserRole = Literal["client", "barber", "shop_owner", "admin"]
 AppointmentStatus = Literal[
@@ -38,16 +38,12 @@ assert set(AppointmentStatus.__args__) == set(APPOINTMENT_STATUSES)  # type: ign
 assert set(PaymentStatus.__args__) == set(PAYMENT_STATUSES)  # type: ignore[attr-defined]
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the driver.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_nul)]
-Phone = Annotated[str, StringConstraints(max_length=40), AfterValidator(_no_nul)]
-Notes = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
+# PostgreSQL text cannot hold NUL: refused here rather than in the driver, by a pattern the
+# OpenAPI document publishes (a validator alone would refuse what the schema allows).
+_NO_NUL = r"^[^\x00]*$"
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_NO_NUL)]
+Phone = Annotated[str, StringConstraints(max_length=40, pattern=_NO_NUL)]
+Notes = Annotated[str, StringConstraints(max_length=2000, pattern=_NO_NUL)]
 
 
 _MONEY = re.compile(r"^[0-9]{1,8}(\.[0-9]{1,2})?$")
