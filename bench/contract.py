@@ -66,7 +66,7 @@ def schemathesis(base: str, out: Path, max_examples: int, seed: int) -> dict[str
         "--no-color",
     ]
     with (out / "schemathesis.txt").open("wb") as log:
-        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=1800)
+        subprocess.run(command, cwd=out, stdout=log, stderr=subprocess.STDOUT, timeout=1800)
     [report] = reports.glob("json-*.json")
     data = json.loads(report.read_text())
     return {
