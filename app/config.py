@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     # When every replica is excluded: "primary" sends reads there,
     # "least_lagged" keeps them on the replica that is furthest along.
     replica_fallback: Literal["primary", "least_lagged"] = "primary"
+    # Content checks (app/db/consistency.py): every this many seconds (0: off), the next
+    # REPLICA_CONSISTENCY_SAMPLE_ROWS keys of each table compared with the primary's; the
+    # consistency figure covers the last REPLICA_CONSISTENCY_WINDOW_SECONDS.
+    replica_consistency_interval_seconds: float = Field(30.0, ge=0)
+    replica_consistency_sample_rows: int = Field(1000, ge=1, le=100_000)
+    replica_consistency_window_seconds: float = Field(3600.0, gt=0)
 
     slow_query_seconds: float = Field(1.0, gt=0)
     # Bookings: a start this far in the past is still taken (clocks disagree a little),

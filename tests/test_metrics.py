@@ -307,7 +307,7 @@ def test_promtool_accepts_alert_rules() -> None:
         check=False,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 9 rules found" in res.stdout
+    assert "SUCCESS: 11 rules found" in res.stdout
 
 
 def _dashboard_queries() -> list[str]:

@@ -82,22 +82,49 @@ def _replica_status(replica: Replica) -> str:
     return "healthy" if replica.in_rotation else "degraded"
 
 
+def consistency_report(replica: Replica) -> dict[str, Any]:
+    """The replica's sampled comparisons with the primary (app/db/consistency.py)."""
+    state = replica.consistency
+    diverged = state.diverged
+    return {
+        "ratio": state.ratio,
+        "window_rows": state.window_rows,
+        "sampled_rows": state.rows_total,
+        "mismatched_rows": state.mismatched_total,
+        "seconds_since_check": (
+            None if state.checked_at is None else round(time.monotonic() - state.checked_at, 3)
+        ),
+        "diverged": None
+        if diverged is None
+        else {
+            "table": diverged.table,
+            "first_key": diverged.first_key,
+            "last_key": diverged.last_key,
+            "keys": diverged.keys[:10],
+            "rows": len(diverged.keys),
+        },
+    }
+
+
+def _replica_entry(r: Replica) -> dict[str, Any]:
+    return {
+        "replica_id": r.index,
+        "name": r.name,
+        "status": _replica_status(r),
+        "in_rotation": _serving(r),
+        "reason": r.reason,
+        "response_time": r.response_time,
+        "lag_seconds": r.lag_seconds,
+        "lag_bytes": r.lag_bytes,
+        "timeline": r.timeline,
+        "consistency": consistency_report(r),
+        "timestamp": r.checked_at.isoformat() if r.checked_at else None,
+    }
+
+
 def replicas_report(router: DatabaseRouter) -> dict[str, Any]:
     """The replica monitor's last view; no query of its own."""
-    entries = [
-        {
-            "replica_id": r.index,
-            "name": r.name,
-            "status": _replica_status(r),
-            "in_rotation": _serving(r),
-            "reason": r.reason,
-            "response_time": r.response_time,
-            "lag_seconds": r.lag_seconds,
-            "lag_bytes": r.lag_bytes,
-            "timestamp": r.checked_at.isoformat() if r.checked_at else None,
-        }
-        for r in router.replicas
-    ]
+    entries = [_replica_entry(r) for r in router.replicas]
     serving = sum(1 for r in router.replicas if _serving(r))
     if not entries:
         status = "no_replicas"  # every read goes to the primary, by design
@@ -112,6 +139,10 @@ def replicas_report(router: DatabaseRouter) -> dict[str, Any]:
         "max_lag_seconds": router.settings.max_replica_lag_seconds,
         "in_rotation": serving,
         "replicas": entries,
+        "analytics": (
+            None if router.analytics_replica is None else _replica_entry(router.analytics_replica)
+        ),
+        "primary_timeline": router.monitor.primary.timeline,
         "timestamp": _now(),
     }
 
@@ -149,8 +180,11 @@ async def _run_integrity(router: DatabaseRouter) -> dict[str, Any]:
     result: dict[str, Any] = {
         "status": overall,
         "integrity_checks": checks,
+        "replica_consistency": {r.name: consistency_report(r) for r in router.monitor.members},
         "timestamp": _now(),
     }
+    if overall == "healthy" and any(r.consistency.diverged for r in router.monitor.members):
+        result["status"] = "issues_found"
     if error is not None:
         result["error"] = error
     return result

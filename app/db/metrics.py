@@ -199,6 +199,25 @@ class DatabaseMetrics:
         self.replica_in_rotation = self._replica_gauge(
             "database_replica_in_rotation", "1 when routing sends reads to the replica"
         )
+        self.replica_consistency = self._replica_gauge(
+            "database_replica_consistency",
+            "Fraction of sampled rows equal on the replica and the primary over "
+            "REPLICA_CONSISTENCY_WINDOW_SECONDS (absent before the first sample)",
+        )
+        self.replica_excluded = Gauge(
+            "database_replica_excluded",
+            "1 while the replica is kept out for the reason: foreign_cluster, old_timeline, "
+            "diverged",
+            ["replica", "reason"],
+            multiprocess_mode="livemostrecent",
+            registry=registry,
+        )
+        self.replica_sampled_rows = Counter(
+            "database_replica_sampled_rows_total",
+            "Rows compared between the replica and the primary, by result (matched, mismatched)",
+            ["replica", "result"],
+            registry=registry,
+        )
         self.queries = Counter(
             "database_queries_total",
             "Statements executed, by first keyword, table, engine role and outcome "

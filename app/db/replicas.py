@@ -7,24 +7,37 @@ import datetime as dt
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.db.consistency import Consistency, Identity, Primary, Sampler, identity, timeline_of
 from app.db.lsn import parse_lsn
 from app.db.metrics import DatabaseMetrics
 
 log = logging.getLogger("app.db.router")
 
+# Identity: the cluster's system_identifier, and the timeline the replica is on: the one
+# its WAL receiver streams (shown to roles with pg_read_all_stats), else its last
+# restartpoint's; a server out of recovery is on the timeline it writes.
 _REPLICA_PROBE = text(
     "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
     "pg_last_wal_receive_lsn()::text, "
-    "extract(epoch FROM now() - pg_last_xact_replay_timestamp())"
+    "extract(epoch FROM now() - pg_last_xact_replay_timestamp()), "
+    "(SELECT system_identifier::text FROM pg_control_system()), "
+    "CASE WHEN pg_is_in_recovery() THEN coalesce("
+    "(SELECT received_tli FROM pg_stat_wal_receiver), "
+    "(SELECT timeline_id FROM pg_control_checkpoint())) "
+    "ELSE ('x' || left(pg_walfile_name(pg_current_wal_insert_lsn()), 8))::bit(32)::int END"
 )
-_PRIMARY_PROBE = text("SELECT pg_current_wal_lsn()::text")
+_PRIMARY_PROBE = text(
+    "SELECT pg_current_wal_lsn()::text, "
+    "(SELECT system_identifier::text FROM pg_control_system()), "
+    "pg_walfile_name(pg_current_wal_insert_lsn())"
+)
 
 
 @dataclass
@@ -44,17 +57,22 @@ class Replica:
     reason: str = "not probed yet"
     healthy_since: float | None = None
     probed_once: bool = False
+    role: str = "replica"  # or "analytics": the analytics replica, never in read rotation
+    system: str | None = None
+    timeline: int | None = None
+    identity: Identity | None = None
+    consistency: Consistency = field(default_factory=lambda: Consistency(3600.0))
 
     @property
     def name(self) -> str:
-        return f"replica-{self.index}"
+        return "analytics" if self.role == "analytics" else f"replica-{self.index}"
 
     def busy(self) -> int:
         return int(self.engine.pool.checkedout())  # type: ignore[attr-defined]
 
     def record(self, row: Any, primary_lsn: int | None, history: WalHistory) -> None:
         """A probe's answer: replay position and lag in bytes and seconds."""
-        in_recovery, replay, receive, since_replay = row
+        in_recovery, replay, receive, since_replay, self.system, self.timeline = row
         if not in_recovery:
             # A promoted standby is a primary now: fully caught up with itself.
             self.replay_lsn, self.lag_seconds, self.lag_bytes = None, 0.0, 0
@@ -112,7 +130,11 @@ class WalHistory:
 
 
 class ReplicaMonitor:
-    """Probes the primary's WAL position and every replica; keeps the rotation."""
+    """Probes the primary's WAL position and every replica; keeps the rotation.
+
+    The analytics replica (when there is one) is held to the same rules: probed, checked
+    for identity and content, and out of service when a read replica would be.
+    """
 
     def __init__(
         self,
@@ -120,16 +142,28 @@ class ReplicaMonitor:
         replicas: list[Replica],
         primary_probe: AsyncEngine | None,
         metrics: DatabaseMetrics,
+        analytics: Replica | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.replicas = replicas
+        self.analytics = analytics
+        self.members = [*replicas, *([analytics] if analytics is not None else [])]
+        for member in self.members:
+            member.consistency = Consistency(settings.replica_consistency_window_seconds)
         self.primary_probe = primary_probe
         self.primary_lsn: int | None = None
         self.primary_response_time: float | None = None
+        self.primary = Primary()
         # Beyond the lag limit, the exact age no longer changes a decision.
         self.wal_history = WalHistory(max(60.0, 4 * settings.max_replica_lag_seconds))
+        self.sampler = Sampler(
+            settings.replica_consistency_sample_rows,
+            max(settings.max_replica_lag_seconds, settings.replica_probe_interval_seconds),
+            settings.connect_timeout,
+        )
         self._task: asyncio.Task[None] | None = None
+        self._sampling: asyncio.Task[None] | None = None
 
     def eject(self, replica: Replica, reason: str) -> None:
         if replica.in_rotation:
@@ -145,21 +179,22 @@ class ReplicaMonitor:
 
     async def probe(self) -> None:
         """Probe the primary's WAL position and every replica, then update rotation."""
-        if not self.replicas or self.primary_probe is None:
+        if not self.members or self.primary_probe is None:
             return
         timeout = self.settings.connect_timeout
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout), self.primary_probe.connect() as conn:
-                value = await conn.scalar(_PRIMARY_PROBE)
-            self.primary_lsn = parse_lsn(str(value))
+                lsn, system, walfile = (await conn.execute(_PRIMARY_PROBE)).one()
+            self.primary_lsn = parse_lsn(str(lsn))
             self.primary_response_time = time.perf_counter() - started
+            self.primary.system, self.primary.timeline = str(system), timeline_of(walfile)
             self.wal_history.add(self.primary_lsn)
         except Exception as exc:  # the primary being down must not stop replica probes
             log.warning("primary probe failed", extra={"error": type(exc).__name__})
             self.primary_lsn = self.primary_response_time = None
             self.wal_history.clear()  # a promoted replica starts another history
-        await asyncio.gather(*(self._probe_replica(r, timeout) for r in self.replicas))
+        await asyncio.gather(*(self._probe_replica(r, timeout) for r in self.members))
         self._update_rotation()
 
     async def _probe_replica(self, replica: Replica, limit: float) -> None:
@@ -177,14 +212,40 @@ class ReplicaMonitor:
         replica.response_time = time.perf_counter() - started
         replica.up = True
         replica.record(row, self.primary_lsn, self.wal_history)
+        self._identify(replica)
+
+    def _identify(self, replica: Replica) -> None:
+        """Identity from the last probes of both; one log line when it changes."""
+        found = identity(replica.system, replica.timeline, self.primary)
+        if found == replica.identity:
+            return
+        if found is not None:
+            log.error(
+                "replica is not a copy of the primary",
+                extra={
+                    "replica": replica.name,
+                    "reason": found,
+                    "replica_timeline": replica.timeline,
+                    "primary_timeline": self.primary.timeline,
+                },
+            )
+        else:
+            log.warning(
+                "replica identity confirmed",
+                extra={"replica": replica.name, "was": replica.identity},
+            )
+        for reason in ("foreign_cluster", "old_timeline"):
+            value = 1 if found == reason else 0
+            self.metrics.replica_excluded.labels(replica.name, reason).set(value)
+        replica.identity = found
 
     def _update_rotation(self) -> None:
         # Peers include the primary: with one replica, "slow" still has a yardstick.
-        times = [r.response_time for r in self.replicas if r.up and r.response_time is not None]
+        times = [r.response_time for r in self.members if r.up and r.response_time is not None]
         if self.primary_response_time is not None:
             times.append(self.primary_response_time)
         fastest = min(times) if times else None
-        for replica in self.replicas:
+        for replica in self.members:
             self.metrics.replica_up.labels(replica.name).set(1 if replica.up else 0)
             if replica.lag_seconds is not None:
                 self.metrics.replica_lag.labels(replica.name).set(replica.lag_seconds)
@@ -212,6 +273,10 @@ class ReplicaMonitor:
     def _exclusion(self, replica: Replica, fastest: float | None) -> str | None:
         if not replica.up:
             return replica.reason if replica.reason.startswith("probe") else "down"
+        if replica.identity is not None:
+            return replica.identity
+        if replica.consistency.diverged is not None:
+            return "diverged"
         if (replica.lag_seconds or 0.0) > self.settings.max_replica_lag_seconds:
             return "lagging"
         slow_limit = max(
@@ -222,11 +287,62 @@ class ReplicaMonitor:
             return "slow"
         return None
 
+    # -- content ---------------------------------------------------------------
+    async def sample(self) -> None:
+        """One period of content checks: every replica whose identity holds, one at a time."""
+        if self.primary_probe is None:
+            return
+        for replica in self.members:
+            if not replica.up or replica.identity is not None:
+                continue
+            was = replica.consistency.diverged
+            try:
+                async with (
+                    asyncio.timeout(max(30.0, 4 * self.sampler.wait_seconds)),
+                    self.primary_probe.connect() as primary,
+                    replica.probe.connect() as standby,
+                ):
+                    tables = await self.sampler.tables(primary)
+                    before = replica.consistency.rows_total, replica.consistency.mismatched_total
+                    await self.sampler.check(replica, primary, standby, tables)
+            except Exception as exc:  # a replica that cannot be sampled now is judged by probes
+                log.info(
+                    "consistency check skipped",
+                    extra={"replica": replica.name, "error": type(exc).__name__},
+                )
+                continue
+            self._record_sample(replica, before, was)
+
+    def _record_sample(self, replica: Replica, before: tuple[int, int], was: object | None) -> None:
+        state = replica.consistency
+        rows, mismatched = state.rows_total - before[0], state.mismatched_total - before[1]
+        if rows:
+            sampled = self.metrics.replica_sampled_rows
+            sampled.labels(replica.name, "matched").inc(rows - mismatched)
+            if mismatched:
+                sampled.labels(replica.name, "mismatched").inc(mismatched)
+        ratio = state.ratio
+        if ratio is not None:
+            self.metrics.replica_consistency.labels(replica.name).set(ratio)
+        now = state.diverged
+        if (now is None) != (was is None):
+            self.metrics.replica_excluded.labels(replica.name, "diverged").set(int(now is not None))
+            if now is not None:
+                log.error(
+                    "replica diverged from the primary",
+                    extra={"replica": replica.name, "detail": now.describe()},
+                )
+                self.eject(replica, "diverged")
+            else:
+                log.warning("replica matches the primary again", extra={"replica": replica.name})
+
     async def start(self) -> None:
-        if not self.replicas or self._task is not None:
+        if not self.members or self._task is not None:
             return
         await self.probe()
         self._task = asyncio.create_task(self._watch(), name="replica-monitor")
+        if self.settings.replica_consistency_interval_seconds > 0:
+            self._sampling = asyncio.create_task(self._sample_forever(), name="replica-sampler")
 
     async def _watch(self) -> None:
         while True:
@@ -236,8 +352,17 @@ class ReplicaMonitor:
             except Exception:
                 log.exception("replica probe round failed")
 
+    async def _sample_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.replica_consistency_interval_seconds)
+            try:
+                await self.sample()
+            except Exception:
+                log.exception("replica consistency round failed")
+
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._sampling):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._sampling = None

@@ -78,25 +78,31 @@ class DatabaseRouter:
         ]
         # The monitor's own connections (one per database): a saturated pool must not
         # look like a slow replica, or a busy service would eject its replicas.
+        self.analytics: AsyncEngine | None = None
+        self.analytics_replica: Replica | None = None
+        if settings.analytics_database_url is not None:
+            url = settings.analytics_database_url.get_secret_value()
+            self.analytics = create_engine(url, settings, "analytics")
+            self.analytics_replica = Replica(
+                len(self.replicas),
+                self.analytics,
+                _reader(self.analytics, settings),
+                _sessionmaker(_reader(self.analytics, settings), RoutedSession),
+                create_engine(url, settings, "analytics", monitor=True),
+                role="analytics",
+            )
         self._primary_probe = (
             create_engine(settings.primary_url, settings, "primary", monitor=True)
-            if self.replicas
+            if self.replicas or self.analytics_replica
             else None
         )
-        self.analytics: AsyncEngine | None = None
-        self._analytics_sessions: async_sessionmaker[AsyncSession] | None = None
-        if settings.analytics_database_url is not None:
-            self.analytics = create_engine(
-                settings.analytics_database_url.get_secret_value(), settings, "analytics"
-            )
-            self._analytics_sessions = _sessionmaker(
-                _reader(self.analytics, settings), RoutedSession
-            )
         # SQLite has one writer at a time; queueing writers here is fair and
         # cheap, where SQLite's own busy handler sleeps in growing steps.
         self._sqlite_writer = asyncio.Lock() if self.sqlite else None
         self._round_robin = itertools.count()
-        self.monitor = ReplicaMonitor(settings, self.replicas, self._primary_probe, metrics)
+        self.monitor = ReplicaMonitor(
+            settings, self.replicas, self._primary_probe, metrics, self.analytics_replica
+        )
 
     # -- engines and their roles ------------------------------------------------
     def engines(self) -> list[tuple[str, AsyncEngine]]:
@@ -111,6 +117,8 @@ class DatabaseRouter:
     def monitor_engines(self) -> list[tuple[str, AsyncEngine]]:
         """The monitor's and health checks' own engines: their statements count, their pools not."""
         pairs = [("replica", r.probe) for r in self.replicas]
+        if self.analytics_replica is not None:
+            pairs.append(("analytics", self.analytics_replica.probe))
         if self._primary_probe is not None:
             pairs.append(("primary", self._primary_probe))
         return pairs
@@ -140,20 +148,18 @@ class DatabaseRouter:
     ) -> Target:
         if intent == "write":
             return self._count(Target("write", self.primary, self._write_sessions))
+        analytics = self.analytics_replica
         if (
             intent == "analytics"
-            and self.analytics is not None
-            and self._analytics_sessions is not None
+            and analytics is not None
+            and analytics.in_rotation
             and not force_primary
             and min_lsn is None
         ):
+            # Out of service (down, lagging, not this primary's copy, diverged), its
+            # queries go where any read would.
             return self._count(
-                Target(
-                    "analytics",
-                    _reader(self.analytics, self.settings),
-                    self._analytics_sessions,
-                    label="analytics",
-                )
+                Target("analytics", analytics.reader, analytics.sessionmaker, label="analytics")
             )
         tried = set(exclude or ())
         reason: PrimaryReason

@@ -1,0 +1,324 @@
+"""A replica serves only if it is a copy of this primary: identity and sampled content.
+
+Real clusters: a standby of another cluster, a standby left on the old timeline after a
+promotion, a copy written to before it became a standby, and a healthy replica under
+steady writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from app.api.deps import AnalyticsSession
+from app.db.engine import create_engine
+from app.db.migrate import upgrade
+from app.db.seed import seed_demo
+from tests import pgcluster
+from tests.conftest import make_settings
+from tests.test_routing import db, serving, until
+
+pytestmark = pytest.mark.faults
+
+FAST = {
+    "max_replica_lag_seconds": 2.0,
+    "replica_consistency_interval_seconds": 0.2,
+    "replica_consistency_sample_rows": 200,
+}
+
+
+def _seed(url: str) -> None:
+    async def run() -> None:
+        engine = create_engine(url, make_settings(url))
+        try:
+            await seed_demo(engine, 0.002)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def _prepared(replicas: int) -> pgcluster.PgCluster:
+    started = pgcluster.start_cluster(replicas=replicas)
+    try:
+        upgrade(started.primary.url())
+        _seed(started.primary.url())
+        for replica in started.replicas:
+            started.wait_replica_caught_up(replica)
+    except BaseException:
+        started.stop()
+        raise
+    return started
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[pgcluster.PgCluster]:
+    with _prepared(replicas=1) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def foreign() -> Iterator[pgcluster.PgCluster]:
+    """Another cluster: its own initdb, the same schema, plausible data."""
+    with _prepared(replicas=1) as started:
+        yield started
+
+
+def _where_routes(app: FastAPI) -> None:
+    @app.get("/_probe/analytics")
+    async def probe_analytics(session: AnalyticsSession) -> dict[str, Any]:
+        port = await session.scalar(text("SELECT inet_server_port()"))
+        return {"port": port}
+
+
+async def _read_ports(client: Any, n: int = 30) -> set[int]:
+    answers = [await client.get("/_probe/read") for _ in range(n)]
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers[:3]]
+    return {a.json()["port"] for a in answers}
+
+
+def _entry(report: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [r for r in report["replicas"] if r["name"] == name]
+    assert found, report
+    entry: dict[str, Any] = found[0]
+    return entry
+
+
+async def test_a_standby_of_another_cluster_never_serves(
+    cluster: pgcluster.PgCluster,
+    foreign: pgcluster.PgCluster,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ours, theirs = cluster.replicas[0], foreign.replicas[0]
+    settings = make_settings(
+        cluster.primary.url(),
+        [ours.url(), theirs.url()],
+        analytics_database_url=theirs.url(),
+        **FAST,
+    )
+    caplog.set_level(logging.INFO, logger="app.db.router")
+    async with serving(settings) as (app, client):
+        _where_routes(app)
+        router = db(app)
+        stranger = router.replicas[1]
+        assert stranger.up
+        assert stranger.identity == "foreign_cluster"
+        assert not stranger.in_rotation
+        assert stranger.reason == "foreign_cluster"
+        assert theirs.port not in await _read_ports(client)
+        # The analytics replica is held to the same rule: its queries go elsewhere.
+        analytics = router.analytics_replica
+        assert analytics is not None
+        assert analytics.reason == "foreign_cluster"
+        answer = await client.get("/_probe/analytics")
+        assert answer.status_code == 200
+        assert answer.json()["port"] != theirs.port
+        report = (await client.get("/health/replicas")).json()
+        assert _entry(report, "replica-1")["reason"] == "foreign_cluster"
+        assert report["analytics"]["reason"] == "foreign_cluster"
+        metrics = (await client.get("/metrics")).text
+        assert 'database_replica_excluded{reason="foreign_cluster",replica="replica-1"} 1.0' in (
+            metrics
+        )
+        # Content checks never run against a stranger: nothing sampled, nothing "diverged".
+        await until(lambda: router.replicas[0].consistency.rows_total > 0, what="a sample")
+        assert stranger.consistency.rows_total == 0
+        for _ in range(5):
+            await router.monitor.probe()
+    lines = [r for r in caplog.records if r.getMessage() == "replica is not a copy of the primary"]
+    # One line per state change: the stranger and the analytics replica, once each.
+    assert sorted(getattr(r, "replica", "") for r in lines) == ["analytics", "replica-1"]
+
+
+@pytest.fixture
+def two_standbys() -> Iterator[pgcluster.PgCluster]:
+    with _prepared(replicas=2) as started:
+        yield started
+
+
+async def test_a_standby_left_on_the_old_timeline_is_excluded(
+    two_standbys: pgcluster.PgCluster,
+) -> None:
+    started = two_standbys
+    promoted, left = started.replicas
+    promoted.promote()
+    await until(
+        lambda: promoted.psql("SELECT pg_is_in_recovery()", "postgres") == "f",
+        what="promotion",
+    )
+    # `left` still streams from the old primary, on timeline 1.
+    settings = make_settings(promoted.url(), [left.url()], **FAST)
+    async with serving(settings) as (app, client):
+        router = db(app)
+        replica = router.replicas[0]
+        assert router.monitor.primary.timeline == 2
+        assert replica.timeline == 1
+        assert replica.reason == "old_timeline"
+        assert await _read_ports(client) == {promoted.port}
+        # Without its WAL receiver (the old primary gone) it is still told apart.
+        started.primary.stop("immediate")
+        await until(
+            lambda: left.psql("SELECT count(*) FROM pg_stat_wal_receiver", "postgres") == "0",
+            what="the receiver gone",
+        )
+        for _ in range(3):
+            await router.monitor.probe()
+        assert replica.up
+        assert replica.reason == "old_timeline"
+        assert await _read_ports(client) == {promoted.port}
+        body = (await client.get("/health/replicas")).json()
+        assert body["primary_timeline"] == 2
+        assert _entry(body, "replica-0")["timeline"] == 1
+
+
+def _basebackup(cluster: pgcluster.PgCluster, node: pgcluster.PgNode, *extra: str) -> None:
+    p = cluster.primary
+    res = pgcluster._run(
+        [
+            *(p.bin / "pg_basebackup", "-h", "127.0.0.1", "-p", str(p.port), "-U", p.user),
+            *("-D", node.datadir, "-X", "stream", "-c", "fast", "-N", *extra),
+        ],
+        env=pgcluster._clean_env(PGPASSWORD=p.password),
+    )
+    pgcluster._check(res, f"pg_basebackup for {node.name}")
+    for copied in [node.logfile, *node.datadir.glob(".s.PGSQL.*")]:
+        copied.unlink(missing_ok=True)
+    node._append_conf({"port": node.port, "unix_socket_directories": str(node.datadir)})
+
+
+def _diverged_copy(cluster: pgcluster.PgCluster, name: str) -> pgcluster.PgNode:
+    """A copy of the primary written to on its own before it was made a standby.
+
+    What a broken restore leaves: the same system identifier and timeline, a replay
+    position past the primary's (so no lag at all), and rows the primary never had.
+    """
+    p = cluster.primary
+    node = pgcluster.PgNode(name, cluster.base_dir / name, pgcluster.free_port(), p.bin, p.user)
+    node.password = p.password
+    _basebackup(cluster, node)
+    cluster._nodes.append(node)
+    node.start()  # no signal file: recovery of the backup, then read-write, same timeline
+    node.psql(
+        "UPDATE users SET name = name || ' (restored)' WHERE id IN (2, 3);"
+        "SELECT pg_switch_wal(); SELECT pg_switch_wal(); SELECT 1"
+    )
+    node.stop()
+    (node.datadir / "standby.signal").touch()
+    node.start()
+    return node
+
+
+async def test_a_diverged_replica_is_excluded_and_named(cluster: pgcluster.PgCluster) -> None:
+    copy = _diverged_copy(cluster, "restored")
+    try:
+        ours = cluster.replicas[0]
+        settings = make_settings(cluster.primary.url(), [ours.url(), copy.url()], **FAST)
+        async with serving(settings) as (app, client):
+            router = db(app)
+            suspect = router.replicas[1]
+            assert suspect.identity is None  # same cluster, same timeline: only content tells
+            await until(lambda: suspect.reason == "diverged", what="divergence found")
+            diverged = suspect.consistency.diverged
+            assert diverged is not None
+            assert diverged.table == "users"
+            assert diverged.keys == [2, 3]
+            assert copy.port not in await _read_ports(client), [r.reason for r in router.replicas]
+            report = (await client.get("/health/replicas")).json()
+            named = _entry(report, "replica-1")["consistency"]["diverged"]
+            assert named["table"] == "users"
+            assert named["keys"] == [2, 3]
+            assert named["first_key"] <= 2
+            assert named["last_key"] >= 3
+            ratio = _entry(report, "replica-1")["consistency"]["ratio"]
+            assert ratio is not None
+            assert ratio < 1.0
+            assert _entry(report, "replica-0")["consistency"]["ratio"] == 1.0
+            integrity = (await client.get("/health/integrity")).json()
+            assert integrity["status"] == "issues_found"
+            assert integrity["replica_consistency"]["replica-1"]["diverged"]["table"] == "users"
+            metrics = (await client.get("/metrics")).text
+            assert 'database_replica_excluded{reason="diverged",replica="replica-1"} 1.0' in (
+                metrics
+            )
+            assert (
+                'database_replica_sampled_rows_total{replica="replica-1",result="mismatched"} 2.0'
+                in (metrics)
+            )
+            # Rebuilt from the primary at the same address, it comes back.
+            copy.stop("immediate")
+            shutil.rmtree(copy.datadir)
+            _basebackup(cluster, copy, "-R")
+            copy.start()
+            await until(lambda: suspect.in_rotation, limit=30, what="back in rotation")
+            assert suspect.consistency.diverged is None
+    finally:
+        copy.stop("immediate")
+        shutil.rmtree(copy.datadir, ignore_errors=True)
+
+
+async def test_a_healthy_replica_under_steady_writes_stays_consistent(
+    cluster: pgcluster.PgCluster,
+) -> None:
+    settings = make_settings(
+        cluster.primary.url(),
+        [cluster.replicas[0].url()],
+        **{**FAST, "replica_consistency_sample_rows": 40, "max_replica_lag_seconds": 5.0},
+    )
+    dsn = cluster.primary.url(driver="postgresql")
+    stop = asyncio.Event()
+    writes = 0
+
+    async def writer() -> None:
+        nonlocal writes
+        conn = await asyncpg.connect(dsn)
+        try:
+            ids = [r[0] for r in await conn.fetch("SELECT id FROM users ORDER BY id")]
+            rng = random.Random(7)
+            while not stop.is_set():
+                chosen = rng.sample(ids, 5)
+                await conn.execute(
+                    "UPDATE users SET name = name || '.' WHERE id = ANY($1::bigint[])",
+                    chosen,
+                )
+                await conn.execute(
+                    "UPDATE users SET name = rtrim(name, '.') WHERE id = ANY($1)",
+                    chosen,
+                )
+                writes += 2
+                await asyncio.sleep(0.002)
+        finally:
+            await conn.close()
+
+    async with serving(settings) as (app, _client):
+        router = db(app)
+        replica = router.replicas[0]
+        reasons: set[str] = set()
+        task = asyncio.create_task(writer())
+        try:
+            periods = 0
+            seen = replica.consistency.checked_at
+            while periods < 25:
+                await asyncio.sleep(0.05)
+                reasons.add(replica.reason)
+                if replica.consistency.checked_at != seen:
+                    seen = replica.consistency.checked_at
+                    periods += 1
+        finally:
+            stop.set()
+            await task
+        state = replica.consistency
+        assert writes > 100
+        assert state.rows_total > 0
+        assert state.mismatched_total == 0
+        assert state.ratio == 1.0
+        assert "diverged" not in reasons
+        assert state.diverged is None
