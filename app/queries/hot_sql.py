@@ -5,7 +5,10 @@ so a read is one round trip on its pooled connection and Python passes the bytes
 no rows to decode, no dicts to build, no JSON to encode. The JSON is the API's shape
 (app/schemas.py): timestamps in UTC with `Z` and microseconds only when not zero, as
 pydantic and orjson write them; money as strings with its scale; dates ISO 8601.
-PostgreSQL's `json` writes `"key" : value` with spaces: the same JSON, a few bytes more.
+The bytes are the routes' too: compact (`{"id":1,"name":"Ana"}`, no space after `:` or
+`,`, as FastAPI renders a model). PostgreSQL's json_build_object and json_agg write
+`"id" : 1` and `}, \n {`, so objects and arrays are put together here as text, each
+value written by to_json (its quoting and escapes are those of Python's json module).
 """
 
 from __future__ import annotations
@@ -39,18 +42,41 @@ def ts(column: str) -> str:
     )
 
 
-def obj(pairs: Iterable[tuple[str, str]]) -> str:
-    """json_build_object over (key, SQL expression) pairs."""
-    return "json_build_object(" + ", ".join(f"'{k}', {v}" for k, v in pairs) + ")"
+class Json(str):
+    """An SQL expression whose text is already a JSON document (an object or an array)."""
+
+
+def _value(sql: str) -> str:
+    if isinstance(sql, Json):
+        return f"coalesce({sql}, 'null')"
+    return f"coalesce(to_json({sql})::text, 'null')"
+
+
+def obj(pairs: Iterable[tuple[str, str]]) -> Json:
+    """A compact JSON object over (key, SQL expression) pairs, in their order.
+
+    Keys are the code's own identifiers (no quoting needed); values are written by
+    to_json, or taken as they are when already JSON (`Json`); NULL is `null`.
+    """
+    parts: list[str] = []
+    for i, (key, sql) in enumerate(pairs):
+        assert key.isidentifier(), key
+        parts += [f"'{',' if i else '{'}\"{key}\":'", _value(sql)]
+    return Json("concat(" + ", ".join(parts) + ", '}')")
 
 
 def _column(alias: str, name: str) -> str:
     return ts(f"{alias}.{name}") if name in _TIMESTAMPS else f"{alias}.{name}"
 
 
-def agg(element: str, rest: str, order: str) -> str:
+def array(element: Json, order: str) -> Json:
+    """The aggregate: a compact JSON array of `element` in `order`, NULL over no rows."""
+    return Json(f"'[' || string_agg({element}, ',' ORDER BY {order}) || ']'")
+
+
+def agg(element: Json, rest: str, order: str) -> Json:
     """A JSON array of `element` over `rest` (FROM ... WHERE ...), `[]` when empty."""
-    return f"(SELECT coalesce(json_agg({element} ORDER BY {order}), '[]') {rest})"
+    return Json(f"(SELECT coalesce({array(element, order)}, '[]') {rest})")
 
 
 APPOINTMENT = obj((name, _column("a", name)) for name in APPOINTMENT_FIELDS)
@@ -97,7 +123,7 @@ _RELATIONS = {
         "WHERE m.user_id = u.id",
         "m.id",
     ),
-    "stripe_account": (
+    "stripe_account": Json(
         "(SELECT "
         + obj(
             [
@@ -115,7 +141,7 @@ _RELATIONS = {
 def user_statement(relations: frozenset[str]) -> str:
     """The user and the relations asked for, as one JSON object (no row: no such user)."""
     pairs = _USER + [(name, sql) for name, sql in _RELATIONS.items() if name in relations]
-    return f"SELECT {obj(pairs)}::text AS body FROM users u WHERE u.id = $1"
+    return f"SELECT {obj(pairs)} AS body FROM users u WHERE u.id = $1"
 
 
 _SCHEDULE_ITEM = obj(
@@ -143,22 +169,23 @@ _SCHEDULE_ITEM = obj(
                 ]
             ),
         ),
-        ("payment", f"CASE WHEN p.id IS NULL THEN NULL ELSE {PAYMENT} END"),
+        ("payment", Json(f"CASE WHEN p.id IS NULL THEN NULL ELSE {PAYMENT} END")),
     ]
 )
+_SCHEDULE_ITEMS = array(_SCHEDULE_ITEM, "a.appointment_date, a.start_time, a.id")
 # A barber's appointments in [$2, $3] with a status in $4, each with its client, service
 # and payment; `[]` for a barber with none, NULL (404) when no such user exists.
 SCHEDULE = f"""
 SELECT coalesce(
-    (SELECT json_agg({_SCHEDULE_ITEM} ORDER BY a.appointment_date, a.start_time, a.id)
+    (SELECT {_SCHEDULE_ITEMS}
      FROM appointments a
      JOIN users u ON u.id = a.user_id
      JOIN services s ON s.id = a.service_id
      LEFT JOIN payments p ON p.appointment_id = a.id
      WHERE a.barber_id = $1 AND a.appointment_date >= $2 AND a.appointment_date <= $3
        AND a.status = ANY($4::text[])),
-    CASE WHEN EXISTS (SELECT 1 FROM users WHERE id = $1) THEN '[]'::json END
-)::text AS body
+    CASE WHEN EXISTS (SELECT 1 FROM users WHERE id = $1) THEN '[]' END
+) AS body
 """
 
 _DAY = obj(
@@ -169,6 +196,14 @@ _DAY = obj(
         ("average_transaction", "d.average_transaction"),
         ("refunded_total", "d.refunded_total"),
         ("refund_count", "d.refund_count"),
+    ]
+)
+_REPORT = obj(
+    [
+        ("location_id", "l.id"),
+        ("start", "$4::date"),
+        ("end", "$5::date"),
+        ("days", Json(f"(SELECT coalesce({array(_DAY, 'd.date')}, '[]') FROM d)")),
     ]
 )
 # The same days and sums as AnalyticsRepository.daily_revenue, for payments created in
@@ -191,9 +226,6 @@ WITH d AS (
       AND created_at >= $2 AND created_at < $3
     GROUP BY 1
 )
-SELECT json_build_object(
-    'location_id', l.id, 'start', $4::date, 'end', $5::date,
-    'days', (SELECT coalesce(json_agg({_DAY} ORDER BY d.date), '[]') FROM d)
-)::text AS body
+SELECT {_REPORT} AS body
 FROM barbershop_locations l WHERE l.id = $1
 """
