@@ -46,27 +46,53 @@ class Json(str):
     """An SQL expression whose text is already a JSON document (an object or an array)."""
 
 
+class Plain(str):
+    """An SQL expression whose ::text is its JSON: a number or a boolean (true, false)."""
+
+
+class Quoted(str):
+    """An SQL text expression that needs quotes and nothing escaped: times, money."""
+
+
 def _value(sql: str) -> str:
+    # Each value its cheapest way: to_json (which looks up the type's output function on
+    # every call) only for text that may need escapes.
     if isinstance(sql, Json):
         return f"coalesce({sql}, 'null')"
+    if isinstance(sql, Plain):
+        return f"coalesce(({sql})::text, 'null')"
+    if isinstance(sql, Quoted):
+        return f"coalesce('\"' || {sql} || '\"', 'null')"
     return f"coalesce(to_json({sql})::text, 'null')"
 
 
 def obj(pairs: Iterable[tuple[str, str]]) -> Json:
     """A compact JSON object over (key, SQL expression) pairs, in their order.
 
-    Keys are the code's own identifiers (no quoting needed); values are written by
-    to_json, or taken as they are when already JSON (`Json`); NULL is `null`.
+    Keys are the code's own identifiers (no quoting needed); a value is written as its
+    kind says (`Json`, `Plain`, `Quoted`, else by to_json); NULL is `null`.
     """
     parts: list[str] = []
     for i, (key, sql) in enumerate(pairs):
         assert key.isidentifier(), key
         parts += [f"'{',' if i else '{'}\"{key}\":'", _value(sql)]
-    return Json("concat(" + ", ".join(parts) + ", '}')")
+    return Json("(" + " || ".join(parts) + " || '}')")
+
+
+_NUMBERS = frozenset(
+    {"id", "user_id", "barber_id", "service_id", "location_id", "appointment_id", "version"}
+)
 
 
 def _column(alias: str, name: str) -> str:
-    return ts(f"{alias}.{name}") if name in _TIMESTAMPS else f"{alias}.{name}"
+    column = f"{alias}.{name}"
+    if name in _TIMESTAMPS:
+        return Quoted(ts(column))
+    if name in _NUMBERS:
+        return Plain(column)
+    if name == "amount":
+        return Quoted(f"{column}::text")
+    return column
 
 
 def array(element: Json, order: str) -> Json:
@@ -91,19 +117,17 @@ PAYMENT_FIELDS = (
     "version",
     "created_at",
 )
-PAYMENT = obj(
-    (name, "p.amount::text" if name == "amount" else _column("p", name)) for name in PAYMENT_FIELDS
-)
+PAYMENT = obj((name, _column("p", name)) for name in PAYMENT_FIELDS)
 
-_USER = [
-    ("id", "u.id"),
+_USER: list[tuple[str, str]] = [
+    ("id", Plain("u.id")),
     ("email", "u.email"),
     ("name", "u.name"),
     ("phone", "u.phone"),
     ("unified_role", "u.unified_role"),
-    ("location_id", "u.location_id"),
-    ("is_active", "u.is_active"),
-    ("created_at", ts("u.created_at")),
+    ("location_id", Plain("u.location_id")),
+    ("is_active", Plain("u.is_active")),
+    ("created_at", Quoted(ts("u.created_at"))),
 ]
 _RELATIONS = {
     "appointments": agg(
@@ -113,7 +137,7 @@ _RELATIONS = {
     "organizations": agg(
         obj(
             [
-                ("organization_id", "m.organization_id"),
+                ("organization_id", Plain("m.organization_id")),
                 ("name", "o.name"),
                 ("slug", "o.slug"),
                 ("role", "m.role"),
@@ -128,8 +152,8 @@ _RELATIONS = {
         + obj(
             [
                 ("stripe_account_id", "s.stripe_account_id"),
-                ("charges_enabled", "s.charges_enabled"),
-                ("payouts_enabled", "s.payouts_enabled"),
+                ("charges_enabled", Plain("s.charges_enabled")),
+                ("payouts_enabled", Plain("s.payouts_enabled")),
             ]
         )
         + " FROM stripe_accounts s WHERE s.user_id = u.id)"
@@ -151,7 +175,7 @@ _SCHEDULE_ITEM = obj(
             "user",
             obj(
                 [
-                    ("id", "a.user_id"),
+                    ("id", Plain("a.user_id")),
                     ("name", "u.name"),
                     ("email", "u.email"),
                     ("phone", "u.phone"),
@@ -162,10 +186,10 @@ _SCHEDULE_ITEM = obj(
             "service",
             obj(
                 [
-                    ("id", "a.service_id"),
+                    ("id", Plain("a.service_id")),
                     ("name", "s.name"),
-                    ("duration_minutes", "s.duration_minutes"),
-                    ("price", "s.price::text"),
+                    ("duration_minutes", Plain("s.duration_minutes")),
+                    ("price", Quoted("s.price::text")),
                 ]
             ),
         ),
@@ -191,16 +215,16 @@ SELECT coalesce(
 _DAY = obj(
     [
         ("date", "d.date"),
-        ("total_revenue", "d.total_revenue"),
-        ("transaction_count", "d.transaction_count"),
-        ("average_transaction", "d.average_transaction"),
-        ("refunded_total", "d.refunded_total"),
-        ("refund_count", "d.refund_count"),
+        ("total_revenue", Quoted("d.total_revenue")),
+        ("transaction_count", Plain("d.transaction_count")),
+        ("average_transaction", Quoted("d.average_transaction")),
+        ("refunded_total", Quoted("d.refunded_total")),
+        ("refund_count", Plain("d.refund_count")),
     ]
 )
 _REPORT = obj(
     [
-        ("location_id", "l.id"),
+        ("location_id", Plain("l.id")),
         ("start", "$4::date"),
         ("end", "$5::date"),
         ("days", Json(f"(SELECT coalesce({array(_DAY, 'd.date')}, '[]') FROM d)")),
