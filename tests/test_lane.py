@@ -86,7 +86,7 @@ class Pair:
         assert fast.status_code == slow.status_code, (url, kwargs, fast.text, slow.text)
         assert fast.headers["content-type"] == slow.headers["content-type"]
         assert fast.headers.get("www-authenticate") == slow.headers.get("www-authenticate")
-        assert fast.json() == slow.json(), (url, kwargs)
+        assert fast.content == slow.content, (url, kwargs)
         return fast, answered
 
 

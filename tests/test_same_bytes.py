@@ -23,9 +23,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter
 from sqlalchemy import update
 
 from app.db.migrate import upgrade_async
@@ -40,7 +44,7 @@ from app.db.models import (
     UserOrganization,
 )
 from app.main import create_app
-from tests.conftest import ConsistentClient, make_settings
+from tests.conftest import ConsistentClient, Postgres, make_settings
 
 API = "/api/v1"
 T0 = dt.datetime(2031, 5, 4, 9, 30, tzinfo=dt.UTC)
@@ -391,3 +395,27 @@ async def test_the_same_bytes_from_both_backends(sides: tuple[Side, Side]) -> No
         one, other = await _both(sides, "GET", url, params=params)
         assert one == other, (url, params)
         assert one.status == 200
+
+
+@pytest.fixture
+async def pg_conn(postgres: Postgres) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(postgres.primary_url.replace("+asyncpg", ""))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(text=st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00")))
+async def test_postgres_escapes_text_as_the_routes_do(
+    pg_conn: asyncpg.Connection, text: str
+) -> None:
+    """The hot reads' text values (to_json) against FastAPI's and pydantic's encoders."""
+    written = (await pg_conn.fetchval("SELECT to_json($1::text)::text", text)).encode()
+    assert written == json.dumps(text, ensure_ascii=False).encode()
+    assert written == TypeAdapter(str).dump_json(text)

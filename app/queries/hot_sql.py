@@ -7,8 +7,10 @@ no rows to decode, no dicts to build, no JSON to encode. The JSON is the API's s
 pydantic and orjson write them; money as strings with its scale; dates ISO 8601.
 The bytes are the routes' too: compact (`{"id":1,"name":"Ana"}`, no space after `:` or
 `,`, as FastAPI renders a model). PostgreSQL's json_build_object and json_agg write
-`"id" : 1` and `}, \n {`, so objects and arrays are put together here as text, each
-value written by to_json (its quoting and escapes are those of Python's json module).
+`"id" : 1` and `}, \n {`, so objects and arrays are put together here as text: numbers
+and booleans by their ::text, times and money quoted, other text by to_json (whose
+escapes are those of Python's json module). tests/test_same_bytes.py holds the bytes
+equal to SQLite's; bench/hot_json.py times the statements.
 """
 
 from __future__ import annotations
