@@ -62,10 +62,23 @@ def _refuse_duplicates(by_key: dict[str, list[tuple[int, str]]]) -> None:
 
 
 def _fill(by_key: dict[str, list[tuple[int, str]]]) -> None:
-    pairs = [{"i": accounts[0][0], "k": key} for key, accounts in by_key.items()]
-    update = sa.text("UPDATE users SET email_key = :k WHERE id = :i")
+    pairs = [(accounts[0][0], key) for key, accounts in by_key.items()]
+    bind = op.get_bind()
     for start in range(0, len(pairs), BATCH):
-        op.get_bind().execute(update, pairs[start : start + BATCH])
+        batch = pairs[start : start + BATCH]
+        if bind.dialect.name == "postgresql":  # one statement per batch, not a row each
+            ids, keys = zip(*batch, strict=True)
+            bind.execute(
+                sa.text(
+                    "UPDATE users AS u SET email_key = v.k FROM "
+                    "unnest(CAST(:ids AS bigint[]), CAST(:keys AS text[])) AS v(i, k) "
+                    "WHERE u.id = v.i"
+                ),
+                {"ids": list(ids), "keys": list(keys)},
+            )
+        else:
+            update = sa.text("UPDATE users SET email_key = :k WHERE id = :i")
+            bind.execute(update, [{"i": i, "k": k} for i, k in batch])
 
 
 def _sqlite_not_null() -> None:
