@@ -321,8 +321,7 @@ TABLES = (
     TableSeed(
         User,
         "id email email_key name phone unified_role location_id is_active trial_active "
-        "trial_expires_at "
-        "created_at updated_at",
+        "trial_expires_at created_at updated_at",
         users,
     ),
     TableSeed(
