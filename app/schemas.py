@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -22,6 +21,7 @@ from pydantic import (
 )
 from sqlalchemy import inspect
 
+from app.days import Instant
 from app.db.models import APPOINTMENT_STATUSES, PAYMENT_STATUSES, USER_ROLES, User
 
 INT64_MAX = 2**63 - 1
@@ -74,35 +74,6 @@ Money = Annotated[
     PlainSerializer(lambda v: f"{v:.2f}", return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "examples": ["19.99"]}, mode="serialization"),
 ]
-
-
-# The days and instants the API takes: those both backends store as themselves. asyncpg
-# sends (and reads back) Python's first and last day and instant as PostgreSQL's
-# -infinity and infinity, where SQLite keeps 0001-01-01 and 9999-12-31: the API stops a
-# day short of each end, so no input means one thing on one backend and another there.
-FIRST_DAY = dt.date(1, 1, 2)
-LAST_DAY = dt.date(9999, 12, 30)
-DAYS_TAKEN = f"a day from {FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()}"
-
-
-def _in_days(value: dt.date) -> dt.date:
-    if not FIRST_DAY <= value <= LAST_DAY:
-        raise ValueError(f"must be {DAYS_TAKEN}")
-    return value
-
-
-def _utc_representable(value: dt.datetime) -> dt.datetime:
-    try:
-        utc = value.astimezone(dt.UTC)
-    except OverflowError:
-        utc = None
-    if utc is None or not FIRST_DAY <= utc.date() <= LAST_DAY:
-        raise ValueError(f"must fall on {DAYS_TAKEN} once in UTC")
-    return utc
-
-
-Day = Annotated[dt.date, AfterValidator(_in_days)]
-Instant = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
 
 
 class ORM(BaseModel):

@@ -17,11 +17,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.contract import QueryContract, model_contract
+from app.days import DAYS_TAKEN, Day
 from app.db.sessions import Intent, Reader
 from app.errors import BadRequest, NotFound
 from app.queries import hot
 from app.queries.users import USER_RELATIONS
-from app.schemas import DAYS_TAKEN, AppointmentStatus, Day
+from app.schemas import AppointmentStatus
 
 MAX_SCHEDULE_DAYS = 366
 MAX_REPORT_DAYS = 731
