@@ -19,10 +19,20 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from app.db import transfer
 from app.db.migrate import upgrade_async
 from app.db.models import User, email_key
-from tests.conftest import Postgres, create_database, drop_database, unique
+from app.main import create_app
+from tests.conftest import (
+    Postgres,
+    create_database,
+    drop_database,
+    make_settings,
+    pg_fetch,
+    unique,
+)
 from tests.test_booking_migration import revision, run
+from tests.test_transfer import quiet
 
 API = "/api/v1"
 
@@ -179,3 +189,36 @@ async def _add_with_key(url: str, email: str) -> int:
     )
     [(user_id,)] = await run(url, "SELECT id FROM users WHERE email = :e", e=email)
     return int(user_id)
+
+
+async def test_the_copy_carries_the_key_and_postgresql_holds_it(
+    scratch_db: str, tmp_path: Path
+) -> None:
+    """Accounts made on SQLite, copied to PostgreSQL: the same keys, the same 409s there."""
+    source = f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
+    await upgrade_async(source)
+    await upgrade_async(scratch_db)
+    emails = ["Zoë@X.com", "straße@x.com", "ǅemal@x.com"]
+    lite = create_app(make_settings(source))
+    async with lite.router.lifespan_context(lite):
+        transport = httpx.ASGITransport(app=lite)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for email in emails:
+                made = await client.post(f"{API}/users", json={"email": email, "name": "x"})
+                assert made.status_code == 201, made.text
+    report = await transfer.copy(source, scratch_db, transfer.CopyOptions(), quiet())
+    assert report.ok
+    assert (await transfer.verify(source, scratch_db)).ok
+    rows = await pg_fetch(scratch_db, "SELECT email, email_key FROM users ORDER BY id")
+    assert [tuple(r) for r in rows] == [
+        ("Zoë@X.com", "zoë@x.com"),
+        ("straße@x.com", "strasse@x.com"),
+        ("ǅemal@x.com", "ǆemal@x.com"),
+    ]
+    pg = create_app(make_settings(scratch_db))
+    async with pg.router.lifespan_context(pg):
+        transport = httpx.ASGITransport(app=pg)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for again in ("ZOË@x.COM", "STRASSE@X.COM", "ǄEMAL@X.COM"):
+                taken = await client.post(f"{API}/users", json={"email": again, "name": "x"})
+                assert taken.status_code == 409, taken.text
