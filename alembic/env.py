@@ -20,7 +20,7 @@ def _url() -> str:
 def _include(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    # The full-text indexes and the case-insensitive email key exist only in migrations.
+    # The full-text indexes exist only in migrations.
     return not (type_ == "index" and name is not None and migration_only(name))
 
 

@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -22,6 +21,7 @@ from pydantic import (
 )
 from sqlalchemy import inspect
 
+from app.days import Instant
 from app.db.models import APPOINTMENT_STATUSES, PAYMENT_STATUSES, USER_ROLES, User
 
 INT64_MAX = 2**63 - 1
@@ -70,16 +70,6 @@ Money = Annotated[
     PlainSerializer(lambda v: f"{v:.2f}", return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "examples": ["19.99"]}, mode="serialization"),
 ]
-
-
-def _utc_representable(value: dt.datetime) -> dt.datetime:
-    try:
-        return value.astimezone(dt.UTC)
-    except OverflowError:
-        raise ValueError("out of range once converted to UTC") from None
-
-
-Instant = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
 
 
 class ORM(BaseModel):

@@ -22,7 +22,7 @@ from app.cli import _seed
 from app.config import async_url
 from app.db.live.capture import SQLITE_CONSTRAINT_TRIGGER
 from app.db.migrate import upgrade_async
-from app.db.models import Base
+from app.db.models import Base, email_key
 from tests.conftest import Postgres, create_database, unique
 
 ROOT = Path(__file__).parent.parent
@@ -167,7 +167,8 @@ class Writer:
         self.thread = threading.Thread(target=self._run, daemon=True)
         users = Base.metadata.tables["users"]
         columns = [c.name for c in users.columns if c.name != "id"]
-        picked = ", ".join("? AS email" if c == "email" else c for c in columns)
+        fresh = {"email": "? AS email", "email_key": "? AS email_key"}
+        picked = ", ".join(fresh.get(c, c) for c in columns)
         self.insert = (
             f"INSERT INTO users ({', '.join(columns)}) SELECT {picked} FROM users WHERE id = 1"
         )
@@ -181,7 +182,7 @@ class Writer:
                 email = f"writer-{os.getpid()}-{n}-{time.monotonic_ns()}@example.test"
                 try:
                     db.execute("BEGIN IMMEDIATE")
-                    db.execute(self.insert, (email,))
+                    db.execute(self.insert, (email, email_key(email)))
                     db.execute("UPDATE users SET name = ? WHERE id = ?", (f"n{n}", 2 + n % 50))
                     db.execute(
                         "UPDATE appointments SET notes = ? WHERE id = ?", (f"w{n}", 1 + n % 500)

@@ -109,3 +109,31 @@ async def test_revenue_of_unknown_or_invalid_location(
     assert (await client.get(f"{API}/locations/0/revenue", params=range_)).status_code == 422
     response = await client.get(f"{API}/locations/{2**63}/revenue", params=range_)
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "value"),
+    [
+        ("locations/1/revenue", "start", "0001-01-01"),  # PostgreSQL got -infinity
+        ("locations/1/revenue", "end", "9999-12-31"),  # and infinity
+        ("barbers/1/appointments", "start", "0001-01-01"),
+        ("barbers/1/appointments", "end", "9999-12-31"),
+    ],
+)
+async def test_days_past_the_apis_range_are_refused_by_name(
+    client: httpx.AsyncClient, path: str, name: str, value: str
+) -> None:
+    """Days both backends store as themselves only: 0001-01-02 to 9999-12-30."""
+    params = {"start": "0001-01-02", "end": "0001-01-02"}
+    if name == "end":
+        params = {"start": "9999-12-30", "end": value}
+    else:
+        params[name] = value
+    response = await client.get(f"{API}/{path}", params=params)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["loc"] == ["query", name]
+    assert "a day from 0001-01-02 to 9999-12-30" in error["msg"]
+    edges = {"start": "0001-01-02", "end": "0001-01-02"}
+    for edge in (edges, {"start": "9999-12-30", "end": "9999-12-30"}):
+        assert (await client.get(f"{API}/{path}", params=edge)).status_code in (200, 404)

@@ -94,6 +94,31 @@ async def test_create_appointment_rejects_bad_input(
 
 
 @pytest.mark.parametrize(
+    ("start", "end", "out"),
+    [
+        ("0001-01-01T00:00:00Z", "0001-01-01T00:30:00Z", {"start_time", "end_time"}),
+        ("0001-01-02T00:30:00+01:00", "0001-01-02T01:00:00+01:00", {"start_time"}),
+        ("9999-12-30T23:30:00Z", "9999-12-31T00:00:00Z", {"end_time"}),
+        ("9999-12-31T23:00:00-02:00", "9999-12-31T23:30:00-02:00", {"start_time", "end_time"}),
+    ],
+)
+async def test_instants_past_the_apis_days_are_refused_by_name(
+    client: httpx.AsyncClient, start: str, end: str, out: set[str]
+) -> None:
+    """Instants whose UTC day is outside 0001-01-02..9999-12-30 (asyncpg's infinities)."""
+    body = {**booking({"user_id": 1, "barber_id": 1, "service_id": 1, "location_id": 1}, DAY)}
+    response = await client.post(
+        f"{API}/appointments", json={**body, "start_time": start, "end_time": end}
+    )
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert {e["loc"][1] for e in errors} == out, errors
+    for e in errors:
+        assert e["loc"][0] == "body"
+        assert "a day from 0001-01-02 to 9999-12-30 once in UTC" in e["msg"]
+
+
+@pytest.mark.parametrize(
     ("missing", "detail"),
     [
         ("user_id", "user {user_id} or location {location_id} does not exist"),

@@ -16,29 +16,30 @@ ROLE = "client"
 CASES = [
     # (statement, SQLSTATE, HTTP status, the generic detail)
     (
-        "INSERT INTO users (email, name, unified_role, location_id, is_active, trial_active) "
-        f"VALUES ('{{new}}', 'x', '{ROLE}', 2000000000, true, false)",
+        "INSERT INTO users (email, email_key, name, unified_role, location_id, is_active, "
+        f"trial_active) VALUES ('{{new}}', '{{new}}', 'x', '{ROLE}', 2000000000, true, false)",
         db_errors.FOREIGN_KEY_VIOLATION,
         422,
         "a referenced row does not exist",
     ),
     (
-        "INSERT INTO users (email, name, unified_role, is_active, trial_active) "
-        "VALUES ('{new}', 'x', 'wizard', true, false)",
+        "INSERT INTO users (email, email_key, name, unified_role, is_active, trial_active) "
+        "VALUES ('{new}', '{new}', 'x', 'wizard', true, false)",
         db_errors.CHECK_VIOLATION,
         422,
         "a value is outside its allowed range",
     ),
     (
-        "INSERT INTO users (email, name, unified_role, is_active, trial_active) "
-        f"VALUES ('{{new}}', NULL, '{ROLE}', true, false)",
+        "INSERT INTO users (email, email_key, name, unified_role, is_active, trial_active) "
+        f"VALUES ('{{new}}', '{{new}}', NULL, '{ROLE}', true, false)",
         db_errors.NOT_NULL_VIOLATION,
         422,
         "a required value is missing",
     ),
     (
-        "INSERT INTO users (email, name, unified_role, is_active, trial_active) "
-        f"SELECT email, 'x', '{ROLE}', true, false FROM users WHERE email = '{{email}}'",
+        "INSERT INTO users (email, email_key, name, unified_role, is_active, trial_active) "
+        f"SELECT email, email_key, 'x', '{ROLE}', true, false FROM users "
+        "WHERE email = '{email}'",
         db_errors.UNIQUE_VIOLATION,
         409,
         "a row with these values already exists",
@@ -64,8 +65,8 @@ async def test_constraint_failures_are_named_and_mapped_once(app: FastAPI) -> No
     email = f"taxonomy-{id(session)}@example.test"
     await session.execute(
         text(
-            "INSERT INTO users (email, name, unified_role, is_active, trial_active) "
-            f"VALUES ('{email}', 'x', '{ROLE}', true, false)"
+            "INSERT INTO users (email, email_key, name, unified_role, is_active, trial_active) "
+            f"VALUES ('{email}', '{email}', 'x', '{ROLE}', true, false)"
         )
     )
     await session.commit()

@@ -38,7 +38,7 @@ async def test_sqlite_keys_are_never_handed_out_twice(tmp_path: Path) -> None:
     db.execute("INSERT INTO organizations (name, slug) VALUES ('A', 'a'), ('B', 'b')")
     db.execute("INSERT INTO barbershop_locations (organization_id, name) VALUES (2, 'Main')")
     db.close()
-    await upgrade_async(url)
+    await upgrade_async(url, "0006")
     assert _indexes(path) == before  # every index made again, the same
     db = sqlite3.connect(path, isolation_level=None)
     try:

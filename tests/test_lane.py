@@ -86,7 +86,7 @@ class Pair:
         assert fast.status_code == slow.status_code, (url, kwargs, fast.text, slow.text)
         assert fast.headers["content-type"] == slow.headers["content-type"]
         assert fast.headers.get("www-authenticate") == slow.headers.get("www-authenticate")
-        assert fast.json() == slow.json(), (url, kwargs)
+        assert fast.content == slow.content, (url, kwargs)
         return fast, answered
 
 
@@ -225,6 +225,8 @@ async def test_what_the_lane_is_unsure_of_goes_to_the_routes(pair: Pair) -> None
         (schedule, {**week, "status": "bogus"}, {}),
         (schedule, {**week, "status": ""}, {}),
         (revenue, {"start": week["start"]}, {}),
+        (revenue, {"start": "9999-12-30", "end": "9999-12-31"}, {}),  # past the API's days
+        (schedule, {"start": "0001-01-01", "end": "0001-01-07"}, {}),
         (user, {}, {"X-Consistency-Token": "not-an-lsn"}),
         (user, {}, {"X-Read-Consistency": "strong"}),
         (user, {"includes": "payments"}, {}),  # unknown: the route names it in its 422
@@ -240,7 +242,7 @@ async def test_what_the_lane_is_unsure_of_goes_to_the_routes(pair: Pair) -> None
     refused = [
         (schedule, {"start": week["end"], "end": week["start"]}),
         (schedule, {"start": "2033-01-01", "end": "2034-01-02"}),  # 367 days
-        (revenue, {"start": "9999-12-30", "end": "9999-12-31"}),
+        (revenue, {"start": "9999-12-30", "end": "9999-12-29"}),
         (revenue, {"start": "2033-01-01", "end": "2035-01-02"}),  # 732 days
     ]
     for url, params in refused:

@@ -346,8 +346,9 @@ async def test_conflicting_changes_are_kept_and_reported(
     try:
         await conn.execute("UPDATE users SET name = 'on postgresql' WHERE id = 5")
         new_id = await conn.fetchval(
-            "INSERT INTO users (email, name, unified_role) "
-            "VALUES ('only-pg@example.test', 'only on postgresql', 'client') RETURNING id"
+            "INSERT INTO users (email, email_key, name, unified_role) VALUES "
+            "('only-pg@example.test', 'only-pg@example.test', 'only on postgresql', 'client') "
+            "RETURNING id"
         )
         # A booking PostgreSQL took (say, committed after it answered 503) ...
         pg_booking = await conn.fetchval(
@@ -365,8 +366,8 @@ async def test_conflicting_changes_are_kept_and_reported(
     try:
         lite.execute("UPDATE users SET name = 'on sqlite' WHERE id = 5")
         lite.execute(
-            "INSERT INTO users (email, name, unified_role) "
-            "VALUES ('only-lite@example.test', 'only on sqlite', 'client')"
+            "INSERT INTO users (email, email_key, name, unified_role) VALUES "
+            "('only-lite@example.test', 'only-lite@example.test', 'only on sqlite', 'client')"
         )
         lite_id = lite.execute("SELECT max(id) FROM users").fetchone()[0]
         # ... and the client's retry that SQLite took after the rollback: the same slot.

@@ -108,8 +108,11 @@ async def test_queries_counted_by_outcome(settings: Settings) -> None:
             async with router.primary.connect() as conn:
                 try:
                     await conn.execute(
-                        text("INSERT INTO users (email, name, unified_role) VALUES (:e, 'n', 'c')"),
-                        {"e": email},
+                        text(
+                            "INSERT INTO users (email, email_key, name, unified_role) "
+                            "VALUES (:e, :k, 'n', 'c')"
+                        ),
+                        {"e": email, "k": email},
                     )
                 except IntegrityError:
                     pass

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.contract import QueryContract, model_contract
+from app.days import DAYS_TAKEN, Day
 from app.db.sessions import Intent, Reader
 from app.errors import BadRequest, NotFound
 from app.queries import hot
@@ -52,8 +53,8 @@ class UserQuery(_Query):
 
 
 class _Days(_Query):
-    start: dt.date
-    end: dt.date
+    start: Day
+    end: Day
 
     def days(self, span: int) -> tuple[dt.date, dt.date]:
         if self.end < self.start:
@@ -64,8 +65,8 @@ class _Days(_Query):
 
 
 class ScheduleQuery(_Days):
-    start: dt.date = Field(description="First day (appointment_date), inclusive")
-    end: dt.date = Field(description="Last day, inclusive")
+    start: Day = Field(description=f"First day (appointment_date), inclusive; {DAYS_TAKEN}")
+    end: Day = Field(description=f"Last day, inclusive; {DAYS_TAKEN}")
     status: list[AppointmentStatus] | None = Field(
         None, description="Repeatable; default confirmed and in_progress"
     )
@@ -76,14 +77,11 @@ class ScheduleQuery(_Days):
 
 
 class RevenueQuery(_Days):
-    start: dt.date = Field(description="First day (UTC), inclusive")
-    end: dt.date = Field(description="Last day (UTC), inclusive")
+    start: Day = Field(description=f"First day (UTC), inclusive; {DAYS_TAKEN}")
+    end: Day = Field(description=f"Last day (UTC), inclusive; {DAYS_TAKEN}")
 
     def report_days(self) -> tuple[dt.date, dt.date]:
-        start, end = self.days(MAX_REPORT_DAYS)
-        if end >= dt.date.max:
-            raise BadRequest("end is out of range")
-        return start, end
+        return self.days(MAX_REPORT_DAYS)
 
 
 def no_user(user_id: int) -> NotFound:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +24,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -63,12 +65,26 @@ ORGANIZATION_ROLES = ("owner", "manager", "member")
 
 
 # Indexes only migrations create (models cannot state them portably): the GIN
-# full-text indexes (PostgreSQL) and the case-insensitive email key (0005).
-EMAIL_KEY = "uq_users_email_lower"
-
-
+# full-text indexes (PostgreSQL).
 def migration_only(index_name: str) -> bool:
-    return index_name.endswith("_search") or index_name == EMAIL_KEY
+    return index_name.endswith("_search")
+
+
+def email_key(email: str) -> str:
+    """An email folded for comparison: one account per key, on every backend (0007).
+
+    NFC, Unicode case folding, NFC again: `ZOË@X.COM`, `zoë@x.com` and a decomposed
+    `zoe\u0308@x.com` are one key, and so are `STRASSE@x.com` and `straße@x.com`. Python
+    computes it for both databases (users.email_key): neither PostgreSQL's lower(),
+    which follows the database's locale, nor SQLite's, which folds ASCII only, agrees
+    with the other.
+    """
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", email).casefold())
+
+
+def _email_key_of_row(context: DefaultExecutionContext) -> str:
+    parameters: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return email_key(parameters["email"])
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -146,12 +162,14 @@ class User(Base):
         Index("idx_users_role_unified", "unified_role"),
         Index("idx_users_location_role", "location_id", "unified_role"),
         Index("idx_users_trial_status", "trial_active", "trial_expires_at"),
+        Index("uq_users_email_key", "email_key", unique=True),
     )
 
     id: Mapped[int] = _id()
-    # Also unique whatever its case: uq_users_email_lower, on lower(email) on PostgreSQL
-    # and email COLLATE NOCASE on SQLite, is made by migration 0005 (EMAIL_KEY).
     email: Mapped[str] = mapped_column(String(320), unique=True)
+    # email_key(email), set on every insert (a Core insert too); unique: one account per
+    # email whatever its case. Folding can lengthen a string (ß is ss): no length limit.
+    email_key: Mapped[str] = mapped_column(Text, default=_email_key_of_row)
     name: Mapped[str] = mapped_column(String(200))
     phone: Mapped[str | None] = mapped_column(String(40))
     unified_role: Mapped[str] = mapped_column(String(20), default="client")

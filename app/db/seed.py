@@ -28,6 +28,7 @@ from app.db.models import (
     StripeAccount,
     User,
     UserOrganization,
+    email_key,
 )
 
 
@@ -187,7 +188,20 @@ def users(demo: Demo) -> Iterator[Row]:
         active = rng.random() > 0.02
         expires = demo.now + dt.timedelta(days=rng.randint(1, 30)) if trial else None
         since = demo.first_day
-        yield (uid, email, name, f"+1555{uid:07d}", role, loc, active, trial, expires, since, since)
+        yield (
+            uid,
+            email,
+            email_key(email),
+            name,
+            f"+1555{uid:07d}",
+            role,
+            loc,
+            active,
+            trial,
+            expires,
+            since,
+            since,
+        )
 
 
 def stripe_accounts(demo: Demo) -> Iterator[Row]:
@@ -306,8 +320,8 @@ TABLES = (
     TableSeed(Service, "id location_id name duration_minutes price is_active created_at", services),
     TableSeed(
         User,
-        "id email name phone unified_role location_id is_active trial_active trial_expires_at "
-        "created_at updated_at",
+        "id email email_key name phone unified_role location_id is_active trial_active "
+        "trial_expires_at created_at updated_at",
         users,
     ),
     TableSeed(

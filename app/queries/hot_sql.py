@@ -5,7 +5,12 @@ so a read is one round trip on its pooled connection and Python passes the bytes
 no rows to decode, no dicts to build, no JSON to encode. The JSON is the API's shape
 (app/schemas.py): timestamps in UTC with `Z` and microseconds only when not zero, as
 pydantic and orjson write them; money as strings with its scale; dates ISO 8601.
-PostgreSQL's `json` writes `"key" : value` with spaces: the same JSON, a few bytes more.
+The bytes are the routes' too: compact (`{"id":1,"name":"Ana"}`, no space after `:` or
+`,`, as FastAPI renders a model). PostgreSQL's json_build_object and json_agg write
+`"id" : 1` and `}, \n {`, so objects and arrays are put together here as text: numbers
+and booleans by their ::text, times and money quoted, other text by to_json (whose
+escapes are those of Python's json module). tests/test_same_bytes.py holds the bytes
+equal to SQLite's; bench/hot_json.py times the statements.
 """
 
 from __future__ import annotations
@@ -39,18 +44,67 @@ def ts(column: str) -> str:
     )
 
 
-def obj(pairs: Iterable[tuple[str, str]]) -> str:
-    """json_build_object over (key, SQL expression) pairs."""
-    return "json_build_object(" + ", ".join(f"'{k}', {v}" for k, v in pairs) + ")"
+class Json(str):
+    """An SQL expression whose text is already a JSON document (an object or an array)."""
+
+
+class Plain(str):
+    """An SQL expression whose ::text is its JSON: a number or a boolean (true, false)."""
+
+
+class Quoted(str):
+    """An SQL text expression that needs quotes and nothing escaped: times, money."""
+
+
+def _value(sql: str) -> str:
+    # Each value its cheapest way: to_json (which looks up the type's output function on
+    # every call) only for text that may need escapes.
+    if isinstance(sql, Json):
+        return f"coalesce({sql}, 'null')"
+    if isinstance(sql, Plain):
+        return f"coalesce(({sql})::text, 'null')"
+    if isinstance(sql, Quoted):
+        return f"coalesce('\"' || {sql} || '\"', 'null')"
+    return f"coalesce(to_json({sql})::text, 'null')"
+
+
+def obj(pairs: Iterable[tuple[str, str]]) -> Json:
+    """A compact JSON object over (key, SQL expression) pairs, in their order.
+
+    Keys are the code's own identifiers (no quoting needed); a value is written as its
+    kind says (`Json`, `Plain`, `Quoted`, else by to_json); NULL is `null`.
+    """
+    parts: list[str] = []
+    for i, (key, sql) in enumerate(pairs):
+        assert key.isidentifier(), key
+        parts += [f"'{',' if i else '{'}\"{key}\":'", _value(sql)]
+    return Json("(" + " || ".join(parts) + " || '}')")
+
+
+_NUMBERS = frozenset(
+    {"id", "user_id", "barber_id", "service_id", "location_id", "appointment_id", "version"}
+)
 
 
 def _column(alias: str, name: str) -> str:
-    return ts(f"{alias}.{name}") if name in _TIMESTAMPS else f"{alias}.{name}"
+    column = f"{alias}.{name}"
+    if name in _TIMESTAMPS:
+        return Quoted(ts(column))
+    if name in _NUMBERS:
+        return Plain(column)
+    if name == "amount":
+        return Quoted(f"{column}::text")
+    return column
 
 
-def agg(element: str, rest: str, order: str) -> str:
+def array(element: Json, order: str) -> Json:
+    """The aggregate: a compact JSON array of `element` in `order`, NULL over no rows."""
+    return Json(f"'[' || string_agg({element}, ',' ORDER BY {order}) || ']'")
+
+
+def agg(element: Json, rest: str, order: str) -> Json:
     """A JSON array of `element` over `rest` (FROM ... WHERE ...), `[]` when empty."""
-    return f"(SELECT coalesce(json_agg({element} ORDER BY {order}), '[]') {rest})"
+    return Json(f"(SELECT coalesce({array(element, order)}, '[]') {rest})")
 
 
 APPOINTMENT = obj((name, _column("a", name)) for name in APPOINTMENT_FIELDS)
@@ -65,19 +119,17 @@ PAYMENT_FIELDS = (
     "version",
     "created_at",
 )
-PAYMENT = obj(
-    (name, "p.amount::text" if name == "amount" else _column("p", name)) for name in PAYMENT_FIELDS
-)
+PAYMENT = obj((name, _column("p", name)) for name in PAYMENT_FIELDS)
 
-_USER = [
-    ("id", "u.id"),
+_USER: list[tuple[str, str]] = [
+    ("id", Plain("u.id")),
     ("email", "u.email"),
     ("name", "u.name"),
     ("phone", "u.phone"),
     ("unified_role", "u.unified_role"),
-    ("location_id", "u.location_id"),
-    ("is_active", "u.is_active"),
-    ("created_at", ts("u.created_at")),
+    ("location_id", Plain("u.location_id")),
+    ("is_active", Plain("u.is_active")),
+    ("created_at", Quoted(ts("u.created_at"))),
 ]
 _RELATIONS = {
     "appointments": agg(
@@ -87,7 +139,7 @@ _RELATIONS = {
     "organizations": agg(
         obj(
             [
-                ("organization_id", "m.organization_id"),
+                ("organization_id", Plain("m.organization_id")),
                 ("name", "o.name"),
                 ("slug", "o.slug"),
                 ("role", "m.role"),
@@ -97,13 +149,13 @@ _RELATIONS = {
         "WHERE m.user_id = u.id",
         "m.id",
     ),
-    "stripe_account": (
+    "stripe_account": Json(
         "(SELECT "
         + obj(
             [
                 ("stripe_account_id", "s.stripe_account_id"),
-                ("charges_enabled", "s.charges_enabled"),
-                ("payouts_enabled", "s.payouts_enabled"),
+                ("charges_enabled", Plain("s.charges_enabled")),
+                ("payouts_enabled", Plain("s.payouts_enabled")),
             ]
         )
         + " FROM stripe_accounts s WHERE s.user_id = u.id)"
@@ -115,7 +167,7 @@ _RELATIONS = {
 def user_statement(relations: frozenset[str]) -> str:
     """The user and the relations asked for, as one JSON object (no row: no such user)."""
     pairs = _USER + [(name, sql) for name, sql in _RELATIONS.items() if name in relations]
-    return f"SELECT {obj(pairs)}::text AS body FROM users u WHERE u.id = $1"
+    return f"SELECT {obj(pairs)} AS body FROM users u WHERE u.id = $1"
 
 
 _SCHEDULE_ITEM = obj(
@@ -125,7 +177,7 @@ _SCHEDULE_ITEM = obj(
             "user",
             obj(
                 [
-                    ("id", "a.user_id"),
+                    ("id", Plain("a.user_id")),
                     ("name", "u.name"),
                     ("email", "u.email"),
                     ("phone", "u.phone"),
@@ -136,39 +188,48 @@ _SCHEDULE_ITEM = obj(
             "service",
             obj(
                 [
-                    ("id", "a.service_id"),
+                    ("id", Plain("a.service_id")),
                     ("name", "s.name"),
-                    ("duration_minutes", "s.duration_minutes"),
-                    ("price", "s.price::text"),
+                    ("duration_minutes", Plain("s.duration_minutes")),
+                    ("price", Quoted("s.price::text")),
                 ]
             ),
         ),
-        ("payment", f"CASE WHEN p.id IS NULL THEN NULL ELSE {PAYMENT} END"),
+        ("payment", Json(f"CASE WHEN p.id IS NULL THEN NULL ELSE {PAYMENT} END")),
     ]
 )
+_SCHEDULE_ITEMS = array(_SCHEDULE_ITEM, "a.appointment_date, a.start_time, a.id")
 # A barber's appointments in [$2, $3] with a status in $4, each with its client, service
 # and payment; `[]` for a barber with none, NULL (404) when no such user exists.
 SCHEDULE = f"""
 SELECT coalesce(
-    (SELECT json_agg({_SCHEDULE_ITEM} ORDER BY a.appointment_date, a.start_time, a.id)
+    (SELECT {_SCHEDULE_ITEMS}
      FROM appointments a
      JOIN users u ON u.id = a.user_id
      JOIN services s ON s.id = a.service_id
      LEFT JOIN payments p ON p.appointment_id = a.id
      WHERE a.barber_id = $1 AND a.appointment_date >= $2 AND a.appointment_date <= $3
        AND a.status = ANY($4::text[])),
-    CASE WHEN EXISTS (SELECT 1 FROM users WHERE id = $1) THEN '[]'::json END
-)::text AS body
+    CASE WHEN EXISTS (SELECT 1 FROM users WHERE id = $1) THEN '[]' END
+) AS body
 """
 
 _DAY = obj(
     [
         ("date", "d.date"),
-        ("total_revenue", "d.total_revenue"),
-        ("transaction_count", "d.transaction_count"),
-        ("average_transaction", "d.average_transaction"),
-        ("refunded_total", "d.refunded_total"),
-        ("refund_count", "d.refund_count"),
+        ("total_revenue", Quoted("d.total_revenue")),
+        ("transaction_count", Plain("d.transaction_count")),
+        ("average_transaction", Quoted("d.average_transaction")),
+        ("refunded_total", Quoted("d.refunded_total")),
+        ("refund_count", Plain("d.refund_count")),
+    ]
+)
+_REPORT = obj(
+    [
+        ("location_id", Plain("l.id")),
+        ("start", "$4::date"),
+        ("end", "$5::date"),
+        ("days", Json(f"(SELECT coalesce({array(_DAY, 'd.date')}, '[]') FROM d)")),
     ]
 )
 # The same days and sums as AnalyticsRepository.daily_revenue, for payments created in
@@ -191,9 +252,6 @@ WITH d AS (
       AND created_at >= $2 AND created_at < $3
     GROUP BY 1
 )
-SELECT json_build_object(
-    'location_id', l.id, 'start', $4::date, 'end', $5::date,
-    'days', (SELECT coalesce(json_agg({_DAY} ORDER BY d.date), '[]') FROM d)
-)::text AS body
+SELECT {_REPORT} AS body
 FROM barbershop_locations l WHERE l.id = $1
 """

@@ -3,12 +3,12 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnClause, ColumnElement, func, literal_column, select
+from sqlalchemy import ColumnClause, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
-from app.db.models import User, UserOrganization
+from app.db.models import User, UserOrganization, email_key
 from app.queries import dialect_name, insert_for
 
 # The relations GET /users/{id} may include, and how each is loaded: the
@@ -38,20 +38,14 @@ class UserRepository:
     async def add(self, **fields: Any) -> User | None:
         """Insert a user; None when the email is taken in any case (the unique index decides).
 
-        No conflict target: the arbiter is uq_users_email_lower, an expression index
-        (lower(email)) on PostgreSQL and a NOCASE one on SQLite.
+        No conflict target: the arbiter is uq_users_email_key (email_key, the column's
+        default folds the email), or the exact email's own unique constraint.
         """
         stmt = (
             insert_for(self.session, User).values(**fields).on_conflict_do_nothing().returning(User)
         )
         result = await self.session.scalars(stmt)
         return result.one_or_none()
-
-    def _email_is(self, email: str) -> ColumnElement[bool]:
-        """Equal whatever the case, in the form uq_users_email_lower can serve."""
-        if dialect_name(self.session) == "postgresql":
-            return func.lower(User.email) == func.lower(email)
-        return User.email.collate("NOCASE") == email
 
     async def get_with(self, user_id: int, relations: Collection[str] = ()) -> User | None:
         stmt = (
@@ -66,7 +60,7 @@ class UserRepository:
     ) -> Sequence[User]:
         stmt = select(User).where(User.id > after).order_by(User.id).limit(limit)
         if email is not None:
-            stmt = stmt.where(self._email_is(email))
+            stmt = stmt.where(User.email_key == email_key(email))
         if q:
             if dialect_name(self.session) == "postgresql":
                 stmt = stmt.where(
