@@ -206,8 +206,7 @@ class DatabaseMetrics:
         )
         self.replica_excluded = Gauge(
             "database_replica_excluded",
-            "1 while the replica is kept out for the reason: foreign_cluster, old_timeline, "
-            "diverged",
+            "1 while the replica is kept out: foreign_cluster, old_timeline or diverged",
             ["replica", "reason"],
             multiprocess_mode="livemostrecent",
             registry=registry,
