@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.db.errors import REFUSALS, refusal
 from app.db.lsn import parse_lsn
 from app.db.metrics import DatabaseMetrics
 
@@ -137,7 +138,7 @@ class ReplicaMonitor:
                 "replica out of rotation",
                 extra={"replica": replica.name, "reason": reason},
             )
-        replica.up = replica.up and reason != "connection error"
+        replica.up = replica.up and reason != "connection error" and reason not in REFUSALS
         replica.in_rotation = False
         replica.healthy_since = None
         replica.reason = reason
@@ -172,7 +173,8 @@ class ReplicaMonitor:
             replica.up = False
             replica.response_time = None
             replica.lag_seconds = replica.lag_bytes = None
-            replica.reason = f"probe failed: {type(exc).__name__}"
+            # A refusal by its reason: only whoever runs the replica can end it.
+            replica.reason = refusal(exc) or f"probe failed: {type(exc).__name__}"
             return
         replica.response_time = time.perf_counter() - started
         replica.up = True
@@ -211,7 +213,8 @@ class ReplicaMonitor:
 
     def _exclusion(self, replica: Replica, fastest: float | None) -> str | None:
         if not replica.up:
-            return replica.reason if replica.reason.startswith("probe") else "down"
+            probed = replica.reason.startswith("probe") or replica.reason in REFUSALS
+            return replica.reason if probed else "down"
         if (replica.lag_seconds or 0.0) > self.settings.max_replica_lag_seconds:
             return "lagging"
         slow_limit = max(
