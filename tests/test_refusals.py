@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import quote, quote_plus
 
 import asyncpg
 import httpx
@@ -28,6 +26,7 @@ from app.db import errors as db_errors
 from app.db.errors import Refused
 from app.logs import JsonFormatter, TextFormatter
 from tests.conftest import Postgres, _plain
+from tests.leaks import leaks, secret
 from tests.test_health import until
 from tests.test_unavailable import (
     API,
@@ -42,28 +41,6 @@ from tests.test_unavailable import database as database
 ACCESS_LOGGER = "app.db.access"
 REFUSES = "database refuses the service's connections"
 TAKES = "database takes the service's connections again"
-
-
-def secret() -> str:
-    """A password with every character a URL or a log line encodes, and encoded forms."""
-    return f"pw-{secrets.token_hex(4)} @:/?#%&+=;,'\"\\ü密%40%2F%25"
-
-
-def encodings(value: str) -> list[str]:
-    """The forms a secret may take on its way out: as is, percent- and plus-encoded."""
-    forms = {value, quote(value, safe=""), quote_plus(value), quote(value)}
-    # The part before the first character that gets encoded is no secret on its own.
-    return sorted(forms)
-
-
-def leaks(text: str, *values: str) -> list[str]:
-    """Which secrets (by number and form, never by value) appear in `text`."""
-    found = []
-    for number, value in enumerate(values):
-        for form, encoded in enumerate(encodings(value)):
-            if encoded in text:
-                found.append(f"secret {number} (form {form}) at {text.index(encoded)}")
-    return found
 
 
 # -- the refusals and their fixes -------------------------------------------------------
