@@ -6,10 +6,13 @@ from __future__ import annotations
 import secrets
 from urllib.parse import quote, quote_plus
 
+from tests.pgcluster import Hidden
 
-def secret(prefix: str = "pw") -> str:
-    """A password with every character a URL, a log line or JSON encodes, encoded forms too."""
-    return f"{prefix}-{secrets.token_hex(4)} @:/?#%&+=;,'\"\\ü密%40%2F%25"
+
+def secret(prefix: str = "pw") -> Hidden:
+    """A password with every character a URL, a log line or JSON encodes, encoded forms too
+    (its repr, as pytest shows it, is ***)."""
+    return Hidden(f"{prefix}-{secrets.token_hex(4)} @:/?#%&+=;,'\"\\ü密%40%2F%25")
 
 
 def encodings(value: str) -> list[str]:

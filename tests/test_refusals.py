@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 import httpx
@@ -50,11 +50,11 @@ TAKES = "database takes the service's connections again"
 class Case:
     """A database of the test's made to refuse the service, and fixed again."""
 
-    url: str  # what the service is configured with
+    url: str = field(repr=False)  # what the service is configured with
     sqlstate: str
     reason: str
-    fix: Callable[[], Awaitable[None]]
-    secrets: tuple[str, ...]
+    fix: Callable[[], Awaitable[None]] = field(repr=False)
+    secrets: tuple[str, ...] = field(repr=False)
 
 
 async def _execute(db: Database, sql: str, *args: object) -> None:
@@ -212,6 +212,7 @@ async def test_a_refused_login_answers_503_is_told_once_and_heals(
             loud = [r.getMessage() for r in captured.records if r.levelno >= logging.WARNING]
             assert loud == [REFUSES], loud
             assert service.read_by_lane() == [lanes] * 3
+            assert service.booked_by_lane() == (3 if lanes else 0)
 
             await case.fix()
             assert await answer_to(case.url) is None

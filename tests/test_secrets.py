@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -346,3 +347,64 @@ def test_a_service_that_cannot_reach_its_database_shows_no_secret(tmp_path: Path
         outputs.append(response.text)
     outputs.append(server.log.read_text(errors="replace"))
     assert [leaks(text, *values, *SECRETS) for text in outputs] == [[]] * len(outputs)
+
+
+# -- the tests' own output --------------------------------------------------------------------
+
+FAILING = """
+from pathlib import Path
+
+from tests import pgcluster
+from tests.conftest import Postgres
+from tests.leaks import secret
+from tests.test_unavailable import Database
+
+NODE = pgcluster.PgNode("p", Path("/nowhere"), 5, Path("/x"), "u", pgcluster.Hidden(PASSWORD))
+PG = Postgres(NODE.url(), [NODE.url("other")])
+
+
+def test_url_compared() -> None:
+    assert NODE.url() == "postgresql+asyncpg://u:other@127.0.0.1:5/bookedbarber"
+
+
+def test_password_compared() -> None:
+    assert NODE.password == "something else"
+
+
+def test_password_in_text() -> None:
+    assert NODE.password not in f"a line that holds {NODE.password}"
+
+
+def test_objects_shown(postgres_like: Postgres = PG) -> None:
+    url = PG.with_database(PG.primary_url, "x")
+    db = Database("x", "r", NODE.password, url, None)
+    assert db is None and postgres_like is None
+
+
+def test_generated_secret() -> None:
+    value = secret()
+    assert value == NODE.url()
+"""
+
+
+def test_a_failing_test_shows_no_test_password(tmp_path: Path) -> None:
+    """Reprs, tracebacks, --showlocals and string diffs of a failing test: passwords as ***."""
+    password = "pw-" + os.urandom(6).hex() + "@:/?#% ü"
+    test_file = tmp_path / "test_failing.py"
+    test_file.write_text(FAILING.replace("PASSWORD", repr(password)))
+    options = ["-p", "tests.conftest", "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml")]
+    options += ["-vv", "-l", "--tb=long", "-p", "no:cacheprovider"]
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", *options, str(test_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = res.stdout + res.stderr
+    assert res.returncode == 1
+    assert re.findall(r"\d+ failed", output) == ["5 failed"]
+    assert leaks(output, password) == []
+    # The generated secret too: every test password starts with pw-.
+    assert [m.start() for m in re.finditer("pw-", output)] == []
