@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from app import errors
 from app.db import errors as db_errors
+from app.db.access import REFUSED_RETRY_SECONDS
 from app.db.errors import Refused
 from app.logs import JsonFormatter, TextFormatter
 from tests.conftest import Postgres, _plain
@@ -231,6 +233,31 @@ async def test_a_refused_login_answers_503_is_told_once_and_heals(
     logged = "\n".join(captured.rendered)
     assert not leaks(logged, *case.secrets)
     assert "pw-" not in logged
+
+
+async def test_a_refusing_database_is_asked_at_most_once_a_period(
+    database: Database, postgres: Postgres
+) -> None:
+    """Requests in between are answered from the last refusal: PostgreSQL's log shows
+    one failed login per REFUSED_RETRY_SECONDS, not one per request."""
+    if postgres.cluster is None:
+        pytest.skip("the server's log is the judge: a cluster of the suite's own is needed")
+    logfile = postgres.cluster.primary.logfile
+    case = await wrong_password(database)
+    failed_login = f'password authentication failed for user "{database.role}"'
+    before = logfile.read_text(errors="replace").count(failed_login)
+    async with served(primary=case.url) as service:
+        started = time.monotonic()
+        answered = 0
+        while answered < 40 or time.monotonic() - started < 2.5 * REFUSED_RETRY_SECONDS:
+            for door in fake_doors():
+                unavailable(await service.send(door), door.url, *case.secrets)
+                answered += 1
+        elapsed = time.monotonic() - started
+    attempts = logfile.read_text(errors="replace").count(failed_login) - before
+    # Start-up's own look at max_connections (app/db/budget.py) is one more login.
+    assert 2 <= attempts <= elapsed / REFUSED_RETRY_SECONDS + 2, (attempts, answered, elapsed)
+    assert answered > 4 * attempts
 
 
 # -- replicas and the analytics replica ---------------------------------------------------
