@@ -17,7 +17,7 @@ from urllib.parse import quote, quote_plus
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from app.db.errors import is_connection_error, sqlstate
+from app.db.errors import is_connection_error, refusal, sqlstate
 from app.urls import SECRET_PARAMETERS
 
 HIDDEN = "***"
@@ -111,6 +111,10 @@ def failure(exc: BaseException) -> str:
     """One line saying what went wrong, for a command's user; no secret in it."""
     if isinstance(exc, sa_exc.ArgumentError):
         line = "the database URL is not valid"
+    elif (reason := refusal(exc)) is not None:
+        code = sqlstate(exc)
+        line = f"the database refuses this login: {reason} ({_first_line(_cause(exc))}"
+        line += f", SQLSTATE {code})" if code else ")"
     elif is_connection_error(exc):
         line = f"cannot reach the database ({_first_line(_cause(exc))})"
     elif isinstance(exc, sa_exc.DBAPIError):
