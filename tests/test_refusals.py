@@ -235,6 +235,40 @@ async def test_a_refused_login_answers_503_is_told_once_and_heals(
     assert "pw-" not in logged
 
 
+@pytest.mark.parametrize("lanes", [True, False], ids=["lanes", "routes"])
+async def test_a_login_taken_away_from_a_running_service(
+    database: Database, captured: Captured, lanes: bool
+) -> None:
+    """The pool's connections end with the login: the next ones are refused, then taken."""
+    async with served(primary=database.url, hot_reads=lanes) as service:
+        ids = await shop(service.app)
+        for door in doors(ids, slot=0):
+            assert (await service.send(door)).status_code in (200, 201), door.url
+        await database.admin.execute(f'ALTER ROLE "{database.role}" NOLOGIN')
+        await database.end_sessions("usename", database.role)
+        for slot in (1, 2, 3):
+            for door in doors(ids, slot):
+                unavailable(await service.send(door), door.url, database.password)
+        assert [r.reason for r in captured.messages(REFUSES)] == ["login_refused"]  # type: ignore[attr-defined]
+        await database.admin.execute(f'ALTER ROLE "{database.role}" LOGIN')
+
+        async def ready() -> bool:
+            return (await service.client.get("/health/ready")).status_code == 200
+
+        await until(ready, what="the login given back")
+        for door in doors(ids, slot=4):
+            assert (await service.send(door)).status_code in (200, 201), door.url
+        assert len(captured.messages(TAKES)) == 1
+        assert service.read_by_lane() == [lanes] * 5
+    loud = [r.getMessage() for r in captured.records if r.levelno >= logging.WARNING]
+    # Besides: a request that met a pooled connection the server had just ended (a lost
+    # connection, told as such), before any new one was refused.
+    assert [m for m in loud if m != "database unavailable"] == [REFUSES, TAKES], loud
+    assert loud.index(REFUSES) == len(loud) - 2, loud
+    assert [r for r in captured.records if r.exc_info] == []
+    assert not leaks("\n".join(captured.rendered), database.password)
+
+
 async def test_a_refusing_database_is_asked_at_most_once_a_period(
     database: Database, postgres: Postgres
 ) -> None:

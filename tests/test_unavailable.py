@@ -61,7 +61,7 @@ class Database:
         parsed = make_url(server_url).set(
             database=self.name, username=self.role, password=self.password
         )
-        return parsed.render_as_string(hide_password=False)
+        return pgcluster.SecretUrl(parsed.render_as_string(hide_password=False))
 
     async def end_sessions(self, column: str, value: str) -> None:
         """pg_terminate_backend for every session of the database or role, until all are gone."""
