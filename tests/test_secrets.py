@@ -319,6 +319,10 @@ def test_a_service_whose_database_refuses_it_logs_once_and_shows_no_secret(
         "replica-0",
     ]
     assert "Traceback" not in log
+    loud = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    loud = [line for line in loud if line["level"] in ("WARNING", "ERROR", "CRITICAL")]
+    # The three refusals (the replica never joined rotation); nothing per request or probe.
+    assert [line["message"] for line in loud] == ["database refuses the service's connections"] * 3
 
 
 def test_a_service_that_cannot_reach_its_database_shows_no_secret(tmp_path: Path) -> None:

@@ -157,7 +157,8 @@ class ReplicaMonitor:
             self.primary_response_time = time.perf_counter() - started
             self.wal_history.add(self.primary_lsn)
         except Exception as exc:  # the primary being down must not stop replica probes
-            log.warning("primary probe failed", extra={"error": type(exc).__name__})
+            if refusal(exc) is None:  # a refusal is told once, when it begins (app/db/access.py)
+                log.warning("primary probe failed", extra={"error": type(exc).__name__})
             self.primary_lsn = self.primary_response_time = None
             self.wal_history.clear()  # a promoted replica starts another history
         await asyncio.gather(*(self._probe_replica(r, timeout) for r in self.replicas))
