@@ -123,14 +123,14 @@ def db() -> None:
 
 
 def _target(url: str | None) -> str:
-    from app.config import async_url
+    from app.config import checked_url
 
     if not url:
         return _settings().primary_url
     try:
-        return async_url(url)
-    except Exception:  # SQLAlchemy's message quotes the URL
-        raise click.ClickException("--url is not a valid database URL") from None
+        return checked_url("--url", url)
+    except ValueError as exc:  # names the option and the problem, never the value
+        raise click.ClickException(str(exc)) from None
 
 
 @db.command()
@@ -228,6 +228,10 @@ def _finish(report: Any, as_json: bool, error: str | None, console: Any) -> None
     """The report (a table, or JSON on stdout), then one line; a non-zero exit on failure."""
     from app.db import transfer
 
+    if error is not None:  # the copier's lines show URLs redacted; this hides whatever slipped
+        from app.redaction import scrub
+
+        error = scrub(error)
     if as_json:
         click.echo(transfer.to_json(report, error))
     elif report is not None:
@@ -280,7 +284,7 @@ def copy_data(
         _finish(
             transfer.Report(),
             as_json,
-            f"copy failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+            _one_line("copy", exc),
             console,
         )
         return
@@ -315,7 +319,7 @@ def verify_data(
         _finish(
             transfer.Report(),
             as_json,
-            f"verify failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+            _one_line("verify", exc),
             console,
         )
         return

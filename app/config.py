@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Annotated, Literal
 from urllib.parse import quote
@@ -30,15 +32,42 @@ def _lower_case(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
-def async_url(url: str) -> str:
-    """Point a plain postgresql:// or sqlite:// URL at the asyncio driver."""
+# The schemes the service serves, and the driver each is served with.
+SERVED_SCHEMES = {
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgres+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+POSTGRES_SCHEMES = {k: v for k, v in SERVED_SCHEMES.items() if v == "postgresql+asyncpg"}
+_SHOWABLE_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,40}")
+
+
+class UnservedScheme(ValueError):
+    """A database URL whose scheme the service cannot serve (mysql://, postgresql+psycopg2://)."""
+
+    def __init__(self, scheme: str, accepted: Iterable[str] = SERVED_SCHEMES) -> None:
+        super().__init__(scheme)
+        self.scheme = scheme
+        self.accepted = list(accepted)
+
+    def told(self, name: str) -> str:
+        """One line naming the setting and what it accepts; the scheme only if it is one."""
+        shown = f"{self.scheme}://" if _SHOWABLE_SCHEME.fullmatch(self.scheme) else "a scheme"
+        accepted = ", ".join(f"{s}://" for s in self.accepted)
+        return f"{name} uses {shown}, which this service cannot serve; it accepts {accepted}"
+
+
+def async_url(url: str, served: Mapping[str, str] = SERVED_SCHEMES) -> str:
+    """The URL with the asyncio driver of its scheme (UnservedScheme for any other scheme)."""
     parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "postgresql" and parsed.drivername != "postgresql+asyncpg":
-        parsed = parsed.set(drivername="postgresql+asyncpg")
-    elif backend == "sqlite" and parsed.drivername != "sqlite+aiosqlite":
-        parsed = parsed.set(drivername="sqlite+aiosqlite")
-    if backend == "postgresql" and "sslmode" in parsed.query:
+    driver = served.get(parsed.drivername.lower())
+    if driver is None:
+        raise UnservedScheme(parsed.drivername, served)
+    parsed = parsed.set(drivername=driver)
+    if driver == "postgresql+asyncpg" and "sslmode" in parsed.query:
         # asyncpg calls it ssl; libpq's sslmode values are accepted unchanged.
         query = dict(parsed.query)
         query["ssl"] = query.pop("sslmode")
@@ -46,11 +75,18 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def _checked_url(name: str, url: str) -> SecretStr:
+def checked_url(name: str, url: str, served: Mapping[str, str] = SERVED_SCHEMES) -> str:
+    """`url` for the asyncio driver, or a ValueError naming `name` (never the URL's value)."""
     try:
-        return SecretStr(async_url(url))
+        return async_url(url, served)
+    except UnservedScheme as exc:
+        raise ValueError(exc.told(name)) from None
     except Exception:  # SQLAlchemy's message quotes the URL, password included
         raise ValueError(f"{name} is not a valid database URL") from None
+
+
+def _checked_url(name: str, url: str, served: Mapping[str, str] = SERVED_SCHEMES) -> SecretStr:
+    return SecretStr(checked_url(name, url, served))
 
 
 class ConfigError(ValueError):
@@ -190,14 +226,18 @@ class Settings(BaseSettings):
                 self.database_url = SecretStr(DEFAULT_SQLITE_URL)
         self.database_url = _checked_url("DATABASE_URL", self.database_url.get_secret_value())
         self.replica_urls = [
-            _checked_url("REPLICA_URLS", u.get_secret_value()) for u in self.replica_urls
+            # Streaming replicas, analytics and the live migration's target: PostgreSQL only.
+            _checked_url("REPLICA_URLS", u.get_secret_value(), POSTGRES_SCHEMES)
+            for u in self.replica_urls
         ]
         if self.analytics_database_url is not None:
             url = self.analytics_database_url.get_secret_value()
-            self.analytics_database_url = _checked_url("ANALYTICS_DATABASE_URL", url)
+            self.analytics_database_url = _checked_url(
+                "ANALYTICS_DATABASE_URL", url, POSTGRES_SCHEMES
+            )
         if self.migration_target_url is not None:
             url = self.migration_target_url.get_secret_value()
-            self.migration_target_url = _checked_url("MIGRATION_TARGET_URL", url)
+            self.migration_target_url = _checked_url("MIGRATION_TARGET_URL", url, POSTGRES_SCHEMES)
         if self.log_format is None:
             self.log_format = "text" if self.environment is Environment.development else "json"
         if self.is_production and not self.api_tokens:

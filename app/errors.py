@@ -103,6 +103,8 @@ def database_response(exc: Exception, wait: int) -> JSONResponse:
     kind = failure(exc)
     if kind != "constraint":  # the client's mistake says nothing of the database's health
         record_error()
+    if kind == "refused":  # logged once when it began (app/db/access.py), not per request
+        return render(Unavailable("the database refuses the service's connections", wait))
     if kind == "pool_timeout":
         log.warning("connection pool exhausted")
         return render(Unavailable("the database connection pool is exhausted", wait))

@@ -6,18 +6,31 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+# Query parameters that carry a password (asyncpg and libpq read both); a passfile's
+# path is no secret, its contents are never read here.
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+
 
 def redact(url: str) -> str:
-    """The URL with its password shown as ***; a URL that cannot be read is not shown.
+    """The URL with its passwords shown as ***; a URL that cannot be read is not shown.
 
     The password is whatever lies between the first ':' after '//' and the last '@' (as
-    SQLAlchemy reads it, it may hold '/', '?' or ':'); erring, this hides too much."""
+    SQLAlchemy reads it, it may hold '/', '?' or ':'), and the value of each password
+    parameter in the query string after it; erring, this hides too much."""
     scheme, sep, rest = url.partition("://")
     if not sep or not scheme:
         return "<a URL that cannot be read>"
     at, colon = rest.rfind("@"), rest.find(":")
     if 0 <= colon < at:
         rest = f"{rest[:colon]}:***{rest[at:]}"
+    head, question, query = rest[max(at, 0) :].partition("?")
+    if question:
+        shown = []
+        for pair in query.split("&"):
+            key, equals, _value = pair.partition("=")
+            secret = equals and unquote(key).strip().lower() in SECRET_PARAMETERS
+            shown.append(f"{key}=***" if secret else pair)
+        rest = f"{rest[: max(at, 0)]}{head}?{'&'.join(shown)}"
     return f"{scheme}://{rest}"
 
 

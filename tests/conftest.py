@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -20,6 +21,7 @@ from sqlalchemy.engine import make_url
 from app.config import Settings
 from app.db.migrate import upgrade
 from app.main import create_app
+from app.redaction import scrub
 from tests import pgcluster
 
 
@@ -31,8 +33,22 @@ class Postgres:
     replica_urls: list[str]
     cluster: pgcluster.PgCluster | None = None
 
-    def with_database(self, url: str, database: str) -> str:
-        return make_url(url).set(database=database).render_as_string(hide_password=False)
+    def with_database(self, url: str, database: str) -> pgcluster.SecretUrl:
+        url = make_url(url).set(database=database).render_as_string(hide_password=False)
+        return pgcluster.SecretUrl(url)
+
+
+def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str] | None:
+    """A failing comparison that involves a test's password shows it, and nothing else, as ***."""
+    shown = [repr(left)[:2000], repr(right)[:2000]]
+    secrets = [s for s in pgcluster.SECRETS if any(s in str(v) for v in (left, right))]
+    if not secrets and not any(isinstance(v, pgcluster.SecretUrl) for v in (left, right)):
+        return None
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in (secret, quote(secret, safe=""), quote(secret)):
+            shown = [text.replace(form, "***") for text in shown]
+    left_shown, right_shown = (scrub(text, ()) for text in shown)
+    return [f"{left_shown} {op} {right_shown}", "(a test secret is involved: shown redacted)"]
 
 
 def _plain(url: str) -> str:
@@ -70,7 +86,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     given = os.environ.get("TEST_DATABASE_URL")
     if given:
         replicas = [u for u in os.environ.get("TEST_REPLICA_URLS", "").split(",") if u]
-        yield Postgres(given, replicas)
+        yield Postgres(pgcluster.SecretUrl(given), [pgcluster.SecretUrl(u) for u in replicas])
         return
     # No PostgreSQL is an error with instructions, never a skip.
     cluster = pgcluster.start_cluster(replicas=1)

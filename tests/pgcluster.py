@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
+from app.urls import redact
+
 SUPERUSER = "bookedbarber"
 _HINT = "run scripts/ensure-postgres (as root) to install it"
 _LIVE: dict[int, PgCluster | PgBouncer] = {}  # stopped by the atexit safety net
@@ -154,9 +156,37 @@ def _slot(node_name: str) -> str:
     return re.sub(r"[^a-z0-9_]", "_", node_name.lower())
 
 
-def _url(driver: str, user: str, password: str, port: int, database: str) -> str:
+# Every password a test made: a failing assertion that compares one shows it redacted
+# (tests/conftest.py, pytest_assertrepr_compare).
+SECRETS: set[str] = set()
+
+
+class Hidden(str):
+    """A password. Its repr, which pytest shows of a failing assertion, a traceback's
+    arguments and --showlocals, hides it; as a str it is the password."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> Hidden:
+        SECRETS.add(value)
+        return super().__new__(cls, value)
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+class SecretUrl(str):
+    """A database URL whose repr hides its passwords (app.urls.redact)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(redact(self))
+
+
+def _url(driver: str, user: str, password: str, port: int, database: str) -> SecretUrl:
     auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
-    return f"{driver}://{auth}@127.0.0.1:{port}/{database}"
+    return SecretUrl(f"{driver}://{auth}@127.0.0.1:{port}/{database}")
 
 
 @dataclass
@@ -207,7 +237,7 @@ class PgNode:
     def is_running(self) -> bool:
         return self.datadir.is_dir() and self._pg_ctl("status", timeout=10).returncode == 0
 
-    def url(self, database: str = "bookedbarber", driver: str = "postgresql+asyncpg") -> str:
+    def url(self, database: str = "bookedbarber", driver: str = "postgresql+asyncpg") -> SecretUrl:
         return _url(driver, self.user, self.password, self.port, database)
 
     def psql(self, sql: str, database: str = "bookedbarber", timeout: float = 60) -> str:
@@ -351,7 +381,7 @@ def start_cluster(
     bindir = find_pg_bin()
     base = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="bbtest-pg-"))
     _prepare_dir(base)
-    password = "pw-" + secrets.token_urlsafe(16)
+    password = Hidden("pw-" + secrets.token_urlsafe(16))
     primary = PgNode("primary", base / "primary", free_port(), bindir, SUPERUSER, password)
     cluster = PgCluster(primary, [], base, database, [primary])
     _LIVE[id(cluster)] = cluster
@@ -434,7 +464,7 @@ class PgBouncer:
     def logfile(self) -> Path:
         return self.dir / "pgbouncer.log"
 
-    def url(self, database: str = "bookedbarber", driver: str = "postgresql+asyncpg") -> str:
+    def url(self, database: str = "bookedbarber", driver: str = "postgresql+asyncpg") -> SecretUrl:
         return _url(driver, self.target.user, self.target.password, self.port, database)
 
     def is_running(self) -> bool:

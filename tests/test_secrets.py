@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
+import sqlite3
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -15,8 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.engine import create_engine
 from app.redaction import scrub
+from app.urls import redact
 from tests import factories, pgcluster
 from tests.conftest import Postgres, make_settings
+from tests.leaks import leaks, secret
 from tests.test_edges import ROOT, running
 
 PASSWORD = "pw-" + os.urandom(8).hex()
@@ -38,6 +45,11 @@ BAD_CONFIGURATIONS: dict[str, dict[str, str]] = {
     "bad replica URL": {"DATABASE_URL": _url(5432), "REPLICA_URLS": f"postgresql://:{PASSWORD}@:x"},
     "replicas of SQLite": {"DATABASE_URL": "sqlite:///x.db", "REPLICA_URLS": _url(5432)},
     "bad analytics URL": {"DATABASE_URL": _url(5432), "ANALYTICS_DATABASE_URL": _url("x")},
+    "unserved scheme": {"DATABASE_URL": f"mysql://app:{PASSWORD}@127.0.0.1/bookedbarber"},
+    "unserved replica scheme": {
+        "DATABASE_URL": _url(5432),
+        "REPLICA_URLS": f"{_url(5432)},sqlite:///{PASSWORD}.db",
+    },
     "unknown environment": {"ENVIRONMENT": "prod", "DATABASE_URL": _url(5432)},
     "unknown log format": {"LOG_FORMAT": "xml", "DATABASE_URL": _url(5432)},
     "negative timeout": {"HEADER_TIMEOUT": "-1", "DATABASE_URL": _url(5432)},
@@ -87,6 +99,11 @@ def _cli_failures(pg: Postgres) -> dict[str, tuple[dict[str, str], tuple[str, ..
         "wrong password": ({}, ("db", "upgrade", "--url", wrong), PASSWORD),
         "bad URL option": ({}, ("db", "upgrade", "--url", _url("port")), PASSWORD),
         "unparsable URL option": ({}, ("db", "upgrade", "--url", f"x{PASSWORD}@"), PASSWORD),
+        "unserved URL option": (
+            {},
+            ("db", "seed", "--demo", "--url", f"mysql+pymysql://u:{PASSWORD}@h/db"),
+            PASSWORD,
+        ),
         "unknown revision": (
             {"DATABASE_URL": pg.primary_url},
             ("db", "upgrade", "--revision", "nonexistent"),
@@ -117,11 +134,11 @@ TRACEBACKS = {"unreachable", "unreachable from env", "wrong password", "unknown 
 def test_cli_failures_are_one_line_without_secrets(postgres: Postgres) -> None:
     asyncio.run(_add_user(postgres.primary_url))  # seeding refuses a database with users
     found: dict[str, list[str]] = {}
-    for name, (env, args, secret) in _cli_failures(postgres).items():
+    for name, (env, args, given) in _cli_failures(postgres).items():
         for debug in ((), ("--debug",)):
             code, output = _run(env, *debug, *args)
             assert code == 1, (name, output)
-            found[f"{name} {debug}"] = hits(output, secret)
+            found[f"{name} {debug}"] = hits(output, given)
             last = output.strip().splitlines()[-1]
             assert last.startswith("Error: "), (name, output)
             if not debug:
@@ -164,3 +181,234 @@ def test_scrub_hides_url_passwords_and_known_values() -> None:
     clean = scrub(text, [TOKEN, PASSWORD])
     assert hits(clean) == []
     assert clean.startswith("postgresql+asyncpg://app:***@h/db")
+
+
+# -- every kind of secret, every command's failure ------------------------------------------
+
+
+def _placed(placement: str, port: int, value: str, tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """A URL (and environment) that hands `value` to the driver the way `placement` says."""
+    base = f"postgresql://app_{placement.replace(' ', '_')}@127.0.0.1:{port}/bookedbarber"
+    encoded = quote(value, safe="")
+    if placement == "userinfo":
+        return base.replace("@", f":{encoded}@", 1), {}
+    if placement == "password parameter":
+        return f"{base}?password={encoded}", {}
+    if placement == "sslpassword parameter":
+        return f"{base}?ssl=disable&sslpassword={encoded}", {}
+    if placement == "PGPASSWORD":
+        return base, {"PGPASSWORD": value}
+    passfile = tmp_path / f"pgpass-{port}"
+    escaped = value.replace("\\", "\\\\").replace(":", "\\:")
+    passfile.write_text(f"*:*:*:*:{escaped}\n")
+    passfile.chmod(0o600)
+    return f"{base}?passfile={quote(str(passfile), safe='')}", {}
+
+
+PLACEMENTS = ["userinfo", "password parameter", "sslpassword parameter", "PGPASSWORD", "passfile"]
+
+
+@pytest.fixture(scope="module")
+def source_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("source") / "source.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("INSERT INTO things (name) VALUES ('a')")
+    db.close()
+    return f"sqlite:///{path}"
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_command_failures_show_no_secret_wherever_it_was_given(
+    postgres: Postgres, source_file: str, tmp_path: Path, placement: str
+) -> None:
+    """Unreachable and refused (a login the cluster does not know), --debug or not."""
+    value = secret()
+    cluster = make_url(postgres.primary_url).port or 5432
+    refused, env = _placed(placement, cluster, value, tmp_path)
+    unreachable, _ = _placed(placement, pgcluster.free_port(), value, tmp_path)
+    runs = [
+        (env, ("db", "upgrade", "--url", refused)),
+        (env | {"DATABASE_URL": unreachable}, ("--debug", "db", "upgrade")),
+        (env | {"DATABASE_URL": refused}, ("db", "seed", "--demo", "--no-upgrade")),
+        (env, ("db", "copy", source_file, refused)),
+        (env, ("--debug", "db", "verify", source_file, unreachable)),
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda run: _run(run[0], *run[1]), runs))
+    for (_, args), (code, output) in zip(runs, results, strict=True):
+        what = " ".join(a for a in args if "://" not in a)
+        assert code == 1, what
+        assert leaks(output, value) == [], what
+        assert output.strip().splitlines()[-1].startswith("Error: "), what
+        if "--debug" not in args:
+            assert "Traceback" not in output, what
+
+
+def test_scrub_hides_every_kind_of_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = [secret() for _ in PLACEMENTS]
+    text = []
+    for placement, value in zip(PLACEMENTS, values, strict=True):
+        url, env = _placed(placement, 5432, value, tmp_path)
+        for name, setting in env.items():
+            monkeypatch.setenv(name, setting)
+        monkeypatch.setattr(sys, "argv", [*sys.argv, url])
+        text += [url, value, quote(value, safe=""), f"password={quote(value)}"]
+    assert leaks(scrub(" and ".join(text)), *values) == []
+
+
+def test_redact_hides_query_string_passwords() -> None:
+    value = secret()
+    for key in ("password", "sslpassword", "PASSWORD"):
+        url = f"postgresql://u@127.0.0.1:1/x?ssl=disable&{key}={quote(value, safe='')}&a=b"
+        shown = redact(url)
+        assert leaks(shown, value) == [], key
+        assert shown == f"postgresql://u@127.0.0.1:1/x?ssl=disable&{key}=***&a=b"
+
+
+# -- the service ------------------------------------------------------------------------------
+
+
+def test_a_service_whose_database_refuses_it_logs_once_and_shows_no_secret(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """A login the cluster does not know, its secrets given every way at once."""
+    values = [secret() for _ in range(4)]
+    port = make_url(postgres.primary_url).port or 5432
+    primary, _ = _placed("password parameter", port, values[0], tmp_path)
+    replica_port = make_url(postgres.replica_urls[0]).port or 5432
+    replica, _ = _placed("userinfo", replica_port, values[1], tmp_path)
+    analytics, _ = _placed("passfile", replica_port, values[2], tmp_path)
+    env = {
+        "DATABASE_URL": primary,
+        "REPLICA_URLS": replica,
+        "ANALYTICS_DATABASE_URL": analytics,
+        "PGPASSWORD": values[3],
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "debug",
+        **SECRET_ENV,
+    }
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    outputs = []
+    with running(tmp_path, env) as server, httpx.Client(base_url=server.base, timeout=30) as http:
+        for _ in range(3):
+            for path in (
+                "/api/v1/users/1",
+                "/api/v1/locations/1/revenue?start=2026-01-01&end=2026-01-31",
+            ):
+                response = http.get(path, headers=auth)
+                assert response.status_code == 503, path
+                assert response.headers["retry-after"], path
+                outputs.append(response.text)
+            response = http.get("/health/ready")
+            assert response.status_code == 503
+            assert response.json()["primary"]["error"] == "login_refused"
+            outputs.append(response.text)
+            replicas = http.get("/health/replicas").json()
+            assert [r["reason"] for r in replicas["replicas"]] == ["login_refused"]
+            assert replicas["analytics"]["reason"] == "login_refused"
+            outputs.append(str(replicas))
+        outputs.append(http.get("/metrics").text)
+    log = server.log.read_text(errors="replace")
+    assert [leaks(text, *values, *SECRETS) for text in [*outputs, log]] == [[]] * (len(outputs) + 1)
+    refusals = [line for line in log.splitlines() if "refuses the service" in line]
+    # One line per database when its refusal began; none per request, no traceback.
+    assert sorted(json.loads(line)["database"] for line in refusals) == [
+        "analytics",
+        "primary",
+        "replica-0",
+    ]
+    assert "Traceback" not in log
+    loud = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    loud = [line for line in loud if line["level"] in ("WARNING", "ERROR", "CRITICAL")]
+    # The three refusals (the replica never joined rotation); nothing per request or probe.
+    assert [line["message"] for line in loud] == ["database refuses the service's connections"] * 3
+
+
+def test_a_service_that_cannot_reach_its_database_shows_no_secret(tmp_path: Path) -> None:
+    values = [secret() for _ in range(3)]
+    primary, _ = _placed("userinfo", pgcluster.free_port(), values[0], tmp_path)
+    replica, _ = _placed("sslpassword parameter", pgcluster.free_port(), values[1], tmp_path)
+    env = {
+        "DATABASE_URL": primary,
+        "REPLICA_URLS": replica,
+        "PGPASSWORD": values[2],
+        "CONNECT_TIMEOUT": "2",
+        "LOG_FORMAT": "text",
+        "LOG_LEVEL": "debug",
+        **SECRET_ENV,
+    }
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    outputs = []
+    with running(tmp_path, env) as server, httpx.Client(base_url=server.base, timeout=30) as http:
+        for path in ("/health/ready", "/health/db", "/health/replicas", "/metrics"):
+            outputs.append(http.get(path).text)
+        response = http.post("/api/v1/users", json={"name": "x"}, headers=auth)
+        assert response.status_code in (422, 503)
+        outputs.append(response.text)
+        response = http.get("/api/v1/users/1", headers=auth)
+        assert response.status_code == 503
+        outputs.append(response.text)
+    outputs.append(server.log.read_text(errors="replace"))
+    assert [leaks(text, *values, *SECRETS) for text in outputs] == [[]] * len(outputs)
+
+
+# -- the tests' own output --------------------------------------------------------------------
+
+FAILING = """
+from pathlib import Path
+
+from tests import pgcluster
+from tests.conftest import Postgres
+from tests.leaks import secret
+from tests.test_unavailable import Database
+
+NODE = pgcluster.PgNode("p", Path("/nowhere"), 5, Path("/x"), "u", pgcluster.Hidden(PASSWORD))
+PG = Postgres(NODE.url(), [NODE.url("other")])
+
+
+def test_url_compared() -> None:
+    assert NODE.url() == "postgresql+asyncpg://u:other@127.0.0.1:5/bookedbarber"
+
+
+def test_password_compared() -> None:
+    assert NODE.password == "something else"
+
+
+def test_password_in_text() -> None:
+    assert NODE.password not in f"a line that holds {NODE.password}"
+
+
+def test_objects_shown(postgres_like: Postgres = PG) -> None:
+    url = PG.with_database(PG.primary_url, "x")
+    db = Database("x", "r", NODE.password, url, None)
+    assert db is None and postgres_like is None
+
+
+def test_generated_secret() -> None:
+    value = secret()
+    assert value == NODE.url()
+"""
+
+
+def test_a_failing_test_shows_no_test_password(tmp_path: Path) -> None:
+    """Reprs, tracebacks, --showlocals and string diffs of a failing test: passwords as ***."""
+    password = "pw-" + os.urandom(6).hex() + "@:/?#% ü"
+    test_file = tmp_path / "test_failing.py"
+    test_file.write_text(FAILING.replace("PASSWORD", repr(password)))
+    options = ["-p", "tests.conftest", "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml")]
+    options += ["-vv", "-l", "--tb=long", "-p", "no:cacheprovider"]
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", *options, str(test_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = res.stdout + res.stderr
+    assert res.returncode == 1
+    assert re.findall(r"\d+ failed", output) == ["5 failed"]
+    assert leaks(output, password) == []
+    # The generated secret too: every test password starts with pw-.
+    assert [m.start() for m in re.finditer("pw-", output)] == []

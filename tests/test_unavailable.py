@@ -15,7 +15,7 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from app.db.live.capture import sqlite_install
 from app.db.migrate import upgrade_async
 from app.db.router import DatabaseRouter
 from app.main import Service, create_app
-from tests import factories
+from tests import factories, pgcluster
 from tests.conftest import Postgres, _plain, create_database, drop_database, make_settings, unique
 from tests.test_booking_rules import DAY, booking
 from tests.test_health import assert_no_secret, until
@@ -52,16 +52,16 @@ HEALTH = ("/health/db", "/health/ready")
 class Database:
     name: str
     role: str
-    password: str
-    url: str  # the role's, on the primary
-    admin: asyncpg.Connection  # the superuser's, on the postgres database
+    password: str = field(repr=False)
+    url: str = field(repr=False)  # the role's, on the primary
+    admin: asyncpg.Connection = field(repr=False)  # the superuser's, on the postgres database
 
     def on(self, server_url: str) -> str:
         """This database as the role, on another server of the cluster (a standby)."""
         parsed = make_url(server_url).set(
             database=self.name, username=self.role, password=self.password
         )
-        return parsed.render_as_string(hide_password=False)
+        return pgcluster.SecretUrl(parsed.render_as_string(hide_password=False))
 
     async def end_sessions(self, column: str, value: str) -> None:
         """pg_terminate_backend for every session of the database or role, until all are gone."""
@@ -79,7 +79,7 @@ class Database:
 async def database(postgres: Postgres) -> AsyncIterator[Database]:
     name = unique("unavailable").replace("-", "_")
     # Characters a URL must encode, as real passwords have.
-    password = f"pw-{secrets.token_urlsafe(8)}@:/?#%+ &"
+    password = pgcluster.Hidden(f"pw-{secrets.token_urlsafe(8)}@:/?#%+ &")
     superuser_url = await create_database(postgres, name)
     await upgrade_async(superuser_url)
     admin = await asyncpg.connect(_plain(postgres.with_database(postgres.primary_url, "postgres")))
@@ -97,7 +97,8 @@ async def database(postgres: Postgres) -> AsyncIterator[Database]:
         finally:
             await owner.close()
         url = make_url(superuser_url).set(username=name, password=password)
-        yield Database(name, name, password, url.render_as_string(hide_password=False), admin)
+        shown = pgcluster.SecretUrl(url.render_as_string(hide_password=False))
+        yield Database(name, name, password, shown, admin)
     finally:
         await drop_database(postgres, name)
         await admin.execute(f'DROP ROLE IF EXISTS "{name}"')

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
+from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
+from app.cli import main
+from app.config import ConfigError, Settings, load_settings
 from app.urls import asyncpg_dsn, database, redact
+from tests.leaks import leaks, secret
 
 SQLITE = [
     "sqlite:///foo.db",
@@ -58,3 +64,80 @@ def test_asyncpg_dsn_keeps_every_part(url: str) -> None:
         query["sslmode"] = query.pop("ssl")
         expected = expected.set(query=query)
     assert make_url(asyncpg_dsn(url)) == expected
+
+
+# -- the schemes the service serves -----------------------------------------------------------
+
+SERVED = {
+    "postgresql://u:p@h/db": "postgresql+asyncpg://u:p@h/db",
+    "postgres://u:p@h/db": "postgresql+asyncpg://u:p@h/db",
+    "postgres+asyncpg://u:p@h/db?sslmode=require": "postgresql+asyncpg://u:p@h/db?ssl=require",
+    "postgresql+asyncpg://u:p@h/db": "postgresql+asyncpg://u:p@h/db",
+    "sqlite:///x.db": "sqlite+aiosqlite:///x.db",
+    "sqlite+aiosqlite:///x.db": "sqlite+aiosqlite:///x.db",
+}
+UNSERVED = [
+    "mysql://u:{pw}@h/db",
+    "mysql+pymysql://u:{pw}@h/db",
+    "postgresql+psycopg2://u:{pw}@h/db",
+    "postgresql+psycopg://u:{pw}@h/db",
+    "oracle://u:{pw}@h/db",
+    "sqlite+pysqlite:///{pw}.db",
+]
+ACCEPTED = (
+    "postgresql://, postgresql+asyncpg://, postgres://, postgres+asyncpg://, sqlite://, "
+    "sqlite+aiosqlite://"
+)
+
+
+@pytest.mark.parametrize("url", sorted(SERVED))
+def test_served_schemes_get_their_asyncio_driver(url: str) -> None:
+    assert make_url(Settings(database_url=url).primary_url) == make_url(SERVED[url])
+
+
+@pytest.mark.parametrize("template", UNSERVED)
+@pytest.mark.parametrize(
+    "variable", ["DATABASE_URL", "REPLICA_URLS", "ANALYTICS_DATABASE_URL", "MIGRATION_TARGET_URL"]
+)
+def test_unserved_schemes_are_refused_in_one_line_naming_the_variable(
+    template: str, variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = secret()
+    url = template.format(pw=quote(password, safe=""))
+    for name in ("DATABASE_URL", "REPLICA_URLS", "ANALYTICS_DATABASE_URL", "MIGRATION_TARGET_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/db")
+    monkeypatch.setenv(variable, url)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    line = str(refused.value)
+    scheme = url.split("://")[0]
+    only_postgres = variable != "DATABASE_URL"
+    accepted = ACCEPTED.rsplit(", sqlite://", 1)[0] if only_postgres else ACCEPTED
+    assert line == (
+        f"invalid configuration: {variable} uses {scheme}://, which this service cannot "
+        f"serve; it accepts {accepted}"
+    )
+    assert leaks(line, password) == []
+
+
+def test_replicas_analytics_and_a_migration_target_are_postgresql(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for variable in ("REPLICA_URLS", "ANALYTICS_DATABASE_URL", "MIGRATION_TARGET_URL"):
+        monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/db")
+        monkeypatch.setenv(variable, "sqlite:///x.db")
+        with pytest.raises(ConfigError, match=f"^invalid configuration: {variable} uses sqlite://"):
+            load_settings()
+        monkeypatch.delenv(variable)
+
+
+def test_an_unserved_url_option_is_one_line() -> None:
+    password = secret()
+    url = f"mysql://u:{quote(password, safe='')}@h/db"
+    result = CliRunner().invoke(main, ["db", "upgrade", "--url", url])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: --url uses mysql://, which this service cannot serve; it accepts {ACCEPTED}"
+    )
+    assert leaks(result.output, password) == []

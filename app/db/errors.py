@@ -19,6 +19,10 @@ SERIALIZATION_FAILURE = "40001"
 DEADLOCK_DETECTED = "40P01"
 LOCK_NOT_AVAILABLE = "55P03"
 QUERY_CANCELED = "57014"  # statement_timeout
+INVALID_PASSWORD = "28P01"  # noqa: S105 (a SQLSTATE)
+INVALID_AUTHORIZATION = "28000"  # no pg_hba.conf entry, a role that may not log in
+INVALID_CATALOG_NAME = "3D000"  # no such database
+INSUFFICIENT_PRIVILEGE = "42501"
 # The database cannot serve now: class 08 (connection exception), 57P01-57P03 (shutdown,
 # cannot connect now), 55000 (the database is not accepting connections: ALLOW_CONNECTIONS
 # false; also "recovery is in progress" on a standby), 53300 (too many connections),
@@ -38,7 +42,26 @@ _SQLITE_CONSTRAINTS = {
     2067: UNIQUE_VIOLATION,  # SQLITE_CONSTRAINT_UNIQUE
 }
 
-Failure = Literal["pool_timeout", "connection", "busy", "constraint"]
+Failure = Literal["pool_timeout", "refused", "connection", "busy", "constraint"]
+# The database will not take this login: fixed only by whoever runs it (a password, a
+# grant, a database to create), not by a retry a moment later.
+Refusal = Literal["login_refused", "no_such_database", "no_connect_privilege"]
+REFUSALS: tuple[Refusal, ...] = ("login_refused", "no_such_database", "no_connect_privilege")
+_REFUSED_SQLSTATES: dict[str, Refusal] = {
+    INVALID_PASSWORD: "login_refused",
+    INVALID_AUTHORIZATION: "login_refused",
+    INVALID_CATALOG_NAME: "no_such_database",
+}
+
+
+class Refused(Exception):
+    """A database refused the service's connection (raised by app/db/access.py, the
+    driver's own exception as its cause). Its text is the reason, nothing more."""
+
+    def __init__(self, reason: Refusal, code: str | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sqlstate = code
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -76,6 +99,26 @@ def violation(exc: BaseException) -> str | None:
     return _SQLITE_CONSTRAINTS.get(getattr(orig, "sqlite_errorcode", -1))
 
 
+def refusal(exc: BaseException, *, connecting: bool = False) -> Refusal | None:
+    """Why the database refuses the service's connections, or None when it does not.
+
+    42501 (no CONNECT privilege on the database) counts only for an exception raised
+    while `connecting`: on a statement it is a missing grant, a bug of ours."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, Refused):
+            return current.reason
+        current = getattr(current, "orig", None) or current.__cause__
+    code = sqlstate(exc)
+    if code is None:
+        return None
+    if connecting and code == INSUFFICIENT_PRIVILEGE:
+        return "no_connect_privilege"
+    return _REFUSED_SQLSTATES.get(code)
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """The database cannot serve now: unreachable, refusing connections, or it dropped ours."""
     if isinstance(exc, sa_exc.TimeoutError):
@@ -95,6 +138,8 @@ def failure(exc: BaseException) -> Failure | None:
     """What kind of database failure `exc` is, or None when it is none the service expects."""
     if isinstance(exc, sa_exc.TimeoutError):
         return "pool_timeout"
+    if refusal(exc) is not None:
+        return "refused"
     if is_connection_error(exc):
         return "connection"
     if isinstance(exc, sa_exc.IntegrityError):

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from app.db.errors import refusal
 from app.db.replicas import Replica
 from app.db.router import DatabaseRouter
 
@@ -44,10 +45,12 @@ def _now() -> str:
 
 
 def describe_error(exc: BaseException) -> str:
-    """What a probe may say about a failure: never the text, which can carry a DSN."""
+    """What a probe may say about a failure: never the text, which can carry a DSN.
+
+    A refusal by its reason (login_refused, no_such_database, no_connect_privilege)."""
     if isinstance(exc, TimeoutError):
         return "timed out"
-    return type(exc).__name__
+    return refusal(exc) or type(exc).__name__
 
 
 async def check_primary(router: DatabaseRouter) -> dict[str, Any]:
@@ -134,7 +137,7 @@ def replicas_report(router: DatabaseRouter) -> dict[str, Any]:
         status = "degraded"
     else:
         status = "unavailable"
-    return {
+    report: dict[str, Any] = {
         "status": status,
         "max_lag_seconds": router.settings.max_replica_lag_seconds,
         "in_rotation": serving,
@@ -145,6 +148,10 @@ def replicas_report(router: DatabaseRouter) -> dict[str, Any]:
         "primary_timeline": router.monitor.primary.timeline,
         "timestamp": _now(),
     }
+    access = router.access.get("analytics")
+    if report["analytics"] is not None and access is not None:
+        report["analytics"]["connection"] = access.state()  # its last connection attempt
+    return report
 
 
 async def _run_integrity(router: DatabaseRouter) -> dict[str, Any]:

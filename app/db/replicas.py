@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.consistency import Consistency, Identity, Primary, Sampler, identity, timeline_of
+from app.db.errors import REFUSALS, refusal
 from app.db.lsn import parse_lsn
 from app.db.metrics import DatabaseMetrics
 
@@ -171,7 +172,7 @@ class ReplicaMonitor:
                 "replica out of rotation",
                 extra={"replica": replica.name, "reason": reason},
             )
-        replica.up = replica.up and reason != "connection error"
+        replica.up = replica.up and reason != "connection error" and reason not in REFUSALS
         replica.in_rotation = False
         replica.healthy_since = None
         replica.reason = reason
@@ -191,7 +192,8 @@ class ReplicaMonitor:
             self.primary.system, self.primary.timeline = str(system), timeline_of(walfile)
             self.wal_history.add(self.primary_lsn)
         except Exception as exc:  # the primary being down must not stop replica probes
-            log.warning("primary probe failed", extra={"error": type(exc).__name__})
+            if refusal(exc) is None:  # a refusal is told once, when it begins (app/db/access.py)
+                log.warning("primary probe failed", extra={"error": type(exc).__name__})
             self.primary_lsn = self.primary_response_time = None
             self.wal_history.clear()  # a promoted replica starts another history
         await asyncio.gather(*(self._probe_replica(r, timeout) for r in self.members))
@@ -207,7 +209,8 @@ class ReplicaMonitor:
             replica.up = False
             replica.response_time = None
             replica.lag_seconds = replica.lag_bytes = None
-            replica.reason = f"probe failed: {type(exc).__name__}"
+            # A refusal by its reason: only whoever runs the replica can end it.
+            replica.reason = refusal(exc) or f"probe failed: {type(exc).__name__}"
             return
         replica.response_time = time.perf_counter() - started
         replica.up = True
@@ -272,7 +275,8 @@ class ReplicaMonitor:
 
     def _exclusion(self, replica: Replica, fastest: float | None) -> str | None:
         if not replica.up:
-            return replica.reason if replica.reason.startswith("probe") else "down"
+            probed = replica.reason.startswith("probe") or replica.reason in REFUSALS
+            return replica.reason if probed else "down"
         if replica.identity is not None:
             return replica.identity
         if replica.consistency.diverged is not None:

@@ -13,8 +13,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.db.access import Access
 from app.db.engine import create_engine, is_sqlite
-from app.db.errors import is_connection_error
+from app.db.errors import is_connection_error, refusal
 from app.db.lsn import WRITE_LSN
 from app.db.metrics import DatabaseMetrics
 from app.db.replicas import Replica, ReplicaMonitor
@@ -96,6 +97,19 @@ class DatabaseRouter:
             if self.replicas or self.analytics_replica
             else None
         )
+        # Whether each database takes the service's login (app/db/access.py).
+        self.access = {"primary": Access("primary")}
+        self.access["primary"].watch(self.primary)
+        if self._primary_probe is not None:
+            self.access["primary"].watch(self._primary_probe)
+        for replica in self.replicas:
+            access = self.access[replica.name] = Access(replica.name)
+            access.watch(replica.engine)
+            access.watch(replica.probe)
+        if self.analytics_replica is not None:
+            self.access["analytics"] = Access("analytics")
+            self.access["analytics"].watch(self.analytics_replica.engine)
+            self.access["analytics"].watch(self.analytics_replica.probe)
         # SQLite has one writer at a time; queueing writers here is fair and
         # cheap, where SQLite's own busy handler sleeps in growing steps.
         self._sqlite_writer = asyncio.Lock() if self.sqlite else None
@@ -217,10 +231,11 @@ class DatabaseRouter:
         # back, and failed reconnects give back overflow slots without one): they
         # go elsewhere. A replica still in rotation is merely busy: 503, as promised.
         stranded = isinstance(exc, sa_exc.TimeoutError) and not replica.in_rotation
-        if not (stranded or is_connection_error(exc)):
+        refused = refusal(exc)
+        if not (stranded or refused or is_connection_error(exc)):
             return None
         if not stranded:
-            self.monitor.eject(replica, "connection error")
+            self.monitor.eject(replica, refused or "connection error")
         return self.target(target.intent, min_lsn=min_lsn, exclude=target.tried, retry=True)
 
     def reader(
