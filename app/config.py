@@ -6,7 +6,9 @@ from urllib.parse import quote
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
-from sqlalchemy.engine import make_url
+
+from app.urls import async_url as async_url  # where the commands and env.py take it
+from app.urls import backend
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./bookedbarber.db"
 # The most connections a worker keeps per database by default: one event loop gains
@@ -30,26 +32,10 @@ def _lower_case(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
-def async_url(url: str) -> str:
-    """Point a plain postgresql:// or sqlite:// URL at the asyncio driver."""
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "postgresql" and parsed.drivername != "postgresql+asyncpg":
-        parsed = parsed.set(drivername="postgresql+asyncpg")
-    elif backend == "sqlite" and parsed.drivername != "sqlite+aiosqlite":
-        parsed = parsed.set(drivername="sqlite+aiosqlite")
-    if backend == "postgresql" and "sslmode" in parsed.query:
-        # asyncpg calls it ssl; libpq's sslmode values are accepted unchanged.
-        query = dict(parsed.query)
-        query["ssl"] = query.pop("sslmode")
-        parsed = parsed.set(query=query)
-    return parsed.render_as_string(hide_password=False)
-
-
 def _checked_url(name: str, url: str) -> SecretStr:
     try:
         return SecretStr(async_url(url))
-    except Exception:  # SQLAlchemy's message quotes the URL, password included
+    except Exception:  # nothing of the URL in the message: it holds the password
         raise ValueError(f"{name} is not a valid database URL") from None
 
 
@@ -168,6 +154,17 @@ class Settings(BaseSettings):
     # first read of the body to its last byte (a silent connection is idle: keep-alive).
     header_timeout: float = Field(10.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
+    # A request's head: a request target (path and query) over its limit is a 414; a header
+    # line (name and value) over its limit, more headers, or more bytes in all (request
+    # line and header lines) is a 431. Either closes the connection (app/server.py).
+    max_url_bytes: int = Field(8192, ge=64)
+    max_header_line_bytes: int = Field(8192, ge=64)
+    max_header_count: int = Field(100, ge=1)
+    max_header_bytes: int = Field(65536, ge=1024)
+    # With several workers, uvicorn's supervisor pings each one every half second and
+    # replaces one that does not answer within this many seconds (uvicorn's own 5 killed
+    # workers still starting on a busy or CPU-limited machine, again and again).
+    worker_healthcheck_timeout: float = Field(30.0, gt=0)
 
     _split_lists = field_validator("replica_urls", "api_tokens", mode="before")(_split)
     _lower = field_validator("log_level", "log_format", mode="before")(_lower_case)
@@ -228,7 +225,7 @@ class Settings(BaseSettings):
 
     @property
     def is_sqlite(self) -> bool:
-        return make_url(self.primary_url).get_backend_name() == "sqlite"
+        return backend(self.primary_url) == "sqlite"
 
     @property
     def effective_pool_timeout(self) -> float:

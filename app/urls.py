@@ -1,10 +1,76 @@
 """Database URLs read and shown without SQLAlchemy's URL class: `db copy` reads and shows
 URLs on its critical path, where importing SQLAlchemy took 0.57 s at the start and again
-at the end. The rules are SQLAlchemy's (tests/test_urls.py holds them against it)."""
+at the end, and `serve` reads its settings before it opens its port. The rules are
+SQLAlchemy's (tests/test_urls.py holds them against it)."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+import re
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit, urlunsplit
+
+# sqlalchemy.engine.url._parse_url's pattern.
+_URL = re.compile(
+    r"""
+        (?P<name>[\w\+]+)://
+        (?:
+            (?P<username>[^:/]*)
+            (?::(?P<password>[^@]*))?
+        @)?
+        (?:
+            (?:
+                \[(?P<ipv6host>[^/\?]+)\] |
+                (?P<ipv4host>[^/:\?]+)
+            )?
+            (?::(?P<port>[^/\?]*))?
+        )?
+        (?:/(?P<database>[^\?]*))?
+        (?:\?(?P<query>.*))?
+    """,
+    re.X,
+)
+
+
+def backend(url: str) -> str:
+    """The backend name (`postgresql` of `postgresql+asyncpg://...`); ValueError if unread."""
+    match = _URL.match(url)
+    if match is None:
+        raise ValueError("not a database URL")
+    return match["name"].split("+")[0]
+
+
+def async_url(url: str) -> str:
+    """Point a plain postgresql:// or sqlite:// URL at the asyncio driver, written out as
+    SQLAlchemy's `render_as_string(hide_password=False)` would; ValueError if unread."""
+    match = _URL.match(url)
+    if match is None:
+        raise ValueError("not a database URL")
+    name = match["name"].split("+")[0]
+    driver = {"postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
+    text = driver.get(name, match["name"]) + "://"
+    if match["username"] is not None:
+        text += quote(unquote(match["username"]), safe=" +")
+        if match["password"] is not None:
+            text += ":" + quote(unquote(match["password"]), safe=" +")
+        text += "@"
+    host = match["ipv4host"] or match["ipv6host"]
+    if host is not None:
+        text += f"[{host}]" if ":" in host else host
+    if match["port"] is not None:
+        text += f":{int(match['port'])}"  # int("") fails as SQLAlchemy's does
+    if match["database"] is not None:
+        text += "/" + quote(unquote(match["database"]), safe=" +/")
+    return text + _query(match["query"], name)
+
+
+def _query(text: str | None, name: str) -> str:
+    query: dict[str, list[str]] = {}
+    for key, value in parse_qsl(text or ""):
+        query.setdefault(key, []).append(value)
+    if name == "postgresql" and "sslmode" in query:
+        # asyncpg calls it ssl; libpq's sslmode values are accepted unchanged.
+        query["ssl"] = query.pop("sslmode")
+    pairs = [f"{quote_plus(k)}={quote_plus(v)}" for k in sorted(query) for v in query[k]]
+    return "?" + "&".join(pairs) if pairs else ""
 
 
 def redact(url: str) -> str:
