@@ -182,8 +182,13 @@ class EdgeProtocol(HttpToolsProtocol):
         return self._refused
 
     def on_headers_complete(self) -> None:
-        if self._refused or self._too_many(self._head_bytes + self._piece):
+        if self._refused:
             return  # no request is formed from a refused head
+        limits, bound = self.limits, self._head_bytes + self._piece
+        if (
+            len(self.headers) > limits.max_header_count or bound > limits.max_header_line
+        ) and self._too_many(bound):
+            return
         self._headers_pending = False
         self._in_body = True
         self._heads += 1
