@@ -6,6 +6,7 @@ only these tests place on PYTHONPATH (nothing in the service can be made to wait
 - SLOW_WORKER_START: every worker process uvicorn spawns sleeps that long as its
   interpreter starts, before any of uvicorn's code runs (a worker on a CPU-starved machine).
 - SLOW_SERVICE_IMPORT: importing `app.main` takes that much longer (the service loading).
+- BROKEN_SERVICE_IMPORT: importing `app.main` fails.
 """
 
 from __future__ import annotations
@@ -37,13 +38,15 @@ if _worker and os.environ.get("SLOW_WORKER_START"):
     (marks / f"worker-{os.getpid()}").write_text("")
     time.sleep(float(os.environ["SLOW_WORKER_START"]))
 
-if os.environ.get("SLOW_SERVICE_IMPORT"):
+if os.environ.get("SLOW_SERVICE_IMPORT") or os.environ.get("BROKEN_SERVICE_IMPORT"):
     import importlib.abc
 
     class _Slow(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
             if name == "app.main":
-                time.sleep(float(os.environ["SLOW_SERVICE_IMPORT"]))
+                time.sleep(float(os.environ.get("SLOW_SERVICE_IMPORT") or 0))
+                if os.environ.get("BROKEN_SERVICE_IMPORT"):
+                    raise ImportError(os.environ["BROKEN_SERVICE_IMPORT"])
             return None
 
     sys.meta_path.insert(0, _Slow())
@@ -128,6 +131,21 @@ def test_liveness_answers_while_the_service_loads(tmp_path: Path) -> None:
     kept = ("content-type", "content-length", "x-request-id")
     assert {k: early.headers.get(k) for k in kept} == {k: late.headers.get(k) for k in kept}
     assert early.headers["x-request-id"] == "early-1"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_service_that_fails_to_load_ends_serve(tmp_path: Path, workers: str) -> None:
+    """As a failed start-up does in uvicorn: no worker restarted for ever, one line said."""
+    env = {"BROKEN_SERVICE_IMPORT": "planted failure"}
+    with slow_serve(tmp_path, env, "--workers", workers) as server:
+        code = server.proc.wait(timeout=120)
+    log = server.log.read_text()
+    assert "the service failed to load: ImportError: planted failure" in log
+    assert " died" not in log
+    if workers == "1":
+        assert code == 3  # uvicorn's start-up failure
+    else:  # uvicorn's supervisor stops (and exits 0, as it does for any failed start-up)
+        assert "failed to start, stopping the parent process" in log
 
 
 # -- the schema check -------------------------------------------------------------------------
