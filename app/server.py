@@ -95,6 +95,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # bytes of the current head fed to the parser
         self._piece = 0  # bytes of the read being parsed
         self._url_bytes = 0
+        self._checked = 0  # headers of the current head whose lines were checked
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -154,7 +155,7 @@ class EdgeProtocol(HttpToolsProtocol):
             return
         super().on_message_begin()
         self._headers_pending = True
-        self._url_bytes = 0
+        self._url_bytes = self._checked = 0
 
     def on_url(self, url: bytes) -> None:
         if self._refused:
@@ -175,10 +176,11 @@ class EdgeProtocol(HttpToolsProtocol):
         limits, headers = self.limits, self.headers
         if len(headers) > limits.max_header_count:
             self._refuse(431, f"more than {limits.max_header_count} request headers")
-        elif head_bytes > limits.max_header_line and any(
-            len(name) + len(value) > limits.max_header_line for name, value in headers
-        ):
-            self._refuse(431, f"a request header exceeds {limits.max_header_line} bytes")
+        elif head_bytes > limits.max_header_line:
+            # Only the lines not seen yet: a head dripping in byte by byte is not rescanned.
+            new, self._checked = headers[self._checked :], len(headers)
+            if any(len(name) + len(value) > limits.max_header_line for name, value in new):
+                self._refuse(431, f"a request header exceeds {limits.max_header_line} bytes")
         return self._refused
 
     def on_headers_complete(self) -> None:

@@ -111,12 +111,15 @@ def refused(answer: bytes, closed: bool, status: int) -> None:
 # -- refusals ---------------------------------------------------------------------------------
 
 
-def test_an_over_long_header_line_is_431(server: Server) -> None:
-    answer, closed = exchange(server.port, head(line(b"X-Long", 8193), b"X-After: 1\r\n"))
+@pytest.mark.parametrize("chunk", [0, 100], ids=["one-read", "100-byte-reads"])
+def test_an_over_long_header_line_is_431(server: Server, chunk: int) -> None:
+    before = [line(b"X-Fine%d" % i, 8000) for i in range(3)]
+    data = head(*before, line(b"X-Long", 8193), b"X-After: 1\r\n")
+    answer, closed = exchange(server.port, data, chunk)
     refused(answer, closed, 431)
     assert b"a request header exceeds 8192 bytes" in answer
     # The last header is judged too (it ends with the head).
-    refused(*exchange(server.port, head(line(b"X-Long", 8193))), 431)
+    refused(*exchange(server.port, head(line(b"X-Long", 8193)), chunk), 431)
 
 
 def test_too_many_headers_are_431(server: Server) -> None:
