@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,12 +36,12 @@ def _settings() -> Settings:
 
 
 def _sqlite_path(url: str) -> Path | None:
-    from sqlalchemy.engine import make_url
+    from app.urls import backend, database
 
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    name = database(url)
+    if backend(url) != "sqlite" or name in (None, "", ":memory:"):
         return None
-    return Path(parsed.database or "")
+    return Path(name or "")
 
 
 class _Commands(click.Group):
@@ -80,36 +81,43 @@ def serve(
     access_log: bool,
 ) -> None:
     """Serve the HTTP API with uvicorn (uvloop, httptools)."""
+    # Only what opens the port is imported here; each worker loads the service behind its
+    # open port (app/boot.py).
     import uvicorn
+
+    from app import logs, server
 
     settings = _settings()
     path = _sqlite_path(settings.primary_url)
     if path is not None:
         # The embedded default works out of the box: schema, and demo data when new.
         new = not path.exists()
-        from app.db.migrate import upgrade
+        from app.db.schema_head import at_head
 
-        upgrade(settings.primary_url)
+        if new or not at_head(path):
+            from app.db.migrate import upgrade
+
+            upgrade(settings.primary_url)
         if new and settings.demo_seed:
             _seed(settings.primary_url, 0.01)
             click.echo(f"created {path} with demo data")
     workers = workers or settings.workers
     # The workers read their settings afresh: they size their pools by this count.
     os.environ["WORKERS"] = str(workers)
-    from app import logs
-    from app.db.metrics import prepare_multiprocess
-
-    prepare_multiprocess(workers)
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Several workers share one scrape through prometheus_client's multiprocess mode.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bookedbarber-metrics-")
     uvicorn.run(
-        "app.main:create_app",
+        "app.boot:create",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
         workers=workers,
         loop="uvloop",
-        # httptools with a deadline for request headers (app/server.py).
-        http="app.server:HeaderTimeoutProtocol",
+        # httptools with limits on a request's head: its time and its size.
+        http=server.protocol(settings),
         timeout_keep_alive=keep_alive or settings.keep_alive_timeout,
+        timeout_worker_healthcheck=settings.worker_healthcheck_timeout,  # type: ignore[arg-type]
         access_log=access_log,
         log_config=logs.config(settings),
         log_level=settings.log_level,

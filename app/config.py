@@ -1,14 +1,15 @@
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Literal
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
-from sqlalchemy.engine import make_url
+
+from app.urls import POSTGRES_SCHEMES, SERVED_SCHEMES, UnservedScheme, backend
+from app.urls import async_url as async_url  # where the commands and env.py take it
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./bookedbarber.db"
 # The most connections a worker keeps per database by default: one event loop gains
@@ -32,56 +33,15 @@ def _lower_case(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
-# The schemes the service serves, and the driver each is served with.
-SERVED_SCHEMES = {
-    "postgresql": "postgresql+asyncpg",
-    "postgresql+asyncpg": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-    "postgres+asyncpg": "postgresql+asyncpg",
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
-}
-POSTGRES_SCHEMES = {k: v for k, v in SERVED_SCHEMES.items() if v == "postgresql+asyncpg"}
-_SHOWABLE_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,40}")
-
-
-class UnservedScheme(ValueError):
-    """A database URL whose scheme the service cannot serve (mysql://, postgresql+psycopg2://)."""
-
-    def __init__(self, scheme: str, accepted: Iterable[str] = SERVED_SCHEMES) -> None:
-        super().__init__(scheme)
-        self.scheme = scheme
-        self.accepted = list(accepted)
-
-    def told(self, name: str) -> str:
-        """One line naming the setting and what it accepts; the scheme only if it is one."""
-        shown = f"{self.scheme}://" if _SHOWABLE_SCHEME.fullmatch(self.scheme) else "a scheme"
-        accepted = ", ".join(f"{s}://" for s in self.accepted)
-        return f"{name} uses {shown}, which this service cannot serve; it accepts {accepted}"
-
-
-def async_url(url: str, served: Mapping[str, str] = SERVED_SCHEMES) -> str:
-    """The URL with the asyncio driver of its scheme (UnservedScheme for any other scheme)."""
-    parsed = make_url(url)
-    driver = served.get(parsed.drivername.lower())
-    if driver is None:
-        raise UnservedScheme(parsed.drivername, served)
-    parsed = parsed.set(drivername=driver)
-    if driver == "postgresql+asyncpg" and "sslmode" in parsed.query:
-        # asyncpg calls it ssl; libpq's sslmode values are accepted unchanged.
-        query = dict(parsed.query)
-        query["ssl"] = query.pop("sslmode")
-        parsed = parsed.set(query=query)
-    return parsed.render_as_string(hide_password=False)
-
-
 def checked_url(name: str, url: str, served: Mapping[str, str] = SERVED_SCHEMES) -> str:
     """`url` for the asyncio driver, or a ValueError naming `name` (never the URL's value)."""
     try:
         return async_url(url, served)
     except UnservedScheme as exc:
         raise ValueError(exc.told(name)) from None
-    except Exception:  # SQLAlchemy's message quotes the URL, password included
+    except Exception:  # nothing of the URL in the message: it holds the password
+        raise ValueError(f"{name} is not a valid database URL") from None
+
         raise ValueError(f"{name} is not a valid database URL") from None
 
 
@@ -210,6 +170,17 @@ class Settings(BaseSettings):
     # first read of the body to its last byte (a silent connection is idle: keep-alive).
     header_timeout: float = Field(10.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
+    # A request's head: a request target (path and query) over its limit is a 414; a header
+    # line (name and value) over its limit, more headers, or more bytes in all (request
+    # line and header lines) is a 431. Either closes the connection (app/server.py).
+    max_url_bytes: int = Field(8192, ge=64)
+    max_header_line_bytes: int = Field(8192, ge=64)
+    max_header_count: int = Field(100, ge=1)
+    max_header_bytes: int = Field(65536, ge=1024)
+    # With several workers, uvicorn's supervisor pings each one every half second and
+    # replaces one that does not answer within this many seconds (uvicorn's own 5 killed
+    # workers still starting on a busy or CPU-limited machine, again and again).
+    worker_healthcheck_timeout: float = Field(30.0, gt=0)
 
     _split_lists = field_validator("replica_urls", "api_tokens", mode="before")(_split)
     _lower = field_validator("log_level", "log_format", mode="before")(_lower_case)
@@ -274,7 +245,7 @@ class Settings(BaseSettings):
 
     @property
     def is_sqlite(self) -> bool:
-        return make_url(self.primary_url).get_backend_name() == "sqlite"
+        return backend(self.primary_url) == "sqlite"
 
     @property
     def effective_pool_timeout(self) -> float:

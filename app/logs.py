@@ -14,12 +14,13 @@ import logging.config
 import re
 import uuid
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
 
-from app.config import Settings
+if TYPE_CHECKING:  # a worker imports this module before anything else (its log config)
+    from app.config import Settings
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 REQUEST_ID_HEADER = b"x-request-id"

@@ -1,4 +1,4 @@
-"""uvicorn's httptools protocol with a deadline for request headers.
+"""uvicorn's httptools protocol with limits on a request's head: its time and its size.
 
 uvicorn times out idle keep-alive connections but not a request whose headers never
 finish, nor a new connection that never says a word: either holds its connection
@@ -9,6 +9,17 @@ request's first bytes arrive, its headers must be complete within HEADER_TIMEOUT
 seconds, else the client gets a 408 and the connection is closed; a byte a minute
 (or a lone CRLF) does not keep a connection.
 
+Nor does uvicorn bound the size of a head: it keeps every header it is sent, so one
+client sending header lines for ever grew a worker by hundreds of megabytes. Here the
+parser is fed at most MAX_HEADER_BYTES of a head (request line and header lines); a head
+that does not end within them, a header line over MAX_HEADER_LINE_BYTES or more than
+MAX_HEADER_COUNT headers is refused with a 431, a request target (path and query) over
+MAX_URL_BYTES with a 414, and the connection is closed, as soon as the read that carried
+it is parsed (nothing more is kept). A header line is judged when it ends; one that never
+ends is bounded by the total. The count and the lines are checked per read rather than
+per header (a call per header cost 2 us a request): a head shorter than a line's limit
+needs no line check at all.
+
 The header timer is armed only while headers are incomplete after a read, so a
 request whose headers arrive in one read (nearly all of them) costs no timer at all.
 The body's own deadline is BODY_TIMEOUT, kept in the ASGI layer (app/guards.py).
@@ -18,44 +29,74 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import http
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.config import load_settings
+if TYPE_CHECKING:
+    from app.config import Settings
 
 log = logging.getLogger(__name__)
+# After a refusal the answer is sent and our side shut; what the client still sends is
+# read and dropped this long, so that closing on unread data (a reset) does not destroy
+# the answer before the client has read it.
+LINGER_SECONDS = 2.0
 
 
-@functools.cache
-def header_timeout() -> float:
-    # uvicorn builds protocols from its own config; the setting comes from the same
-    # environment `serve` read it from (workers are separate processes).
-    return load_settings().header_timeout
+@dataclass(frozen=True)
+class Limits:
+    """The bounds of a request's head, from the settings `serve` read (picklable: each
+    worker process gets them with uvicorn's configuration)."""
+
+    header_timeout: float
+    max_url: int
+    max_header_line: int
+    max_header_count: int
+    max_header_bytes: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            header_timeout=settings.header_timeout,
+            max_url=settings.max_url_bytes,
+            max_header_line=settings.max_header_line_bytes,
+            max_header_count=settings.max_header_count,
+            max_header_bytes=settings.max_header_bytes,
+        )
 
 
-def _timeout_response(seconds: float) -> bytes:
-    body = orjson.dumps(
-        {
-            "error": "request_timeout",
-            "detail": f"the request headers did not arrive within {seconds:g} s",
-        }
-    )
+def protocol(settings: Settings) -> Any:
+    """What uvicorn takes as `http`: the protocol class with these settings' limits."""
+    return functools.partial(EdgeProtocol, limits=Limits.of(settings))
+
+
+def _answer(status: int, error: str, detail: str) -> bytes:
+    body = orjson.dumps({"error": error, "detail": detail})
     head = (
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
     )
-    return head + body
+    return head.encode() + body
 
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+class EdgeProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, limits: Limits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.header_timeout = header_timeout()
+        self.limits = limits
         self._header_timer: asyncio.TimerHandle | None = None
         self._headers_pending = False
+        self._in_body = False  # from a head's end to its message's end
+        self._heads = 0  # heads completed on this connection
+        self._head_bytes = 0  # bytes of the current head fed to the parser
+        self._piece = 0  # bytes of the read being parsed
+        self._url_bytes = 0
+        self._checked = 0  # headers of the current head whose lines were checked
+        self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -71,7 +112,37 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        if self._refused:
+            return  # lingering: read and dropped
+        limit = self.limits.max_header_bytes
+        while data:
+            if self._in_body:
+                piece, data = data, b""
+            else:
+                # A head gets at most what is left of its budget: the parser (and the
+                # header it may be accumulating) never holds more.
+                room = limit - self._head_bytes
+                piece, data = (data, b"") if len(data) <= room else (data[:room], data[room:])
+            heads, self._piece = self._heads, len(piece)
+            super().data_received(piece)
+            if self._refused:
+                # A refusal mid-read: uvicorn took the rest of the read's header lines.
+                if self._headers_pending:
+                    self.headers.clear()
+                return
+            if self.transport.is_closing():
+                return
+            if heads != self._heads:
+                # A head ended in this piece. Should another one start after its body in
+                # the same read (pipelining), its bytes there go uncounted: one read at most.
+                self._head_bytes = 0
+            elif not self._in_body:
+                self._head_bytes += len(piece)
+                if self._head_bytes >= limit:
+                    self._refuse(431, f"the request headers exceed {limit} bytes")
+                    return
+                if self._headers_pending and self._too_many(self._head_bytes):
+                    return
         if self._header_timer is None and (
             # A request's headers are still incomplete, or bytes came that begin none
             # (a lone CRLF) while no request is under way.
@@ -80,17 +151,86 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self._arm()
 
     def on_message_begin(self) -> None:
+        if self._refused:
+            return
         super().on_message_begin()
         self._headers_pending = True
+        self._url_bytes = self._checked = 0
+
+    def on_url(self, url: bytes) -> None:
+        if self._refused:
+            return
+        self._url_bytes += len(url)
+        if self._url_bytes > self.limits.max_url:
+            # RFC 9112 3: a request-target longer than the server will parse is a 414 (the
+            # method and the version around it are bounded by the parser).
+            self._refuse(414, f"the request target exceeds {self.limits.max_url} bytes")
+            return
+        super().on_url(url)
+
+    def _too_many(self, head_bytes: int) -> bool:
+        """Refuses the head whose headers so far pass the count or a line's limit.
+
+        `head_bytes` bounds the head's size: a head no longer than a line's limit holds
+        no line over it."""
+        limits, headers = self.limits, self.headers
+        if len(headers) > limits.max_header_count:
+            self._refuse(431, f"more than {limits.max_header_count} request headers")
+        elif head_bytes > limits.max_header_line:
+            # Only the lines not seen yet: a head dripping in byte by byte is not rescanned.
+            new, self._checked = headers[self._checked :], len(headers)
+            if any(len(name) + len(value) > limits.max_header_line for name, value in new):
+                self._refuse(431, f"a request header exceeds {limits.max_header_line} bytes")
+        return self._refused
 
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return  # no request is formed from a refused head
+        limits, bound = self.limits, self._head_bytes + self._piece
+        if (
+            len(self.headers) > limits.max_header_count or bound > limits.max_header_line
+        ) and self._too_many(bound):
+            return
         self._headers_pending = False
+        self._in_body = True
+        self._heads += 1
         self._disarm()
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        self._in_body = False
+        super().on_message_complete()
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answers `status` and closes: the rest of the head is never parsed."""
+        self._refused = True
+        self._disarm()
+        self._unset_keepalive_if_required()
+        log.info(
+            "request head refused",
+            extra={
+                "status": status,
+                "client": f"{self.client[0]}:{self.client[1]}" if self.client else None,
+            },
+        )
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()  # a pipelined head behind a response under way
+            return
+        error = "uri_too_long" if status == 414 else "request_headers_too_large"
+        self.transport.write(_answer(status, error, detail))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
     def _arm(self) -> None:
         if not self.transport.is_closing():
-            self._header_timer = self.loop.call_later(self.header_timeout, self._timed_out)
+            self._header_timer = self.loop.call_later(self.limits.header_timeout, self._timed_out)
 
     def _disarm(self) -> None:
         if self._header_timer is not None:
@@ -106,5 +246,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             extra={"client": f"{self.client[0]}:{self.client[1]}" if self.client else None},
         )
         if self.cycle is None or self.cycle.response_complete:
-            self.transport.write(_timeout_response(self.header_timeout))
+            seconds = self.limits.header_timeout
+            detail = f"the request headers did not arrive within {seconds:g} s"
+            self.transport.write(_answer(408, "request_timeout", detail))
         self.transport.close()

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import load_settings
 from app.main import create_app
+from app.server import protocol
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -135,7 +136,7 @@ def main() -> None:
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",
-        http="app.server:HeaderTimeoutProtocol",
+        http=protocol(settings),
         timeout_keep_alive=args.keep_alive,
         access_log=False,
         log_level="warning",

@@ -6,11 +6,21 @@ from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
 from app.cli import main
 from app.config import ConfigError, Settings, load_settings
-from app.urls import asyncpg_dsn, database, redact
+from app.urls import (
+    SERVED_SCHEMES,
+    UnservedScheme,
+    async_url,
+    asyncpg_dsn,
+    backend,
+    database,
+    redact,
+)
 from tests.leaks import leaks, secret
 
 SQLITE = [
@@ -141,3 +151,50 @@ def test_an_unserved_url_option_is_one_line() -> None:
         f"Error: --url uses mysql://, which this service cannot serve; it accepts {ACCEPTED}"
     )
     assert leaks(result.output, password) == []
+
+
+# -- the settings' URLs, as SQLAlchemy writes them ----------------------------------------------
+
+
+def _sqlalchemy_async_url(url: str) -> tuple[str, str]:
+    """What app.config's async_url returned when it used SQLAlchemy's URL class."""
+    parsed = make_url(url)
+    name = parsed.get_backend_name()
+    if name == "postgresql" and parsed.drivername != "postgresql+asyncpg":
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    elif name == "sqlite" and parsed.drivername != "sqlite+aiosqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    if name == "postgresql" and "sslmode" in parsed.query:
+        query = dict(parsed.query)
+        query["ssl"] = query.pop("sslmode")
+        parsed = parsed.set(query=query)
+    return parsed.render_as_string(hide_password=False), name
+
+
+@pytest.mark.parametrize("url", SQLITE + POSTGRES + LOOSE)
+def test_async_url_as_sqlalchemy_writes_it(url: str) -> None:
+    assert (async_url(url), backend(url)) == _sqlalchemy_async_url(url)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.sampled_from(
+        ["postgresql://", "postgresql+psycopg://", "sqlite:///", "sqlite://", "mysql+x://", ""]
+    ),
+    st.text(alphabet="ab:/@?&=%[]+#. 1_é\\", max_size=30),
+)
+def test_async_url_agrees_with_sqlalchemy_on_any_text(scheme: str, rest: str) -> None:
+    """The same URL, or a refusal where SQLAlchemy refuses (unreadable, a bad port)."""
+    url = scheme + rest
+    try:
+        expected: tuple[str, str] | None = _sqlalchemy_async_url(url)
+    except Exception:
+        expected = None
+    if expected is None:  # unread, or read as a scheme the service does not serve
+        with pytest.raises(ValueError, match=r"^(not a database URL|invalid literal|[\w+]+$)"):
+            async_url(url)
+    elif make_url(url).drivername.lower() not in SERVED_SCHEMES:
+        with pytest.raises(UnservedScheme):
+            async_url(url)
+    else:
+        assert (async_url(url), backend(url)) == expected

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.api.contract import ContractRoute
+from app.boot import ALIVE
 from app.db import health, metrics
 from app.db.router import DatabaseRouter
 from app.errors import retry_after
@@ -41,8 +42,8 @@ def _json(request: Request, body: dict[str, Any], ok: bool) -> JSONResponse:
 
 @router.get("/live")
 async def live() -> dict[str, str]:
-    """The process answers; no database call."""
-    return {"status": "alive"}
+    """The process answers; no database call (answered by app/boot.py while loading)."""
+    return ALIVE
 
 
 @router.get("/ready", responses={503: {"description": "Not ready: the primary does not answer"}})

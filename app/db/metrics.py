@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import re
-import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -48,12 +47,6 @@ _POOL_LABELS = ["role", "pool"]
 
 def multiprocess() -> bool:
     return "PROMETHEUS_MULTIPROC_DIR" in os.environ
-
-
-def prepare_multiprocess(workers: int) -> None:
-    """Several workers share one scrape through prometheus_client's multiprocess mode."""
-    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bookedbarber-metrics-")
 
 
 def app_registry() -> CollectorRegistry:

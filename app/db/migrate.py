@@ -3,27 +3,19 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Callable
-from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from alembic import command
 from app.db.live.guard import refuse_during_sync
-
-
-def _root() -> Path:
-    """The checkout in development; the working directory in an installed image."""
-    for candidate in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (candidate / "alembic" / "env.py").exists():
-            return candidate
-    raise RuntimeError("alembic/ not found beside the package or in the working directory")
+from app.db.schema_head import root
 
 
 def alembic_config(url: str) -> Config:
-    root = _root()
-    config = Config(str(root / "alembic.ini"))
-    config.set_main_option("script_location", str(root / "alembic"))
+    where = root()
+    config = Config(str(where / "alembic.ini"))
+    config.set_main_option("script_location", str(where / "alembic"))
     # ConfigParser interpolation would eat a '%' in an encoded password.
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
