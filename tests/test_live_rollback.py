@@ -193,7 +193,7 @@ async def test_rollback_keeps_every_acknowledged_write(
         cutover = live.cli(tmp_path, "cutover", "db", "cutover", db.lite, db.pg)
         assert await live.finished(cutover, 120) == 0, cutover.text()
         async with httpx.AsyncClient(base_url=server.base, timeout=30) as client:
-            await _until(client, lambda b: b.get("active") == "postgresql", 10)
+            await _until(client, lambda b: b.get("active") == "postgresql", 60)
             load = Load(server.base, plan, writes_per_second=20, reads_per_second=20)
             stop = asyncio.Event()
             running = asyncio.create_task(load.run(stop))
