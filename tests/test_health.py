@@ -111,7 +111,8 @@ async def test_all_endpoints_healthy(client: httpx.AsyncClient, backend: str) ->
             assert response.headers["cache-control"] == "no-store"
     db = (await client.get("/health/db")).json()
     assert db["status"] == "healthy"
-    assert 0 <= db["response_time"] < 5
+    assert isinstance(db["response_time"], float)
+    assert db["response_time"] >= 0
     assert dt.datetime.fromisoformat(db["timestamp"]).tzinfo is not None
 
     replicas = (await client.get("/health/replicas")).json()
