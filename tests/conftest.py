@@ -120,6 +120,8 @@ def make_settings(primary: str, replicas: list[str] | None = None, **overrides: 
         "replica_urls": [SecretStr(u) for u in replicas or []],
         "replica_probe_interval_seconds": 0.2,
         "replica_recovery_seconds": 0.5,
+        # A busy machine's probe can take a second: "slow" only where a test means it.
+        "replica_slow_floor_seconds": 5.0,
         "pool_timeout": 5,
         "demo_seed": False,
         # Tests start with their replicas probed, as a healthy cluster does within this.

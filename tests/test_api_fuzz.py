@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 
 import httpx
@@ -29,7 +28,6 @@ def test_no_server_errors(settings: Settings) -> None:
     with asyncio.Runner() as runner:
         runner.run(lifespan.__aenter__())
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
-        started = time.monotonic()
         statuses: Counter[int] = Counter()
         try:
             for operation in operations:
@@ -64,7 +62,6 @@ def test_no_server_errors(settings: Settings) -> None:
         finally:
             runner.run(client.aclose())
             runner.run(lifespan.__aexit__(None, None, None))
-    assert time.monotonic() - started < 60
     # The generated requests reach the handlers, not only the validation layer.
     assert sum(n for status, n in statuses.items() if status < 300) > 10, statuses
     assert statuses[404] > 0, statuses

@@ -119,31 +119,37 @@ def read_response(sock: socket.socket) -> bytes:
                     return data
 
 
-def post_stream(port: int, head: bytes, chunks: Iterable[bytes]) -> tuple[bytes, float]:
-    """Sends `head` then `chunks` from a thread while reading the answer; (answer, seconds)."""
+def post_stream(port: int, head: bytes, chunks: Iterable[bytes]) -> tuple[bytes, int]:
+    """Sends `head` then `chunks` from a thread while reading the answer.
+
+    Returns the answer and how many bytes of the body had been sent when it came (all
+    of them when the server read the whole body first).
+    """
     sock = socket.create_connection(("127.0.0.1", port))
     sock.settimeout(60)
+    sent = 0
 
     def pump() -> None:
+        nonlocal sent
         try:
             sock.sendall(head)
             for chunk in chunks:
                 sock.sendall(chunk)
+                sent += len(chunk)
         except OSError:
             pass  # the server closed the connection: what a refusal does
 
-    started = time.monotonic()
     sender = threading.Thread(target=pump, daemon=True)
     sender.start()
     try:
         response = read_response(sock)
-        elapsed = time.monotonic() - started
+        sent_before_answer = sent
     finally:
         with contextlib.suppress(OSError):  # already reset by the server
             sock.shutdown(socket.SHUT_RDWR)
         sock.close()
         sender.join(60)
-    return response, elapsed
+    return response, sent_before_answer
 
 
 def request_head(
@@ -192,9 +198,11 @@ def test_big_bodies_are_refused_before_they_are_read(tmp_path: Path) -> None:
             ("chunked", request_head("/api/v1/users", token=TOKEN, chunked=True), True, 413),
         ]
         for name, head, chunked, expected in cases:
-            response, seconds = post_stream(server.port, head, junk(size, chunked))
+            response, sent = post_stream(server.port, head, junk(size, chunked))
             assert status_of(response) == expected, (name, response[:300])
-            assert seconds < 5, (name, seconds)
+            # Refused before it was read: answered with most of the body still unsent
+            # (what had gone fits in the sockets' buffers).
+            assert sent < size // 4, (name, sent)
             assert b"connection: close" in response.lower(), name
         after = server.rss_kib()
         assert after - baseline < 20 * 1024, (baseline, after)
@@ -208,12 +216,25 @@ def test_big_bodies_are_refused_before_they_are_read(tmp_path: Path) -> None:
 # -- slow clients -------------------------------------------------------------------------------
 
 
-def _held(sock: socket.socket) -> tuple[int | None, float]:
-    """Waits for the server to answer or close a stalled connection: (status, seconds)."""
-    started = time.monotonic()
+def _held(sock: socket.socket, opened: float) -> tuple[int | None, float]:
+    """Waits for the server to answer or close a stalled connection: (status, seconds open)."""
     response = read_response(sock)
     sock.close()
-    return status_of(response), time.monotonic() - started
+    return status_of(response), time.monotonic() - opened
+
+
+def _kept_alive(port: int, idle: float) -> list[int | None]:
+    """Two requests on one connection, `idle` seconds apart: their statuses."""
+    request = b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(60)
+        sock.sendall(request)
+        statuses = [status_of(read_response(sock))]
+        time.sleep(idle)
+        with contextlib.suppress(OSError):  # closed meanwhile: no second answer
+            sock.sendall(request)
+        statuses.append(status_of(read_response(sock)))
+    return statuses
 
 
 def test_slow_clients_are_cut_while_others_are_served(tmp_path: Path) -> None:
@@ -221,15 +242,17 @@ def test_slow_clients_are_cut_while_others_are_served(tmp_path: Path) -> None:
     env = sqlite_env(
         tmp_path, API_TOKENS=TOKEN, HEADER_TIMEOUT="3", BODY_TIMEOUT="3", KEEP_ALIVE_TIMEOUT="7"
     )
-    with running(tmp_path, env, "--no-access-log") as server:
+    # Bounds that only catch a connection never cut: the server's own deadlines are
+    # checked by what it answered (408, or a silent close), not by how fast.
+    never = idle_limit + 60
+    with running(tmp_path, env, "--no-access-log") as server, ThreadPoolExecutor(64) as pool:
         # A keep-alive connection idle for longer than HEADER_TIMEOUT stays usable.
-        idle = httpx.Client(base_url=server.base, timeout=10)
-        assert idle.get("/health/live").status_code == 200
-        stalled: list[tuple[str, socket.socket]] = []
-        opened = time.monotonic()
+        idle = pool.submit(_kept_alive, server.port, limit + 0.5)
+        stalled: list[tuple[str, socket.socket, float]] = []
         for i in range(60):
             sock = socket.create_connection(("127.0.0.1", server.port))
-            sock.settimeout(limit + 30)
+            opened = time.monotonic()
+            sock.settimeout(never)
             kind = ("silent", "crlf", "headers", "body")[i % 4]
             if kind == "crlf":  # bytes that begin no request do not keep a connection
                 sock.sendall(b"\r\n")
@@ -238,10 +261,11 @@ def test_slow_clients_are_cut_while_others_are_served(tmp_path: Path) -> None:
             elif kind == "body":
                 head = request_head("/api/v1/users", length=100, token=TOKEN)
                 sock.sendall(head + b'{"name": ')
-            stalled.append((kind, sock))
+            stalled.append((kind, sock, opened))
         # A client dripping its headers byte by byte is cut by the same deadline.
         drip = socket.create_connection(("127.0.0.1", server.port))
-        drip.settimeout(limit + 30)
+        drip_opened = time.monotonic()
+        drip.settimeout(never)
         dripping = threading.Event()
 
         def drip_headers() -> None:
@@ -254,39 +278,33 @@ def test_slow_clients_are_cut_while_others_are_served(tmp_path: Path) -> None:
                 pass
 
         threading.Thread(target=drip_headers, daemon=True).start()
-        dripping.wait(5)
-        with ThreadPoolExecutor(len(stalled) + 1) as pool:
-            held = {pool.submit(_held, sock): kind for kind, sock in stalled}
-            drip_held = pool.submit(_held, drip)
-            served = 0
-            auth = {"Authorization": f"Bearer {TOKEN}"}
-            with httpx.Client(base_url=server.base, timeout=10) as http:
-                for i in range(1000):
-                    if i % 2:
-                        response = http.get("/api/v1/users", params={"limit": 1}, headers=auth)
-                    else:
-                        response = http.get("/health/live")
-                    served += response.status_code == 200
-            normal_done = time.monotonic() - opened
-            results = [(held[f], *f.result()) for f in held]
-            drip_status, drip_seconds = drip_held.result()
+        dripping.wait(never)
+        held = {pool.submit(_held, sock, opened): kind for kind, sock, opened in stalled}
+        drip_held = pool.submit(_held, drip, drip_opened)
+        served = 0
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.Client(base_url=server.base, timeout=never) as http:
+            for i in range(1000):
+                if i % 2:
+                    response = http.get("/api/v1/users", params={"limit": 1}, headers=auth)
+                else:
+                    response = http.get("/health/live")
+                served += response.status_code == 200
+        results = [(held[f], *f.result()) for f in held]
+        drip_status, drip_seconds = drip_held.result()
         assert served == 1000
         for kind, status, seconds in results:
             if kind == "silent":
                 # Idle like a keep-alive connection: closed without a word after
-                # KEEP_ALIVE_TIMEOUT, not cut at the header deadline.
+                # KEEP_ALIVE_TIMEOUT (counted from after it opened), not cut at the
+                # header deadline.
                 assert status is None, (kind, status)
-                assert idle_limit - 2 < seconds < idle_limit + 3, (kind, seconds)
+                assert idle_limit - 0.5 < seconds < never - 10, (kind, seconds)
             else:
-                # The time counts from the request's first byte; the thread may start later.
                 assert status == 408, (kind, status)
-                assert seconds < limit + 3, (kind, seconds)
-        assert drip_status == 408
-        assert drip_seconds < limit + 3
-        # Idle keep-alive as before: longer than HEADER_TIMEOUT, shorter than its own limit.
-        time.sleep(max(0.0, limit + 0.5 - normal_done))
-        assert idle.get("/health/live").status_code == 200
-        idle.close()
+        assert drip_status == 408, drip_seconds
+        # Its second request came after HEADER_TIMEOUT: answered on the same connection.
+        assert idle.result() == [200, 200]
 
 
 # -- liveness at start-up ---------------------------------------------------------------------
@@ -322,22 +340,25 @@ def silent_server() -> Iterator[int]:
 
 
 @pytest.mark.parametrize("replica", ["refusing", "hanging"])
-def test_live_within_a_second_while_the_database_hangs(tmp_path: Path, replica: str) -> None:
+def test_live_while_the_database_hangs(tmp_path: Path, replica: str) -> None:
     secret = "pw-hanging-" + os.urandom(6).hex()
     with silent_server() as primary_port, silent_server() as replica_port:
         replica_at = replica_port if replica == "hanging" else pgcluster.free_port()
         env = {
             "DATABASE_URL": f"postgresql://app:{secret}@127.0.0.1:{primary_port}/app",
             "REPLICA_URLS": f"postgresql://app:{secret}@127.0.0.1:{replica_at}/app",
+            # The first probe round waits this long on the silent primary: still starting
+            # when the checks below come, however busy the machine.
+            "CONNECT_TIMEOUT": "60",
         }
         server = launch(tmp_path, env)
         try:
-            opened = wait_port(server)
-            live = httpx.get(f"{server.base}/health/live", timeout=5)
-            answered = time.monotonic()
+            wait_port(server)
+            # Live as soon as it listens: answered while start-up still waits on the
+            # database (ready says so after it), however slow the machine.
+            live = httpx.get(f"{server.base}/health/live", timeout=30)
             assert live.status_code == 200
-            assert answered - opened < 1.0
-            ready = httpx.get(f"{server.base}/health/ready", timeout=5)
+            ready = httpx.get(f"{server.base}/health/ready", timeout=30)
             assert ready.status_code == 503
             assert ready.json() == {"status": "not_ready", "error": "starting"}
         finally:

@@ -171,7 +171,7 @@ async def test_write_on_primary_is_visible_on_replica(postgres: Postgres) -> Non
                     email=email, name="Replicated", unified_role="client"
                 )
             )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # only catches a write never replicated
         async with replica.connect() as conn:
             assert await conn.scalar(text("SELECT pg_is_in_recovery()")) is True
             while True:

@@ -31,6 +31,17 @@ def _check_answers(load: Load, where: str) -> None:
     assert not failed, f"{where}: {len(failed)} failed reads, e.g. {failed[:3]}"
 
 
+async def _until_booked(load: Load, after: float, count: int) -> None:
+    """Waits for `count` bookings answered 201 that began after `after` (monotonic)."""
+    deadline = time.monotonic() + 120  # only catches a service that stopped booking
+    while (
+        sum(1 for a in load.answers if a.op == "book" and a.status == 201 and a.started > after)
+        < count
+    ):
+        assert time.monotonic() < deadline, load.timeline()
+        await asyncio.sleep(0.05)
+
+
 def _check_reflected(load: Load, found: dict[str, dict[int, dict[str, Any]]]) -> None:
     """What every 2xx said is in the database, column by column."""
     for key, said in load.appointments.items():
@@ -83,7 +94,8 @@ async def test_serving_sqlite_moves_to_postgresql_and_back_under_load(
         pauses = {}
         blocks: dict[str, list[int]] = {}
         for where, args in (("postgresql", ()), ("sqlite", ("--back",))):
-            await asyncio.sleep(3)
+            # Load under way on the side that serves, then the cutover meets it.
+            await _until_booked(load, time.monotonic(), 10)
             begun = len(load.answers)
             cutover = live.cli(tmp_path, f"cutover-{where}", "db", "cutover", db.lite, db.pg, *args)
             assert await live.finished(cutover, 120) == 0, cutover.text()
@@ -100,7 +112,7 @@ async def test_serving_sqlite_moves_to_postgresql_and_back_under_load(
                     await asyncio.sleep(0.02)
             assert health["backend"]["active"] == where, health
             assert health["backend"]["switches"][-1]["to"] == where
-            await asyncio.sleep(2)
+            await _until_booked(load, switched, 10)  # served after the switch
             window = Load(server.base, plan)
             window.answers = load.answers[begun:]
             pauses[where] = window.longest_write_pause()

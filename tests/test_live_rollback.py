@@ -193,7 +193,7 @@ async def test_rollback_keeps_every_acknowledged_write(
         cutover = live.cli(tmp_path, "cutover", "db", "cutover", db.lite, db.pg)
         assert await live.finished(cutover, 120) == 0, cutover.text()
         async with httpx.AsyncClient(base_url=server.base, timeout=30) as client:
-            await _until(client, lambda b: b.get("active") == "postgresql", 10)
+            await _until(client, lambda b: b.get("active") == "postgresql", 60)
             load = Load(server.base, plan, writes_per_second=20, reads_per_second=20)
             stop = asyncio.Event()
             running = asyncio.create_task(load.run(stop))
@@ -249,7 +249,12 @@ async def test_rollback_keeps_every_acknowledged_write(
         for table, key, lost in conflicts:
             view = said.get(table, {}).get(key)
             if view is not None and lost is not None:
-                assert (lost["status"], lost["version"]) != (view["status"], view["version"])
+                # The client's retry on SQLite may have made the very change the straggler
+                # made: then the version it was told is the one kept, and a copy is aside.
+                told = (view["status"], view["version"])
+                kept = (found[table][key]["status"], found[table][key]["version"])
+                set_aside = (lost["status"], lost["version"])
+                assert set_aside != told or kept == told, (table, key, lost, view)
             assert table != "users" or key not in load.users, (table, key)
         assert settled["backend"]["conflicts"] == len(conflicts)
         for table, key, _lost in conflicts:

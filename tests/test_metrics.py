@@ -180,15 +180,18 @@ async def test_slow_queries_counted_and_logged_without_parameters(
     slow = value(after, "database_slow_queries_total", role="replica") - value(
         before, "database_slow_queries_total", role="replica"
     )
-    assert slow == 1
-    [record] = [r for r in caplog.records if r.name == "app.db.slow_queries"]
-    assert record.getMessage() == "slow query"
-    entry = record.__dict__
+    records = [r for r in caplog.records if r.name == "app.db.slow_queries"]
+    # On a busy machine the fast query may cross the line too: whatever is counted is
+    # logged, and only what took longer than SLOW_QUERY_SECONDS is either.
+    assert slow == sum(1 for r in records if r.__dict__["role"] == "replica")
+    for record in records:
+        assert record.getMessage() == "slow query"
+        assert record.__dict__["duration_seconds"] >= 0.15
+        assert len(record.__dict__["statement"]) <= 200
+        assert "pw-" not in str(record.__dict__)
+    [entry] = [r.__dict__ for r in records if r.__dict__["statement"].startswith("SELECT pg_sleep")]
     assert entry["role"] == "replica"
-    assert entry["duration_seconds"] >= 0.15
     assert entry["statement"].startswith("SELECT pg_sleep(0.2)")
-    assert len(entry["statement"]) <= 200
-    assert "pw-" not in str(entry)
 
 
 async def test_pool_gauges_and_timeouts(postgres: Postgres) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,7 +19,7 @@ from sqlalchemy import event, func, select
 from app.config import Settings
 from app.db.models import User
 from app.main import create_app
-from tests import factories
+from tests import factories, races
 from tests.conftest import Postgres, make_settings
 
 API = "/api/v1"
@@ -327,7 +326,7 @@ async def test_emails_are_unique_whatever_their_case(
 
 
 async def test_case_variant_emails_race(settings: Settings) -> None:
-    """1,000 sign-ups of one address in as many spellings of its case: one account."""
+    """200 sign-ups of one address in as many spellings of its case: one account."""
     patient = make_settings(
         settings.primary_url, [u.get_secret_value() for u in settings.replica_urls], pool_timeout=60
     )
@@ -336,7 +335,7 @@ async def test_case_variant_emails_race(settings: Settings) -> None:
     variants = [
         "".join(c.upper() if i >> (j % 10) & 1 else c for j, c in enumerate(local))
         + ("@EXAMPLE.com" if i % 2 else "@example.COM")
-        for i in range(1000)
+        for i in range(200)
     ]
     async with (
         app.router.lifespan_context(app),
@@ -345,6 +344,6 @@ async def test_case_variant_emails_race(settings: Settings) -> None:
         responses = await asyncio.gather(
             *(client.post(f"{API}/users", json={"email": e, "name": "Racer"}) for e in variants)
         )
-        assert Counter(r.status_code for r in responses) == {201: 1, 409: 999}
+        assert races.statuses(responses, {201, 409})[201] == 1
         [winner] = [r.json()["email"] for r in responses if r.status_code == 201]
         assert await accounts_with(app, winner) == [winner]
