@@ -9,6 +9,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
@@ -301,6 +302,10 @@ def test_a_service_whose_database_refuses_it_logs_once_and_shows_no_secret(
                 assert response.headers["retry-after"], path
                 outputs.append(response.text)
             response = http.get("/health/ready")
+            deadline = time.monotonic() + 60  # "starting" until the first probe round ends
+            while response.json().get("error") == "starting" and time.monotonic() < deadline:
+                time.sleep(0.1)
+                response = http.get("/health/ready")
             assert response.status_code == 503
             assert response.json()["primary"]["error"] == "login_refused"
             outputs.append(response.text)

@@ -42,6 +42,7 @@ _TABLES = text(
     " ORDER BY c.relname"
 )
 _REPLAYED = text("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text")
+_NUDGE = text("SELECT pg_current_xact_id()")
 
 
 def timeline_of(walfile: str | None) -> int | None:
@@ -248,7 +249,7 @@ class Sampler:
     ) -> tuple[int, list[int]] | None:
         """(rows, keys that differ) of the range, at a common point; None if it moved."""
         count, before, lsn = await _digest(primary, table, key, lo, hi, primary=True)
-        if not await self._replayed(standby, parse_lsn(lsn)):
+        if not await self._replayed(primary, standby, parse_lsn(lsn)):
             return None
         _, seen, _ = await _digest(standby, table, key, lo, hi)
         if (await _digest(primary, table, key, lo, hi))[:2] != (count, before):
@@ -261,13 +262,25 @@ class Sampler:
             return None  # the primary moved after all: nothing to conclude
         return count, sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
 
-    async def _replayed(self, standby: AsyncConnection, target: int) -> bool:
-        """Wait (bounded) for the replica to replay past `target`; a primary always has."""
+    async def _replayed(
+        self, primary: AsyncConnection, standby: AsyncConnection, target: int
+    ) -> bool:
+        """Wait (bounded) for the replica to replay past `target`; a primary always has.
+
+        WAL the primary inserted may wait unwritten while nothing commits (a page pruned
+        by a read, say): a transaction id taken and committed has the WAL writer flush
+        everything before its commit record soon, so a quiet primary's replica gets there.
+        """
         deadline = time.monotonic() + self.wait_seconds
+        nudged = False
         while True:
             in_recovery, replay = (await standby.execute(_REPLAYED)).one()
             if not in_recovery or (replay is not None and parse_lsn(str(replay)) >= target):
                 return True
             if time.monotonic() >= deadline:
                 return False
+            if not nudged:
+                await primary.execute(_NUDGE)
+                await primary.commit()
+                nudged = True
             await asyncio.sleep(0.05)
