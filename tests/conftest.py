@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -19,7 +20,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from app.config import Settings
-from app.db.migrate import upgrade
+from app.db.migrate import upgrade, upgrade_async
 from app.main import create_app
 from app.redaction import scrub
 from tests import pgcluster
@@ -195,3 +196,23 @@ async def scratch_db(postgres: Postgres) -> AsyncIterator[str]:
         yield url
     finally:
         await drop_database(postgres, name)
+
+
+@asynccontextmanager
+async def database_at(
+    revision: str, backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[str]:
+    """A new database of the backend's, migrated to `revision` (and dropped afterwards)."""
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+        await upgrade_async(url, revision)
+        yield url
+        return
+    pg: Postgres = request.getfixturevalue("postgres")
+    name = unique("db").replace("-", "_")
+    url = await create_database(pg, name)
+    try:
+        await upgrade_async(url, revision)
+        yield url
+    finally:
+        await drop_database(pg, name)

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from app.db.engine import create_engine
 from app.db.migrate import upgrade_async
-from tests.conftest import Postgres, create_database, drop_database, make_settings, unique
+from tests.conftest import database_at, make_settings
 
 
 @pytest.fixture
@@ -20,19 +20,8 @@ async def old_url(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[str]:
     """A new database at the revision before the booking rules."""
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-        await upgrade_async(url, "0004")
+    async with database_at("0004", backend, request, tmp_path) as url:
         yield url
-        return
-    pg: Postgres = request.getfixturevalue("postgres")
-    name = unique("db").replace("-", "_")
-    url = await create_database(pg, name)
-    try:
-        await upgrade_async(url, "0004")
-        yield url
-    finally:
-        await drop_database(pg, name)
 
 
 async def run(url: str, sql: str, **params: Any) -> list[Any]:

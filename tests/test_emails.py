@@ -23,14 +23,7 @@ from app.db import transfer
 from app.db.migrate import upgrade_async
 from app.db.models import User, email_key
 from app.main import create_app
-from tests.conftest import (
-    Postgres,
-    create_database,
-    drop_database,
-    make_settings,
-    pg_fetch,
-    unique,
-)
+from tests.conftest import database_at, make_settings, pg_fetch
 from tests.test_booking_migration import revision, run
 from tests.test_transfer import quiet
 
@@ -114,19 +107,8 @@ async def at_0006(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[str]:
     """A new database at the revision before users.email_key."""
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-        await upgrade_async(url, "0006")
+    async with database_at("0006", backend, request, tmp_path) as url:
         yield url
-        return
-    pg: Postgres = request.getfixturevalue("postgres")
-    name = unique("db").replace("-", "_")
-    url = await create_database(pg, name)
-    try:
-        await upgrade_async(url, "0006")
-        yield url
-    finally:
-        await drop_database(pg, name)
 
 
 async def _add(url: str, email: str) -> int:
