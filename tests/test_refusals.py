@@ -27,7 +27,7 @@ from app.db import errors as db_errors
 from app.db.access import REFUSED_RETRY_SECONDS
 from app.db.errors import Refused
 from app.logs import JsonFormatter, TextFormatter
-from tests.conftest import Postgres, _plain
+from tests.conftest import Postgres
 from tests.leaks import leaks, secret
 from tests.test_health import until
 from tests.test_unavailable import (
@@ -39,6 +39,7 @@ from tests.test_unavailable import (
     shop,
 )
 from tests.test_unavailable import database as database
+from tests.test_unavailable import refusal as answer_to
 
 ACCESS_LOGGER = "app.db.access"
 REFUSES = "database refuses the service's connections"
@@ -118,16 +119,6 @@ async def refusal_of(db: Database, name: str) -> AsyncIterator[Case]:
         yield case
     finally:
         await db.admin.execute(f'DROP DATABASE IF EXISTS "{db.name}_later" WITH (FORCE)')
-
-
-async def answer_to(url: str) -> str | None:
-    """The SQLSTATE PostgreSQL answers a new connection with, None when it takes it."""
-    try:
-        conn = await asyncpg.connect(_plain(url))
-    except asyncpg.PostgresError as exc:
-        return str(exc.sqlstate)
-    await conn.close()
-    return None
 
 
 # -- what the service logged ------------------------------------------------------------

@@ -127,7 +127,6 @@ class Mismatch:
 class Consistency:
     """One replica's sampled comparisons: the window's totals and the last divergence."""
 
-    window_seconds: float
     samples: deque[tuple[float, int, int]] = field(default_factory=deque)  # (at, rows, matched)
     rows_total: int = 0
     mismatched_total: int = 0
@@ -135,12 +134,12 @@ class Consistency:
     diverged: Mismatch | None = None
     cursors: dict[str, int] = field(default_factory=dict)
 
-    def add(self, rows: int, matched: int) -> None:
+    def add(self, rows: int, matched: int, window_seconds: float) -> None:
         now = time.monotonic()
         self.samples.append((now, rows, matched))
         self.rows_total += rows
         self.mismatched_total += rows - matched
-        while self.samples and now - self.samples[0][0] > self.window_seconds:
+        while self.samples and now - self.samples[0][0] > window_seconds:
             self.samples.popleft()
 
     @property
@@ -157,10 +156,10 @@ class Consistency:
 class Sampler:
     """Compares `rows` keys per table per period between the primary and one replica."""
 
-    def __init__(self, rows: int, wait_seconds: float, statement_seconds: float) -> None:
+    def __init__(self, rows: int, wait_seconds: float, window_seconds: float) -> None:
         self.rows = rows
         self.wait_seconds = wait_seconds
-        self.statement_seconds = statement_seconds
+        self.window_seconds = window_seconds
 
     async def tables(self, primary: AsyncConnection) -> list[tuple[str, str]]:
         return [(str(t), str(k)) for t, k in (await primary.execute(_TABLES)).all()]
@@ -171,7 +170,8 @@ class Sampler:
         primary: AsyncConnection,
         standby: AsyncConnection,
         tables: list[tuple[str, str]],
-    ) -> None:
+    ) -> tuple[int, int]:
+        """Compares the period's ranges; (rows compared, rows that matched)."""
         state = replica.consistency
         rows = matched = 0
         found: Mismatch | None = None
@@ -190,13 +190,14 @@ class Sampler:
                 found = found or bad
         state.checked_at = time.monotonic()
         if rows:
-            state.add(rows, matched)
+            state.add(rows, matched, self.window_seconds)
         if found is not None:
             state.diverged = found
         elif settled and state.diverged is not None:
             # Every table compared clean, the range that differed included (it is sampled
             # again until it matches): a rebuilt replica comes back.
             state.diverged = None
+        return rows, matched
 
     async def _range(
         self,

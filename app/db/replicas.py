@@ -14,7 +14,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db.consistency import Consistency, Identity, Primary, Sampler, identity, timeline_of
+from app.db.consistency import (
+    Consistency,
+    Identity,
+    Mismatch,
+    Primary,
+    Sampler,
+    identity,
+    timeline_of,
+)
 from app.db.errors import REFUSALS, refusal
 from app.db.lsn import parse_lsn
 from app.db.metrics import DatabaseMetrics
@@ -62,7 +70,7 @@ class Replica:
     system: str | None = None
     timeline: int | None = None
     identity: Identity | None = None
-    consistency: Consistency = field(default_factory=lambda: Consistency(3600.0))
+    consistency: Consistency = field(default_factory=Consistency)
 
     @property
     def name(self) -> str:
@@ -150,8 +158,6 @@ class ReplicaMonitor:
         self.replicas = replicas
         self.analytics = analytics
         self.members = [*replicas, *([analytics] if analytics is not None else [])]
-        for member in self.members:
-            member.consistency = Consistency(settings.replica_consistency_window_seconds)
         self.primary_probe = primary_probe
         self.primary_lsn: int | None = None
         self.primary_response_time: float | None = None
@@ -161,7 +167,7 @@ class ReplicaMonitor:
         self.sampler = Sampler(
             settings.replica_consistency_sample_rows,
             max(settings.max_replica_lag_seconds, settings.replica_probe_interval_seconds),
-            settings.connect_timeout,
+            settings.replica_consistency_window_seconds,
         )
         self._task: asyncio.Task[None] | None = None
         self._sampling: asyncio.Task[None] | None = None
@@ -307,24 +313,24 @@ class ReplicaMonitor:
                     replica.probe.connect() as standby,
                 ):
                     tables = await self.sampler.tables(primary)
-                    before = replica.consistency.rows_total, replica.consistency.mismatched_total
-                    await self.sampler.check(replica, primary, standby, tables)
+                    rows, matched = await self.sampler.check(replica, primary, standby, tables)
             except Exception as exc:  # a replica that cannot be sampled now is judged by probes
                 log.info(
                     "consistency check skipped",
                     extra={"replica": replica.name, "error": type(exc).__name__},
                 )
                 continue
-            self._record_sample(replica, before, was)
+            self._record_sample(replica, rows, matched, was)
 
-    def _record_sample(self, replica: Replica, before: tuple[int, int], was: object | None) -> None:
+    def _record_sample(
+        self, replica: Replica, rows: int, matched: int, was: Mismatch | None
+    ) -> None:
         state = replica.consistency
-        rows, mismatched = state.rows_total - before[0], state.mismatched_total - before[1]
         if rows:
             sampled = self.metrics.replica_sampled_rows
-            sampled.labels(replica.name, "matched").inc(rows - mismatched)
-            if mismatched:
-                sampled.labels(replica.name, "mismatched").inc(mismatched)
+            sampled.labels(replica.name, "matched").inc(matched)
+            if rows > matched:
+                sampled.labels(replica.name, "mismatched").inc(rows - matched)
         ratio = state.ratio
         if ratio is not None:
             self.metrics.replica_consistency.labels(replica.name).set(ratio)
