@@ -1,4 +1,4 @@
-"""The pools hand connections to waiters in arrival order (app/db/fair_queue.py).
+"""The pools hand connections to waiters in arrival order (app/adapters/sqlalchemy_pool.py).
 
 On the suite's PostgreSQL, a pool of 2: both connections held, waiters queue, and a
 connection given back goes to the longest waiter even when a newcomer asks for one in
@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.util import greenlet_spawn
 
-from app.db.engine import CountingPool, create_engine
+from app.adapters.sqlalchemy_pool import CountingPool, in_greenlet
+from app.db.engine import create_engine
 from tests.conftest import Postgres, make_settings
 
 
@@ -29,7 +29,7 @@ async def test_waiters_are_served_in_arrival_order(postgres: Postgres) -> None:
         async def wait(name: str) -> None:
             conn = await engine.raw_connection()
             served.append(name)
-            await greenlet_spawn(conn.close)
+            await in_greenlet(conn.close)
 
         waiters = []
         for i in range(5):
@@ -42,12 +42,12 @@ async def test_waiters_are_served_in_arrival_order(postgres: Postgres) -> None:
             held[0].close()
             return engine.sync_engine.raw_connection()
 
-        newcomer = await greenlet_spawn(give_back_and_take)
+        newcomer = await in_greenlet(give_back_and_take)
         served.append("newcomer")
         await asyncio.gather(*waiters)
         assert served == ["w0", "w1", "w2", "w3", "w4", "newcomer"]
-        await greenlet_spawn(newcomer.close)
-        await greenlet_spawn(held[1].close)
+        await in_greenlet(newcomer.close)
+        await in_greenlet(held[1].close)
         assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     finally:
         await engine.dispose()
@@ -69,9 +69,9 @@ async def test_a_waiter_that_gives_up_leaves_the_queue(postgres: Postgres) -> No
         # The connection given back goes to the next live waiter, not to the gone ones.
         later = asyncio.create_task(engine.raw_connection())
         await asyncio.sleep(0.05)
-        await greenlet_spawn(held.close)
+        await in_greenlet(held.close)
         conn = await asyncio.wait_for(later, 2)
-        await greenlet_spawn(conn.close)
+        await in_greenlet(conn.close)
         assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     finally:
         await engine.dispose()
@@ -92,27 +92,27 @@ async def test_checkout_without_io_only_when_nothing_is_to_be_awaited(postgres: 
         assert pool.checkout_without_io()  # the newest idle one, returned just now
         again = engine.sync_engine.raw_connection()  # and so no greenlet needed
         assert again.driver_connection is first_driver
-        await greenlet_spawn(again.close)
+        await in_greenlet(again.close)
         await asyncio.sleep(0.3)  # past half the ping window: the checkout would ping
         assert not pool.checkout_without_io()
         both = [await engine.raw_connection() for _ in range(2)]
         assert not pool.checkout_without_io()  # none idle: a checkout would wait
         waiting = asyncio.create_task(engine.raw_connection())
         await asyncio.sleep(0.05)
-        await greenlet_spawn(both[0].close)  # handed straight to the waiter
+        await in_greenlet(both[0].close)  # handed straight to the waiter
         third = await asyncio.wait_for(waiting, 2)
         assert not pool.checkout_without_io()
         for conn in (third, both[1]):
-            await greenlet_spawn(conn.close)
+            await in_greenlet(conn.close)
         # A connection the server closed is never handed out the quick way.
         newest = await engine.raw_connection()
         admin = await engine.raw_connection()
         driver: Any = newest.driver_connection
         killer: Any = admin.driver_connection
         pid = driver.get_server_pid()
-        await greenlet_spawn(newest.close)
+        await in_greenlet(newest.close)
         await killer.execute("SELECT pg_terminate_backend($1)", pid)
-        await greenlet_spawn(admin.close)
+        await in_greenlet(admin.close)
         for _ in range(100):
             if driver.is_closed():
                 break
@@ -124,6 +124,6 @@ async def test_checkout_without_io_only_when_nothing_is_to_be_awaited(postgres: 
         assert quick
         assert conn.driver_connection is killer
         assert not pool.checkout_without_io()  # now the dead one is on top
-        await greenlet_spawn(conn.close)
+        await in_greenlet(conn.close)
     finally:
         await engine.dispose()

@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.adapters.sqlalchemy_pool import max_overflow
 from app.config import Settings
 from app.db.engine import is_sqlite
 
@@ -35,7 +36,7 @@ AVAILABLE = (
 
 def _capacity(engine: AsyncEngine) -> tuple[int, int]:
     pool: Any = engine.pool
-    return int(pool.size()), int(pool._max_overflow)
+    return int(pool.size()), max_overflow(pool)
 
 
 def server(engine: AsyncEngine) -> str:

@@ -2,90 +2,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any, Literal
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProxiedConnection
-from sqlalchemy.util import await_only
+from sqlalchemy.pool import ConnectionPoolEntry
 
+from app.adapters.sqlalchemy_pool import CountingPool
 from app.config import Settings
-from app.db.fair_queue import FairQueue
 
 Role = Literal["primary", "replica", "analytics"]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 PING_AFTER_IDLE_SECONDS = 0.5
-
-
-class CountingPool(AsyncAdaptedQueuePool):
-    """A queue pool that serves waiters in arrival order (app/db/fair_queue.py) and
-    reports each checkout that gave up after POOL_TIMEOUT."""
-
-    _queue_class = FairQueue[ConnectionPoolEntry]
-    on_timeout: Callable[[], None] | None = None
-    # Seconds after its return within which a connection is handed out unpinged
-    # (the checkout event _ping), or None when that event is not attached.
-    ping_after_idle: float | None = None
-
-    def checkout_without_io(self) -> bool:
-        """Would a checkout now hand out an idle connection as it is, with no await?
-
-        Nearly every checkout under load: the newest idle connection, returned within
-        the ping window, neither recycled nor invalidated, nobody waiting. Then the
-        caller may check out without a greenlet (a tenth of the CPU); anything else
-        (a wait, a ping, a reconnect) goes the awaited way.
-        """
-        queue = self._pool
-        record = queue.newest_idle() if isinstance(queue, FairQueue) else None
-        if record is None or self._pre_ping or record.dbapi_connection is None:
-            return False
-        started = record.starttime
-        if self._recycle > -1 and time.time() - started > self._recycle - 1:
-            return False
-        soft = record._soft_invalidate_time
-        if self._invalidate_time > started or soft > started:
-            return False
-        driver: Any = record.driver_connection
-        if driver is None or driver.is_closed():
-            return False
-        if self.ping_after_idle is not None:
-            returned_at = record.info.get("returned_at")
-            margin = self.ping_after_idle / 2
-            if returned_at is None or time.monotonic() - returned_at > margin:
-                return False
-        return True
-
-    def checkin_without_io(self, connection: PoolProxiedConnection) -> bool:
-        """Would giving `connection` back need no await? It goes back to the idle
-        queue as it is (no overflow to close, valid, this pool's, no transaction)."""
-        driver: Any = connection.driver_connection
-        return (
-            self._overflow <= 0
-            and connection.is_valid
-            and getattr(connection, "_pool", None) is self
-            and driver is not None
-            and not driver.is_closed()
-            and getattr(connection.dbapi_connection, "_transaction", None) is None
-        )
-
-    def _do_get(self) -> Any:
-        try:
-            return super()._do_get()
-        except PoolTimeout:
-            if self.on_timeout is not None:
-                self.on_timeout()
-            raise
-
-    def recreate(self) -> CountingPool:
-        pool = super().recreate()
-        assert isinstance(pool, CountingPool)
-        pool.on_timeout = self.on_timeout  # dispose() recreates the pool: keep counting
-        return pool
 
 
 def application_name(role: Role, index: int | None = None) -> str:
@@ -177,7 +108,7 @@ def _stamp(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         record.info["returned_at"] = time.monotonic()
 
 
-def _ping(_dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+def _ping(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
     """Pessimistic disconnect handling: a dead pooled connection is replaced, not used.
 
     Except one that was in use less than PING_AFTER_IDLE_SECONDS ago: under load
@@ -197,7 +128,7 @@ def _ping(_dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> N
     if returned_at is not None and time.monotonic() - returned_at < PING_AFTER_IDLE_SECONDS:
         return
     try:
-        await_only(driver.fetchrow(";"))
+        dbapi_connection.run_async(lambda driver: driver.fetchrow(";"))
     except Exception as exc:
         # The pool discards this connection and checks out (or opens) another.
         raise DisconnectionError("pooled connection failed its ping") from exc

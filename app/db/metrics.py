@@ -26,11 +26,11 @@ from prometheus_client import values as prometheus_values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
-from app.db.engine import CountingPool
+from app.adapters.sqlalchemy_pool import CountingPool
 from app.db.models import Base
 
 log = logging.getLogger("app.db.slow_queries")
@@ -243,6 +243,7 @@ class DatabaseMetrics:
         # Statements sent to the driver directly (app/queries/hot.py) bypass the engine's
         # events; they are recorded here instead, found by the pool they ran on.
         self._recorders: weakref.WeakKeyDictionary[Any, Recorder] = weakref.WeakKeyDictionary()
+        self._instrumented: weakref.WeakSet[Engine] = weakref.WeakSet()
 
     def _replica_gauge(self, name: str, documentation: str) -> Gauge:
         return Gauge(
@@ -268,9 +269,9 @@ class DatabaseMetrics:
     def instrument_engine(self, engine: AsyncEngine, role: str, slow_query_seconds: float) -> None:
         """Count and time every statement of `engine`; log the slow ones (never parameters)."""
         sync_engine = engine.sync_engine
-        if getattr(sync_engine, "_bookedbarber_instrumented", False):
+        if sync_engine in self._instrumented:
             return
-        sync_engine._bookedbarber_instrumented = True  # type: ignore[attr-defined]
+        self._instrumented.add(sync_engine)
         record = Recorder(self, role, slow_query_seconds)
 
         def before(

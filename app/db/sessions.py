@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.util import greenlet_spawn
 
-from app.db.engine import CountingPool
+from app.adapters.sqlalchemy_pool import CountingPool, in_greenlet
 from app.db.errors import is_connection_error
 
 if TYPE_CHECKING:
@@ -130,7 +129,7 @@ class Reader:
             lost = not is_connection_error(exc) and driver.is_closed()
             if lost or is_connection_error(exc):
                 pooled, self._pooled = self._pooled, None
-                await greenlet_spawn(pooled.invalidate, exc)
+                await in_greenlet(pooled.invalidate, exc)
             if lost:
                 raise ConnectionResetError("the database closed the connection") from exc
             raise
@@ -145,4 +144,4 @@ class Reader:
         if isinstance(pool, CountingPool) and pool.checkin_without_io(pooled):
             pooled.close()
         else:
-            await greenlet_spawn(pooled.close)
+            await in_greenlet(pooled.close)

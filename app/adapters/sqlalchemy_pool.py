@@ -1,0 +1,208 @@
+"""SQLAlchemy's connection pool where its public API has no answer: the one place that
+reads or replaces its private parts. tests/test_library_shapes.py fails, naming the
+attribute, when an installed SQLAlchemy changes any of them; pyproject.toml bounds it to
+the minor release they were read from.
+
+What it relies on, and what each buys:
+
+- `QueuePool._queue_class`, and `sqlalchemy.util.queue` (`QueueCommon`, `Empty`, `Full`)
+  as the interface QueuePool calls on it: the idle connections sit in FairQueue, which
+  hands a returned connection to the longest waiter. SQLAlchemy's asyncio queue lets a
+  newcomer take it first, and at 10,000 connections a few requests waited seconds while
+  the median waited nothing (bench/tails.py, "Where the tail comes from").
+  `sqlalchemy.util.await_only` lets FairQueue wait from the pool's synchronous code.
+- `QueuePool._do_get`: where a checkout gives up after POOL_TIMEOUT, counted for
+  `database_pool_timeouts_total` (the pool has no event for it).
+- `QueuePool._pool`, `_pre_ping`, `_recycle`, `_invalidate_time`, `_overflow`, an entry's
+  `starttime` and `_soft_invalidate_time`, a checked-out connection's `_pool` and the
+  asyncpg adapter's `_transaction`: enough to tell that a checkout or a checkin would not
+  await, so that the hot reads (app/db/sessions.py Reader) take and give back their
+  connection without a greenlet. That is most of the Reader's own CPU per request
+  (bench/pool_fast_path.py, and the hot reads of bench/run.py).
+- `QueuePool._max_overflow`: the configured overflow, for the start-up budget
+  (app/db/budget.py); the pool has no public getter for it.
+- `sqlalchemy.util.greenlet_spawn`: closes or invalidates a raw connection from async
+  code when the pool may await (AsyncEngine.raw_connection has no async counterpart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import (
+    AsyncAdaptedQueuePool,
+    ConnectionPoolEntry,
+    PoolProxiedConnection,
+    QueuePool,
+)
+from sqlalchemy.util import await_only, greenlet_spawn
+from sqlalchemy.util.queue import Empty, Full, QueueCommon
+
+_T = TypeVar("_T")
+
+
+# Runs a synchronous pool operation that may await (close, invalidate) from async code.
+in_greenlet = greenlet_spawn
+
+
+def max_overflow(pool: QueuePool) -> int:
+    """MAX_OVERFLOW as the pool was made with it (-1: unbounded)."""
+    return int(pool._max_overflow)
+
+
+class FairQueue(QueueCommon[_T]):
+    """The pools' queue of idle connections, handing them to waiters in arrival order.
+
+    A connection given back wakes the first waiter of SQLAlchemy's own queue, but the
+    waiter runs only on a later turn of the event loop; a request arriving before that
+    takes the connection, and the woken waiter, finding none, queues again at the back.
+    Here a connection given back goes straight to the longest waiter, and a checkout
+    queues behind anyone already waiting: the tail is the queue's length, not bad luck.
+    Idle connections stay last-in first-out when the pool asks for it (pool_use_lifo).
+    """
+
+    def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
+        self.maxsize = maxsize
+        self.use_lifo = use_lifo
+        self._items: deque[_T] = deque()
+        self._waiters: deque[asyncio.Future[_T]] = deque()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= len(self._items)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, item: _T) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(item)
+                return
+        if self.full():
+            raise Full()
+        self._items.append(item)
+
+    def put(self, item: _T, block: bool = True, timeout: float | None = None) -> None:
+        # The pool only gives back what it took: there is always room, or Full says
+        # the connection is overflow, to be closed. Nothing to wait for.
+        self.put_nowait(item)
+
+    def newest_idle(self) -> _T | None:
+        """What a checkout would take at once: the newest idle item, when LIFO and no
+        one is waiting (else None)."""
+        if self.use_lifo and self._items and not self._waiters:
+            return self._items[-1]
+        return None
+
+    def get_nowait(self) -> _T:
+        if not self._items:
+            raise Empty()
+        return self._items.pop() if self.use_lifo else self._items.popleft()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> _T:
+        if not block or (self._items and not self._waiters):
+            return self.get_nowait()
+        return await_only(self._wait(timeout))
+
+    async def _wait(self, seconds: float | None) -> _T:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[_T] = loop.create_future()
+        self._waiters.append(waiter)
+        # A timer on the waiter itself: asyncio.wait_for would add a future and callbacks.
+        timer = loop.call_later(seconds, _expire, waiter) if seconds is not None else None
+        try:
+            return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # Handed a connection just as it was cancelled: the next waiter gets it.
+                self.put_nowait(waiter.result())
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+
+def _expire(waiter: asyncio.Future[_T]) -> None:
+    """POOL_TIMEOUT passed: QueuePool turns Empty into its TimeoutError."""
+    if not waiter.done():
+        waiter.set_exception(Empty())
+
+
+class CountingPool(AsyncAdaptedQueuePool):
+    """A queue pool that serves waiters in arrival order (FairQueue), reports each
+    checkout that gave up after POOL_TIMEOUT, and tells when a checkout or a checkin
+    would not await."""
+
+    _queue_class = FairQueue[ConnectionPoolEntry]
+    on_timeout: Callable[[], None] | None = None
+    # Seconds after its return within which a connection is handed out unpinged
+    # (the checkout event _ping), or None when that event is not attached.
+    ping_after_idle: float | None = None
+
+    def checkout_without_io(self) -> bool:
+        """Would a checkout now hand out an idle connection as it is, with no await?
+
+        Nearly every checkout under load: the newest idle connection, returned within
+        the ping window, neither recycled nor invalidated, nobody waiting. Then the
+        caller may check out without a greenlet; anything else (a wait, a ping, a
+        reconnect) goes the awaited way.
+        """
+        queue = self._pool
+        record = queue.newest_idle() if isinstance(queue, FairQueue) else None
+        if record is None or self._pre_ping or record.dbapi_connection is None:
+            return False
+        started = record.starttime
+        if self._recycle > -1 and time.time() - started > self._recycle - 1:
+            return False
+        soft = record._soft_invalidate_time
+        if self._invalidate_time > started or soft > started:
+            return False
+        driver: Any = record.driver_connection
+        if driver is None or driver.is_closed():
+            return False
+        if self.ping_after_idle is not None:
+            returned_at = record.info.get("returned_at")
+            margin = self.ping_after_idle / 2
+            if returned_at is None or time.monotonic() - returned_at > margin:
+                return False
+        return True
+
+    def checkin_without_io(self, connection: PoolProxiedConnection) -> bool:
+        """Would giving `connection` back need no await? It goes back to the idle
+        queue as it is (no overflow to close, valid, this pool's, no transaction)."""
+        driver: Any = connection.driver_connection
+        return (
+            self._overflow <= 0
+            and connection.is_valid
+            and getattr(connection, "_pool", None) is self
+            and driver is not None
+            and not driver.is_closed()
+            and getattr(connection.dbapi_connection, "_transaction", None) is None
+        )
+
+    def _do_get(self) -> Any:
+        try:
+            return super()._do_get()
+        except PoolTimeout:
+            if self.on_timeout is not None:
+                self.on_timeout()
+            raise
+
+    def recreate(self) -> CountingPool:
+        pool = super().recreate()
+        assert isinstance(pool, CountingPool)
+        pool.on_timeout = self.on_timeout  # dispose() recreates the pool: keep counting
+        return pool
