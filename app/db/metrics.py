@@ -65,11 +65,16 @@ def app_registry() -> CollectorRegistry:
 
 
 def settle_multiprocess() -> None:
-    """Before any metric of an app exists: its values go to files when, and only when,
-    PROMETHEUS_MULTIPROC_DIR is set now (prometheus_client decides that at import)."""
+    """Before any metric of an app exists. prometheus_client picks file-backed values at
+    its import, so the directory is set before the process starts (`serve` does so for
+    its workers); one set later would be ignored by every value: refused instead."""
+    if multiprocess() == (prometheus_values.ValueClass is prometheus_values.MutexValue):
+        raise RuntimeError(
+            "PROMETHEUS_MULTIPROC_DIR was set or unset after prometheus_client was imported; "
+            "set it in the environment the process starts with"
+        )
     if multiprocess():
         os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
-    prometheus_values.ValueClass = prometheus_values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 # -- statements ------------------------------------------------------------------------
