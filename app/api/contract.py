@@ -14,12 +14,14 @@ models (app/api/reads.py) and hands every request that fails it on to FastAPI.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+import types
+import weakref
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import Path, Request, Response
-from fastapi._compat import field_annotation_is_sequence  # FastAPI's own getlist test
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -153,8 +155,44 @@ def route_contract(route: APIRoute) -> QueryContract:
     return QueryContract(frozenset(names), frozenset(repeatable))
 
 
+# What FastAPI reads with getlist: a sequence type other than text, also inside Annotated
+# or a union. tests/test_library_shapes.py asks FastAPI itself about each kind of
+# annotation, so a FastAPI that reads them otherwise fails there.
+_SEQUENCE_TYPES = (Sequence, set, frozenset, deque)
+
+
 def _sequence(annotation: Any) -> bool:
-    return bool(field_annotation_is_sequence(annotation))
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _sequence(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return any(_sequence(arg) for arg in get_args(annotation))
+    return any(
+        isinstance(kind, type)
+        and issubclass(kind, _SEQUENCE_TYPES)
+        and not issubclass(kind, (str, bytes))
+        for kind in (annotation, origin)
+    )
+
+
+class RouteContracts:
+    """Each route's contract, worked out on its first query string and kept while the
+    route lives (routes compare by value and cannot be weak keys: found by identity)."""
+
+    def __init__(self) -> None:
+        self._by_route: dict[int, QueryContract] = {}
+
+    def of(self, route: APIRoute) -> QueryContract:
+        key = id(route)
+        contract = self._by_route.get(key)
+        if contract is None:
+            contract = self._by_route[key] = route_contract(route)
+            # Dropped as the route goes, before its id can name another object.
+            weakref.finalize(route, self._by_route.pop, key, None)
+        return contract
+
+
+_contracts = RouteContracts()
 
 
 async def strict_query(request: Request) -> None:
@@ -162,10 +200,7 @@ async def strict_query(request: Request) -> None:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not request.scope["query_string"]:
         return
-    contract: QueryContract | None = getattr(route, "query_contract", None)
-    if contract is None:  # worked out once per route, on its first query string
-        contract = route_contract(route)
-        route.query_contract = contract  # type: ignore[attr-defined]
+    contract = _contracts.of(route)
     errors = contract.violations(request.query_params.multi_items())
     if errors:
         raise RequestValidationError(errors)
