@@ -85,7 +85,8 @@ def serve(
     # open port (app/boot.py).
     import uvicorn
 
-    from app import logs, server
+    from app import logs
+    from app.adapters import uvicorn_http
 
     settings = _settings()
     path = _sqlite_path(settings.primary_url)
@@ -115,7 +116,7 @@ def serve(
         workers=workers,
         loop="uvloop",
         # httptools with limits on a request's head: its time and its size.
-        http=server.protocol(settings),
+        http=uvicorn_http.protocol(settings),
         timeout_keep_alive=keep_alive or settings.keep_alive_timeout,
         timeout_worker_healthcheck=settings.worker_healthcheck_timeout,  # type: ignore[arg-type]
         access_log=access_log,

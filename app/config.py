@@ -172,7 +172,7 @@ class Settings(BaseSettings):
     body_timeout: float = Field(30.0, gt=0)
     # A request's head: a request target (path and query) over its limit is a 414; a header
     # line (name and value) over its limit, more headers, or more bytes in all (request
-    # line and header lines) is a 431. Either closes the connection (app/server.py).
+    # line and header lines) is a 431. Either closes the connection (app/adapters/uvicorn_http.py).
     max_url_bytes: int = Field(8192, ge=64)
     max_header_line_bytes: int = Field(8192, ge=64)
     max_header_count: int = Field(100, ge=1)

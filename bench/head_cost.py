@@ -1,9 +1,9 @@
 """The protocol's cost per request: a typical request (9 headers) parsed by uvicorn's
-httptools protocol, by app/server.py's EdgeProtocol, and optionally by another
+httptools protocol, by app/adapters/uvicorn_http.py's EdgeProtocol, and optionally by another
 revision's protocol, in one process without a socket or an application.
 
     uv run --frozen python bench/head_cost.py
-    uv run --frozen python bench/head_cost.py --before /tmp/before/app/server.py
+    uv run --frozen python bench/head_cost.py --before /tmp/before/app/adapters/uvicorn_http.py
 
 Prints microseconds per request, best of 15 interleaved rounds of 5,000.
 """
@@ -26,7 +26,7 @@ from uvicorn.server import ServerState
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from app.server import EdgeProtocol, Limits
+from app.adapters.uvicorn_http import EdgeProtocol, Limits
 
 REQUEST = (
     b"GET /api/v1/users/123?include=appointments HTTP/1.1\r\nHost: svc\r\n"
@@ -72,7 +72,9 @@ async def measure(makers: dict[str, Callable[[], Any]]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--before", type=Path, help="another revision's app/server.py")
+    parser.add_argument(
+        "--before", type=Path, help="another revision's app/adapters/uvicorn_http.py"
+    )
     args = parser.parse_args()
     config = Config(app=_app, lifespan="off")
     config.load()

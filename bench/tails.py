@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.adapters.uvicorn_http import protocol
 from app.config import load_settings
 from app.main import create_app
-from app.server import protocol
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

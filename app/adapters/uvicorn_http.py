@@ -23,6 +23,17 @@ needs no line check at all.
 The header timer is armed only while headers are incomplete after a read, so a
 request whose headers arrive in one read (nearly all of them) costs no timer at all.
 The body's own deadline is BODY_TIMEOUT, kept in the ASGI layer (app/guards.py).
+
+uvicorn takes a protocol class as `http` but has no public hooks inside one, so this is
+the one module that subclasses `HttpToolsProtocol` and relies on its private shape: the
+httptools callbacks it overrides (`data_received`, `on_message_begin`, `on_url`,
+`on_headers_complete`, `on_body`, `on_message_complete`, `connection_made`,
+`connection_lost`) and the state it reads or sets (`loop`, `transport`, `client`,
+`headers`, `cycle.response_complete`, `timeout_keep_alive`, `timeout_keep_alive_task`,
+`timeout_keep_alive_handler`, `_unset_keepalive_if_required`). It buys the limits above
+(bench/header_flood.py shows what they stop; bench/head_cost.py what they cost a
+request). tests/test_library_shapes.py fails, naming the attribute, when an installed
+uvicorn changes one of them; pyproject.toml bounds uvicorn to the release it was read from.
 """
 
 from __future__ import annotations
