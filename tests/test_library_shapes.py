@@ -112,13 +112,13 @@ async def test_the_quick_checkout_hands_out_a_working_connection(postgres: Postg
     assert isinstance(pool, CountingPool)
     try:
         first = await engine.raw_connection()
-        record = private(first, "_connection_record")
-        assert isinstance(private(record, "starttime"), float), "an entry's starttime changed"
-        assert private(record, "_soft_invalidate_time") == 0
         assert private(first, "_pool") is pool, "a checked-out connection's _pool changed"
         assert private(first.dbapi_connection, "_transaction") is None
         assert pool.checkin_without_io(first)
         first.close()  # no greenlet: goes back to the queue as it is
+        record = pool._pool.newest_idle()
+        assert isinstance(private(record, "starttime"), float), "an entry's starttime changed"
+        assert private(record, "_soft_invalidate_time") == 0
         assert pool.checkout_without_io()
         quick = engine.sync_engine.raw_connection()  # no greenlet either
         driver: Any = quick.driver_connection

@@ -8,8 +8,8 @@ What it relies on, and what each buys:
 - `QueuePool._queue_class`, and `sqlalchemy.util.queue` (`QueueCommon`, `Empty`, `Full`)
   as the interface QueuePool calls on it: the idle connections sit in FairQueue, which
   hands a returned connection to the longest waiter. SQLAlchemy's asyncio queue lets a
-  newcomer take it first, and at 10,000 connections a few requests waited seconds while
-  the median waited nothing (bench/tails.py, "Where the tail comes from").
+  newcomer take it first, and under a busy pool a few requests waited seconds while the
+  median waited nothing (bench/tails.py, "Where the tail comes from").
   `sqlalchemy.util.await_only` lets FairQueue wait from the pool's synchronous code.
 - `QueuePool._do_get`: where a checkout gives up after POOL_TIMEOUT, counted for
   `database_pool_timeouts_total` (the pool has no event for it).
@@ -17,8 +17,8 @@ What it relies on, and what each buys:
   `starttime` and `_soft_invalidate_time`, a checked-out connection's `_pool` and the
   asyncpg adapter's `_transaction`: enough to tell that a checkout or a checkin would not
   await, so that the hot reads (app/db/sessions.py Reader) take and give back their
-  connection without a greenlet. That is most of the Reader's own CPU per request
-  (bench/pool_fast_path.py, and the hot reads of bench/run.py).
+  connection without a greenlet: a large share of the client CPU of a checkout, one
+  statement and a return (bench/pool_fast_path.py; the hot reads of bench/run.py).
 - `QueuePool._max_overflow`: the configured overflow, for the start-up budget
   (app/db/budget.py); the pool has no public getter for it.
 - `sqlalchemy.util.greenlet_spawn`: closes or invalidates a raw connection from async

@@ -175,24 +175,17 @@ def _sequence(annotation: Any) -> bool:
     )
 
 
-class RouteContracts:
-    """Each route's contract, worked out on its first query string and kept while the
-    route lives (routes compare by value and cannot be weak keys: found by identity)."""
-
-    def __init__(self) -> None:
-        self._by_route: dict[int, QueryContract] = {}
-
-    def of(self, route: APIRoute) -> QueryContract:
-        key = id(route)
-        contract = self._by_route.get(key)
-        if contract is None:
-            contract = self._by_route[key] = route_contract(route)
-            # Dropped as the route goes, before its id can name another object.
-            weakref.finalize(route, self._by_route.pop, key, None)
-        return contract
+# Each route's contract, worked out on its first query string and kept while the route
+# lives. Found by identity: routes compare by value, so they cannot be weak keys.
+_contracts: dict[int, QueryContract] = {}
 
 
-_contracts = RouteContracts()
+def _remember(route: APIRoute) -> QueryContract:
+    key = id(route)
+    contract = _contracts[key] = route_contract(route)
+    # Dropped as the route goes, before its id can name another object.
+    weakref.finalize(route, _contracts.pop, key, None)
+    return contract
 
 
 async def strict_query(request: Request) -> None:
@@ -200,7 +193,9 @@ async def strict_query(request: Request) -> None:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not request.scope["query_string"]:
         return
-    contract = _contracts.of(route)
+    contract = _contracts.get(id(route))
+    if contract is None:
+        contract = _remember(route)
     errors = contract.violations(request.query_params.multi_items())
     if errors:
         raise RequestValidationError(errors)
