@@ -21,6 +21,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Query
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.util.queue import Empty, Full, QueueCommon
 from uvicorn.config import Config
@@ -153,6 +154,36 @@ async def test_a_recycled_connection_is_not_handed_out_quickly(postgres: Postgre
         conn = await engine.raw_connection()
         await in_greenlet(conn.close)
         assert not pool.checkout_without_io(), "QueuePool._recycle is not the recycle age"
+    finally:
+        await engine.dispose()
+
+
+async def test_a_pool_invalidated_by_a_lost_connection_hands_out_nothing_quickly(
+    postgres: Postgres,
+) -> None:
+    url = postgres.primary_url
+    engine = create_engine(url, make_settings(url, pool_size=3, pool_pre_ping=False))
+    pool = engine.sync_engine.pool
+    assert isinstance(pool, CountingPool)
+    try:
+        admin = await engine.raw_connection()
+        killer: Any = admin.driver_connection
+        async with engine.connect() as conn:
+            idle = await engine.raw_connection()
+            await in_greenlet(idle.close)
+            assert pool.checkout_without_io()
+            pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+            await killer.execute("SELECT pg_terminate_backend($1)", pid)
+            with pytest.raises(DBAPIError) as lost:
+                await conn.exec_driver_sql("SELECT 1")
+            assert lost.value.connection_invalidated
+        assert private(pool, "_invalidate_time") > 0, "a lost connection no longer invalidates"
+        # The lost one reconnected and held: `idle`, opened before the invalidation, is the
+        # newest idle entry, and must go the awaited way (SQLAlchemy reconnects it).
+        fresh = await engine.raw_connection()
+        assert not pool.checkout_without_io(), "QueuePool._invalidate_time is not compared"
+        for held in (fresh, admin):
+            await in_greenlet(held.close)
     finally:
         await engine.dispose()
 
