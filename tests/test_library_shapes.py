@@ -304,7 +304,7 @@ async def test_the_query_contract_repeats_what_fastapi_reads_as_a_list() -> None
             )
 
 
-# -- prometheus_client (app/db/metrics.py): multiprocess mode from the environment ------------
+# -- prometheus_client (app/adapters/prometheus_values.py): multiprocess mode at its import -----
 
 _CHILD = """
 import os, sys

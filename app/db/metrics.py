@@ -22,7 +22,6 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
-from prometheus_client import values as prometheus_values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
@@ -30,6 +29,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
+from app.adapters.prometheus_values import file_backed
 from app.adapters.sqlalchemy_pool import CountingPool
 from app.db.models import Base
 
@@ -68,7 +68,7 @@ def settle_multiprocess() -> None:
     """Before any metric of an app exists. prometheus_client picks file-backed values at
     its import, so the directory is set before the process starts (`serve` does so for
     its workers); one set later would be ignored by every value: refused instead."""
-    if multiprocess() == (prometheus_values.ValueClass is prometheus_values.MutexValue):
+    if multiprocess() != file_backed():
         raise RuntimeError(
             "PROMETHEUS_MULTIPROC_DIR was set or unset after prometheus_client was imported; "
             "set it in the environment the process starts with"
