@@ -228,6 +228,21 @@ async def test_pre_ping_replaces_a_connection_that_died_idle(postgres: Postgres)
         await engine.dispose()
 
 
+async def test_pre_ping_keeps_a_live_connection_idle_past_the_window(postgres: Postgres) -> None:
+    """The ping itself works: a live connection idle past the window is kept, not replaced
+    (a ping that failed would pass unnoticed otherwise, as a reconnect)."""
+    settings = make_settings(postgres.primary_url, pool_size=1, max_overflow=0)
+    engine = create_engine(settings.primary_url, settings, "primary")
+    try:
+        async with engine.connect() as conn:
+            first = await conn.scalar(text("SELECT pg_backend_pid()"))
+        await asyncio.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SELECT pg_backend_pid()")) == first
+    finally:
+        await engine.dispose()
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_sqlite_pragmas(settings: Settings) -> None:
     engine = create_engine(settings.primary_url, settings)

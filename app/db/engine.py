@@ -128,7 +128,7 @@ def _ping(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> No
     if returned_at is not None and time.monotonic() - returned_at < PING_AFTER_IDLE_SECONDS:
         return
     try:
-        dbapi_connection.run_async(lambda driver: driver.fetchrow(";"))
+        dbapi_connection.run_async(lambda conn: conn.fetchrow(";"))
     except Exception as exc:
         # The pool discards this connection and checks out (or opens) another.
         raise DisconnectionError("pooled connection failed its ping") from exc
