@@ -20,6 +20,7 @@ from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.adapters.sqlalchemy_pool import CountingPool, max_overflow
 from app.config import Settings
 from app.db.engine import PING_AFTER_IDLE_SECONDS, create_engine
 from app.db.migrate import downgrade_async, upgrade_async
@@ -201,9 +202,10 @@ async def test_engine_settings_are_applied(postgres: Postgres) -> None:
             )
             assert names.all() == ["bookedbarber_primary"]
         pool = engine.pool
-        assert pool.size() == settings.pool_size  # type: ignore[attr-defined]
-        assert pool._max_overflow == settings.max_overflow  # type: ignore[attr-defined]
-        assert pool._timeout == settings.pool_timeout  # type: ignore[attr-defined]
+        assert isinstance(pool, CountingPool)
+        assert pool.size() == settings.pool_size
+        assert max_overflow(pool) == settings.max_overflow
+        assert pool.timeout() == settings.pool_timeout
     finally:
         await engine.dispose()
 
