@@ -168,8 +168,8 @@ def in_thread(call: Callable[[], T]) -> asyncio.Future[T]:
 
 def _fail(exc: BaseException) -> None:
     try:
-        # Here, not at the top: redaction imports SQLAlchemy, which a worker loads only
-        # with the service, behind its open port.
+        # Here, not at the top: redaction imports SQLAlchemy (its cost: app/cli.py), which a
+        # worker loads only with the service, behind its open port.
         from app.redaction import failure_line
 
         line = failure_line(exc)
