@@ -1,12 +1,12 @@
 """The application a worker serves: liveness at once, the service as soon as it is loaded.
 
-Importing the service (FastAPI, SQLAlchemy, the models, the routes) takes over a second
-of CPU, 9 to 10 s on a busy two-core machine: the port stayed shut all that while, and
-probes and uvicorn's supervisor took a worker still importing for a dead one. Here a
-worker opens its port with this small application, which imports nothing heavy, answers
-`GET /health/live` itself and loads the service in a thread meanwhile. Every other
-request (readiness included) waits for the service, then everything goes to it: the
-service's own answers, from one place, with this module only in front.
+Importing the service (FastAPI, SQLAlchemy, the models, the routes) takes seconds of CPU,
+many more on a busy machine (bench/startup.py measures it); with the port shut all that
+while, probes and uvicorn's supervisor would take a worker still importing for a dead
+one. Here a worker opens its port with this small application, which imports nothing
+heavy, answers `GET /health/live` itself and loads the service in a thread meanwhile.
+Every other request (readiness included) waits for the service, then everything goes to
+it: the service's own answers, from one place, with this module only in front.
 
 A service that fails to load ends the worker as a failed start-up does in uvicorn
 (exit code 3: the supervisor stops rather than restarting it for ever).
@@ -168,9 +168,11 @@ def in_thread(call: Callable[[], T]) -> asyncio.Future[T]:
 
 def _fail(exc: BaseException) -> None:
     try:
-        from app.redaction import failure
+        # Here, not at the top: redaction imports SQLAlchemy (its cost: app/cli.py), which a
+        # worker loads only with the service, behind its open port.
+        from app.redaction import failure_line
 
-        line = failure(exc)
+        line = failure_line(exc)
     except Exception:  # the failure may be in what redaction imports
         line = type(exc).__name__
     log.critical("the service failed to load: %s", line)

@@ -5,25 +5,27 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from app.urls import redact
+from app.db.live.commands import cutover, sync
+from app.db.schema_head import at_head
+from app.urls import backend, database, redact
 
 if TYPE_CHECKING:
     from app.config import Settings
 
-# SQLAlchemy, the settings and the redaction helpers are imported by the commands that use
-# them: `db copy` starts its worker processes first, and reads no settings at all.
-
-
-def failure(exc: BaseException) -> str:
-    from app.redaction import failure as line
-
-    return line(exc)
+# The commands import the rest themselves. This module is imported by `--help`, by `serve`
+# before its port opens, and again by each of `db copy`'s spawned workers; with every import
+# at the top it took 1.6 to 5 s instead of 0.2 s (`python -X importtime -c 'import app.cli'`;
+# bench/startup.py times `serve`). By group, imported alone: SQLAlchemy with what is built on
+# it (app.redaction 0.5 s, app.db.engine 1.0 s, app.db.seed 0.9 s, app.db.migrate with
+# Alembic 1.5 s), pydantic-settings (app.config 0.34 s), uvicorn with app.server (0.16 s, only
+# `serve` needs it), app.db.transfer (0.15 s), rich (0.09 s).
 
 
 def _settings() -> Settings:
@@ -36,8 +38,6 @@ def _settings() -> Settings:
 
 
 def _sqlite_path(url: str) -> Path | None:
-    from app.urls import backend, database
-
     name = database(url)
     if backend(url) != "sqlite" or name in (None, "", ":memory:"):
         return None
@@ -53,12 +53,14 @@ class _Commands(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
-            if ctx.params.get("debug"):
-                from app.redaction import scrub
+            from app.redaction import failure_line, scrub
 
+            if ctx.params.get("debug"):
                 click.echo(scrub("".join(traceback.format_exception(exc))), err=True)
-                raise click.ClickException(failure(exc)) from None
-            raise click.ClickException(f"{failure(exc)} (--debug shows the traceback)") from None
+                raise click.ClickException(failure_line(exc)) from None
+            raise click.ClickException(
+                f"{failure_line(exc)} (--debug shows the traceback)"
+            ) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,8 +83,7 @@ def serve(
     access_log: bool,
 ) -> None:
     """Serve the HTTP API with uvicorn (uvloop, httptools)."""
-    # Only what opens the port is imported here; each worker loads the service behind its
-    # open port (app/boot.py).
+    # Each worker loads the service behind its open port (app/boot.py).
     import uvicorn
 
     from app import logs
@@ -93,8 +94,6 @@ def serve(
     if path is not None:
         # The embedded default works out of the box: schema, and demo data when new.
         new = not path.exists()
-        from app.db.schema_head import at_head
-
         if new or not at_head(path):
             from app.db.migrate import upgrade
 
@@ -200,8 +199,6 @@ def _seed(url: str, scale: float) -> dict[str, int]:
 )
 def seed(url: str | None, demo: bool, scale: float, migrate: bool) -> None:
     """Fill an empty database with realistic demo data."""
-    import time
-
     from app.db.seed import DatabaseNotEmpty
 
     target = _target(url)
@@ -230,7 +227,9 @@ def _transfer_options(func: Any) -> Any:
 
 
 def _one_line(what: str, exc: Exception) -> str:
-    return f"{what} failed: {failure(exc)}"
+    from app.redaction import failure_line
+
+    return f"{what} failed: {failure_line(exc)}"
 
 
 def _finish(report: Any, as_json: bool, error: str | None, console: Any) -> None:
@@ -337,14 +336,8 @@ def verify_data(
         click.echo(f"{len(report.checks)} tables match")
 
 
-def _live_commands() -> None:
-    from app.db.live.commands import cutover, sync
-
-    db.add_command(sync)
-    db.add_command(cutover)
-
-
-_live_commands()
+db.add_command(sync)
+db.add_command(cutover)
 
 if __name__ == "__main__":
     main()

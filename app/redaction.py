@@ -107,7 +107,7 @@ def _cause(exc: BaseException) -> BaseException:
         exc = inner
 
 
-def failure(exc: BaseException) -> str:
+def failure_line(exc: BaseException) -> str:
     """One line saying what went wrong, for a command's user; no secret in it."""
     if isinstance(exc, sa_exc.ArgumentError):
         line = "the database URL is not valid"

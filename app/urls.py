@@ -1,7 +1,7 @@
 """Database URLs read and shown without SQLAlchemy's URL class: `db copy` reads and shows
-URLs on its critical path, where importing SQLAlchemy took 0.57 s at the start and again
-at the end, and `serve` reads its settings before it opens its port. The rules are
-SQLAlchemy's (tests/test_urls.py holds them against it)."""
+URLs before its workers start and in its closing line, and `serve` reads its settings
+before it opens its port, so neither should wait for SQLAlchemy's import (see app/cli.py
+for its cost). The rules are SQLAlchemy's (tests/test_urls.py holds them against it)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from rich.console import Console
 
-from app.db.live.cutover import cutover
+from app.db.live.cutover import run_cutover
 from app.db.live.guard import SchemaChangeRefused
 from app.db.live.sync import Pair, remove_capture, start
 from app.db.migrate import downgrade_async, upgrade_async
@@ -110,7 +110,7 @@ async def test_cutover_whose_freeze_lapses_switches_nothing(
         with live.Writer(db.path) as writer:
             await asyncio.sleep(0.3)
             said: list[str] = []
-            outcome = await cutover(
+            outcome = await run_cutover(
                 pair,
                 freeze_seconds=1,
                 show=said.append,
@@ -168,7 +168,7 @@ async def test_failed_verification_switches_nothing(postgres: Postgres, tmp_path
         finally:
             await conn.close()
         said: list[str] = []
-        outcome = await cutover(pair, show=said.append)
+        outcome = await run_cutover(pair, show=said.append)
         assert not outcome.switched
         assert live.active(db.path) == "sqlite"
         assert any("verification failed: users" in line and "'3'" in line for line in said), said

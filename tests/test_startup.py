@@ -12,6 +12,8 @@ only these tests place on PYTHONPATH (nothing in the service can be made to wait
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -201,3 +203,33 @@ def test_a_version_file_read_otherwise_means_no_head(tmp_path: Path, text: str) 
     assert head(versions) == "b"
     (versions / "0003_c.py").write_text(text)  # one of the two lines missing
     assert head(versions) is None
+
+
+# What `serve` imports before its port opens, and what each of `db copy`'s spawned workers
+# imports again with the CLI (app/cli.py): none of it may pull in the heavy libraries.
+_BEFORE_THE_PORT = "app.cli, app.config, app.logs, app.server, app.db.schema_head, uvicorn"
+
+
+def test_serve_and_the_cli_import_no_sqlalchemy_or_alembic() -> None:
+    code = (
+        f"import sys, {_BEFORE_THE_PORT}\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert loaded & {"sqlalchemy", "alembic", "fastapi", "rich"} == set()
+    assert "uvicorn" in loaded  # the probe itself ran
+
+
+def test_the_cli_alone_reads_no_settings() -> None:
+    code = "import sys, app.cli\nprint(' '.join(sorted(sys.modules)))"
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert "app.cli" in loaded
+    assert loaded & {"app.config", "pydantic_settings", "uvicorn", "app.redaction"} == set()

@@ -9,16 +9,16 @@ request's first bytes arrive, its headers must be complete within HEADER_TIMEOUT
 seconds, else the client gets a 408 and the connection is closed; a byte a minute
 (or a lone CRLF) does not keep a connection.
 
-Nor does uvicorn bound the size of a head: it keeps every header it is sent, so one
-client sending header lines for ever grew a worker by hundreds of megabytes. Here the
-parser is fed at most MAX_HEADER_BYTES of a head (request line and header lines); a head
-that does not end within them, a header line over MAX_HEADER_LINE_BYTES or more than
-MAX_HEADER_COUNT headers is refused with a 431, a request target (path and query) over
-MAX_URL_BYTES with a 414, and the connection is closed, as soon as the read that carried
-it is parsed (nothing more is kept). A header line is judged when it ends; one that never
-ends is bounded by the total. The count and the lines are checked per read rather than
-per header (a call per header cost 2 us a request): a head shorter than a line's limit
-needs no line check at all.
+Nor does uvicorn bound the size of a head: it keeps every header it is sent, so one client
+sending header lines for ever grows a worker by hundreds of megabytes
+(bench/header_flood.py). Here the parser is fed at most MAX_HEADER_BYTES of a head
+(request line and header lines); a head that does not end within them, a header line over
+MAX_HEADER_LINE_BYTES or more than MAX_HEADER_COUNT headers is refused with a 431, a
+request target (path and query) over MAX_URL_BYTES with a 414, and the connection is
+closed, as soon as the read that carried it is parsed (nothing more is kept). A header
+line is judged when it ends; one that never ends is bounded by the total. The count and
+the lines are checked per read rather than per header (bench/head_cost.py times the
+protocol per request): a head shorter than a line's limit needs no line check at all.
 
 The header timer is armed only while headers are incomplete after a read, so a
 request whose headers arrive in one read (nearly all of them) costs no timer at all.

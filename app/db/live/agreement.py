@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.db.live import capture
-from app.db.live.sides import Side
+from app.db.live.sides import LiveDatabase
 from app.db.live.sync import Pair
 from app.db.transfer import lite as transfer_lite
 from app.db.transfer import pg as transfer_pg
@@ -52,7 +52,7 @@ class Agreement:
     seconds: float = 0.0
 
 
-def describe(diverged: dict[str, list[int]]) -> str:
+def describe_divergence(diverged: dict[str, list[int]]) -> str:
     """`users (keys ['3'])`: the tables that differ and a few of their keys."""
     return ", ".join(
         f"{name} (keys {[str(k) for k in keys[:5]]})" for name, keys in diverged.items()
@@ -95,7 +95,7 @@ class _Ends:
         self.db.close()
         await self.conn.close()
 
-    async def begin(self, side: Side) -> None:
+    async def begin(self, side: LiveDatabase) -> None:
         """A snapshot that the next statement on this side fixes."""
         if side.sqlite:
             self.db.execute("BEGIN")
@@ -108,17 +108,17 @@ class _Ends:
         if self.conn.is_in_transaction():
             await self.conn.execute("COMMIT")
 
-    async def scalar(self, side: Side, sql: str) -> Any:
+    async def scalar(self, side: LiveDatabase, sql: str) -> Any:
         if side.sqlite:
             return self.db.execute(sql).fetchone()[0]
         return await self.conn.fetchval(sql)
 
-    async def rows(self, side: Side, sql: str) -> list[tuple[Any, ...]]:
+    async def rows(self, side: LiveDatabase, sql: str) -> list[tuple[Any, ...]]:
         if side.sqlite:
             return [tuple(r) for r in self.db.execute(sql)]
         return [tuple(r) for r in await self.conn.fetch(sql)]
 
-    async def applied_since(self, side: Side, mark: int, into: Keys) -> None:
+    async def applied_since(self, side: LiveDatabase, mark: int, into: Keys) -> None:
         """Add the keys the sync wrote into `side` past its applied log's `mark`."""
         for name, key in await self.rows(
             side, f"SELECT tbl, key FROM {capture.APPLIED} WHERE id > {mark}"

@@ -26,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import SecretStr
@@ -295,8 +296,6 @@ class LiveBackend:
         task.add_done_callback(self._closing.discard)
 
     async def _refuse_on_pg(self, reason: str) -> None:
-        import asyncpg
-
         try:
             conn = await asyncpg.connect(asyncpg_dsn(self.target_url), timeout=2, command_timeout=3)
             try:

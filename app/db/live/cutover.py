@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from sqlalchemy import text
 
 from app.db.live import capture, keys
-from app.db.live.agreement import agree, describe, recheck
-from app.db.live.sides import Backend, Side
+from app.db.live.agreement import agree, describe_divergence, recheck
+from app.db.live.sides import Backend, LiveDatabase
 from app.db.live.sync import BATCH, Pair, SyncError, apply_batch, catch_up, started
 
 # How long a freeze holds when its owner dies before lifting it.
@@ -33,7 +33,7 @@ FREEZE_SECONDS = 10.0
 
 
 @dataclass
-class Outcome:
+class CutoverOutcome:
     switched: bool
     to: Backend
     pause_seconds: float = 0.0
@@ -49,7 +49,7 @@ def owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-async def freeze(side: Side, seconds: float, token: str) -> None:
+async def freeze(side: LiveDatabase, seconds: float, token: str) -> None:
     """Writes on `side` fail from this commit on; the freeze lifts by itself after `seconds`.
 
     On SQLite the write lock orders it after every writer in flight; on PostgreSQL the
@@ -59,7 +59,7 @@ async def freeze(side: Side, seconds: float, token: str) -> None:
         await side.set_state(conn, frozen_until=time.time() + seconds, owner=token)
 
 
-async def thaw(side: Side, token: str) -> None:
+async def thaw(side: LiveDatabase, token: str) -> None:
     """Lift this cutover's freeze (and no other's)."""
     async with side.writing(apply=True) as conn:
         await conn.execute(
@@ -111,14 +111,14 @@ async def _catch_up_while_writing(pair: Pair, direction: str) -> None:
             return
 
 
-async def cutover(
+async def run_cutover(
     pair: Pair,
     *,
     back: bool = False,
     freeze_seconds: float = FREEZE_SECONDS,
     show: Callable[[str], None] = print,
     before_switch: Callable[[], None] | None = None,
-) -> Outcome:
+) -> CutoverOutcome:
     to: Backend = "sqlite" if back else "postgresql"
     frm: Backend = "postgresql" if back else "sqlite"
     direction = f"to_{to}"
@@ -138,10 +138,10 @@ async def cutover(
     agreement = await agree(pair, direction)
     if agreement.diverged:
         show(
-            f"verification failed: {describe(agreement.diverged)}; "
+            f"verification failed: {describe_divergence(agreement.diverged)}; "
             f"nothing frozen, writes go on on {frm}, nothing switched"
         )
-        return Outcome(False, frm, 0.0, 0, "verification failed")
+        return CutoverOutcome(False, frm, 0.0, 0, "verification failed")
     left = sum(len(k) for k in agreement.unsettled.values())
     show(
         f"both sides agree: {agreement.rows:,} rows compared in {agreement.seconds:.1f} s; "
@@ -158,10 +158,11 @@ async def cutover(
         if diverged:
             await thaw(source, token)
             show(
-                f"verification failed: {describe(diverged)}; writes resume on {frm}, "
+                f"verification failed: {describe_divergence(diverged)}; writes resume on {frm}, "
                 "nothing switched"
             )
-            return Outcome(False, frm, time.monotonic() - frozen_at, applied, "verification failed")
+            paused = time.monotonic() - frozen_at
+            return CutoverOutcome(False, frm, paused, applied, "verification failed")
         show(f"applied the last {applied} changes; the keys changed since agree")
         if before_switch is not None:
             before_switch()
@@ -169,10 +170,10 @@ async def cutover(
     except Lapsed:
         pause = time.monotonic() - frozen_at
         show(f"the freeze lapsed after {pause:.1f} s; nothing switched, writes go on on {frm}")
-        return Outcome(False, frm, pause, 0, "freeze lapsed")
+        return CutoverOutcome(False, frm, pause, 0, "freeze lapsed")
     except BaseException:
         await asyncio.shield(thaw(source, token))
         raise
     pause = time.monotonic() - frozen_at
     show(f"switched to {to}; writes were paused {pause:.2f} s")
-    return Outcome(True, to, pause, applied, "switched")
+    return CutoverOutcome(True, to, pause, applied, "switched")

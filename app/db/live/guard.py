@@ -6,7 +6,7 @@ import asyncio
 
 from sqlalchemy import text
 
-from app.db.live.sides import Side
+from app.db.live.sides import LiveDatabase
 from app.urls import redact
 
 
@@ -16,7 +16,7 @@ class SchemaChangeRefused(RuntimeError):
 
 async def _sync_revision(url: str) -> tuple[bool, str | None]:
     """(whether `url` is one side of a live sync, its schema revision)."""
-    side = Side(url)
+    side = LiveDatabase(url)
     try:
         if not await side.installed():
             return False, None

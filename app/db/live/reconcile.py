@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db.errors import constraint_name, violation
 from app.db.live import capture
-from app.db.live.sides import Side, State
+from app.db.live.sides import LiveDatabase, State
 from app.db.live.sync import BATCH, Pair, _rows_of, _write
 from app.db.models import ACTIVE_APPOINTMENT_STATUSES
 from app.queries.appointments import AppointmentRepository
@@ -39,7 +39,7 @@ LOCKED_SECONDS = 3.0
 
 
 @dataclass
-class Conflict:
+class RowConflict:
     table: str
     key: int
     kept: str
@@ -88,7 +88,7 @@ async def settle(pair: Pair, show: Callable[[str], None]) -> State:
     return mine
 
 
-async def left_over(side: Side) -> int:
+async def left_over(side: LiveDatabase) -> int:
     async with side.engine.connect() as conn:
         count, _ = await side.backlog(conn)
     return count
@@ -125,7 +125,7 @@ def _json(row: dict[str, Any] | None) -> str | None:
 
 
 async def _pending(
-    side: Side, conn: AsyncConnection, keys: dict[str, set[int]]
+    side: LiveDatabase, conn: AsyncConnection, keys: dict[str, set[int]]
 ) -> dict[str, set[int]]:
     """Which of `keys` this side changed and has not handed over yet."""
     found: dict[str, set[int]] = defaultdict(set)
@@ -145,15 +145,15 @@ async def _pending(
 
 
 async def _keep(
-    serving: Side,
+    serving: LiveDatabase,
     conn: AsyncConnection,
-    failed: Side,
+    failed: LiveDatabase,
     table: str,
     key: int,
     lost: dict[str, Any] | None,
     reason: str,
     requeue: bool,
-) -> Conflict:
+) -> RowConflict:
     """Both versions kept on the serving side; its own goes to the failed side next."""
     found = await serving.rows(conn, capture.table(table), [key])
     kept = found[0] if found else None
@@ -179,10 +179,10 @@ async def _keep(
             text(f"INSERT INTO {capture.CHANGES} (tbl, key, at) VALUES (:t, :k, :at)"),
             {"t": table, "k": key, "at": time.time()},
         )
-    return Conflict(table, key, serving.backend, failed.backend, reason)
+    return RowConflict(table, key, serving.backend, failed.backend, reason)
 
 
-async def reconcile_batch(pair: Pair, limit: int = BATCH) -> tuple[int, list[Conflict]]:
+async def reconcile_batch(pair: Pair, limit: int = BATCH) -> tuple[int, list[RowConflict]]:
     """Up to `limit` of PostgreSQL's leftovers brought to SQLite, which serves.
 
     Only while the file says SQLite serves, checked under its write lock: a round that
@@ -190,7 +190,7 @@ async def reconcile_batch(pair: Pair, limit: int = BATCH) -> tuple[int, list[Con
     own new writes for leftovers.
     """
     failed, serving = pair.pg, pair.lite
-    conflicts: list[Conflict] = []
+    conflicts: list[RowConflict] = []
     # The failed side is fenced (its guard refuses writes): its rows hold still, so they
     # are read before the serving side's write lock is taken, not under it.
     async with failed.reading() as src:
@@ -241,7 +241,7 @@ async def reconcile_batch(pair: Pair, limit: int = BATCH) -> tuple[int, list[Con
 
 
 async def _busy(
-    serving: Side, out: AsyncConnection, rows: list[dict[str, Any]]
+    serving: LiveDatabase, out: AsyncConnection, rows: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Active appointments the serving side's booking rule refuses (SQLite has no
     constraint for it; PostgreSQL's exclusion constraints refuse them on write)."""
@@ -267,12 +267,12 @@ async def _busy(
 
 
 async def _write_each(
-    serving: Side,
+    serving: LiveDatabase,
     out: AsyncConnection,
-    failed: Side,
+    failed: LiveDatabase,
     keys: dict[str, set[int]],
     found: dict[str, list[dict[str, Any]]],
-) -> list[Conflict]:
+) -> list[RowConflict]:
     conflicts = []
     order = capture.tables()
     rows = {(name, r["id"]): r for name, batch in found.items() for r in batch}

@@ -96,7 +96,7 @@ async def _prune(pair: Pair) -> None:
             )
 
 
-async def run(
+async def run_sync(
     pair: Pair,
     console: Console,
     *,

@@ -45,8 +45,8 @@ class State:
         )
 
 
-class Side:
-    """One database, reached with a small pool of its own (never the service's)."""
+class LiveDatabase:
+    """One database of a live migration, with a small pool of its own (never the service's)."""
 
     def __init__(self, url: str) -> None:
         self.url = async_url(url)

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db.live import capture
-from app.db.live.sides import Side
+from app.db.live.sides import LiveDatabase
 from app.db.transfer import CopyOptions, TransferError, copy
 from app.db.transfer import pg as transfer_pg
 from app.db.transfer.options import sqlite_path
@@ -45,12 +45,12 @@ class Lag:
 class Pair:
     """The SQLite file a service runs on and the PostgreSQL database it moves to."""
 
-    lite: Side
-    pg: Side
+    lite: LiveDatabase
+    pg: LiveDatabase
 
     @classmethod
     def open(cls, sqlite_url: str, pg_url: str) -> Pair:
-        lite, pg = Side(sqlite_url), Side(pg_url)
+        lite, pg = LiveDatabase(sqlite_url), LiveDatabase(pg_url)
         if not lite.sqlite or pg.sqlite:
             raise SyncError("sync goes between a SQLite file (first) and PostgreSQL (second)")
         return cls(lite, pg)
@@ -59,7 +59,7 @@ class Pair:
         await self.lite.dispose()
         await self.pg.dispose()
 
-    def ends(self, direction: str) -> tuple[Side, Side]:
+    def ends(self, direction: str) -> tuple[LiveDatabase, LiveDatabase]:
         """(source, destination) of a direction: 'to_postgresql' or 'to_sqlite'."""
         return (self.lite, self.pg) if direction == "to_postgresql" else (self.pg, self.lite)
 
@@ -108,7 +108,7 @@ async def apply_batch(pair: Pair, direction: str, limit: int = BATCH) -> int:
 
 
 async def _rows_of(
-    side: Side, conn: AsyncConnection, keys: dict[str, set[int]]
+    side: LiveDatabase, conn: AsyncConnection, keys: dict[str, set[int]]
 ) -> dict[str, list[dict[str, Any]]]:
     found: dict[str, list[dict[str, Any]]] = {}
     for table in capture.tables():
@@ -118,7 +118,7 @@ async def _rows_of(
 
 
 async def _write(
-    dest: Side,
+    dest: LiveDatabase,
     out: AsyncConnection,
     keys: dict[str, set[int]],
     found: dict[str, list[dict[str, Any]]],
