@@ -143,9 +143,11 @@ def create_engine(
     else:
         server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
         server_settings["lock_timeout"] = str(settings.lock_timeout_ms)
-    # SQLAlchemy's pre-ping wraps its ping in BEGIN and ROLLBACK so it works behind
-    # PgBouncer: three round trips per checkout. Direct to PostgreSQL one will do.
-    one_trip_ping = settings.pool_pre_ping and not settings.pgbouncer
+    # SQLAlchemy's pre-ping wraps its ping in BEGIN and ROLLBACK (three round trips per
+    # checkout) for drivers that sync between prepare and execute. asyncpg flushes
+    # there, so PgBouncer keeps one server connection for both: _ping's `;` does, also
+    # behind it, and only after PING_AFTER_IDLE_SECONDS idle.
+    one_trip_ping = settings.pool_pre_ping
     engine = create_async_engine(
         parsed,
         pool_size=settings.pool_size if primary else settings.replica_pool_size,
