@@ -64,8 +64,11 @@ SIZED_POOLS = {
 # --pools: "defaults" sets no pool variable (what a deployment that keeps them gets);
 # "tuned" the reference's budget, 30 per database; "seed" the seed's 20 + 30 / 10 + 20;
 # "pgbouncer" the defaults through a PgBouncer in transaction mode in front of each
-# database, as a fleet of instances shares them (PgBouncerPair).
+# database, as a fleet of instances shares them (PgBouncerPair); "pgbouncer-prepared"
+# the same through --pgbouncer-binary (1.21 or later) keeping prepared statements.
 PGBOUNCER = "pgbouncer"
+PGBOUNCER_PREPARED = "pgbouncer-prepared"
+PGBOUNCER_PROFILES = (PGBOUNCER, PGBOUNCER_PREPARED)
 POOL_PROFILES: dict[str, dict[str, str]] = {
     "defaults": {},
     "tuned": SIZED_POOLS,
@@ -76,8 +79,16 @@ POOL_PROFILES: dict[str, dict[str, str]] = {
         "REPLICA_MAX_OVERFLOW": "20",
     },
     PGBOUNCER: {"PGBOUNCER": "true"},
+    PGBOUNCER_PREPARED: {"PGBOUNCER": "true", "PGBOUNCER_PREPARED_STATEMENTS": "true"},
 }
-POOL_VARIABLES = (*SIZED_POOLS, "POOL_CONNECTION_BUDGET", "PGBOUNCER")
+POOL_VARIABLES = (
+    *SIZED_POOLS,
+    "POOL_CONNECTION_BUDGET",
+    "PGBOUNCER",
+    "PGBOUNCER_PREPARED_STATEMENTS",
+)
+# PgBouncer's max_prepared_statements for the pgbouncer-prepared profile.
+PGBOUNCER_MAX_PREPARED = 200
 # Server connections per PgBouncer pool: what the direct service's default pool holds
 # (DEFAULT_POOL_CAP), so both profiles give PostgreSQL the same connections.
 PGBOUNCER_POOL_SIZE = 30
@@ -313,14 +324,28 @@ class PgBouncerPair:
     sit behind their own PgBouncer too. Started on first use, on the database's CPUs.
     """
 
-    def __init__(self, cluster: PgCluster, work: Path, cpus: str | None) -> None:
+    def __init__(
+        self,
+        cluster: PgCluster,
+        work: Path,
+        cpus: str | None,
+        binary: str | None = None,
+        max_prepared_statements: int = 0,
+    ) -> None:
         self.cluster, self.work, self.cpus = cluster, work, cpus
+        self.binary, self.max_prepared_statements = binary, max_prepared_statements
         self.bouncers: list[PgBouncer] = []
 
     def urls(self) -> tuple[str, str]:
         if not self.bouncers:
             for node in (self.cluster.primary, self.cluster.replicas[0]):
-                bouncer = start_pgbouncer(node, self.work, pool_size=PGBOUNCER_POOL_SIZE)
+                bouncer = start_pgbouncer(
+                    node,
+                    self.work,
+                    pool_size=PGBOUNCER_POOL_SIZE,
+                    binary=self.binary,
+                    max_prepared_statements=self.max_prepared_statements,
+                )
                 self.bouncers.append(bouncer)
                 if self.cpus:
                     pid = str(bouncer.proc.pid)
@@ -347,14 +372,14 @@ def start_service(
     out: Path,
     pools: str = "defaults",
     tails: bool = False,
-    bouncers: PgBouncerPair | None = None,
+    bouncers: dict[str, PgBouncerPair] | None = None,
 ) -> Server:
     port = free_port()
     primary, replica = str(cluster.primary.url()), str(cluster.replicas[0].url())
-    if pools == PGBOUNCER:
+    if pools in PGBOUNCER_PROFILES:
         if bouncers is None:
-            raise ValueError("the pgbouncer profile needs its PgBouncers")
-        primary, replica = bouncers.urls()
+            raise ValueError(f"the {pools} profile needs its PgBouncers")
+        primary, replica = bouncers[pools].urls()
     env = {
         **os.environ,
         "DATABASE_URL": primary,
@@ -956,9 +981,10 @@ def tails_table(results: list[Result]) -> str:
 
 def pgbouncer_targets(results: list[Result]) -> list[str]:
     """The service through PgBouncer against the same service connected directly."""
-    pooled_name, lines = service_name(PGBOUNCER), []
+    lines: list[str] = []
     one_worker = {(r.server, r.endpoint): r for r in results if r.scenario.startswith("a")}
-    for endpoint in ("user", "barber", "revenue", "write"):
+    pairs = [(service_name(p), e) for p in PGBOUNCER_PROFILES for e in ENDPOINTS]
+    for pooled_name, endpoint in pairs:
         pooled, direct = (
             one_worker.get((pooled_name, endpoint)),
             one_worker.get(("service", endpoint)),
@@ -1110,6 +1136,11 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="run the 1-worker service under bench/tails.py and report where its tail goes",
     )
+    p.add_argument(
+        "--pgbouncer-binary",
+        help="the PgBouncer (1.21 or later) the pgbouncer-prepared profile runs with "
+        "max_prepared_statements; the machine's by default",
+    )
     p.add_argument("--skip-c10k", action="store_true")
     p.add_argument("--skip-seed-if-cached", action="store_true")
     p.add_argument("--no-pin", action="store_true", help="let the scheduler place everything")
@@ -1135,11 +1166,22 @@ def _scenario_a(
 ) -> None:
     """One worker each: the service, then the reference (and its strict variant)."""
     profiles = [p for p in bench.args.pools.split(",") if p]
-    bouncers = PgBouncerPair(bench.cluster, bench.out, bench.wrk_cpus)  # the database's CPU
+    # PgBouncer is the database side's: on its CPU.
+    bouncers = {
+        PGBOUNCER: PgBouncerPair(bench.cluster, bench.out, bench.wrk_cpus),
+        PGBOUNCER_PREPARED: PgBouncerPair(
+            bench.cluster,
+            bench.out,
+            bench.wrk_cpus,
+            bench.args.pgbouncer_binary,
+            PGBOUNCER_MAX_PREPARED,
+        ),
+    }
     try:
         _profiles(bench, procs, endpoints, server_cpus, results, extras, profiles, bouncers)
     finally:
-        bouncers.stop()
+        for pair in bouncers.values():
+            pair.stop()
 
 
 def _profiles(
@@ -1150,7 +1192,7 @@ def _profiles(
     results: list[Result],
     extras: list[str],
     profiles: list[str],
-    bouncers: PgBouncerPair,
+    bouncers: dict[str, PgBouncerPair],
 ) -> None:
     args, cluster, size, today, out = bench.args, bench.cluster, bench.size, bench.today, bench.out
     first = profiles[0]
@@ -1167,14 +1209,27 @@ def _profiles(
     )
     log(extras[-1])
     procs.stop(reference.proc)
+    # Through PgBouncer against direct is a ratio of two runs: on a shared machine each
+    # of its endpoints is measured right after the direct service's, both servers up.
+    paired = [p for p in profiles if p in PGBOUNCER_PROFILES] if profiles[0] == "defaults" else []
     for number, pools in enumerate(profiles):
+        if pools in paired:
+            continue
         if number:
             service = start_service(
                 procs, cluster, 1, server_cpus, out, pools, args.tails, bouncers
             )
-        log(f"scenario a: 1 worker each, {service.name}")
+        beside = [service]
+        if pools == "defaults":
+            beside += [
+                start_service(procs, cluster, 1, server_cpus, out, p, False, bouncers)
+                for p in paired
+            ]
+        log(f"scenario a: 1 worker each, {' then '.join(s.name for s in beside)}")
         for e in endpoints:
-            results.append(bench.closed_loop("a: 64 conns", service, e))
+            results.extend(bench.closed_loop("a: 64 conns", server, e) for server in beside)
+        for server in beside[1:]:
+            procs.stop(server.proc)
         if args.profile and not number:
             log("profiling the service under the mixed load")
             try:

@@ -99,10 +99,24 @@ async def test_lanes_answer_through_pgbouncer(
     cluster: pgcluster.PgCluster,
     bouncers: tuple[pgcluster.PgBouncer, pgcluster.PgBouncer],
 ) -> None:
+    await lanes_through(cluster, bouncers)
+
+
+async def lanes_through(
+    cluster: pgcluster.PgCluster,
+    bouncers: tuple[pgcluster.PgBouncer, pgcluster.PgBouncer],
+    **overrides: Any,
+) -> None:
+    """Also run by hand against PgBouncer 1.21+ with PGBOUNCER_PREPARED_STATEMENTS."""
     primary, replica = bouncers
     direct = make_settings(cluster.primary.url(), [cluster.replicas[0].url()], hot_reads=False)
     pooled = make_settings(
-        primary.url(), [replica.url()], pgbouncer=True, pool_size=20, replica_pool_size=20
+        primary.url(),
+        [replica.url()],
+        pgbouncer=True,
+        pool_size=20,
+        replica_pool_size=20,
+        **overrides,
     )
     async with serving(direct) as (route_app, routes), serving(pooled) as (app, lanes):
         ids = await shop(route_app, routes)

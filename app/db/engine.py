@@ -134,12 +134,14 @@ def create_engine(
         else None,
     }
     if settings.pgbouncer:
-        # Transaction pooling hands each transaction to any server connection:
-        # no statement may outlive it, and PgBouncer refuses startup parameters
-        # it does not track (set statement_timeout per role instead).
-        connect_args["statement_cache_size"] = 0
+        # Transaction pooling hands each transaction to any server connection: no
+        # statement may outlive it unless PgBouncer keeps it (1.21+ with
+        # max_prepared_statements, PGBOUNCER_PREPARED_STATEMENTS), and PgBouncer refuses
+        # startup parameters it does not track (set statement_timeout per role instead).
         connect_args["prepared_statement_name_func"] = lambda: f"__bb_{uuid.uuid4().hex}__"
-        parsed = parsed.update_query_dict({"prepared_statement_cache_size": "0"})
+        if not settings.pgbouncer_prepared_statements:
+            connect_args["statement_cache_size"] = 0
+            parsed = parsed.update_query_dict({"prepared_statement_cache_size": "0"})
     else:
         server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
         server_settings["lock_timeout"] = str(settings.lock_timeout_ms)

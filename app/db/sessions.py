@@ -87,6 +87,7 @@ class RoutedSession(AsyncSession):
 # The statement descriptions a pooled connection keeps behind PgBouncer (`unnamed`),
 # under its pool entry's info: the driver connection they were described on, and them.
 _DESCRIBED = "bookedbarber_unnamed_statements"
+_DESCRIBED_LIMIT = 64
 
 
 async def unnamed(pooled: PoolProxiedConnection, driver: Any, statement: str) -> Any:
@@ -106,6 +107,8 @@ async def unnamed(pooled: PoolProxiedConnection, driver: Any, statement: str) ->
     described: dict[str, Any] = kept[1]
     prepared = described.get(statement)
     if prepared is None:
+        if len(described) >= _DESCRIBED_LIMIT:  # the statements are constants: never, today
+            described.clear()
         prepared = described[statement] = await driver.prepare(statement)
     return prepared
 
@@ -117,7 +120,8 @@ class Reader:
     of the target's engine, its statements in autocommit, each counted and timed like
     any other statement (a failed one with outcome error). Retries once elsewhere, as
     RoutedSession does. Behind PgBouncer each statement is one unnamed Parse, Bind,
-    Execute and Sync (`unnamed`): one round trip, no state left on the server.
+    Execute and Sync (`unnamed`): one round trip, no state left on the server; with
+    PGBOUNCER_PREPARED_STATEMENTS asyncpg's named ones, which PgBouncer 1.21+ keeps.
     """
 
     __slots__ = ("_pooled", "min_lsn", "router", "target")
@@ -150,7 +154,8 @@ class Reader:
         started = time.perf_counter()
         try:
             rows: Sequence[Mapping[str, Any]]
-            if self.router.settings.pgbouncer:
+            settings = self.router.settings
+            if settings.pgbouncer and not settings.pgbouncer_prepared_statements:
                 prepared = await unnamed(self._pooled, driver, statement)
                 rows = await prepared.fetch(*args)
             else:
