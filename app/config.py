@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     lock_timeout_ms: int = Field(5_000, ge=0)
     connect_timeout: float = Field(10, gt=0)
     pgbouncer: bool = False
+    # Behind PgBouncer 1.21 or later with max_prepared_statements > 0, which keeps
+    # protocol-level named prepared statements for its clients: asyncpg's statement
+    # cache stays on (no parse or plan per statement). Earlier PgBouncers cannot.
+    pgbouncer_prepared_statements: bool = False
     # The three hot reads (app/api/lane.py) and the booking (app/api/write_lane.py) answered
     # before FastAPI's pipeline on PostgreSQL; false sends them through their routes.
     hot_reads: bool = True

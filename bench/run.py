@@ -40,11 +40,13 @@ sys.path.insert(0, str(ROOT))
 from app.db.seed import Scale  # noqa: E402
 from tests.pgcluster import (  # noqa: E402
     SUPERUSER,
+    PgBouncer,
     PgCluster,
     PgNode,
     find_pg_bin,
     free_port,
     start_cluster,
+    start_pgbouncer,
 )
 
 LUA = ROOT / "bench" / "lua"
@@ -60,7 +62,13 @@ SIZED_POOLS = {
     "REPLICA_MAX_OVERFLOW": "0",
 }
 # --pools: "defaults" sets no pool variable (what a deployment that keeps them gets);
-# "tuned" the reference's budget, 30 per database; "seed" the seed's 20 + 30 / 10 + 20.
+# "tuned" the reference's budget, 30 per database; "seed" the seed's 20 + 30 / 10 + 20;
+# "pgbouncer" the defaults through a PgBouncer in transaction mode in front of each
+# database, as a fleet of instances shares them (PgBouncerPair); "pgbouncer-prepared"
+# the same through --pgbouncer-binary (1.21 or later) keeping prepared statements.
+PGBOUNCER = "pgbouncer"
+PGBOUNCER_PREPARED = "pgbouncer-prepared"
+PGBOUNCER_PROFILES = (PGBOUNCER, PGBOUNCER_PREPARED)
 POOL_PROFILES: dict[str, dict[str, str]] = {
     "defaults": {},
     "tuned": SIZED_POOLS,
@@ -70,8 +78,20 @@ POOL_PROFILES: dict[str, dict[str, str]] = {
         "REPLICA_POOL_SIZE": "10",
         "REPLICA_MAX_OVERFLOW": "20",
     },
+    PGBOUNCER: {"PGBOUNCER": "true"},
+    PGBOUNCER_PREPARED: {"PGBOUNCER": "true", "PGBOUNCER_PREPARED_STATEMENTS": "true"},
 }
-POOL_VARIABLES = (*SIZED_POOLS, "POOL_CONNECTION_BUDGET")
+POOL_VARIABLES = (
+    *SIZED_POOLS,
+    "POOL_CONNECTION_BUDGET",
+    "PGBOUNCER",
+    "PGBOUNCER_PREPARED_STATEMENTS",
+)
+# PgBouncer's max_prepared_statements for the pgbouncer-prepared profile.
+PGBOUNCER_MAX_PREPARED = 200
+# Server connections per PgBouncer pool: what the direct service's default pool holds
+# (DEFAULT_POOL_CAP), so both profiles give PostgreSQL the same connections.
+PGBOUNCER_POOL_SIZE = 30
 
 
 def service_name(pools: str) -> str:
@@ -296,6 +316,54 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+class PgBouncerPair:
+    """A PgBouncer (transaction mode) in front of the primary and one in front of the replica.
+
+    A deployment that pools for a fleet of instances pools every database they reach:
+    each instance's replica connections are as many as its primary ones, so the replicas
+    sit behind their own PgBouncer too. Started on first use, on the database's CPUs.
+    """
+
+    def __init__(
+        self,
+        cluster: PgCluster,
+        work: Path,
+        cpus: str | None,
+        binary: str | None = None,
+        max_prepared_statements: int = 0,
+    ) -> None:
+        self.cluster, self.work, self.cpus = cluster, work, cpus
+        self.binary, self.max_prepared_statements = binary, max_prepared_statements
+        self.bouncers: list[PgBouncer] = []
+
+    def urls(self) -> tuple[str, str]:
+        if not self.bouncers:
+            for node in (self.cluster.primary, self.cluster.replicas[0]):
+                bouncer = start_pgbouncer(
+                    node,
+                    self.work,
+                    pool_size=PGBOUNCER_POOL_SIZE,
+                    binary=self.binary,
+                    max_prepared_statements=self.max_prepared_statements,
+                )
+                self.bouncers.append(bouncer)
+                if self.cpus:
+                    pid = str(bouncer.proc.pid)
+                    subprocess.run(
+                        ["taskset", "-a", "-p", "-c", self.cpus, pid],
+                        capture_output=True,
+                        check=False,
+                    )
+                log(f"PgBouncer (transaction mode) on port {bouncer.port} for {node.name}")
+        primary, replica = self.bouncers
+        return primary.url(), replica.url()
+
+    def stop(self) -> None:
+        for bouncer in reversed(self.bouncers):
+            bouncer.stop()
+        self.bouncers.clear()
+
+
 def start_service(
     procs: Processes,
     cluster: PgCluster,
@@ -304,12 +372,18 @@ def start_service(
     out: Path,
     pools: str = "defaults",
     tails: bool = False,
+    bouncers: dict[str, PgBouncerPair] | None = None,
 ) -> Server:
     port = free_port()
+    primary, replica = str(cluster.primary.url()), str(cluster.replicas[0].url())
+    if pools in PGBOUNCER_PROFILES:
+        if bouncers is None:
+            raise ValueError(f"the {pools} profile needs its PgBouncers")
+        primary, replica = bouncers[pools].urls()
     env = {
         **os.environ,
-        "DATABASE_URL": cluster.primary.url(),
-        "REPLICA_URLS": cluster.replicas[0].url(),
+        "DATABASE_URL": primary,
+        "REPLICA_URLS": replica,
         "LOG_LEVEL": "warning",
         # Keep-alive and header deadlines stay the service's defaults: a 10k connection
         # thinks up to 2 x 10 s between requests, inside KEEP_ALIVE_TIMEOUT's 75 s.
@@ -905,6 +979,28 @@ def tails_table(results: list[Result]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def pgbouncer_targets(results: list[Result]) -> list[str]:
+    """The service through PgBouncer against the same service connected directly."""
+    lines: list[str] = []
+    one_worker = {(r.server, r.endpoint): r for r in results if r.scenario.startswith("a")}
+    pairs = [(service_name(p), e) for p in PGBOUNCER_PROFILES for e in ENDPOINTS]
+    for pooled_name, endpoint in pairs:
+        pooled, direct = (
+            one_worker.get((pooled_name, endpoint)),
+            one_worker.get(("service", endpoint)),
+        )
+        if pooled is None or direct is None:
+            continue
+        ratio = pooled.rps / direct.rps if direct.rps else 0.0
+        lines.append(
+            f"| {pooled_name}, {ENDPOINT_NAMES[endpoint]}: ≥ 80% of the service connected "
+            f"directly | {pooled.rps:,.0f} vs {direct.rps:,.0f} = {100 * ratio:.0f}% "
+            f"(p99 {_ms(pooled.stats['p99_ms'])} vs {_ms(direct.stats['p99_ms'])} ms) "
+            f"| {'PASS' if ratio >= 0.8 else 'FAIL'} |"
+        )
+    return lines
+
+
 def targets(results: list[Result]) -> str:
     def find(scenario: str, server: str, endpoint: str) -> Result | None:
         return next(
@@ -940,6 +1036,7 @@ def targets(results: list[Result]) -> str:
                     f"| {name}, {ENDPOINT_NAMES[endpoint]}: p99 ≤ 2 x the reference's "
                     f"| {_ms(mine)} vs {_ms(theirs)} ms | {verdict(mine <= 2 * theirs)} |"
                 )
+    lines += pgbouncer_targets(results)
     for endpoint in ("user", "barber", "revenue", "write"):
         svc, strict = find("a", "service", endpoint), find("a", NO_RESET, endpoint)
         if svc and strict:
@@ -1030,12 +1127,19 @@ def parse_args() -> argparse.Namespace:
         default="defaults,tuned",
         help="pool settings the 1-worker service runs with, in turn: "
         + ", ".join(POOL_PROFILES)
-        + " (several workers and the 10k scenario use the first)",
+        + " (several workers and the 10k scenario use the first, connected directly; "
+        "pgbouncer: the defaults through a PgBouncer in transaction mode the bench starts "
+        "in front of the primary and one in front of the replica)",
     )
     p.add_argument(
         "--tails",
         action="store_true",
         help="run the 1-worker service under bench/tails.py and report where its tail goes",
+    )
+    p.add_argument(
+        "--pgbouncer-binary",
+        help="the PgBouncer (1.21 or later) the pgbouncer-prepared profile runs with "
+        "max_prepared_statements; the machine's by default",
     )
     p.add_argument("--skip-c10k", action="store_true")
     p.add_argument("--skip-seed-if-cached", action="store_true")
@@ -1061,9 +1165,38 @@ def _scenario_a(
     extras: list[str],
 ) -> None:
     """One worker each: the service, then the reference (and its strict variant)."""
+    profiles = [p for p in bench.args.pools.split(",") if p]
+    # PgBouncer is the database side's: on its CPU.
+    bouncers = {
+        PGBOUNCER: PgBouncerPair(bench.cluster, bench.out, bench.wrk_cpus),
+        PGBOUNCER_PREPARED: PgBouncerPair(
+            bench.cluster,
+            bench.out,
+            bench.wrk_cpus,
+            bench.args.pgbouncer_binary,
+            PGBOUNCER_MAX_PREPARED,
+        ),
+    }
+    try:
+        _profiles(bench, procs, endpoints, server_cpus, results, extras, profiles, bouncers)
+    finally:
+        for pair in bouncers.values():
+            pair.stop()
+
+
+def _profiles(
+    bench: Bench,
+    procs: Processes,
+    endpoints: list[str],
+    server_cpus: str | None,
+    results: list[Result],
+    extras: list[str],
+    profiles: list[str],
+    bouncers: dict[str, PgBouncerPair],
+) -> None:
     args, cluster, size, today, out = bench.args, bench.cluster, bench.size, bench.today, bench.out
-    profiles = [p for p in args.pools.split(",") if p]
-    service = start_service(procs, cluster, 1, server_cpus, out, profiles[0], args.tails)
+    first = profiles[0]
+    service = start_service(procs, cluster, 1, server_cpus, out, first, args.tails, bouncers)
     reference = start_reference(procs, cluster, server_cpus, out)
     problems = compare_shapes(service, reference, size, today)
     extras.append(
@@ -1076,12 +1209,27 @@ def _scenario_a(
     )
     log(extras[-1])
     procs.stop(reference.proc)
+    # Through PgBouncer against direct is a ratio of two runs: on a shared machine each
+    # of its endpoints is measured right after the direct service's, both servers up.
+    paired = [p for p in profiles if p in PGBOUNCER_PROFILES] if profiles[0] == "defaults" else []
     for number, pools in enumerate(profiles):
+        if pools in paired:
+            continue
         if number:
-            service = start_service(procs, cluster, 1, server_cpus, out, pools, args.tails)
-        log(f"scenario a: 1 worker each, {service.name}")
+            service = start_service(
+                procs, cluster, 1, server_cpus, out, pools, args.tails, bouncers
+            )
+        beside = [service]
+        if pools == "defaults":
+            beside += [
+                start_service(procs, cluster, 1, server_cpus, out, p, False, bouncers)
+                for p in paired
+            ]
+        log(f"scenario a: 1 worker each, {' then '.join(s.name for s in beside)}")
         for e in endpoints:
-            results.append(bench.closed_loop("a: 64 conns", service, e))
+            results.extend(bench.closed_loop("a: 64 conns", server, e) for server in beside)
+        for server in beside[1:]:
+            procs.stop(server.proc)
         if args.profile and not number:
             log("profiling the service under the mixed load")
             try:

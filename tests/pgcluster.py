@@ -488,9 +488,15 @@ class PgBouncer:
 
 
 def start_pgbouncer(
-    target: PgNode, base_dir: Path, pool_mode: str = "transaction", pool_size: int = 20
+    target: PgNode,
+    base_dir: Path,
+    pool_mode: str = "transaction",
+    pool_size: int = 20,
+    binary: str | None = None,
+    max_prepared_statements: int = 0,
 ) -> PgBouncer:
-    binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    """`binary` another PgBouncer than the machine's; `max_prepared_statements` needs 1.21+."""
+    binary = binary or shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
     if binary is None:
         raise RuntimeError(f"pgbouncer binary not found; {_HINT}")
     port = free_port()
@@ -510,6 +516,11 @@ def start_pgbouncer(
         "ignore_startup_parameters = extra_float_digits,statement_timeout,lock_timeout\n"
         f"pidfile = {d / 'pgbouncer.pid'}\n"
         "log_connections = 0\nlog_disconnections = 0\n"
+        + (
+            f"max_prepared_statements = {max_prepared_statements}\n"
+            if max_prepared_statements
+            else ""
+        )
     )
     for f in (userlist, ini):
         if osu:

@@ -4,7 +4,8 @@ Bookings change what the next one meets, so each service has a database of its o
 shop is seeded once and its database cloned (CREATE DATABASE ... TEMPLATE), so all start
 with the same rows and the same sequence positions. One service books with the lane
 (app/api/write_lane.py), two with HOT_READS=false, where FastAPI's route answers: with
-its one statement, and with PGBOUNCER=true its ORM transaction (facts, then the insert).
+its one statement, as a named prepared statement and with PGBOUNCER=true as the unnamed
+one a transaction pooler needs (app/db/sessions.py, unnamed).
 Hypothesis draws requests (every field of the booking with good, bad, missing, extra and
 wrong-typed values, ids of the wrong rows, past, far and overlapping times, JSON oddities,
 raw bytes, content types, bearer tokens, headers the route ignores, query strings) and
@@ -83,7 +84,7 @@ class Side:
 class World:
     ids: dict[str, int]
     lane: Side
-    routes: list[Side]  # the route's one statement; its ORM transaction (PGBOUNCER=true)
+    routes: list[Side]  # the route's one statement: named; unnamed (PGBOUNCER=true)
     sent: int = 0
 
 
@@ -126,7 +127,7 @@ async def _replica_has(postgres: Postgres, name: str) -> None:
 
 @pytest.fixture
 async def world(postgres: Postgres) -> AsyncIterator[World]:
-    first, *clones = (unique(n).replace("-", "_") for n in ("lane", "route", "orm"))
+    first, *clones = (unique(n).replace("-", "_") for n in ("lane", "route", "unnamed"))
     url = await create_database(postgres, first)
     try:
         await upgrade_async(url)
@@ -140,9 +141,9 @@ async def world(postgres: Postgres) -> AsyncIterator[World]:
         async with (
             _side(postgres, first) as lane,
             _side(postgres, clones[0], hot_reads=False) as route,
-            _side(postgres, clones[1], hot_reads=False, pgbouncer=True) as orm,
+            _side(postgres, clones[1], hot_reads=False, pgbouncer=True) as unnamed,
         ):
-            w = World(ids, lane, [route, orm])
+            w = World(ids, lane, [route, unnamed])
             for side in w.routes:
                 assert await lane.appointments() == await side.appointments()
             yield w

@@ -104,8 +104,8 @@ def booking_fields(body: AppointmentCreate) -> dict[str, Any]:
 
 
 def one_statement_writes(router: DatabaseRouter) -> bool:
-    """PostgreSQL through asyncpg, statements in autocommit: not SQLite, not PgBouncer."""
-    return router.primary.dialect.driver == "asyncpg" and not router.settings.pgbouncer
+    """PostgreSQL through asyncpg, statements in autocommit (behind PgBouncer too): not SQLite."""
+    return router.raw_writes
 
 
 async def book_in_one_statement(

@@ -65,18 +65,22 @@ def create_engine(
         else None,
     }
     if settings.pgbouncer:
-        # Transaction pooling hands each transaction to any server connection:
-        # no statement may outlive it, and PgBouncer refuses startup parameters
-        # it does not track (set statement_timeout per role instead).
-        connect_args["statement_cache_size"] = 0
+        # Transaction pooling hands each transaction to any server connection: no
+        # statement may outlive it unless PgBouncer keeps it (1.21+ with
+        # max_prepared_statements, PGBOUNCER_PREPARED_STATEMENTS), and PgBouncer refuses
+        # startup parameters it does not track (set statement_timeout per role instead).
         connect_args["prepared_statement_name_func"] = lambda: f"__bb_{uuid.uuid4().hex}__"
-        parsed = parsed.update_query_dict({"prepared_statement_cache_size": "0"})
+        if not settings.pgbouncer_prepared_statements:
+            connect_args["statement_cache_size"] = 0
+            parsed = parsed.update_query_dict({"prepared_statement_cache_size": "0"})
     else:
         server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
         server_settings["lock_timeout"] = str(settings.lock_timeout_ms)
-    # SQLAlchemy's pre-ping wraps its ping in BEGIN and ROLLBACK so it works behind
-    # PgBouncer: three round trips per checkout. Direct to PostgreSQL one will do.
-    one_trip_ping = settings.pool_pre_ping and not settings.pgbouncer
+    # SQLAlchemy's pre-ping wraps its ping in BEGIN and ROLLBACK (three round trips per
+    # checkout) for drivers that sync between prepare and execute. asyncpg flushes
+    # there, so PgBouncer keeps one server connection for both: _ping's `;` does, also
+    # behind it, and only after PING_AFTER_IDLE_SECONDS idle.
+    one_trip_ping = settings.pool_pre_ping
     engine = create_async_engine(
         parsed,
         pool_size=settings.pool_size if primary else settings.replica_pool_size,

@@ -37,8 +37,10 @@ def _reader(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
 
     Each statement sees its own snapshot; a read request's few statements are
     each consistent, which is what a replica offers anyway. Behind PgBouncer in
-    transaction mode, asyncpg's prepare and execute must share a transaction to
-    reach the same server connection, so reads stay transactional there.
+    transaction mode the ORM's reads stay transactional: SQLAlchemy names each
+    statement it prepares, and outside a transaction the name would stay behind on
+    a server connection others share. The raw statements (Reader) need neither: they
+    run unnamed in autocommit there too (app/db/sessions.py, unnamed).
     """
     if is_sqlite(engine) or settings.pgbouncer:
         return engine
@@ -54,9 +56,11 @@ class DatabaseRouter:
         self.primary = create_engine(settings.primary_url, settings, "primary")
         self._write_sessions = _sessionmaker(self.primary, AsyncSession)
         self.sqlite = is_sqlite(self.primary)
-        # The hot reads' statements (app/queries/hot.py) need asyncpg in autocommit: not
-        # SQLite, and not behind PgBouncer, where reads stay in transactions (see _reader).
-        self.raw_reads = self.primary.dialect.driver == "asyncpg" and not settings.pgbouncer
+        # The hot reads' statements (app/queries/hot.py) need asyncpg, in autocommit: not
+        # SQLite. Behind PgBouncer too: each statement is one unnamed round trip there.
+        self.raw_reads = self.primary.dialect.driver == "asyncpg"
+        # The one-statement booking and payment (app/queries/booking.py, payments.py).
+        self.raw_writes = self.raw_reads
         # And the lane in front of FastAPI (app/api/lane.py) unless HOT_READS=false.
         self.hot_reads = settings.hot_reads and self.raw_reads
         # SQLite: readers use their own engine so they never take the write lock.
@@ -262,15 +266,17 @@ class DatabaseRouter:
         """The primary's WAL position after a commit, for read-your-writes."""
         if self.sqlite or not self.replicas:
             return None
-        # One autocommit statement, after the commit returned.
-        if self.settings.pgbouncer:  # a statement outside a transaction may change servers
+        # One autocommit statement, after the commit returned: on any connection to the
+        # primary (behind PgBouncer, any server connection it lends), as the position is
+        # the server's. Straight to the driver: a tenth of the CPU of a SQLAlchemy one.
+        if not self.raw_reads:
             async with self.primary_reader.connect() as conn:
                 lsn = await conn.scalar(text(WRITE_LSN))
-        else:  # straight to the driver: a tenth of the CPU of a SQLAlchemy connection
-            reader = Reader(self, Target("write", self.primary_reader, self._primary_reads), None)
-            try:
-                row = await reader.fetchrow(WRITE_LSN)
-            finally:
-                await reader.close()
-            lsn = row["lsn"] if row is not None else None
+            return str(lsn) if lsn else None
+        reader = Reader(self, Target("write", self.primary_reader, self._primary_reads), None)
+        try:
+            row = await reader.fetchrow(WRITE_LSN)
+        finally:
+            await reader.close()
+        lsn = row["lsn"] if row is not None else None
         return str(lsn) if lsn else None

@@ -83,13 +83,44 @@ class RoutedSession(AsyncSession):
         return await retried(self, super().get, *args, **kwargs)
 
 
+# The statement descriptions a pooled connection keeps behind PgBouncer (`unnamed`),
+# under its pool entry's info: the driver connection they were described on, and them.
+_DESCRIBED = "bookedbarber_unnamed_statements"
+_DESCRIBED_LIMIT = 64
+
+
+async def unnamed(pooled: PoolProxiedConnection, driver: Any, statement: str) -> Any:
+    """`statement` as asyncpg's unnamed prepared statement, described once per connection.
+
+    Behind PgBouncer in transaction mode (asyncpg with statement_cache_size=0) each
+    execution of the returned statement sends Parse, Bind, Execute and Sync together:
+    one round trip, on whichever server connection PgBouncer lends until the Sync, and
+    nothing named left behind there. Its parameter and column types are described on
+    first use on this connection (Parse, Describe, Flush: no Sync, so PgBouncer keeps
+    the same server connection until the execution that follows). asyncpg's own
+    fetch() with the cache off describes before every execution: two round trips.
+    """
+    kept = pooled.info.get(_DESCRIBED)
+    if kept is None or kept[0] is not driver:  # a new driver connection: describe anew
+        kept = pooled.info[_DESCRIBED] = (driver, {})
+    described: dict[str, Any] = kept[1]
+    prepared = described.get(statement)
+    if prepared is None:
+        if len(described) >= _DESCRIBED_LIMIT:  # the statements are constants: never, today
+            described.clear()
+        prepared = described[statement] = await driver.prepare(statement)
+    return prepared
+
+
 class Reader:
     """Hand-written SQL on a routed connection's asyncpg driver (app/queries/hot.py).
 
     No ORM session, no SQLAlchemy execution or result layers: one pooled connection
     of the target's engine, its statements in autocommit, each counted and timed like
     any other statement (a failed one with outcome error). Retries once elsewhere, as
-    RoutedSession does.
+    RoutedSession does. Behind PgBouncer each statement is one unnamed Parse, Bind,
+    Execute and Sync (`unnamed`): one round trip, no state left on the server; with
+    PGBOUNCER_PREPARED_STATEMENTS asyncpg's named ones, which PgBouncer 1.21+ keeps.
     """
 
     __slots__ = ("_pooled", "min_lsn", "router", "target")
@@ -121,7 +152,13 @@ class Reader:
         assert driver is not None
         started = time.perf_counter()
         try:
-            rows: Sequence[Mapping[str, Any]] = await driver.fetch(statement, *args)
+            rows: Sequence[Mapping[str, Any]]
+            settings = self.router.settings
+            if settings.pgbouncer and not settings.pgbouncer_prepared_statements:
+                prepared = await unnamed(self._pooled, driver, statement)
+                rows = await prepared.fetch(*args)
+            else:
+                rows = await driver.fetch(statement, *args)
         except Exception as exc:
             self.router.metrics.statement_failed(engine, statement)
             # asyncpg says "connection is closed" without a SQLSTATE when the server went
