@@ -38,8 +38,11 @@ if TYPE_CHECKING:
     from app.db.router import DatabaseRouter
 
 Backend = Literal["postgresql", "sqlite"]
+# The statement's time as a timestamp column holds it: SQLite's as SQLAlchemy writes it.
+NOW = ("now()", "strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'")
 Row = Mapping[str, Any]
-_PLACEHOLDER = re.compile(r"\$(\d+)")
+# $3 or $3::bigint (a cast only PostgreSQL needs to type its parameter)
+_PLACEHOLDER = re.compile(r"\$(\d+)(?:::[a-z]+(?:\[\])?)?")
 _Processor = Callable[[Any], Any]
 
 
@@ -83,10 +86,14 @@ def statement(
     sqlite: str | None = None,
     params: Sequence[TypeEngine[Any] | Column[Any] | None] = (),
     columns: Iterable[Column[Any]] | Mapping[str, TypeEngine[Any]] = (),
+    **pieces: tuple[str, str],
 ) -> Statement:
-    """A Statement; SQLite's text defaults to PostgreSQL's with ?1, ?2 for $1, $2.
+    """A Statement written once: PostgreSQL's text, SQLite's derived from it.
 
-    `params`: the type (or the column) of $1, $2, ... where a backend needs it;
+    SQLite's text is PostgreSQL's with ?N for $N (their casts dropped) and each
+    {piece} in its own words: `pieces` name (PostgreSQL's, SQLite's) fragments, such as
+    now(). `sqlite` replaces the derivation where the statements differ more.
+    `params`: the type (or column) of $1, $2, ... where a backend needs it;
     `columns`: the table columns (or name -> type) the statement returns.
     """
     kinds = tuple(p.type if isinstance(p, Column) else p for p in params)
@@ -95,8 +102,13 @@ def statement(
         if isinstance(columns, Mapping)
         else {column.name: column.type for column in columns}
     )
-    rendered = sqlite if sqlite is not None else _PLACEHOLDER.sub(r"?\1", postgresql)
-    return Statement(postgresql, rendered, kinds, types)
+    postgres_text, lite = postgresql, postgresql
+    if pieces:  # formatted only then: a statement without pieces may hold braces
+        postgres_text = postgresql.format(**{name: pg for name, (pg, _) in pieces.items()})
+        lite = postgresql.format(**{name: lite for name, (_, lite) in pieces.items()})
+    if sqlite is None:
+        sqlite = _PLACEHOLDER.sub(r"?\1", lite)
+    return Statement(postgres_text, sqlite, kinds, types)
 
 
 class Statements(Protocol):
