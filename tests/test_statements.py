@@ -6,8 +6,10 @@ import asyncio
 import datetime as dt
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import cast
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -16,7 +18,9 @@ from app.db.models import Money, Organization, UTCDateTime
 from app.db.router import DatabaseRouter
 from app.db.statements import statement
 from app.main import create_app
-from tests.conftest import make_settings
+from tests import pgcluster
+from tests.conftest import Postgres, make_settings
+from tests.test_booking_rules import API, DAY, booking, shop
 
 ORGANIZATIONS = cast(sa.Table, Organization.__table__)
 ECHO = statement(
@@ -107,3 +111,64 @@ async def _two_writers(router: DatabaseRouter) -> None:
     await first.__aexit__(None, None, None)
     await waiting
     assert order == ["first out", "second in"]
+
+
+async def test_every_write_behind_pgbouncer(postgres: Postgres, tmp_path: Path) -> None:
+    """Behind PgBouncer (transaction mode) each write is one transaction on one connection."""
+    assert postgres.cluster is not None, "needs the test cluster's primary to put PgBouncer before"
+    bouncer = pgcluster.start_pgbouncer(postgres.cluster.primary, tmp_path, pool_size=4)
+    try:
+        app = create_app(make_settings(bouncer.url(), pgbouncer=True, pool_size=8))
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+        ):
+            await _writes(app, c)
+    finally:
+        bouncer.stop()
+
+
+async def _writes(app: FastAPI, client: httpx.AsyncClient) -> None:
+    ids = await shop(app, client)
+    slots = [DAY + dt.timedelta(hours=hour) for hour in range(6)]
+    made = await asyncio.gather(
+        *(client.post(f"{API}/appointments", json=booking(ids, s)) for s in slots)
+    )
+    assert [m.status_code for m in made] == [201] * len(slots), [m.text for m in made]
+    clash = await client.post(f"{API}/appointments", json=booking(ids, slots[0]))
+    assert clash.status_code == 409, clash.text
+    assert (
+        clash.json()["detail"]
+        == f"barber {ids['barber_id']} already has an appointment overlapping that time"
+    )
+    short = await client.post(
+        f"{API}/appointments", json=booking(ids, DAY - dt.timedelta(hours=2), minutes=45)
+    )
+    assert short.status_code == 422, short.text
+    assert "lasts 30 minutes" in short.json()["detail"]
+    first = made[0].json()
+    payment = {
+        "user_id": ids["user_id"],
+        "appointment_id": first["id"],
+        "location_id": ids["location_id"],
+        "amount": "25.00",
+    }
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    paid = await client.post(f"{API}/payments", json=payment, headers=key)
+    again = await client.post(f"{API}/payments", json=payment, headers=key)
+    assert (paid.status_code, again.status_code) == (201, 200), (paid.text, again.text)
+    assert again.json() == paid.json()
+    moved = await client.patch(
+        f"{API}/payments/{paid.json()['id']}", json={"status": "completed", "version": 1}
+    )
+    assert moved.json()["status"] == "completed", moved.text
+    confirmed = await client.patch(
+        f"{API}/appointments/{first['id']}", json={"status": "confirmed", "version": 1}
+    )
+    assert (confirmed.json()["status"], confirmed.json()["version"]) == ("confirmed", 2), (
+        confirmed.text
+    )
+    email = f"{uuid.uuid4().hex}@example.com"
+    user = await client.post(f"{API}/users", json={"email": email, "name": "Bo"})
+    taken = await client.post(f"{API}/users", json={"email": email.upper(), "name": "Bo"})
+    assert (user.status_code, taken.status_code) == (201, 409), (user.text, taken.text)

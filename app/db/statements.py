@@ -52,7 +52,7 @@ class Statement:
 
     The types matter where the driver does not speak them (SQLite: aware datetimes,
     Decimal): there the dialect's own bind and result processors convert them, as the
-    ORM would. asyncpg speaks them all, so the autocommit path passes values through.
+    ORM would. asyncpg speaks them all: on PostgreSQL values pass through.
     """
 
     postgresql: str
@@ -199,13 +199,18 @@ class TransactionStatements:
         if connection is None:
             connection = self._connection = await self._engine.connect()
             await connection.begin()  # the engine's BEGIN (SQLite: BEGIN IMMEDIATE)
-        sql = statement.sqlite if self.backend == "sqlite" else statement.postgresql
+        if self.backend == "postgresql":  # asyncpg speaks every type: values as they are
+            result = await connection.exec_driver_sql(statement.postgresql, tuple(args))
+            if not result.returns_rows:
+                return []
+            names = list(result.keys())
+            return [dict(zip(names, fetched, strict=True)) for fetched in result.all()]
         binds, results = statement.processors(self._engine.dialect)
         values = tuple(
             bind(value) if bind is not None else value
             for bind, value in zip(binds + [None] * (len(args) - len(binds)), args, strict=True)
         )
-        result = await connection.exec_driver_sql(sql, values)
+        result = await connection.exec_driver_sql(statement.sqlite, values)
         if not result.returns_rows:
             return []
         names = list(result.keys())
