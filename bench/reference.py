@@ -39,7 +39,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 # as a hand-written asyncpg service would (the service has PostgreSQL write the JSON in
 # one statement, app/queries/hot_sql.py); bench/run.py checks both answer the same JSON.
 from app.queries.analytics import utc_days  # noqa: E402
-from app.queries.booking import BOOK, FACTS, lock_keys  # noqa: E402
+from app.queries.booking import BOOK, CHECK  # noqa: E402
 
 _APPOINTMENT = """a.id, a.user_id, a.barber_id, a.service_id, a.location_id, a.appointment_date,
     a.start_time, a.end_time, a.status, a.notes, a.version, a.created_at, a.updated_at"""
@@ -277,9 +277,9 @@ class Reference:
         assert self.primary is not None
         async with self.primary.acquire() as conn:
             try:
-                row = await conn.fetchrow(
-                    BOOK, *args, start.date(), start, end, body.get("notes"), *lock_keys(*args[:2])
-                )
+                length = (end - start) // dt.timedelta(microseconds=1)
+                booking = (*args, start.date(), start, end, body.get("notes"), length)
+                row = await conn.fetchrow(BOOK.postgresql, *booking)
             except asyncpg.ExclusionViolationError:
                 raise Problem(409, "conflict", "the barber is already booked then") from None
             except asyncpg.ForeignKeyViolationError:
@@ -287,8 +287,8 @@ class Reference:
                     422, "bad_request", "unknown user, barber, service or location"
                 ) from None
             if row is None:
-                facts = await conn.fetchrow(FACTS, args[1], args[2])
-                raise Problem(422, "bad_request", f"the booking breaks a rule: {dict(facts)}")
+                verdicts = await conn.fetchrow(CHECK.postgresql, *booking)
+                raise Problem(422, "bad_request", f"the booking breaks a rule: {dict(verdicts)}")
             # The service's read-your-writes token, read after the (auto)commit as it does.
             lsn = await conn.fetchval(LSN)
         headers = [*JSON_HEADERS, (b"x-consistency-token", lsn.encode())]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator, Sequence
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import anyio
 from fastapi import Depends, Request
@@ -16,14 +16,23 @@ from app.db.lsn import parse_lsn
 from app.db.router import DatabaseRouter
 from app.db.sessions import Intent, Reader
 from app.errors import BadRequest, Unauthorized
+from app.operations import Written
 
 CONSISTENCY_HEADER = "X-Consistency-Token"
 READ_CONSISTENCY_HEADER = "X-Read-Consistency"
+T = TypeVar("T")
 
 
 def get_router(request: Request) -> DatabaseRouter:
     router: DatabaseRouter = request.app.state.db
     return router
+
+
+def answered(request: Request, written: Written[T]) -> T:
+    """A write's result; its consistency token goes out with the response."""
+    if written.token:
+        request.state.consistency_token = written.token
+    return written.value
 
 
 async def _close(session: AsyncSession) -> None:

@@ -2,15 +2,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
-from sqlalchemy.exc import IntegrityError
+from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.contract import ContractRoute, PathId
-from app.api.deps import HotRead, ReadSession, WriteSession
+from app.api.deps import HotRead, ReadSession, answered, get_router
 from app.api.reads import UserQuery, no_user, user_body
 from app.api.responses import errors_doc
 from app.db.sessions import Reader
-from app.errors import BadRequest, Conflict, constraint_error
+from app.errors import BadRequest
+from app.operations import users as user_writes
 from app.queries.users import UserRepository
 from app.schemas import INT64_MAX, UserCreate, UserDetail, UserPage, UserRead, UserRole
 
@@ -25,16 +25,8 @@ UserId = PathId
     response_model=UserRead,
     responses=errors_doc(409, conflict="An account with this email, in any case, exists"),
 )
-async def create_user(body: UserCreate, session: WriteSession) -> UserRead:
-    try:
-        user = await UserRepository(session).add(**body.model_dump())
-    except IntegrityError as exc:
-        detail = f"location {body.location_id} does not exist"
-        taken = "a user with this email already exists"
-        raise constraint_error(exc, foreign_key=detail, unique=taken) from None
-    if user is None:
-        raise Conflict("a user with this email already exists")
-    return UserRead.model_validate(user)
+async def create_user(body: UserCreate, request: Request) -> UserRead:
+    return answered(request, await user_writes.create_user(get_router(request), body))
 
 
 @router.get(

@@ -5,7 +5,7 @@ With the booking down to one statement (app/queries/booking.py), FastAPI's pipel
 was nearly all of a booking's CPU. Here the request passes the same token gate and body
 guard as every request (app/guards.py), its JSON is parsed by the routes' own parser
 (read_json) and validated by the route's own model in the mode FastAPI uses, and it is
-booked by the route's own functions (app/api/appointments.py), errors rendered by
+booked by the same use case as the route (app/operations/booking.py), errors rendered by
 app/errors.py and HTTP metrics recorded into the same series. Anything the lane is not
 sure of (another content type, a query string, a body that does not parse or that the
 model refuses, SQLite, PgBouncer, HOT_READS=false) goes on to FastAPI,
@@ -30,17 +30,12 @@ from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from app import errors
-from app.api.appointments import (
-    book_in_one_statement,
-    booking_fields,
-    check_request,
-    one_statement_writes,
-)
 from app.db.models import utcnow
 from app.db.router import DatabaseRouter
 from app.guards import BodyGuard, TokenGate, read_json
 from app.http_metrics import HttpMetrics
-from app.schemas import AppointmentCreate, AppointmentRead
+from app.operations.booking import book
+from app.schemas import AppointmentCreate
 
 ROUTE = "/api/v1/appointments"
 _JSON = b"application/json"
@@ -71,7 +66,6 @@ class BookingLane:
         if (
             router is None
             or not router.hot_reads
-            or not one_statement_writes(router)
             or _header(scope, b"content-type") != _JSON
             or scope["query_string"]  # the route has no query parameters: its 422 names them
         ):
@@ -113,16 +107,14 @@ class BookingLane:
             await self._fallback(scope, _replay(messages, receive), send)
             return
         router: DatabaseRouter = self.service.state.db
-        if not one_statement_writes(router):  # the backend switched while the body came in
+        if not router.hot_reads:  # the backend switched while the body came in
             outcome.handed_on = True
             await self._fallback(scope, _replay(messages, receive), send)
             return
         settings = router.settings
-        token: str | None = None
         try:
-            check_request(body, settings, utcnow())
-            row, token = await book_in_one_statement(router, body, booking_fields(body))
-            payload = AppointmentRead.model_validate(dict(row)).model_dump_json().encode()
+            appointment, token, _ = await book(router, body, utcnow())
+            payload = appointment.model_dump_json().encode()
         except errors.AppError as exc:
             await _respond(send, errors.render(exc))
             return

@@ -20,6 +20,7 @@ from app.db.lsn import WRITE_LSN
 from app.db.metrics import DatabaseMetrics
 from app.db.replicas import Replica, ReplicaMonitor
 from app.db.sessions import Intent, Reader, RoutedSession, Target
+from app.db.statements import Statements, open_statements
 
 __all__ = ["DatabaseRouter", "Intent", "Reader", "Replica", "Target"]
 
@@ -56,11 +57,9 @@ class DatabaseRouter:
         self.primary = create_engine(settings.primary_url, settings, "primary")
         self._write_sessions = _sessionmaker(self.primary, AsyncSession)
         self.sqlite = is_sqlite(self.primary)
-        # The hot reads' statements (app/queries/hot.py) need asyncpg, in autocommit: not
+        # Statements straight on asyncpg, in autocommit (app/db/statements.py): not
         # SQLite. Behind PgBouncer too: each statement is one unnamed round trip there.
         self.raw_reads = self.primary.dialect.driver == "asyncpg"
-        # The one-statement booking and payment (app/queries/booking.py, payments.py).
-        self.raw_writes = self.raw_reads
         # And the lane in front of FastAPI (app/api/lane.py) unless HOT_READS=false.
         self.hot_reads = settings.hot_reads and self.raw_reads
         # SQLite: readers use their own engine so they never take the write lock.
@@ -248,6 +247,12 @@ class DatabaseRouter:
         """A raw-SQL read handle (the hot-read lane); PostgreSQL through asyncpg only."""
         target = self.target(intent, min_lsn=min_lsn, force_primary=force_primary)
         return Reader(self, target, min_lsn)
+
+    def statements(
+        self, intent: Intent, *, min_lsn: int | None = None, force_primary: bool = False
+    ) -> Statements:
+        """The unit of work's statement handle for `intent` (app/db/statements.py)."""
+        return open_statements(self, intent, min_lsn=min_lsn, force_primary=force_primary)
 
     def session(
         self, intent: Intent, *, min_lsn: int | None = None, force_primary: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import exists as sql_exists
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.errors import violation
 
-__all__ = ["dialect_name", "exists", "insert_for", "violation"]
+__all__ = ["dialect_name", "exists", "insert_for", "moves", "returning", "violation"]
 
 
 def dialect_name(session: AsyncSession) -> str:
@@ -28,3 +29,14 @@ def insert_for(session: AsyncSession, table: Any) -> postgresql.Insert | sqlite.
 async def exists(session: AsyncSession, model: Any, key: int) -> bool:
     """Whether `model` has a row with id `key` (an unknown parent is a 404)."""
     return bool(await session.scalar(select(sql_exists().where(model.id == key))))
+
+
+def returning(schema: type[BaseModel]) -> str:
+    """The columns a statement returns for `schema`: its fields, named once there."""
+    return ", ".join(schema.model_fields)
+
+
+def moves(transitions: dict[str, tuple[str, ...]]) -> str:
+    """A transitions table (status -> the statuses it may be reached from) as SQL rows
+    ('from', 'to'), for `(status, $n) IN (VALUES ...)`."""
+    return ", ".join(f"('{old}', '{new}')" for new, olds in transitions.items() for old in olds)

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnClause, func, literal_column, select
+from sqlalchemy import ColumnClause, Table, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from app.db.models import User, UserOrganization, email_key
-from app.queries import dialect_name, insert_for
+from app.db.statements import NOW, statement
+from app.queries import dialect_name, returning
+from app.schemas import UserCreate, UserRead
 
 # The relations GET /users/{id} may include, and how each is loaded: the
 # strategy's get_user_with_relationships, split so a caller pays only for what it reads.
@@ -26,6 +28,27 @@ USER_RELATIONS: dict[str, LoaderOption] = {
 _ENGLISH: ColumnClause[Any] = literal_column("'english'::regconfig")
 
 
+_TABLE = cast(Table, User.__table__)
+# No conflict target: the arbiter is uq_users_email_key (email_key: the email folded by
+# app.db.models.email_key) or the exact email's own unique constraint. No row back: taken.
+ADD = statement(
+    f"""
+INSERT INTO users (email, email_key, name, phone, unified_role, location_id, is_active,
+                   trial_active, created_at, updated_at)
+VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint, true, false, {{now}}, {{now}})
+ON CONFLICT DO NOTHING
+RETURNING {returning(UserRead)}
+""",
+    columns=_TABLE.c,
+    now=NOW,
+)
+
+
+def add_arguments(body: UserCreate) -> tuple[Any, ...]:
+    email = body.email
+    return (email, email_key(email), body.name, body.phone, body.unified_role, body.location_id)
+
+
 def _like_pattern(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
@@ -34,18 +57,6 @@ def _like_pattern(text: str) -> str:
 class UserRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    async def add(self, **fields: Any) -> User | None:
-        """Insert a user; None when the email is taken in any case (the unique index decides).
-
-        No conflict target: the arbiter is uq_users_email_key (email_key, the column's
-        default folds the email), or the exact email's own unique constraint.
-        """
-        stmt = (
-            insert_for(self.session, User).values(**fields).on_conflict_do_nothing().returning(User)
-        )
-        result = await self.session.scalars(stmt)
-        return result.one_or_none()
 
     async def get_with(self, user_id: int, relations: Collection[str] = ()) -> User | None:
         stmt = (
