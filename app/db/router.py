@@ -20,6 +20,7 @@ from app.db.lsn import WRITE_LSN
 from app.db.metrics import DatabaseMetrics
 from app.db.replicas import Replica, ReplicaMonitor
 from app.db.sessions import Intent, Reader, RoutedSession, Target
+from app.db.statements import Statements, open_statements
 
 __all__ = ["DatabaseRouter", "Intent", "Reader", "Replica", "Target"]
 
@@ -244,6 +245,12 @@ class DatabaseRouter:
         """A raw-SQL read handle (the hot-read lane); PostgreSQL through asyncpg only."""
         target = self.target(intent, min_lsn=min_lsn, force_primary=force_primary)
         return Reader(self, target, min_lsn)
+
+    def statements(
+        self, intent: Intent, *, min_lsn: int | None = None, force_primary: bool = False
+    ) -> Statements:
+        """The unit of work's statement handle for `intent` (app/db/statements.py)."""
+        return open_statements(self, intent, min_lsn=min_lsn, force_primary=force_primary)
 
     def session(
         self, intent: Intent, *, min_lsn: int | None = None, force_primary: bool = False

@@ -1,0 +1,252 @@
+"""The handle a use case runs its statements through, whatever the backend.
+
+A `Statement` is written once: its PostgreSQL text (asyncpg's $1, $2 placeholders) and,
+where SQLite's differs, SQLite's; its result columns' types make rows alike on both
+backends (datetimes aware UTC, money Decimal). A `Statements` handle owns one unit of
+work: the statements, the commit that ends it and the write's consistency token.
+
+- PostgreSQL through asyncpg (`PostgresStatements`): each statement in autocommit on a
+  routed pooled connection (app/db/sessions.py's Reader), one round trip; a write's
+  token is the WAL position read once after it, on the same connection.
+- SQLite, and PostgreSQL behind PgBouncer (`TransactionStatements`): one SQLAlchemy
+  connection in one transaction (SQLite: BEGIN IMMEDIATE, after the service's writer
+  turn), committed by `commit`, rolled back by `close` otherwise.
+
+The backends differ in how a statement is executed and rendered, never in what it
+checks or returns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
+
+import anyio
+from sqlalchemy import Column
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.types import TypeEngine
+
+from app.db.lsn import WRITE_LSN
+from app.db.sessions import Intent, Reader
+
+if TYPE_CHECKING:
+    from app.db.router import DatabaseRouter
+
+Backend = Literal["postgresql", "sqlite"]
+Row = Mapping[str, Any]
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+_Processor = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, eq=False)
+class Statement:
+    """One statement in each backend's words, with the types of its parameters and columns.
+
+    The types matter where the driver does not speak them (SQLite: aware datetimes,
+    Decimal): there the dialect's own bind and result processors convert them, as the
+    ORM would. asyncpg speaks them all, so the autocommit path passes values through.
+    """
+
+    postgresql: str
+    sqlite: str
+    params: tuple[TypeEngine[Any] | None, ...] = ()
+    columns: Mapping[str, TypeEngine[Any]] = field(default_factory=dict)
+    _cache: dict[str, tuple[list[_Processor | None], dict[str, _Processor]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def processors(self, dialect: Dialect) -> tuple[list[_Processor | None], dict[str, _Processor]]:
+        """(a bind processor per parameter, a result processor per column) for `dialect`."""
+        found = self._cache.get(dialect.name)
+        if found is None:
+            binds: list[_Processor | None] = [
+                None if t is None else t.dialect_impl(dialect).bind_processor(dialect)
+                for t in self.params
+            ]
+            results: dict[str, _Processor] = {
+                name: processor
+                for name, t in self.columns.items()
+                if (processor := t.dialect_impl(dialect).result_processor(dialect, None))
+            }
+            found = self._cache[dialect.name] = (binds, results)
+        return found
+
+
+def statement(
+    postgresql: str,
+    *,
+    sqlite: str | None = None,
+    params: Sequence[TypeEngine[Any] | Column[Any] | None] = (),
+    columns: Iterable[Column[Any]] | Mapping[str, TypeEngine[Any]] = (),
+) -> Statement:
+    """A Statement; SQLite's text defaults to PostgreSQL's with ?1, ?2 for $1, $2.
+
+    `params`: the type (or the column) of $1, $2, ... where a backend needs it;
+    `columns`: the table columns (or name -> type) the statement returns.
+    """
+    kinds = tuple(p.type if isinstance(p, Column) else p for p in params)
+    types = (
+        dict(columns)
+        if isinstance(columns, Mapping)
+        else {column.name: column.type for column in columns}
+    )
+    rendered = sqlite if sqlite is not None else _PLACEHOLDER.sub(r"?\1", postgresql)
+    return Statement(postgresql, rendered, kinds, types)
+
+
+class Statements(Protocol):
+    """One unit of work's statements; used as `async with router.statements(intent) as db`."""
+
+    backend: Backend
+
+    async def fetch(self, statement: Statement, *args: Any) -> Sequence[Row]: ...
+
+    async def fetchrow(self, statement: Statement, *args: Any) -> Row | None: ...
+
+    async def commit(self) -> str | None:
+        """End the unit of work; a write's consistency token (PostgreSQL with replicas)."""
+
+    async def close(self) -> None:
+        """Give the connection back (rolling back what was not committed); never cancelled."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class PostgresStatements:
+    """Autocommit statements on a routed asyncpg connection: each one its own commit."""
+
+    __slots__ = ("_reader", "_replicas", "_write")
+    backend: Backend = "postgresql"
+
+    def __init__(self, reader: Reader, *, write: bool, replicas: bool) -> None:
+        self._reader, self._write, self._replicas = reader, write, replicas
+
+    async def fetch(self, statement: Statement, *args: Any) -> Sequence[Row]:
+        return await self._reader.fetch(statement.postgresql, *args)
+
+    async def fetchrow(self, statement: Statement, *args: Any) -> Row | None:
+        return await self._reader.fetchrow(statement.postgresql, *args)
+
+    async def commit(self) -> str | None:
+        if not (self._write and self._replicas):
+            return None
+        # After the statements' own commits, on the same connection: the token covers them.
+        row = await self._reader.fetchrow(WRITE_LSN)
+        return str(row["lsn"]) if row is not None and row["lsn"] else None
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._reader.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class TransactionStatements:
+    """One SQLAlchemy connection in one transaction (SQLite; PostgreSQL behind PgBouncer)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        turn: AbstractAsyncContextManager[object] | None,
+        token: Callable[[], Any] | None,
+    ) -> None:
+        self.backend: Backend = "sqlite" if engine.dialect.name == "sqlite" else "postgresql"
+        self._engine, self._turn, self._token = engine, turn, token
+        self._connection: AsyncConnection | None = None
+        self._in_turn = False
+
+    async def __aenter__(self) -> Self:
+        if self._turn is not None:
+            await self._turn.__aenter__()
+            self._in_turn = True
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def fetch(self, statement: Statement, *args: Any) -> Sequence[Row]:
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = await self._engine.connect()
+            await connection.begin()  # the engine's BEGIN (SQLite: BEGIN IMMEDIATE)
+        sql = statement.sqlite if self.backend == "sqlite" else statement.postgresql
+        binds, results = statement.processors(self._engine.dialect)
+        values = tuple(
+            bind(value) if bind is not None else value
+            for bind, value in zip(binds + [None] * (len(args) - len(binds)), args, strict=True)
+        )
+        result = await connection.exec_driver_sql(sql, values)
+        if not result.returns_rows:
+            return []
+        names = list(result.keys())
+        rows: list[Row] = []
+        for fetched in result.all():
+            row = dict(zip(names, fetched, strict=True))
+            for name, processor in results.items():
+                if name in row:
+                    row[name] = processor(row[name])
+            rows.append(row)
+        return rows
+
+    async def fetchrow(self, statement: Statement, *args: Any) -> Row | None:
+        rows = await self.fetch(statement, *args)
+        return rows[0] if rows else None
+
+    async def commit(self) -> str | None:
+        connection = self._connection
+        if connection is None:
+            return None
+        await connection.commit()
+        if self._token is None:
+            return None
+        token: str | None = await self._token()
+        return token
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            connection, self._connection = self._connection, None
+            try:
+                if connection is not None:
+                    await connection.close()  # rolls back what was not committed
+            finally:
+                if self._in_turn and self._turn is not None:
+                    self._in_turn = False
+                    await self._turn.__aexit__(None, None, None)
+
+
+def open_statements(
+    router: DatabaseRouter,
+    intent: Intent,
+    *,
+    min_lsn: int | None = None,
+    force_primary: bool = False,
+) -> Statements:
+    """The handle for `intent`: asyncpg autocommit where it can, else one transaction."""
+    write = intent == "write"
+    if router.raw_reads:
+        reader = router.reader(intent, min_lsn=min_lsn, force_primary=force_primary)
+        return PostgresStatements(reader, write=write, replicas=bool(router.replicas))
+    target = router.target(intent, min_lsn=min_lsn, force_primary=force_primary)
+    return TransactionStatements(
+        target.engine,
+        turn=router.write_turn() if write else None,
+        token=router.write_lsn if write else None,
+    )
