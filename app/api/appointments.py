@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 
 from app.api.contract import ContractRoute, PathId
-from app.api.deps import HotRead, ReadSession, WriteSession, get_router
-from app.api.reads import MAX_SCHEDULE_DAYS, ScheduleQuery, no_barber, schedule_body
+from app.api.deps import ReadStatements, WriteSession, get_router
+from app.api.reads import ScheduleQuery, schedule_body
 from app.api.responses import errors_doc
 from app.config import Settings
 from app.db.errors import (
@@ -20,11 +20,11 @@ from app.db.errors import (
     violation,
 )
 from app.db.lsn import WRITE_LSN
-from app.db.models import User, utcnow
+from app.db.models import utcnow
 from app.db.router import DatabaseRouter
-from app.db.sessions import Reader
 from app.errors import BadRequest, Conflict, NotFound, constraint_error
-from app.queries import booking, exists
+from app.operations.reads import read_appointment
+from app.queries import booking
 from app.queries.appointments import (
     OVERLAP_CONSTRAINTS,
     TRANSITIONS,
@@ -190,11 +190,8 @@ def check_facts(body: AppointmentCreate, facts: BookingFacts) -> None:
 @router.get(
     "/appointments/{appointment_id}", response_model=AppointmentRead, responses=errors_doc(404)
 )
-async def get_appointment(appointment_id: AppointmentId, session: ReadSession) -> AppointmentRead:
-    appointment = await AppointmentRepository(session).get(appointment_id)
-    if appointment is None:
-        raise NotFound(f"appointment {appointment_id} does not exist")
-    return AppointmentRead.model_validate(appointment)
+async def get_appointment(appointment_id: AppointmentId, db: ReadStatements) -> Response:
+    return Response(await read_appointment(db, appointment_id), media_type=JSON)
 
 
 @router.patch(
@@ -227,15 +224,6 @@ async def update_appointment(
     responses=errors_doc(404, not_found="The barber does not exist"),
 )
 async def list_barber_appointments(
-    barber_id: BarberId, query: Annotated[ScheduleQuery, Query()], reads: HotRead
-) -> list[ScheduledAppointment] | Response:
-    if isinstance(reads, Reader):
-        body = await schedule_body(reads, barber_id, query)
-        return Response(body, media_type="application/json")
-    start, end = query.days(MAX_SCHEDULE_DAYS)
-    appointments = await AppointmentRepository(reads).list_for_barber(
-        barber_id, start, end, query.statuses
-    )
-    if not appointments and not await exists(reads, User, barber_id):
-        raise no_barber(barber_id)
-    return [ScheduledAppointment.model_validate(a) for a in appointments]
+    barber_id: BarberId, query: Annotated[ScheduleQuery, Query()], db: ReadStatements
+) -> Response:
+    return Response(await schedule_body(db, barber_id, query), media_type=JSON)

@@ -9,14 +9,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.appointments import one_statement_writes
 from app.api.contract import ContractRoute, PathId
-from app.api.deps import ReadSession, WriteSession, get_router
+from app.api.deps import ReadStatements, WriteSession, get_router
+from app.api.reads import JSON
 from app.api.responses import errors_doc
 from app.db.errors import FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION, violation
 from app.db.lsn import WRITE_LSN
-from app.db.models import PAYABLE_APPOINTMENT_STATUSES, User
+from app.db.models import PAYABLE_APPOINTMENT_STATUSES
 from app.db.router import DatabaseRouter
 from app.errors import BadRequest, Conflict, NotFound, constraint_error
-from app.queries import exists, payments
+from app.operations import reads
+from app.operations.reads import read_payment
+from app.queries import payments
 from app.queries.payments import TRANSITIONS, PaymentRepository
 from app.schemas import INT64_MAX, PaymentCreate, PaymentPage, PaymentRead, PaymentUpdate
 
@@ -193,11 +196,8 @@ async def update_payment(
 
 
 @router.get("/payments/{payment_id}", response_model=PaymentRead, responses=errors_doc(404))
-async def get_payment(payment_id: PaymentId, session: ReadSession) -> PaymentRead:
-    payment = await PaymentRepository(session).get(payment_id)
-    if payment is None:
-        raise NotFound(f"payment {payment_id} does not exist")
-    return PaymentRead.model_validate(payment)
+async def get_payment(payment_id: PaymentId, db: ReadStatements) -> Response:
+    return Response(await read_payment(db, payment_id), media_type=JSON)
 
 
 @router.get(
@@ -207,18 +207,10 @@ async def get_payment(payment_id: PaymentId, session: ReadSession) -> PaymentRea
 )
 async def list_user_payments(
     user_id: UserId,
-    session: ReadSession,
+    db: ReadStatements,
     after: Annotated[
         int, Query(ge=0, le=INT64_MAX, description="Last id of the previous page")
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-) -> PaymentPage:
-    payments = await PaymentRepository(session).list_for_user(user_id, after=after, limit=limit + 1)
-    # A payment names its user (a foreign key): only an empty page can hide a missing one.
-    if not payments and not await exists(session, User, user_id):
-        raise NotFound(f"user {user_id} does not exist")
-    page = payments[:limit]
-    return PaymentPage(
-        items=[PaymentRead.model_validate(p) for p in page],
-        next_after=page[-1].id if len(payments) > limit else None,
-    )
+) -> Response:
+    return Response(await reads.list_user_payments(db, user_id, after, limit), media_type=JSON)

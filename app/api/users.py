@@ -6,10 +6,9 @@ from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 
 from app.api.contract import ContractRoute, PathId
-from app.api.deps import HotRead, ReadSession, WriteSession
-from app.api.reads import UserQuery, no_user, user_body
+from app.api.deps import ReadSession, ReadStatements, WriteSession
+from app.api.reads import JSON, UserQuery, user_body
 from app.api.responses import errors_doc
-from app.db.sessions import Reader
 from app.errors import BadRequest, Conflict, constraint_error
 from app.queries.users import UserRepository
 from app.schemas import INT64_MAX, UserCreate, UserDetail, UserPage, UserRead, UserRole
@@ -44,14 +43,9 @@ async def create_user(body: UserCreate, session: WriteSession) -> UserRead:
     responses=errors_doc(404),
 )
 async def get_user(
-    user_id: UserId, query: Annotated[UserQuery, Query()], reads: HotRead
-) -> UserDetail | Response:
-    if isinstance(reads, Reader):
-        return Response(await user_body(reads, user_id, query), media_type="application/json")
-    user = await UserRepository(reads).get_with(user_id, query.relations)
-    if user is None:
-        raise no_user(user_id)
-    return UserDetail.model_validate(user)
+    user_id: UserId, query: Annotated[UserQuery, Query()], db: ReadStatements
+) -> Response:
+    return Response(await user_body(db, user_id, query), media_type=JSON)
 
 
 @router.get("/users", response_model=UserPage, responses=errors_doc())

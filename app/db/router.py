@@ -55,7 +55,7 @@ class DatabaseRouter:
         self.primary = create_engine(settings.primary_url, settings, "primary")
         self._write_sessions = _sessionmaker(self.primary, AsyncSession)
         self.sqlite = is_sqlite(self.primary)
-        # The hot reads' statements (app/queries/hot.py) need asyncpg in autocommit: not
+        # Statements straight to asyncpg (app/db/statements.py) need autocommit: not
         # SQLite, and not behind PgBouncer, where reads stay in transactions (see _reader).
         self.raw_reads = self.primary.dialect.driver == "asyncpg" and not settings.pgbouncer
         # And the lane in front of FastAPI (app/api/lane.py) unless HOT_READS=false.

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import exists as sql_exists
-from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.errors import violation
 
-__all__ = ["dialect_name", "exists", "insert_for", "violation"]
+__all__ = ["dialect_name", "insert_for", "violation"]
 
 
 def dialect_name(session: AsyncSession) -> str:
@@ -23,8 +21,3 @@ def insert_for(session: AsyncSession, table: Any) -> postgresql.Insert | sqlite.
     if dialect_name(session) == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
-
-
-async def exists(session: AsyncSession, model: Any, key: int) -> bool:
-    """Whether `model` has a row with id `key` (an unknown parent is a 404)."""
-    return bool(await session.scalar(select(sql_exists().where(model.id == key))))

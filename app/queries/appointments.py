@@ -1,24 +1,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Sequence
 from typing import Any, Literal, NamedTuple, cast
 
 from sqlalchemy import Row, Table, exists, func, insert, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload
 
 from app.db.errors import EXCLUSION_VIOLATION, constraint_name
 from app.db.models import ACTIVE_APPOINTMENT_STATUSES, Appointment, Service, User, utcnow
 from app.queries import dialect_name, violation
-
-# The barber dashboard reads who, what and whether it is paid.
-_WITH_SCHEDULE = (
-    joinedload(Appointment.user),
-    joinedload(Appointment.service),
-    joinedload(Appointment.payment),
-)
 
 # The booking is the busiest write. A Core INSERT ... RETURNING with the values as
 # parameters skips the ORM's bulk-insert and instance machinery and the per-call cache
@@ -172,19 +163,3 @@ class AppointmentRepository:
             .execution_options(synchronize_session=False)
         )
         return (await self.session.scalars(stmt)).one_or_none()
-
-    async def list_for_barber(
-        self, barber_id: int, start: dt.date, end: dt.date, statuses: Collection[str]
-    ) -> Sequence[Appointment]:
-        stmt = (
-            select(Appointment)
-            .options(*_WITH_SCHEDULE)
-            .where(
-                Appointment.barber_id == barber_id,
-                Appointment.appointment_date >= start,
-                Appointment.appointment_date <= end,
-                Appointment.status.in_(statuses),
-            )
-            .order_by(Appointment.appointment_date, Appointment.start_time, Appointment.id)
-        )
-        return (await self.session.scalars(stmt)).unique().all()

@@ -19,9 +19,9 @@ from typing import Any
 
 from app.db.sessions import Reader
 from app.queries.appointments import BOOKING_LOCK
-from app.queries.hot_sql import APPOINTMENT_FIELDS
+from app.queries.reads import APPOINTMENT_SHAPE
 
-APPOINTMENT_COLUMNS = ", ".join(APPOINTMENT_FIELDS)
+APPOINTMENT_COLUMNS = ", ".join(APPOINTMENT_SHAPE.fields())
 
 # The INSERT comes first so the query metrics count it as what it is.
 BOOK = f"""

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -133,12 +133,3 @@ class PaymentRepository:
     async def get_by_idempotency_key(self, key: str) -> Payment | None:
         stmt = select(Payment).where(Payment.idempotency_key == key)
         return (await self.session.scalars(stmt)).one_or_none()
-
-    async def list_for_user(self, user_id: int, *, after: int, limit: int) -> Sequence[Payment]:
-        stmt = (
-            select(Payment)
-            .where(Payment.user_id == user_id, Payment.id > after)
-            .order_by(Payment.id)
-            .limit(limit)
-        )
-        return (await self.session.scalars(stmt)).all()
