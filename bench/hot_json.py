@@ -1,14 +1,21 @@
-"""The hot reads' statements on PostgreSQL: this version against an earlier one.
+"""The hot reads on PostgreSQL, body included: CPU in this process and in the backend.
 
     uv run python bench/hot_json.py [--scale 0.05] [--rounds 5] [--calls 300] [--before REV]
 
 Starts a PostgreSQL primary of its own, migrates and seeds it with the demo data, then
-runs each hot read's statement (a client with every relation, a barber's week, a
-location's month of revenue) `--calls` times in a row on one connection, alternating
-this checkout's app/queries/hot_sql.py with the one at git revision `--before`, for
-`--rounds` rounds. Prints the median time per call and the body's size for each. The
-Python side of a hot read (bytes passed on) is the same for both: what differs is the
-work PostgreSQL does to write the JSON. The cluster is stopped at the end.
+answers each hot read (a client with every relation, a barber's week, a location's
+month of revenue) `--calls` times in a row on one connection, three ways, for
+`--rounds` rounds:
+
+- "json in SQL": the one statement of app/queries/hot_sql.py at git revision `--before`,
+  whose result is the body (PostgreSQL writes the JSON);
+- "rows + shape": this checkout's statements (app/queries/reads.py) and their body
+  written in Python by app/queries/shapes.py, as app/operations/reads.py answers;
+- "reference": bench/reference.py's own statements and orjson.
+
+Prints, per call, the median wall time, this process's CPU (time.process_time) and
+the PostgreSQL backend's CPU (utime + stime of its /proc/<pid>/stat, clock ticks), and
+the body's size. The cluster is stopped at the end.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import statistics
 import subprocess
 import sys
 import time
 import types
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +37,15 @@ import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import reference  # noqa: E402
 
 from app.db.engine import create_engine  # noqa: E402
 from app.db.migrate import upgrade  # noqa: E402
 from app.db.seed import seed_demo  # noqa: E402
-from app.queries import hot_sql  # noqa: E402
+from app.db.statements import Statement  # noqa: E402
+from app.operations import reads as operations  # noqa: E402
 from app.queries.analytics import utc_days  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
 from tests.pgcluster import start_cluster  # noqa: E402
@@ -78,38 +91,128 @@ async def _cases(conn: asyncpg.Connection) -> tuple[Cases, frozenset[str]]:
     relations = frozenset({"appointments", "payments", "organizations", "stripe_account"})
     return {
         "user, all relations": ("user", (client,)),
-        "barber's week": ("SCHEDULE", week),
-        "location's month": ("REVENUE", month),
+        "barber's week": ("week", week),
+        "location's month": ("month", month),
     }, relations
 
 
-def _statement(module: Any, name: str, relations: frozenset[str]) -> str:
-    return str(module.user_statement(relations)) if name == "user" else str(getattr(module, name))
+Answer = Callable[[asyncpg.Connection], Awaitable[bytes]]
+
+
+def _json_in_sql(
+    module: Any, case: str, args: tuple[Any, ...], relations: frozenset[str]
+) -> Answer:
+    name = {"user": "user", "week": "SCHEDULE", "month": "REVENUE"}[case]
+    sql = str(module.user_statement(relations)) if name == "user" else str(getattr(module, name))
+
+    async def answer(conn: asyncpg.Connection) -> bytes:
+        text: str = await conn.fetchval(sql, *args)
+        return text.encode()
+
+    return answer
+
+
+class _Connection:
+    """app/db/statements.py's handle on one asyncpg connection, as PostgresStatements."""
+
+    backend = "postgresql"
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def fetch(self, statement: Statement, *args: Any) -> Any:
+        return await self.conn.fetch(statement.postgresql, *args)
+
+    async def fetchrow(self, statement: Statement, *args: Any) -> Any:
+        return await self.conn.fetchrow(statement.postgresql, *args)
+
+
+def _rows_and_shape(case: str, args: tuple[Any, ...], relations: frozenset[str]) -> Answer:
+    """The use cases themselves (app/operations/reads.py) on the bench's connection."""
+
+    async def user(conn: asyncpg.Connection) -> bytes:
+        db: Any = _Connection(conn)
+        return await operations.read_user(db, args[0], relations)
+
+    async def week(conn: asyncpg.Connection) -> bytes:
+        barber, start, end, statuses = args
+        db: Any = _Connection(conn)
+        return await operations.read_schedule(db, barber, start, end, statuses)
+
+    async def month(conn: asyncpg.Connection) -> bytes:
+        location, _since, _until, first, last = args
+        db: Any = _Connection(conn)
+        return await operations.read_revenue(db, location, first, last)
+
+    return {"user": user, "week": week, "month": month}[case]
+
+
+def _reference(case: str, args: tuple[Any, ...], relations: frozenset[str]) -> Answer:
+    async def user(conn: asyncpg.Connection) -> bytes:
+        found = dict(await conn.fetchrow(reference.USER, *args))
+        for name, sql in (
+            ("appointments", reference.USER_APPOINTMENTS),
+            ("payments", reference.USER_PAYMENTS),
+            ("organizations", reference.USER_ORGANIZATIONS),
+        ):
+            found[name] = [dict(r) for r in await conn.fetch(sql, *args)]
+        return reference.dumps(found)
+
+    async def week(conn: asyncpg.Connection) -> bytes:
+        return reference.dumps(
+            reference.schedule_items(await conn.fetch(reference.SCHEDULE, *args))
+        )
+
+    async def month(conn: asyncpg.Connection) -> bytes:
+        location, since, until, first, last = args
+        found = await conn.fetch(reference.REVENUE, location, since, until)
+        report = {"location_id": location, "start": first, "end": last}
+        return reference.dumps({**report, "days": [dict(r) for r in found]})
+
+    return {"user": user, "week": week, "month": month}[case]
+
+
+def _backend_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime
 
 
 async def _measure(url: str, rounds: int, calls: int, before: str) -> None:
     conn = await asyncpg.connect(url.replace("+asyncpg", ""))
     try:
         cases, relations = await _cases(conn)
-        versions = {f"before ({before})": _module_at(before), "now": hot_sql}
-        timings: dict[tuple[str, str], list[float]] = {}
+        pid: int = await conn.fetchval("SELECT pg_backend_pid()")
+        tick = os.sysconf("SC_CLK_TCK")
+        earlier = _module_at(before)
+        results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
         sizes: dict[tuple[str, str], int] = {}
         for _ in range(rounds):
             for case, (name, args) in cases.items():
-                for label, module in versions.items():
-                    statement = _statement(module, name, relations)
-                    body = await conn.fetchval(statement, *args)  # prepared, warm
-                    started = time.perf_counter()
+                ways = {
+                    f"json in SQL ({before})": _json_in_sql(earlier, name, args, relations),
+                    "rows + shape": _rows_and_shape(name, args, relations),
+                    "reference": _reference(name, args, relations),
+                }
+                for label, answer in ways.items():
+                    body = await answer(conn)  # prepared, warm
+                    ticks, cpu, started = (
+                        _backend_ticks(pid),
+                        time.process_time(),
+                        time.perf_counter(),
+                    )
                     for _ in range(calls):
-                        await conn.fetchval(statement, *args)
-                    seconds = (time.perf_counter() - started) / calls
-                    timings.setdefault((case, label), []).append(seconds)
-                    sizes[(case, label)] = len(body.encode())
-        print(f"| statement | version | median µs per call ({rounds} rounds) | body bytes |")
-        print("|---|---|---|---|")
-        for (case, label), runs in timings.items():
-            median = statistics.median(runs) * 1e6
-            print(f"| {case} | {label} | {median:.0f} | {sizes[(case, label)]} |")
+                        await answer(conn)
+                    wall = (time.perf_counter() - started) / calls
+                    cpu = (time.process_time() - cpu) / calls
+                    backend = (_backend_ticks(pid) - ticks) / tick / calls
+                    results.setdefault((case, label), []).append((wall, cpu, backend))
+                    sizes[(case, label)] = len(body)
+        print("| read | way | wall µs | service CPU µs | PostgreSQL CPU µs | body bytes |")
+        print("|---|---|---|---|---|---|")
+        for (case, label), runs in results.items():
+            wall, cpu, backend = (statistics.median(r[i] for r in runs) * 1e6 for i in range(3))
+            size = sizes[(case, label)]
+            print(f"| {case} | {label} | {wall:.0f} | {cpu:.0f} | {backend:.0f} | {size} |")
     finally:
         await conn.close()
 
@@ -119,7 +222,7 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=0.05)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--calls", type=int, default=300)
-    p.add_argument("--before", default="cc15bde", help="git revision to compare with")
+    p.add_argument("--before", default="712c286", help="git revision to compare with")
     args = p.parse_args()
     cluster = start_cluster(replicas=0)
     try:

@@ -36,8 +36,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 # booking rules, INSERT ... RETURNING under the exclusion constraints), so the write
 # comparison measures everything around it. The reads are this server's own: plain
 # statements per relation, rows shaped into the API's JSON here and written by orjson,
-# as a hand-written asyncpg service would (the service has PostgreSQL write the JSON in
-# one statement, app/queries/hot_sql.py); bench/run.py checks both answer the same JSON.
+# as a hand-written asyncpg service would (the service's statements are its own,
+# app/queries/reads.py); bench/run.py checks both answer the same JSON.
 from app.queries.analytics import utc_days  # noqa: E402
 from app.queries.booking import BOOK, CHECK  # noqa: E402
 

@@ -832,13 +832,13 @@ def _top(counts: dict[str, int], n: int) -> list[tuple[str, int]]:
 def explain(cluster: PgCluster, size: Scale, today: int) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of exactly the statements the service sends, on the replica.
 
-    On PostgreSQL the three hot reads are app/queries/hot_sql.py's statements.
+    The three hot reads' statements (app/queries/reads.py).
     """
     import asyncio
 
     import asyncpg
 
-    from app.queries import hot_sql
+    from app.queries import reads
 
     day = dt.date(1970, 1, 1) + dt.timedelta(days=today)
     month_start = (day - dt.timedelta(days=60)).replace(day=1)
@@ -850,18 +850,18 @@ def explain(cluster: PgCluster, size: Scale, today: int) -> str:
     calls: list[tuple[str, str, tuple[Any, ...]]] = [
         (
             "GET /users/{id}?include=appointments,payments,organizations",
-            hot_sql.user_statement(relations),
+            reads.user_statement(relations).postgresql,
             (client,),
         ),
         (
             "GET /barbers/{id}/appointments (a week)",
-            hot_sql.SCHEDULE,
-            (17, day, day + dt.timedelta(days=6), ["confirmed", "in_progress"]),
+            reads.SCHEDULE.postgresql,
+            (17, day, day + dt.timedelta(days=6), "confirmed,in_progress"),
         ),
         (
             "GET /locations/{id}/revenue (a month)",
-            hot_sql.REVENUE,
-            (7, since, until, month_start, month_end - dt.timedelta(days=1)),
+            reads.REVENUE.postgresql,
+            (7, since, until),
         ),
     ]
 

@@ -28,7 +28,8 @@ from app.api import reads
 from app.config import Settings
 from app.db.router import DatabaseRouter, Reader
 from app.main import create_app
-from app.queries import hot_sql
+from app.queries import shapes
+from app.queries.reads import REVENUE
 from tests import factories
 from tests.conftest import ConsistentClient, Postgres, make_settings
 
@@ -349,32 +350,24 @@ async def test_revenue_is_an_index_only_scan(postgres: Postgres) -> None:
         await conn.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
         since = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
         until = since + dt.timedelta(days=31)
-        args = (1, since, until, since.date(), until.date())
-        rows = await conn.fetch("EXPLAIN " + hot_sql.REVENUE, *args)
+        rows = await conn.fetch("EXPLAIN " + REVENUE.postgresql, 1, since, until)
     finally:
         await conn.close()
     plan = "\n".join(r[0] for r in rows)
     assert "Index Only Scan using idx_payments_location_revenue" in plan, plan
 
 
-async def test_postgres_writes_timestamps_like_pydantic(postgres: Postgres) -> None:
-    """PostgreSQL writes the hot reads' JSON: its timestamps must read as the routes' do."""
+def test_bodies_write_timestamps_like_pydantic() -> None:
+    """The reads' bodies (app/queries/shapes.py) write an instant as FastAPI's models do."""
     plus_two = dt.timezone(dt.timedelta(hours=2))
     moments = [
         dt.datetime(2033, 3, 1, 9, 0, 0, 123456, tzinfo=dt.UTC),
         dt.datetime(2033, 3, 1, 9, 0, 0, tzinfo=dt.UTC),
         dt.datetime(2033, 3, 1, 9, 0, 0, 1, tzinfo=dt.UTC),
-        dt.datetime(2033, 3, 1, 9, 0, 0, 500000, tzinfo=plus_two),
-        dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=plus_two),
+        dt.datetime(2033, 3, 1, 9, 0, 0, 500000, tzinfo=plus_two).astimezone(dt.UTC),
+        dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=plus_two).astimezone(dt.UTC),
         dt.datetime(2, 1, 1, 0, 0, tzinfo=dt.UTC),
     ]
     adapter = TypeAdapter(dt.datetime)
-    conn = await asyncpg.connect(postgres.primary_url.replace("+asyncpg", ""))
-    try:
-        await conn.execute("SET TimeZone = 'Asia/Kathmandu'")  # the statement must not care
-        for moment in moments:
-            statement = f"SELECT to_json({hot_sql.ts('$1::timestamptz')})::text"
-            written = await conn.fetchval(statement, moment)
-            assert written.encode() == adapter.dump_json(moment.astimezone(dt.UTC)), moment
-    finally:
-        await conn.close()
+    for moment in moments:
+        assert shapes.body(moment) == adapter.dump_json(moment), moment

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from app.db.models import APPOINTMENT_STATUSES
-from app.queries.users import USER_RELATIONS
+from app.queries.reads import USER_RELATIONS
 from tests.conftest import Postgres, pg_fetch
 from tests.test_lane import API, Pair, _pair, _shop
 

@@ -38,7 +38,7 @@ def statements(app: FastAPI) -> Iterator[list[tuple[str, Any]]]:
     def record(_c: Any, _cur: Any, sql: str, params: Any, _ctx: Any, _many: bool) -> None:
         seen.append((sql, params))
 
-    # The hot reads (app/queries/hot.py) send their SQL to the driver directly and
+    # Statements on asyncpg in autocommit (app/db/statements.py) go to the driver directly and
     # report it to the metrics instead of through the engine's events.
     collected = app.state.db_metrics
     recorded = collected.record_statement
@@ -181,10 +181,8 @@ async def test_get_user_statement_count_does_not_grow(
         # Not counted: SQLite's BEGIN, and the replica monitor's probes (pg_* functions).
         queries = [sql for sql, _ in seen if sql.startswith("SELECT") and "pg_" not in sql]
         counts[expected] = len(queries)
-    # No N+1. SQLite (selectinload): one for the user, one per requested relation.
-    # PostgreSQL: one statement writes the whole document (app/queries/hot_sql.py).
-    expected = 1 if app.state.settings.primary_url.startswith("postgresql") else 4
-    assert counts[1] == counts[500] == expected
+    # No N+1: one statement, the user's row and its relations' (app/queries/reads.py).
+    assert counts[1] == counts[500] == 1
 
 
 async def test_list_users_search_and_keyset_pages(client: httpx.AsyncClient) -> None:

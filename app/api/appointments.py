@@ -5,15 +5,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.contract import ContractRoute, PathId
-from app.api.deps import HotRead, ReadSession, answered, get_router
-from app.api.reads import MAX_SCHEDULE_DAYS, ScheduleQuery, no_barber, schedule_body
+from app.api.deps import ReadStatements, answered, get_router
+from app.api.reads import ScheduleQuery, schedule_body
 from app.api.responses import errors_doc
-from app.db.models import User, utcnow
-from app.db.sessions import Reader
-from app.errors import NotFound
+from app.db.models import utcnow
 from app.operations.booking import book, change_appointment_status
-from app.queries import exists
-from app.queries.appointments import AppointmentRepository
+from app.operations.reads import read_appointment
 from app.schemas import (
     AppointmentCreate,
     AppointmentRead,
@@ -45,11 +42,8 @@ async def create_appointment(body: AppointmentCreate, request: Request) -> Respo
 @router.get(
     "/appointments/{appointment_id}", response_model=AppointmentRead, responses=errors_doc(404)
 )
-async def get_appointment(appointment_id: AppointmentId, session: ReadSession) -> AppointmentRead:
-    appointment = await AppointmentRepository(session).get(appointment_id)
-    if appointment is None:
-        raise NotFound(f"appointment {appointment_id} does not exist")
-    return AppointmentRead.model_validate(appointment)
+async def get_appointment(appointment_id: AppointmentId, db: ReadStatements) -> Response:
+    return Response(await read_appointment(db, appointment_id), media_type=JSON)
 
 
 @router.patch(
@@ -70,15 +64,6 @@ async def update_appointment(
     responses=errors_doc(404, not_found="The barber does not exist"),
 )
 async def list_barber_appointments(
-    barber_id: BarberId, query: Annotated[ScheduleQuery, Query()], reads: HotRead
-) -> list[ScheduledAppointment] | Response:
-    if isinstance(reads, Reader):
-        body = await schedule_body(reads, barber_id, query)
-        return Response(body, media_type="application/json")
-    start, end = query.days(MAX_SCHEDULE_DAYS)
-    appointments = await AppointmentRepository(reads).list_for_barber(
-        barber_id, start, end, query.statuses
-    )
-    if not appointments and not await exists(reads, User, barber_id):
-        raise no_barber(barber_id)
-    return [ScheduledAppointment.model_validate(a) for a in appointments]
+    barber_id: BarberId, query: Annotated[ScheduleQuery, Query()], db: ReadStatements
+) -> Response:
+    return Response(await schedule_body(db, barber_id, query), media_type=JSON)

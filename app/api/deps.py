@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.lsn import parse_lsn
 from app.db.router import DatabaseRouter
-from app.db.sessions import Intent, Reader
+from app.db.sessions import Intent
+from app.db.statements import Statements, open_statements
 from app.errors import BadRequest, Unauthorized
 from app.operations import Written
 
@@ -71,29 +72,22 @@ async def _reading(request: Request, intent: Intent) -> AsyncIterator[AsyncSessi
         await _close(session)
 
 
-async def _hot_reading(request: Request, intent: Intent) -> AsyncIterator[Reader | AsyncSession]:
-    router = get_router(request)
-    if not router.raw_reads:
-        async for session in _reading(request, intent):
-            yield session
-        return
+async def _statements(request: Request, intent: Intent) -> AsyncIterator[Statements]:
     min_lsn, force = _read_options(request)
-    reader = router.reader(intent, min_lsn=min_lsn, force_primary=force)
-    try:
-        yield reader
-    finally:
-        with anyio.CancelScope(shield=True):
-            await reader.close()
+    async with open_statements(
+        get_router(request), intent, min_lsn=min_lsn, force_primary=force
+    ) as db:
+        yield db
 
 
-async def hot_read(request: Request) -> AsyncIterator[Reader | AsyncSession]:
-    async for handle in _hot_reading(request, "read"):
-        yield handle
+async def read_statements(request: Request) -> AsyncIterator[Statements]:
+    async for db in _statements(request, "read"):
+        yield db
 
 
-async def hot_analytics(request: Request) -> AsyncIterator[Reader | AsyncSession]:
-    async for handle in _hot_reading(request, "analytics"):
-        yield handle
+async def analytics_statements(request: Request) -> AsyncIterator[Statements]:
+    async for db in _statements(request, "analytics"):
+        yield db
 
 
 async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -140,10 +134,10 @@ ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]
 WriteSession = Annotated[AsyncSession, Depends(write_session, scope="function")]
 AnalyticsSession = Annotated[AsyncSession, Depends(analytics_session, scope="function")]
 MethodSession = Annotated[AsyncSession, Depends(method_session, scope="function")]
-# The hot reads: on PostgreSQL through asyncpg their statements (app/queries/hot.py) on a
-# routed Reader, elsewhere an ORM session.
-HotRead = Annotated[Reader | AsyncSession, Depends(hot_read, scope="function")]
-HotAnalytics = Annotated[Reader | AsyncSession, Depends(hot_analytics, scope="function")]
+# The reads' statements handle (app/db/statements.py) for their use cases
+# (app/operations/reads.py): the same whatever the backend.
+ReadStatements = Annotated[Statements, Depends(read_statements, scope="function")]
+AnalyticsStatements = Annotated[Statements, Depends(analytics_statements, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="A token from API_TOKENS")
 

@@ -8,10 +8,11 @@ cost three times the CPU of the database work (README, Performance).
 
 The lane is plumbing only: it matches the path, reads the headers, parses the query
 string into the route's own query model and calls the route's own answer
-(app/api/reads.py: the same statements, shapes and errors). It answers a request only
-when it has read every part of it exactly as the route would; anything else (an
-unknown, repeated or invalid parameter, an id out of range, a missing token, a bad
-consistency header, SQLite or PgBouncer) goes on to FastAPI, which answers as declared.
+(app/api/reads.py: the same use case, app/operations/reads.py, and errors). It answers
+a request only when it has read every part of it exactly as the route would; anything
+else (an unknown, repeated or invalid parameter, an id out of range, a missing token, a
+bad consistency header, SQLite or PgBouncer) goes on to FastAPI, which answers as
+declared.
 HTTP metrics are recorded into the same series. HOT_READS=false turns the lane off;
 tests/test_lane_differential.py holds both ways to the same answers.
 """
@@ -35,6 +36,7 @@ from app.api import reads
 from app.api.contract import QueryContract
 from app.api.deps import read_options, token_accepted
 from app.db.router import DatabaseRouter
+from app.db.statements import open_statements
 from app.http_metrics import HttpMetrics
 from app.schemas import INT64_MAX
 
@@ -70,9 +72,11 @@ class HotReadLane:
         if plan is None:
             return False
         read = plan.read
-        reader = router.reader(read.intent, min_lsn=plan.min_lsn, force_primary=plan.force_primary)
+        db = open_statements(
+            router, read.intent, min_lsn=plan.min_lsn, force_primary=plan.force_primary
+        )
         try:
-            body = await read.body(reader, plan.key, plan.query)
+            body = await read.body(db, plan.key, plan.query)
         except errors.AppError as exc:
             await self._respond(scope, receive, send, plan, started, errors.render(exc))
             return True
@@ -82,10 +86,7 @@ class HotReadLane:
             await self._respond(scope, receive, send, plan, started, response)
             return True
         finally:
-            # Giving a reader's connection back never suspends (autocommit: nothing to
-            # roll back), so no cancellation can cut it short; were one to, SQLAlchemy
-            # frees the pool's slot with the connection invalidated.
-            await reader.close()
+            await db.close()
         await send(
             {
                 "type": "http.response.start",

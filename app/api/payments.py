@@ -5,13 +5,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from app.api.contract import ContractRoute, PathId
-from app.api.deps import ReadSession, answered, get_router
+from app.api.deps import ReadStatements, answered, get_router
+from app.api.reads import JSON
 from app.api.responses import errors_doc
-from app.db.models import User
-from app.errors import NotFound
+from app.operations import reads
 from app.operations.payments import change_payment_status, pay
-from app.queries import exists
-from app.queries.payments import PaymentRepository
+from app.operations.reads import read_payment
 from app.schemas import INT64_MAX, PaymentCreate, PaymentPage, PaymentRead, PaymentUpdate
 
 router = APIRouter(tags=["payments"], route_class=ContractRoute)
@@ -71,11 +70,8 @@ async def update_payment(
 
 
 @router.get("/payments/{payment_id}", response_model=PaymentRead, responses=errors_doc(404))
-async def get_payment(payment_id: PaymentId, session: ReadSession) -> PaymentRead:
-    payment = await PaymentRepository(session).get(payment_id)
-    if payment is None:
-        raise NotFound(f"payment {payment_id} does not exist")
-    return PaymentRead.model_validate(payment)
+async def get_payment(payment_id: PaymentId, db: ReadStatements) -> Response:
+    return Response(await read_payment(db, payment_id), media_type=JSON)
 
 
 @router.get(
@@ -85,18 +81,10 @@ async def get_payment(payment_id: PaymentId, session: ReadSession) -> PaymentRea
 )
 async def list_user_payments(
     user_id: UserId,
-    session: ReadSession,
+    db: ReadStatements,
     after: Annotated[
         int, Query(ge=0, le=INT64_MAX, description="Last id of the previous page")
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-) -> PaymentPage:
-    payments = await PaymentRepository(session).list_for_user(user_id, after=after, limit=limit + 1)
-    # A payment names its user (a foreign key): only an empty page can hide a missing one.
-    if not payments and not await exists(session, User, user_id):
-        raise NotFound(f"user {user_id} does not exist")
-    page = payments[:limit]
-    return PaymentPage(
-        items=[PaymentRead.model_validate(p) for p in page],
-        next_after=page[-1].id if len(payments) > limit else None,
-    )
+) -> Response:
+    return Response(await reads.list_user_payments(db, user_id, after, limit), media_type=JSON)

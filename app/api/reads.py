@@ -1,9 +1,9 @@
-"""The hot reads, defined once: their query parameters and their PostgreSQL answer.
+"""The hot reads' doors, defined once: their query parameters and their use case.
 
 GET /users/{id}, /barbers/{id}/appointments and /locations/{id}/revenue. Each has one
 query model, declared by its route (`Annotated[Model, Query()]`) and read by the lane
-(app/api/lane.py), and one `*_body` function that answers it on PostgreSQL with the
-statements and shapes of app/queries/hot.py, called by the route and by the lane alike.
+(app/api/lane.py), and one `*_body` function that turns the parsed query into the call
+of its use case (app/operations/reads.py), called by the route and by the lane alike.
 Errors are AppErrors (app/errors.py), rendered by the same code on both ways.
 """
 
@@ -18,15 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.contract import QueryContract, model_contract
 from app.days import DAYS_TAKEN, Day
-from app.db.sessions import Intent, Reader
-from app.errors import BadRequest, NotFound
-from app.queries import hot
-from app.queries.users import USER_RELATIONS
+from app.db.sessions import Intent
+from app.db.statements import Statements
+from app.errors import BadRequest
+from app.operations import reads as operations
+from app.queries.reads import USER_RELATIONS
 from app.schemas import AppointmentStatus
 
 MAX_SCHEDULE_DAYS = 366
 MAX_REPORT_DAYS = 731
 DEFAULT_SCHEDULE_STATUSES = ("confirmed", "in_progress")
+JSON = "application/json"
 _RELATION = "|".join(USER_RELATIONS)
 INCLUDE_PATTERN = rf"^(({_RELATION})(,({_RELATION}))*)?$"
 INCLUDE_MAX_LENGTH = 200
@@ -84,39 +86,18 @@ class RevenueQuery(_Days):
         return self.days(MAX_REPORT_DAYS)
 
 
-def no_user(user_id: int) -> NotFound:
-    return NotFound(f"user {user_id} does not exist")
+async def user_body(db: Statements, user_id: int, query: UserQuery) -> bytes:
+    return await operations.read_user(db, user_id, query.relations)
 
 
-def no_barber(barber_id: int) -> NotFound:
-    return NotFound(f"barber {barber_id} does not exist")
-
-
-def no_location(location_id: int) -> NotFound:
-    return NotFound(f"location {location_id} does not exist")
-
-
-async def user_body(reader: Reader, user_id: int, query: UserQuery) -> bytes:
-    body = await hot.user_document(reader, user_id, query.relations)
-    if body is None:
-        raise no_user(user_id)
-    return body
-
-
-async def schedule_body(reader: Reader, barber_id: int, query: ScheduleQuery) -> bytes:
+async def schedule_body(db: Statements, barber_id: int, query: ScheduleQuery) -> bytes:
     start, end = query.days(MAX_SCHEDULE_DAYS)
-    body = await hot.schedule_document(reader, barber_id, start, end, query.statuses)
-    if body is None:
-        raise no_barber(barber_id)
-    return body
+    return await operations.read_schedule(db, barber_id, start, end, query.statuses)
 
 
-async def revenue_body(reader: Reader, location_id: int, query: RevenueQuery) -> bytes:
+async def revenue_body(db: Statements, location_id: int, query: RevenueQuery) -> bytes:
     start, end = query.report_days()
-    body = await hot.revenue_document(reader, location_id, start, end)
-    if body is None:
-        raise no_location(location_id)
-    return body
+    return await operations.read_revenue(db, location_id, start, end)
 
 
 @dataclass(frozen=True)
@@ -126,7 +107,7 @@ class HotEndpoint:
     route: str  # the route's template, the HTTP metrics' handler label
     intent: Intent
     query: type[_Query]
-    body: Callable[[Reader, int, Any], Awaitable[bytes]]
+    body: Callable[[Statements, int, Any], Awaitable[bytes]]
 
     @property
     def contract(self) -> QueryContract:

@@ -5,10 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.contract import ContractRoute, PathId
-from app.api.deps import HotRead, ReadSession, answered, get_router
-from app.api.reads import UserQuery, no_user, user_body
+from app.api.deps import ReadSession, ReadStatements, answered, get_router
+from app.api.reads import JSON, UserQuery, user_body
 from app.api.responses import errors_doc
-from app.db.sessions import Reader
 from app.errors import BadRequest
 from app.operations import users as user_writes
 from app.queries.users import UserRepository
@@ -36,14 +35,9 @@ async def create_user(body: UserCreate, request: Request) -> UserRead:
     responses=errors_doc(404),
 )
 async def get_user(
-    user_id: UserId, query: Annotated[UserQuery, Query()], reads: HotRead
-) -> UserDetail | Response:
-    if isinstance(reads, Reader):
-        return Response(await user_body(reads, user_id, query), media_type="application/json")
-    user = await UserRepository(reads).get_with(user_id, query.relations)
-    if user is None:
-        raise no_user(user_id)
-    return UserDetail.model_validate(user)
+    user_id: UserId, query: Annotated[UserQuery, Query()], db: ReadStatements
+) -> Response:
+    return Response(await user_body(db, user_id, query), media_type=JSON)
 
 
 @router.get("/users", response_model=UserPage, responses=errors_doc())

@@ -245,7 +245,7 @@ class DatabaseMetrics:
             registry=registry,
         )
         self._routes: dict[tuple[str, str], Any] = {}
-        # Statements sent to the driver directly (app/queries/hot.py) bypass the engine's
+        # Statements sent to the driver directly (app/db/statements.py) bypass the engine's
         # events; they are recorded here instead, found by the pool they ran on.
         self._recorders: weakref.WeakKeyDictionary[Any, Recorder] = weakref.WeakKeyDictionary()
         self._instrumented: weakref.WeakSet[Engine] = weakref.WeakSet()

@@ -113,7 +113,7 @@ async def unnamed(pooled: PoolProxiedConnection, driver: Any, statement: str) ->
 
 
 class Reader:
-    """Hand-written SQL on a routed connection's asyncpg driver (app/queries/hot.py).
+    """Hand-written SQL on a routed connection's asyncpg driver (app/db/statements.py).
 
     No ORM session, no SQLAlchemy execution or result layers: one pooled connection
     of the target's engine, its statements in autocommit, each counted and timed like

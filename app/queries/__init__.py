@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import exists as sql_exists
-from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.errors import violation
 
-__all__ = ["dialect_name", "exists", "insert_for", "moves", "returning", "violation"]
+__all__ = ["dialect_name", "insert_for", "moves", "returning", "violation"]
 
 
 def dialect_name(session: AsyncSession) -> str:
@@ -24,11 +22,6 @@ def insert_for(session: AsyncSession, table: Any) -> postgresql.Insert | sqlite.
     if dialect_name(session) == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
-
-
-async def exists(session: AsyncSession, model: Any, key: int) -> bool:
-    """Whether `model` has a row with id `key` (an unknown parent is a 404)."""
-    return bool(await session.scalar(select(sql_exists().where(model.id == key))))
 
 
 def returning(schema: type[BaseModel]) -> str:

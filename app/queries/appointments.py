@@ -1,24 +1,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Sequence
 from typing import Any, Literal, cast
 
 from sqlalchemy import Table, exists, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload
 
 from app.db.models import ACTIVE_APPOINTMENT_STATUSES, Appointment
 from app.db.statements import NOW, statement
 from app.queries import moves, returning
 from app.schemas import AppointmentRead
-
-# The barber dashboard reads who, what and whether it is paid.
-_WITH_SCHEDULE = (
-    joinedload(Appointment.user),
-    joinedload(Appointment.service),
-    joinedload(Appointment.payment),
-)
 
 # status -> the statuses it may be reached from.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
@@ -80,19 +71,3 @@ class AppointmentRepository:
 
     async def get(self, appointment_id: int) -> Appointment | None:
         return await self.session.get(Appointment, appointment_id)
-
-    async def list_for_barber(
-        self, barber_id: int, start: dt.date, end: dt.date, statuses: Collection[str]
-    ) -> Sequence[Appointment]:
-        stmt = (
-            select(Appointment)
-            .options(*_WITH_SCHEDULE)
-            .where(
-                Appointment.barber_id == barber_id,
-                Appointment.appointment_date >= start,
-                Appointment.appointment_date <= end,
-                Appointment.status.in_(statuses),
-            )
-            .order_by(Appointment.appointment_date, Appointment.start_time, Appointment.id)
-        )
-        return (await self.session.scalars(stmt)).unique().all()

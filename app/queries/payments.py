@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import PAYABLE_APPOINTMENT_STATUSES, Payment
@@ -129,12 +128,3 @@ class PaymentRepository:
 
     async def get(self, payment_id: int) -> Payment | None:
         return await self.session.get(Payment, payment_id)
-
-    async def list_for_user(self, user_id: int, *, after: int, limit: int) -> Sequence[Payment]:
-        stmt = (
-            select(Payment)
-            .where(Payment.user_id == user_id, Payment.id > after)
-            .order_by(Payment.id)
-            .limit(limit)
-        )
-        return (await self.session.scalars(stmt)).all()

@@ -1,28 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import ColumnClause, Table, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload, selectinload
-from sqlalchemy.orm.interfaces import LoaderOption
 
-from app.db.models import User, UserOrganization, email_key
+from app.db.models import User, email_key
 from app.db.statements import NOW, statement
 from app.queries import dialect_name, returning
 from app.schemas import UserCreate, UserRead
-
-# The relations GET /users/{id} may include, and how each is loaded: the
-# strategy's get_user_with_relationships, split so a caller pays only for what it reads.
-USER_RELATIONS: dict[str, LoaderOption] = {
-    "appointments": selectinload(User.appointments),
-    "payments": selectinload(User.payments),
-    "organizations": selectinload(User.user_organizations).joinedload(
-        UserOrganization.organization
-    ),
-    "stripe_account": joinedload(User.stripe_account),
-}
 
 # A literal regconfig, so the expression matches idx_users_name_search.
 _ENGLISH: ColumnClause[Any] = literal_column("'english'::regconfig")
@@ -57,14 +44,6 @@ def _like_pattern(text: str) -> str:
 class UserRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    async def get_with(self, user_id: int, relations: Collection[str] = ()) -> User | None:
-        stmt = (
-            select(User)
-            .where(User.id == user_id)
-            .options(*(USER_RELATIONS[name] for name in relations))
-        )
-        return (await self.session.scalars(stmt)).unique().one_or_none()
 
     async def list_users(
         self, *, q: str | None, role: str | None, after: int, limit: int, email: str | None = None
