@@ -159,7 +159,7 @@ async def lanes_through(
         assert [p.content for p in again] == [p.content for p in paid]
         cluster.wait_replica_caught_up(cluster.replicas[0])
 
-        # The hot reads, three times each, 60 in flight: the routes' bytes, one statement each.
+        # The hot reads, ten times each, 80 in flight: the routes' bytes.
         paths = [
             f"{API}/users/{ids['user_id']}?include=appointments,payments,organizations",
             f"{API}/users/{ids['user_id']}",
@@ -184,7 +184,8 @@ async def lanes_through(
             assert lane.content == route.content, path
         assert {r.status_code for r in fast} == {200, 404}
         assert b'"status":"pending"' in fast[0].content  # the reads saw the bookings
-        assert counted.get("success", 0) - before.get("success", 0) == len(paths)
+        # Every read ran its statements (one or two: a missing parent is told apart) there.
+        assert counted.get("success", 0) - before.get("success", 0) >= len(paths)
         assert counted.get("error", 0) == before.get("error", 0)
     for bouncer in bouncers:  # nor did PgBouncer see a client or a server misbehave
         assert bouncer.is_running()
