@@ -32,7 +32,8 @@ TABLE = ROOT / "bench" / "MUTATIONS.md"
 PYTHON = ROOT / ".venv" / "bin" / "python"
 TIMEOUT = 1800.0
 SURVIVED = "SURVIVED"
-_FIRST_FAILURE = re.compile(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", re.M)
+# The short summary's "FAILED tests/x.py::test[id] - why", not a captured "ERROR    log" line.
+_FIRST_FAILURE = re.compile(r"^(?:FAILED|ERROR) (\S+\.py(?:::.*?)?)(?: - .*)?$", re.M)
 
 PAUSED_REPLAY = (
     "tests/test_routing.py::test_paused_replay_excludes_replica_and_token_reads_see_writes"
