@@ -122,6 +122,7 @@ def redact(url: str) -> str:
     at, colon = rest.rfind("@"), rest.find(":")
     if 0 <= colon < at:
         rest = f"{rest[:colon]}:***{rest[at:]}"
+        at = colon + 4  # where the '@' now is: the query is read after it
     head, question, query = rest[max(at, 0) :].partition("?")
     if question:
         shown = []

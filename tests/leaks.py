@@ -16,12 +16,15 @@ def secret(prefix: str = "pw") -> Hidden:
 
 
 def encodings(value: str) -> list[str]:
-    """The forms a secret may take on its way out: as is, percent- and plus-encoded, and
-    as JSON writes it (escaped quote and backslash, non-ASCII as \\u escapes)."""
+    """The forms a secret may take on its way out: as is, percent- and plus-encoded (also
+    as a URL's userinfo is written, space and + kept), as JSON writes it (escaped quote and
+    backslash, non-ASCII as \\u escapes) and as Python's repr does in a traceback."""
     import json
 
-    forms = {value, quote(value, safe=""), quote(value), quote_plus(value)}
+    forms = {value, quote(value, safe=""), quote(value), quote(value, safe=" +"), quote_plus(value)}
     forms |= {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    plain = str.__str__(value)  # a Hidden's own repr is ***
+    forms |= {repr(plain)[1:-1], ascii(plain)[1:-1]}
     return sorted(forms)
 
 

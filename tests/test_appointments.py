@@ -175,6 +175,34 @@ async def test_overlap_is_a_conflict(app: FastAPI, client: httpx.AsyncClient) ->
     assert again.status_code == 201
 
 
+async def test_which_statuses_hold_the_barbers_time(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Pending, confirmed and in-progress appointments keep the barber's time; completed,
+    cancelled and missed ones free it (spelled out here, not read from the code)."""
+    ids = await shop(app, client)
+    holding = {"pending": True, "confirmed": True, "in_progress": True}
+    holding |= {"completed": False, "cancelled": False, "no_show": False}
+    async with factories.committed(app, client) as session:
+        someone = (await factories.user(session)).id
+        for hour, status in enumerate(holding):
+            await factories.appointment(
+                session,
+                user_id=someone,
+                barber_id=ids["barber_id"],
+                service_id=ids["service_id"],
+                location_id=ids["location_id"],
+                start=DAY + dt.timedelta(hours=hour),
+                status=status,
+            )
+    answered = {}
+    for hour, status in enumerate(holding):
+        start = DAY + dt.timedelta(hours=hour, minutes=15)
+        response = await client.post(f"{API}/appointments", json=booking(ids, start))
+        answered[status] = response.status_code == 409
+    assert answered == holding
+
+
 async def test_status_changes_by_version(app: FastAPI, client: httpx.AsyncClient) -> None:
     ids = await shop(app, client)
     created = (await client.post(f"{API}/appointments", json=booking(ids, DAY))).json()

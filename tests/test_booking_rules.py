@@ -128,6 +128,14 @@ REFUSALS: dict[str, tuple[Callable[[dict[str, int]], dict], str]] = {
         lambda ids: booking(ids, DAY, minutes=15),
         "service {service_id} lasts 30 minutes: end_time must be start_time plus that",
     ),
+    "a minute long": (
+        lambda ids: booking(ids, DAY, minutes=31),
+        "service {service_id} lasts 30 minutes: end_time must be start_time plus that",
+    ),
+    "a minute short": (
+        lambda ids: booking(ids, DAY, minutes=29),
+        "service {service_id} lasts 30 minutes: end_time must be start_time plus that",
+    ),
 }
 
 

@@ -62,6 +62,21 @@ def test_redact_hides_the_password_and_nothing_else(url: str) -> None:
     assert make_url(redact(url)) == expected
 
 
+def test_redact_hides_a_typed_password_and_the_password_parameters_after_it() -> None:
+    """A password written into the URL as typed (every character a URL encodes, '@' and
+    ':' among them), then a password parameter: neither is shown, the rest is as written."""
+    value, key = secret(), secret("key")
+    query = f"ssl=require&sslpassword={quote(key, safe='')}&x=1"
+    shown = redact(f"postgresql://app:{value}@db.example:5432/bookedbarber?{query}")
+    assert leaks(shown, value, key) == []
+    assert (
+        shown == "postgresql://app:***@db.example:5432/bookedbarber?ssl=require&sslpassword=***&x=1"
+    )
+    assert redact("postgresql://u:longer-than-three@h/db?password=x") == (
+        "postgresql://u:***@h/db?password=***"
+    )
+
+
 def test_unreadable_url_is_not_shown() -> None:
     assert "secret" not in redact("secret-without-a-scheme")
 

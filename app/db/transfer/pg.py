@@ -137,7 +137,8 @@ async def read_batch(
     args: list[Any] = []
     where = ""
     if after is not None:
-        casts = [f"${i + 1}::tid" if k == "ctid" else f"${i + 1}" for i, k in enumerate(keys)]
+        # A ctid travels as its text: asyncpg would want a tid parameter as a tuple.
+        casts = [f"${i + 1}::text::tid" if k == "ctid" else f"${i + 1}" for i, k in enumerate(keys)]
         if len(keys) == 1:
             where = f"WHERE {key_sql} > {casts[0]}"
         else:
