@@ -96,9 +96,11 @@ async def unnamed(pooled: PoolProxiedConnection, driver: Any, statement: str) ->
     execution of the returned statement sends Parse, Bind, Execute and Sync together:
     one round trip, on whichever server connection PgBouncer lends until the Sync, and
     nothing named left behind there. Its parameter and column types are described on
-    first use on this connection (Parse, Describe, Flush: no Sync, so PgBouncer keeps
-    the same server connection until the execution that follows). asyncpg's own
-    fetch() with the cache off describes before every execution: two round trips.
+    first use on this connection (Parse, Describe, Flush); the executions carry their
+    own Parse, so they never rely on the server connection that described. asyncpg's
+    own fetch() with the cache off describes before every execution: two round trips.
+    PostgreSQL parses and plans every execution (a named one can keep a generic plan):
+    PGBOUNCER_PREPARED_STATEMENTS with PgBouncer 1.21+ saves that.
     """
     kept = pooled.info.get(_DESCRIBED)
     if kept is None or kept[0] is not driver:  # a new driver connection: describe anew
