@@ -1,14 +1,22 @@
 """Benchmark: `bookedbarber db copy` against pgloader on the messy backend-shaped SQLite file.
 
-    uv run python bench/transfer.py [--rows 1000000,3000000] [--jobs 2]
+    uv run python bench/transfer.py [--rows 1000000,3000000] [--jobs 2] [--prefetch 10000]
 
 Builds the 33-table fixture of tests/messy_sqlite.py (every one-off oddity included),
 starts its own PostgreSQL (tests/pgcluster.py), installs pgloader with apt-get when
-missing, runs each tool in its own process (wall time, exit code, peak RSS from the
-kernel, the load average around it), then judges both results with the same independent
-value-by-value checker (tests/transfer_checker.py): rows lost, rows changed, tables
-missing, and rows per second both over the file's rows and over the rows that arrived
-unchanged.
+missing, runs each tool in its own process, then judges both results with the same
+independent value-by-value checker (tests/transfer_checker.py): rows lost, rows changed,
+tables missing, and rows per second both over the file's rows and over the rows that
+arrived unchanged. Then the copy's way back (PostgreSQL -> SQLite, into a new file) of
+what the copy loaded, judged by the same checker against the original file.
+
+Per run, from the kernel: wall time; CPU seconds (user + system) of the tool's every
+process (getrusage of the waited-for children: the copy's workers included), and those
+of the PostgreSQL server (its processes' /proc counters, before and after); peak RSS of
+the biggest process, and the peak of the sum of the RSS of all the tool's processes
+(sampled every 50 ms). A shared machine makes wall times noisy; CPU seconds and memory
+are the steady figures. pgloader runs with `prefetch rows` set (--prefetch; 0 keeps its
+default, which runs out of heap at 3M rows).
 """
 
 from __future__ import annotations
@@ -16,11 +24,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -32,27 +42,92 @@ from tests import pgcluster  # noqa: E402
 from tests.messy_sqlite import add_oddities, build_backend  # noqa: E402
 from tests.transfer_checker import compare  # noqa: E402
 
-# Runs a command and reports its peak RSS (KiB) from the kernel's own accounting.
-MEASURE = (
-    "import resource, subprocess, sys\n"
-    "code = subprocess.run(sys.argv[1:]).returncode\n"
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
-    "sys.exit(code)\n"
-)
 # Rows per appointment in build_backend: appointments, payments, audit logs, notifications.
 ROWS_PER_APPOINTMENT = 2.75
 FIXED_ROWS = 1_100
+CLOCK = os.sysconf("SC_CLK_TCK")
 
 
-def measured(cmd: list[str], log: Path) -> tuple[float, int, int]:
+def _tree(root: int) -> list[int]:
+    """root and every process descending from it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def _rss_kib(pid: int) -> tuple[int, int]:
+    """The process's resident memory now and at its peak (VmRSS, VmHWM), in KiB."""
+    found = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                found[line[:5]] = int(line.split()[1])
+    except OSError:
+        pass
+    return found.get("VmRSS", 0), found.get("VmHWM", 0)
+
+
+def server_cpu(postmaster: int | None) -> float:
+    """CPU seconds PostgreSQL has used so far: the postmaster with its ended children, and
+    the children still running."""
+    if postmaster is None:
+        return 0.0
+    ticks = 0
+    for pid in _tree(postmaster):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+        if pid == postmaster:
+            ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK
+
+
+@dataclass
+class Measured:
+    seconds: float
+    code: int
+    cpu: float  # the tool's processes, user + system
+    server_cpu: float  # PostgreSQL's
+    peak_rss: int  # KiB, the biggest process (its own peak, sampled)
+    peak_sum: int  # KiB, the peak of the sum over the tool's processes
+
+
+def measured(cmd: list[str], log: Path, postmaster: int | None) -> Measured:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server = server_cpu(postmaster)
     started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-c", MEASURE, *cmd], cwd=ROOT, capture_output=True, text=True
-    )
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        peak_sum = peak_one = 0
+        while proc.poll() is None:
+            now = [_rss_kib(pid) for pid in _tree(proc.pid)]
+            peak_sum = max(peak_sum, sum(rss for rss, _peak in now))
+            peak_one = max(peak_one, *(peak for _rss, peak in now))
+            time.sleep(0.05)
     elapsed = time.perf_counter() - started
-    log.write_text(result.stdout + result.stderr)
-    rss = int(result.stderr.strip().splitlines()[-1])
-    return elapsed, rss, result.returncode
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Measured(
+        elapsed,
+        proc.returncode,
+        cpu,
+        server_cpu(postmaster) - server,
+        peak_one,
+        peak_sum,
+    )
 
 
 def ensure_pgloader() -> str:
@@ -88,67 +163,86 @@ async def create(url: str, name: str) -> str:
     return url.rsplit("/", 1)[0] + "/" + name
 
 
+HEADER = (
+    "| tool | rows | seconds | CPU s | PostgreSQL CPU s | rows/s (file) "
+    "| rows/s (loaded correctly) | peak RSS (biggest process) | peak RSS (all processes) "
+    "| exit | rows lost | rows changed | load average (1 min, start -> end) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def judged(tool: str, rows: int, run: Measured, lite: Path, url: str, load: str) -> str:
+    """The run's line, with the checker's verdict on the SQLite file against PostgreSQL."""
+    check = asyncio.run(compare(lite, url))
+    correct = check.source_rows - check.lost - check.changed
+    line = (
+        f"| {tool} | {rows:,} | {run.seconds:.1f} | {run.cpu:.1f} | {run.server_cpu:.1f} | "
+        f"{rows / run.seconds:,.0f} | {correct / run.seconds:,.0f} | "
+        f"{run.peak_rss / 1024:.0f} MiB | {run.peak_sum / 1024:.0f} MiB | {run.code} | "
+        f"{check.source_rows - check.target_rows:,} ({len(check.missing_tables)} tables "
+        f"missing) | {check.changed:,} | {load} |"
+    )
+    print(line, flush=True)
+    if check.samples:
+        print("    e.g. " + "; ".join(check.samples[:3]))
+    return line
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", default="1000000,3000000")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--prefetch", type=int, default=10_000, help="pgloader's prefetch rows")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bb-bench-"))
     pgloader = ensure_pgloader()
+    tuned = ["--with", f"prefetch rows = {args.prefetch}"] if args.prefetch else []
     cluster = pgcluster.start_cluster(replicas=0)
+    postmaster = cluster.primary.pid
     lines = []
     try:
         base = cluster.primary.url()
         for wanted in (int(n) for n in args.rows.split(",")):
             source = work / f"backend-{wanted}.db"
+            back = work / f"back-{wanted}.db"
             started = time.perf_counter()
             rows = build_backend(source, int((wanted - FIXED_ROWS) / ROWS_PER_APPOINTMENT))
             add_oddities(source)
             print(f"built {source.name}: {rows:,} rows in {time.perf_counter() - started:.0f}s")
             ours = asyncio.run(create(base, f"bench_ours_{wanted}"))
             theirs = asyncio.run(create(base, f"bench_pgloader_{wanted}")).replace("+asyncpg", "")
+            copy = [sys.executable, "-m", "app", "db", "copy"]
+            jobs = ["--jobs", str(args.jobs)]
+            # (tool, command, the SQLite file and the database the checker compares)
             runs = [
                 (
                     "bookedbarber db copy (verification on)",
-                    [
-                        sys.executable,
-                        "-m",
-                        "app",
-                        "db",
-                        "copy",
-                        f"sqlite:///{source}",
-                        ours,
-                        "--jobs",
-                        str(args.jobs),
-                    ],
+                    [*copy, f"sqlite:///{source}", ours, *jobs],
+                    source,
                     ours,
                 ),
-                ("pgloader (no verification)", [pgloader, f"sqlite://{source}", theirs], theirs),
+                (
+                    "pgloader (no verification)",
+                    [pgloader, *tuned, f"sqlite://{source}", theirs],
+                    source,
+                    theirs,
+                ),
+                (
+                    "bookedbarber db copy, PostgreSQL -> SQLite (verification on)",
+                    [*copy, ours, f"sqlite:///{back}", *jobs],
+                    back,
+                    ours,
+                ),
             ]
-            for tool, cmd, url in runs:
+            for n, (tool, cmd, lite, url) in enumerate(runs):
                 asyncio.run(settle(base))
                 before = os.getloadavg()[0]
-                seconds, rss, code = measured(cmd, work / f"{tool.split()[0]}-{wanted}.log")
+                run = measured(cmd, work / f"run{n}-{wanted}.log", postmaster)
                 load = f"{before:.1f} -> {os.getloadavg()[0]:.1f}"
-                check = asyncio.run(compare(source, url))
-                correct = check.source_rows - check.lost - check.changed
-                line = (
-                    f"| {tool} | {rows:,} | {seconds:.1f} | {rows / seconds:,.0f} | "
-                    f"{correct / seconds:,.0f} | {rss / 1024:.0f} MiB | {code} | "
-                    f"{check.source_rows - check.target_rows:,} "
-                    f"({len(check.missing_tables)} tables missing) | {check.changed:,} | "
-                    f"{load} |"
-                )
-                print(line, flush=True)
-                if check.samples:
-                    print("    e.g. " + "; ".join(check.samples[:3]))
-                lines.append(line)
+                lines.append(judged(tool, rows, run, lite, url, load))
             source.unlink()
-        print(
-            "\n| tool | rows | seconds | rows/s (file) | rows/s (loaded correctly) | peak RSS "
-            "| exit | rows lost | rows changed | load average (1 min, start -> end) |"
-        )
-        print("|---|---|---|---|---|---|---|---|---|---|")
+            back.unlink(missing_ok=True)
+        print("\n" + HEADER)
         print("\n".join(lines))
     finally:
         cluster.stop()

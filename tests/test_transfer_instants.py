@@ -3,10 +3,11 @@ would, and the digest of an instant is the one PostgreSQL computes from the stor
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import sqlite3
 
-from app.db.transfer import checks, fastpath
+from app.db.transfer import checks, fastpath, values
 from app.db.transfer.types import Type
 from tests.conftest import pg_fetch
 
@@ -141,3 +142,23 @@ async def test_instant_digests_match_postgresql(scratch_db: str) -> None:
     )
     assert len(theirs) == len(texts)
     assert [(r[0], ours[r[0]]) for r in theirs if r[1] != ours[r[0]]] == []
+
+
+def test_instants_written_for_sqlite_read_back() -> None:
+    """The way back writes every instant as text SQLite's own date functions read as the
+    same moment: years before 1000 included (four digits), offsets turned into UTC."""
+    conn = sqlite3.connect(":memory:")
+    write = {k: values.to_sqlite(Type(k), values.Options()) for k in ("timestamptz", "timestamp")}
+    moments = [
+        dt.datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=dt.UTC),
+        dt.datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+        dt.datetime(2024, 2, 29, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=14))),
+        dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+    ]
+    for moment in moments:
+        utc = moment.astimezone(dt.UTC)
+        for kind, value in (("timestamptz", moment), ("timestamp", utc.replace(tzinfo=None))):
+            text = write[kind](value)
+            assert text == utc.strftime("%Y-%m-%d %H:%M:%S.%f").zfill(26)
+            seconds = conn.execute("SELECT datetime(substr(?, 1, 19))", (text,)).fetchone()[0]
+            assert seconds == text[:19]

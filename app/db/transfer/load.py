@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Set
+from collections.abc import Callable, Iterator, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,14 +27,20 @@ def convert_rows(
     opts: Options,
     *,
     target: bool,
+    only: Sequence[int] | None = None,
 ) -> list[tuple[Any, ...]]:
-    """Each row's values (after its nkeys key values) as the target column takes them."""
+    """Each row's values (after its nkeys key values) as the target column takes them.
+
+    only: the columns that need converting (by position); the others pass as they are."""
     make = to_python if target else to_sqlite
-    funcs = [make(t, opts) for _n, t in types]
+    wanted = range(len(types)) if only is None else only
+    funcs = [(i, make(types[i][1], opts)) for i in wanted]
+    if not funcs:
+        return [tuple(row[nkeys:]) for row in batch]
     out: list[tuple[Any, ...]] = []
     for row in batch:
         values = list(row[nkeys:])
-        for i, func in enumerate(funcs):
+        for i, func in funcs:
             value = values[i]
             if value is None:
                 continue

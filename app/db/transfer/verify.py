@@ -133,8 +133,11 @@ async def digests(
     pairs = [(c.name, pg_table.column(c.name)) for c in lite_table.columns]
     types = [(n, other.type) for n, other in pairs if other is not None]
     pg_types = [(other.name, other.type) for _n, other in pairs if other is not None]
-    theirs = await pg_digest(conn, "public", pg_table.name, pg_types)
-    mine = await asyncio.to_thread(sqlite_digest, db, lite_table, types, opts)
+    # Each database computes its own at the same time.
+    theirs, mine = await asyncio.gather(
+        pg_digest(conn, "public", pg_table.name, pg_types),
+        asyncio.to_thread(sqlite_digest, db, lite_table, types, opts),
+    )
     if lite_first:
         return Check(lite_table.name, mine.rows, theirs.rows, mine.total, theirs.total)
     return Check(lite_table.name, theirs.rows, mine.rows, theirs.total, mine.total)

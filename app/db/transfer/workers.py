@@ -146,6 +146,25 @@ class _Session:
 _session: _Session | None = None
 
 
+def with_connection(dsn: str, func: Callable[[Any], Awaitable[T]]) -> T:
+    """In a worker: func(connection) on the worker's own PostgreSQL connection, kept from
+    one call to the next."""
+    global _session
+    if _session is None:
+        _session = _Session()
+    session = _session
+
+    async def call() -> T:
+        conn = await session.connection(dsn)
+        try:
+            return await func(conn)
+        except BaseException:
+            await session.forget()
+            raise
+
+    return session.loop.run_until_complete(call())
+
+
 def copy_table(
     path: Path, dsn: str, job: Job, batch_size: int, options: Options, strict: bool
 ) -> Outcome:
