@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +20,6 @@ from app.db.errors import (
     failure,
     violation,
 )
-from app.db.live.backend import record_error
 from app.db.live.capture import FROZEN_MESSAGE, is_frozen_error
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,6 @@ def database_response(exc: Exception, wait: int) -> JSONResponse:
     if is_frozen_error(exc):  # a live migration's switch (app/db/live): retry in a moment
         return render(Unavailable(FROZEN_MESSAGE, 1))
     kind = failure(exc)
-    if kind != "constraint":  # the client's mistake says nothing of the database's health
-        record_error()
     if kind == "refused":  # logged once when it began (app/db/access.py), not per request
         return render(Unavailable("the database refuses the service's connections", wait))
     if kind == "pool_timeout":
@@ -120,7 +118,22 @@ def database_response(exc: Exception, wait: int) -> JSONResponse:
     return JSONResponse({"error": "internal_error", "detail": "internal error"}, status_code=500)
 
 
-def install(app: FastAPI, pool_timeout: float) -> None:
+def database_fault(exc: Exception) -> bool:
+    """Whether a request's failure says something of the database's health.
+
+    A constraint is the client's mistake; a live migration's freeze is the switch itself.
+    """
+    return not is_frozen_error(exc) and failure(exc) != "constraint"
+
+
+def failure_response(exc: Exception, wait: int, on_fault: Callable[[], None]) -> JSONResponse:
+    """database_response, telling `on_fault` of a database fault (a live migration counts them)."""
+    if database_fault(exc):
+        on_fault()
+    return database_response(exc, wait)
+
+
+def install(app: FastAPI, pool_timeout: float, on_fault: Callable[[], None]) -> None:
     wait = retry_after(pool_timeout)
 
     @app.exception_handler(AppError)
@@ -149,7 +162,7 @@ def install(app: FastAPI, pool_timeout: float) -> None:
 
     async def database_error_or_internal(_: Request, exc: Exception) -> JSONResponse:
         """503 for an unavailable or busy database, 4xx for a constraint, else a bare 500."""
-        return database_response(exc, wait)
+        return failure_response(exc, wait, on_fault)
 
     # Registered per class (not only under Exception) so Starlette answers
     # without re-raising: a database outage is an expected 503, not a crash.

@@ -1,7 +1,8 @@
-"""The HTTP edges in front of the routes: the token first, then a bounded, timed body.
+"""The guards of the edge stack (app/edges.py): the token, a bounded, timed body, and the
+read consistency headers, each checked once for every door.
 
 FastAPI reads and parses a body before any dependency runs, so a token checked by
-a dependency comes after the whole body is in memory. Here the token is checked on
+a dependency would come after the whole body is in memory. Here the token is checked on
 the headers alone, and the body is counted and timed while it is read: a request
 past MAX_BODY_BYTES is answered 413 (at once when its Content-Length says so), one
 whose body does not arrive within BODY_TIMEOUT 408. A refused request's connection
@@ -12,6 +13,7 @@ read_json, on every door (the routes, app/api/contract.py, and the booking lane)
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 from collections.abc import Sequence
@@ -23,11 +25,18 @@ from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import errors
-from app.api.deps import token_accepted
+from app.db.lsn import parse_lsn
 
 log = logging.getLogger(__name__)
 
 PROTECTED_PREFIX = "/api/"
+CONSISTENCY_HEADER = "X-Consistency-Token"
+READ_CONSISTENCY_HEADER = "X-Read-Consistency"
+# Keys of a request's scope["state"] (Starlette's request.state):
+READ_CONSISTENCY = "read_consistency"  # ReadOptions, or the BadRequest a read answers
+COMMITTED_LSN = "consistency_token"  # a committed write's LSN, set by the write
+
+ReadOptions = tuple[int | None, bool]  # (the LSN a read must see, primary forced)
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:
@@ -69,11 +78,9 @@ class TokenGate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             self.tokens
-            and scope["type"] == "http"
             and scope["path"].startswith(PROTECTED_PREFIX)
             and not self._authorized(scope)
         ):
-            # The same answer as the routes' own dependency gives.
             error = errors.Unauthorized("a valid bearer token is required")
             await refuse(send, error, close=_has_body(scope))
             return
@@ -89,6 +96,59 @@ class TokenGate:
             and scheme.lower() == "bearer"
             and (token_accepted(self.tokens, credentials))
         )
+
+
+def token_accepted(tokens: Sequence[SecretStr], offered: str | None) -> bool:
+    """True when no tokens are configured or `offered` (a bearer credential) is one of them."""
+    if not tokens:
+        return True
+    given = offered.encode() if offered else b""
+    # Compare against every token so timing says nothing about which matched.
+    matched = False
+    for token in tokens:
+        matched |= hmac.compare_digest(given, token.get_secret_value().encode())
+    return matched
+
+
+def read_options(token: str | None, consistency: str | None) -> ReadOptions:
+    """The consistency headers of a read: (LSN it must see, primary forced)."""
+    min_lsn = None
+    if token:
+        try:
+            min_lsn = parse_lsn(token)
+        except ValueError as exc:
+            raise errors.BadRequest(f"{CONSISTENCY_HEADER}: {exc}") from exc
+    if consistency not in (None, "", "primary", "any"):
+        raise errors.BadRequest(f"{READ_CONSISTENCY_HEADER} must be 'primary' or 'any'")
+    return min_lsn, consistency == "primary"
+
+
+class ConsistencyHeaders:
+    """The read consistency headers, parsed once into scope["state"][READ_CONSISTENCY].
+
+    Not refused here: only a read answers a bad one (422), and only where its route is,
+    its token and query already checked; every other request ignores them.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = consistency = None
+        for name, value in scope["headers"]:
+            # The first of each, as Starlette's Headers.get reads them.
+            if name == b"x-consistency-token" and token is None:
+                token = value.decode("latin-1")
+            elif name == b"x-read-consistency" and consistency is None:
+                consistency = value.decode("latin-1")
+        options: ReadOptions | errors.BadRequest = (None, False)
+        if token or consistency is not None:
+            try:
+                options = read_options(token, consistency)
+            except errors.BadRequest as exc:
+                options = exc
+        scope["state"][READ_CONSISTENCY] = options
+        await self.app(scope, receive, send)
 
 
 class PayloadTooLarge(errors.AppError):
@@ -157,7 +217,7 @@ class BodyGuard:
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if not _has_body(scope):  # its one empty message comes at once: nothing to guard
             await self.app(scope, receive, send)
             return
         body = _GuardedBody(self, receive, send)

@@ -1,19 +1,25 @@
 """HTTP metrics: the series prometheus-fastapi-instrumentator's default set defines.
 
-Same names, labels, help and buckets, so dashboards built for that library work.
-They are declared here rather than taken from the library's `metrics.default()`
-because requests answered outside FastAPI's stack (app/api/lane.py) must be recorded
-into the very same series, cheaply: `default()` hides its series inside a closure that
-wants a Starlette request and response per call and resolves five label children each
-time, where `observe` below takes plain values and caches the children.
+Same names, labels, help and buckets, so dashboards built for that library work, and
+recorded as its middleware records them (handler: the route template, "none" for a
+path no route serves; status: its class; sizes: the Content-Length headers; probes and
+scrapes left out), by one layer of the edge stack (app/edges.py) that every door's
+answers pass. The series are declared here rather than taken from the library's
+`metrics.default()`: that hides them in a closure that wants a Starlette request and
+response per call and resolves five label children each time, where `observe` below
+takes plain values and caches the children.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Summary
-from prometheus_fastapi_instrumentator.metrics import Info
+from prometheus_fastapi_instrumentator.routing import get_route_name
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 _SIZE_HELP = "Only value of header is respected. Otherwise ignored. No percentile calculated. "
 
@@ -86,14 +92,53 @@ class HttpMetrics:
         self.latency_highr.observe(seconds)
         latency.observe(seconds)
 
-    def instrumentation(self, info: Info) -> None:
-        """For Instrumentator.add(): what its middleware measured, into the series above."""
-        response = info.response
-        self.observe(
-            info.method,
-            info.modified_status,
-            info.modified_handler,
-            info.modified_duration,
-            int(info.request.headers.get("Content-Length", 0)),
-            int(response.headers.get("Content-Length", 0)) if response is not None else 0,
-        )
+
+# Not recorded: scrapes and probes would only drown the real traffic.
+EXCLUDED = re.compile("^/metrics$|^/health/")
+HANDLER = "handler"  # scope["state"] key: the route template, when a door knows it first
+ANSWER = "answer"  # scope["state"] key: the request's Answer (app/edges.py)
+
+
+def content_length(headers: Any) -> int:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+class RecordHttpMetrics:
+    """Every answer into HttpMetrics, by the route template of the request."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        state = scope["state"]
+        handler = state.get(HANDLER) or self._handler(scope)
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            seconds = time.perf_counter() - started
+            # Its status and Content-Length as sent; nothing sent: 500, 0 bytes.
+            answer = state[ANSWER]
+            self.metrics.observe(
+                scope["method"],
+                f"{answer.status // 100}xx",
+                handler,
+                seconds,
+                content_length(scope["headers"]),
+                answer.size,
+            )
+
+    @staticmethod
+    def _handler(scope: Scope) -> str | None:
+        """The route template as the library names it, "none" if no route; None: not recorded."""
+        name = get_route_name(HTTPConnection(scope), should_include_root_path=False)
+        if EXCLUDED.search(name or scope["path"]):
+            return None
+        return name or "none"

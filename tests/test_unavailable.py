@@ -244,7 +244,12 @@ async def served(**settings: Any) -> AsyncIterator[Served]:
         answer = app.lane.answer
 
         async def watched(scope: Scope, receive: Receive, send: Send) -> bool:
-            verdict = await answer(scope, receive, send)
+            try:
+                verdict = await answer(scope, receive, send)
+            except Exception:
+                # The lane took it: the edge stack's last resort answers what it raised.
+                verdicts.append((scope["path"], True))
+                raise
             verdicts.append((scope["path"], verdict))
             return verdict
 

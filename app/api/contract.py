@@ -29,7 +29,7 @@ from pydantic import BaseModel, BeforeValidator
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.guards import read_json
 from app.schemas import INT64_MAX
@@ -53,7 +53,7 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def allowed_methods(scope: Scope) -> str:
-    """Every method some route serves on this path, HEAD wherever GET (Service serves it)."""
+    """Every method some route serves on this path, HEAD wherever GET (app/edges.py serves it)."""
     methods: set[str] = set()
     # The app's routes with those of included routers, as FastAPI's OpenAPI walks them.
     for route in iter_route_contexts(scope["router"].routes):
@@ -199,14 +199,3 @@ async def strict_query(request: Request) -> None:
     errors = contract.violations(request.query_params.multi_items())
     if errors:
         raise RequestValidationError(errors)
-
-
-def head_as_get(scope: Scope, send: Send) -> tuple[Scope, Send]:
-    """HEAD wherever GET works: the GET's status and headers, without its body (RFC 9110)."""
-
-    async def without_body(message: Message) -> None:
-        if message["type"] == "http.response.body":
-            message = {**message, "body": b""}
-        await send(message)
-
-    return {**scope, "method": "GET"}, without_body

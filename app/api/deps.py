@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
 import anyio
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import SecretStr
+from fastapi.security import HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.lsn import parse_lsn
 from app.db.router import DatabaseRouter
 from app.db.sessions import Intent
 from app.db.statements import Statements, open_statements
-from app.errors import BadRequest, Unauthorized
+from app.errors import BadRequest
+from app.guards import COMMITTED_LSN, READ_CONSISTENCY, ReadOptions
 from app.operations import Written
 
-CONSISTENCY_HEADER = "X-Consistency-Token"
-READ_CONSISTENCY_HEADER = "X-Read-Consistency"
 T = TypeVar("T")
 
 
@@ -32,7 +28,7 @@ def get_router(request: Request) -> DatabaseRouter:
 def answered(request: Request, written: Written[T]) -> T:
     """A write's result; its consistency token goes out with the response."""
     if written.token:
-        request.state.consistency_token = written.token
+        request.scope["state"][COMMITTED_LSN] = written.token
     return written.value
 
 
@@ -43,24 +39,12 @@ async def _close(session: AsyncSession) -> None:
         await session.close()
 
 
-def read_options(token: str | None, consistency: str | None) -> tuple[int | None, bool]:
-    """The consistency headers of a read: (LSN it must see, primary forced)."""
-    min_lsn = None
-    if token:
-        try:
-            min_lsn = parse_lsn(token)
-        except ValueError as exc:
-            raise BadRequest(f"{CONSISTENCY_HEADER}: {exc}") from exc
-    if consistency not in (None, "", "primary", "any"):
-        raise BadRequest(f"{READ_CONSISTENCY_HEADER} must be 'primary' or 'any'")
-    return min_lsn, consistency == "primary"
-
-
-def _read_options(request: Request) -> tuple[int | None, bool]:
-    # Read straight from the request: as declared Header parameters FastAPI would
-    # validate both on every read, for nothing (they are not in the schema anyway).
-    headers = request.headers
-    return read_options(headers.get(CONSISTENCY_HEADER), headers.get(READ_CONSISTENCY_HEADER))
+def _read_options(request: Request) -> ReadOptions:
+    """The consistency headers as the edge stack parsed them (app/guards.py)."""
+    options: ReadOptions | BadRequest = request.scope["state"][READ_CONSISTENCY]
+    if isinstance(options, BadRequest):
+        raise options
+    return options
 
 
 async def _reading(request: Request, intent: Intent) -> AsyncIterator[AsyncSession]:
@@ -112,7 +96,7 @@ async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
             # The token must come after the commit record, so it is read after commit.
             token = await router.write_lsn() if began else None
             if token:
-                request.state.consistency_token = token
+                request.scope["state"][COMMITTED_LSN] = token
         finally:
             await _close(session)
 
@@ -139,25 +123,6 @@ MethodSession = Annotated[AsyncSession, Depends(method_session, scope="function"
 ReadStatements = Annotated[Statements, Depends(read_statements, scope="function")]
 AnalyticsStatements = Annotated[Statements, Depends(analytics_statements, scope="function")]
 
-_bearer = HTTPBearer(auto_error=False, description="A token from API_TOKENS")
-
-
-async def require_token(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    offered = credentials.credentials if credentials else None
-    if not token_accepted(request.app.state.settings.api_tokens, offered):
-        raise Unauthorized("a valid bearer token is required")
-
-
-def token_accepted(tokens: Sequence[SecretStr], offered: str | None) -> bool:
-    """True when no tokens are configured or `offered` (a bearer credential) is one of them."""
-    if not tokens:
-        return True
-    given = offered.encode() if offered else b""
-    # Compare against every token so timing says nothing about which matched.
-    matched = False
-    for token in tokens:
-        matched |= hmac.compare_digest(given, token.get_secret_value().encode())
-    return matched
+# The routes' security scheme in the OpenAPI document; the edge stack checks the token
+# (app/guards.py TokenGate), before any door.
+bearer_scheme = HTTPBearer(auto_error=False, description="A token from API_TOKENS")

@@ -3,41 +3,35 @@
 GET /api/v1/users/{user_id}, /api/v1/barbers/{barber_id}/appointments and
 /api/v1/locations/{location_id}/revenue carry most of the traffic. On PostgreSQL the
 application answers them here, before FastAPI sees them, skipping the framework's
-middleware stack, route matching and dependency injection. Under load that pipeline
+routing, dependency injection and exception middleware. Under load that pipeline
 cost three times the CPU of the database work (README, Performance).
 
-The lane is plumbing only: it matches the path, reads the headers, parses the query
-string into the route's own query model and calls the route's own answer
-(app/api/reads.py: the same use case, app/operations/reads.py, and errors). It answers
-a request only when it has read every part of it exactly as the route would; anything
-else (an unknown, repeated or invalid parameter, an id out of range, a missing token, a
-bad consistency header, SQLite or PgBouncer) goes on to FastAPI, which answers as
-declared.
-HTTP metrics are recorded into the same series. HOT_READS=false turns the lane off;
+The lane is plumbing only: behind the edge stack (app/edges.py: request id, token,
+consistency headers, HTTP metrics) it matches the path, parses the query string into
+the route's own query model and calls the route's own answer (app/api/reads.py: the same
+use case, app/operations/reads.py, and errors). It answers a request only when it has
+read every part of it exactly as the route would; anything else (an unknown, repeated or
+invalid parameter, an id out of range, a bad consistency header, SQLite) goes on to
+FastAPI, which answers as declared. HOT_READS=false turns the lane off;
 tests/test_lane_differential.py holds both ways to the same answers.
 """
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-from fastapi.security.utils import get_authorization_scheme_param
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from app import errors
 from app.api import reads
 from app.api.contract import QueryContract
-from app.api.deps import read_options, token_accepted
 from app.db.router import DatabaseRouter
 from app.db.statements import open_statements
-from app.http_metrics import HttpMetrics
+from app.guards import READ_CONSISTENCY
 from app.schemas import INT64_MAX
 
 # ASCII digits only: `\d` would also take other scripts' digits, which int() reads.
@@ -49,6 +43,17 @@ _PATH = re.compile(
 _READS = (reads.USER, reads.SCHEDULE, reads.REVENUE)
 _CONTRACTS = {read: read.contract for read in _READS}
 _JSON = b"application/json"
+MATCH = "hot_read"  # scope["state"] key: the path's match, when the edge stack chose the lane
+
+
+def match(path: str) -> re.Match[str] | None:
+    """Whether the path is one of the hot reads' (the lane may still hand it on)."""
+    return _PATH.fullmatch(path)
+
+
+def route_of(found: re.Match[str]) -> str:
+    """The route template of a matched path: the HTTP metrics' handler label."""
+    return _READS[(found.lastindex or 0) - 1].route
 
 
 class HotReadLane:
@@ -58,17 +63,10 @@ class HotReadLane:
         self.service = service
 
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        if scope["type"] != "http" or scope["method"] != "GET":
-            return False
-        match = _PATH.fullmatch(scope["path"])
-        if match is None:
-            return False
-        started = time.perf_counter()
         router: DatabaseRouter | None = getattr(self.service.state, "db", None)
         if router is None or not router.hot_reads:
             return False
-        settings = router.settings
-        plan = _plan(scope, match, settings.api_tokens)
+        plan = _plan(scope, scope["state"][MATCH])
         if plan is None:
             return False
         read = plan.read
@@ -78,12 +76,7 @@ class HotReadLane:
         try:
             body = await read.body(db, plan.key, plan.query)
         except errors.AppError as exc:
-            await self._respond(scope, receive, send, plan, started, errors.render(exc))
-            return True
-        except Exception as exc:
-            wait = errors.retry_after(settings.effective_pool_timeout)
-            response = errors.database_response(exc, wait)
-            await self._respond(scope, receive, send, plan, started, response)
+            await errors.render(exc)(scope, receive, send)
             return True
         finally:
             await db.close()
@@ -95,27 +88,7 @@ class HotReadLane:
             }
         )
         await send({"type": "http.response.body", "body": body})
-        self._record(plan, 200, time.perf_counter() - started, len(body))
         return True
-
-    async def _respond(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        plan: Plan,
-        started: float,
-        response: JSONResponse,
-    ) -> None:
-        await response(scope, receive, send)
-        elapsed = time.perf_counter() - started
-        self._record(plan, response.status_code, elapsed, len(response.body))
-
-    def _record(self, plan: Plan, status: int, seconds: float, size: int) -> None:
-        """HTTP metrics, into the series the instrumented stack feeds (app/http_metrics.py)."""
-        http: HttpMetrics = self.service.state.http_metrics
-        status_class = f"{status // 100}xx"
-        http.observe("GET", status_class, plan.read.route, seconds, plan.request_bytes, size)
 
 
 class Plan(NamedTuple):
@@ -126,42 +99,23 @@ class Plan(NamedTuple):
     query: BaseModel  # the route's query model, validated
     min_lsn: int | None
     force_primary: bool
-    request_bytes: int
 
 
-def _plan(scope: Scope, match: re.Match[str], tokens: Sequence[SecretStr]) -> Plan | None:
+def _plan(scope: Scope, found: re.Match[str]) -> Plan | None:
     """What the route would do with this request, or None where the lane is not sure."""
-    authorization = token = consistency = None
-    request_bytes = 0
-    for name, value in scope["headers"]:
-        # The first of each, as Starlette's Headers.get reads them.
-        if name == b"authorization" and authorization is None:
-            authorization = value.decode("latin-1")
-        elif name == b"x-consistency-token" and token is None:
-            token = value.decode("latin-1")
-        elif name == b"x-read-consistency" and consistency is None:
-            consistency = value.decode("latin-1")
-        elif name == b"content-length" and value.isdigit():
-            request_bytes = int(value)
-    if tokens:
-        scheme, credentials = get_authorization_scheme_param(authorization)
-        if not (authorization and credentials and scheme.lower() == "bearer"):
-            return None
-        if not token_accepted(tokens, credentials):
-            return None
-    try:
-        min_lsn, force_primary = read_options(token, consistency)
-    except errors.BadRequest:
+    options = scope["state"][READ_CONSISTENCY]
+    if isinstance(options, errors.BadRequest):  # the route words the 422
         return None
-    group = match.lastindex or 0
+    min_lsn, force_primary = options
+    group = found.lastindex or 0
     read = _READS[group - 1]
-    key = int(match[group])
+    key = int(found[group])
     if not 0 < key <= INT64_MAX:
         return None
     query = _query(scope["query_string"], read.query, _CONTRACTS[read])
     if query is None:
         return None
-    return Plan(read, key, query, min_lsn, force_primary, request_bytes)
+    return Plan(read, key, query, min_lsn, force_primary)
 
 
 def _query(raw: bytes, model: type[BaseModel], contract: QueryContract) -> BaseModel | None:

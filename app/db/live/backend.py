@@ -21,7 +21,6 @@ import asyncio
 import logging
 import sqlite3
 import time
-import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -44,9 +43,6 @@ log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 30.0  # the old router closes once requests begun on it are surely done
 UNTIL_DRAINED = 1e12  # a rollback's freeze that only db sync lifts, once drained
-
-# The service's watcher in this process (one app per worker; tests may hold several).
-_WATCHERS: weakref.WeakSet[LiveBackend] = weakref.WeakSet()
 
 
 @dataclass
@@ -77,14 +73,6 @@ async def _warm(router: DatabaseRouter, connections: int = 4) -> None:
             await asyncio.gather(*(one(e) for e in engines for _ in range(connections)))
     except Exception as exc:  # requests will find out and answer 503
         log.warning("new backend did not answer", extra={"error": type(exc).__name__})
-
-
-def record_error() -> None:
-    """A request answered a database error (counted toward auto rollback on PostgreSQL)."""
-    now = time.monotonic()
-    for watcher in _WATCHERS:
-        if watcher.active == "postgresql":
-            watcher.errors.append(now)
 
 
 class LiveBackend:
@@ -131,9 +119,7 @@ class LiveBackend:
     ) -> LiveBackend | None:
         if settings.migration_target_url is None or not settings.is_sqlite:
             return None
-        watcher = cls(settings, db_metrics, registry)
-        _WATCHERS.add(watcher)
-        return watcher
+        return cls(settings, db_metrics, registry)
 
     # -- the state ------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -194,8 +180,12 @@ class LiveBackend:
     def start(self, app: FastAPI) -> None:
         self._task = asyncio.create_task(self._watch(app), name="backend-watch")
 
+    def record_error(self) -> None:
+        """A request answered a database fault (counted toward auto rollback on PostgreSQL)."""
+        if self.active == "postgresql":
+            self.errors.append(time.monotonic())
+
     async def stop(self) -> None:
-        _WATCHERS.discard(self)
         for task in [self._task, *self._closing]:
             if task is not None:
                 task.cancel()

@@ -1,0 +1,167 @@
+"""The CPU one request costs this process, in-process, by door: what the edges add.
+
+    uv run --frozen python bench/stack_cost.py                      # this checkout
+    mkdir /tmp/before && git archive REV | tar -x -C /tmp/before
+    uv run --frozen python bench/stack_cost.py --against /tmp/before   # both, interleaved
+
+Starts a PostgreSQL primary (tests/pgcluster.py), builds the checkout's application
+with API tokens and drives it with raw ASGI messages (no HTTP client, no server): a hot
+read the lane answers (GET /api/v1/users/{id}), the same read with the lane off, and a
+write through FastAPI's route (POST /api/v1/users). Prints, as JSON, the process CPU
+(time.process_time) per request, in microseconds, for each, best of --rounds. With
+--against, each checkout runs --repeats times in its own process, alternately, on the
+same database, and the best of each is printed: on a shared machine the minimum is
+what the code costs, the rest is its neighbours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+async def _drive(app: Any, method: str, path: str, body: bytes, headers: list[Any]) -> int:
+    return (await _exchange(app, method, path, body, headers))[0]
+
+
+async def _exchange(
+    app: Any, method: str, path: str, body: bytes, headers: list[Any]
+) -> tuple[int, bytes]:
+    sent = False
+    status = 0
+    answer = b""
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # no disconnect while the request runs
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status, answer
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        else:
+            answer += message.get("body", b"")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    await app(scope, receive, send)
+    return status, answer
+
+
+async def _per_request(app: Any, n: int, rounds: int, make: Any, expect: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        began = time.process_time()
+        for i in range(n):
+            status = await _drive(app, *make(i))
+            assert status == expect, status
+        best = min(best, (time.process_time() - began) / n * 1e6)
+    return round(best, 1)
+
+
+async def measure(url: str, n: int, rounds: int) -> dict[str, float]:
+    from pydantic import SecretStr
+
+    from app.main import create_app
+    from tests.conftest import make_settings
+
+    token = "stack-cost-token"
+    base = [
+        (b"host", b"bench"),
+        (b"authorization", f"Bearer {token}".encode()),
+        (b"x-request-id", b"bench-1"),
+    ]
+    results: dict[str, float] = {}
+    for hot in (True, False):
+        app = create_app(make_settings(url, api_tokens=[SecretStr(token)], hot_reads=hot))
+        async with app.router.lifespan_context(app):
+            user = json.dumps({"email": f"b{time.time_ns()}@example.com", "name": "B"}).encode()
+            json_headers = [*base, (b"content-type", b"application/json")]
+            made, answer = await _exchange(app, "POST", "/api/v1/users", user, json_headers)
+            assert made == 201, made
+            path = f"/api/v1/users/{json.loads(answer)['id']}"
+
+            def read(_: int, path: str = path) -> tuple[str, str, bytes, list[Any]]:
+                return "GET", path, b"", base
+
+            name = "hot read, lane" if hot else "hot read, route"
+            await _per_request(app, 200, 1, read, 200)  # warm the pools and caches
+            results[name] = await _per_request(app, n, rounds, read, 200)
+            if hot:
+
+                def write(i: int, json_headers: list[Any] = json_headers) -> Any:
+                    body = json.dumps({"email": f"w{i}-{time.time_ns()}@example.com", "name": "W"})
+                    headers = [*json_headers, (b"content-length", str(len(body)).encode())]
+                    return "POST", "/api/v1/users", body.encode(), headers
+
+                results["write, route"] = await _per_request(app, n // 4, rounds, write, 201)
+    return results
+
+
+def _compare(url: str, roots: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+    best: dict[str, dict[str, float]] = {str(root): {} for root in roots}
+    for _ in range(args.repeats):
+        for root in roots:
+            command = [sys.executable, __file__, "--root", str(root), "--url", url]
+            command += ["-n", str(args.n), "--rounds", str(args.rounds)]
+            found = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
+            for door, micros in found.items():
+                mine = best[str(root)]
+                mine[door] = min(mine.get(door, micros), micros)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", type=Path, default=Path(__file__).parent.parent)
+    parser.add_argument("--against", type=Path, help="another checkout, measured alternately")
+    parser.add_argument("--url", help="a migrated PostgreSQL database to use")
+    parser.add_argument("-n", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=4)
+    args = parser.parse_args()
+    sys.path.insert(0, str(args.root.resolve()))
+    from app.db.migrate import upgrade
+    from tests import pgcluster
+
+    if args.url:
+        print(json.dumps(asyncio.run(measure(args.url, args.n, args.rounds))))
+        return
+    cluster = pgcluster.start_cluster(replicas=0)
+    try:
+        url = cluster.primary.url()
+        upgrade(url)
+        if args.against:
+            found = _compare(url, [args.root, args.against], args)
+        else:
+            found = asyncio.run(measure(url, args.n, args.rounds))
+        print(json.dumps(found, indent=2))
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
