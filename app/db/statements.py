@@ -8,7 +8,7 @@ work: the statements, the commit that ends it and the write's consistency token.
 - PostgreSQL through asyncpg (`PostgresStatements`): each statement in autocommit on a
   routed pooled connection (app/db/sessions.py's Reader), one round trip; a write's
   token is the WAL position read once after it, on the same connection.
-- SQLite, and PostgreSQL behind PgBouncer (`TransactionStatements`): one SQLAlchemy
+- SQLite (`TransactionStatements`): one SQLAlchemy
   connection in one transaction (SQLite: BEGIN IMMEDIATE, after the service's writer
   turn), committed by `commit`, rolled back by `close` otherwise.
 
@@ -169,7 +169,7 @@ class PostgresStatements:
 
 
 class TransactionStatements:
-    """One SQLAlchemy connection in one transaction (SQLite; PostgreSQL behind PgBouncer)."""
+    """One SQLAlchemy connection in one transaction (SQLite)."""
 
     def __init__(
         self,
