@@ -59,7 +59,10 @@ MUTATIONS = [
         "app/queries/booking.py",
         '        "b.location_id = k.location_id",\n',
         '        "k.location_id = k.location_id",\n',
-        ("tests/test_booking_rules.py::test_booking_rules_refuse_by_name",),
+        (
+            "tests/test_booking_rules.py::test_booking_rules_refuse_by_name"
+            "[postgresql-barber elsewhere]",
+        ),
     ),
     Mutation(
         "duration-within-a-minute",
@@ -86,7 +89,7 @@ MUTATIONS = [
         "app/queries/payments.py",
         '        "s.price = k.amount",\n',
         '        "k.amount > 0",\n',
-        ("tests/test_payments.py::test_amount_is_the_service_price",),
+        ("tests/test_payments.py::test_amount_is_the_service_price[postgresql-0.01]",),
     ),
     Mutation(
         "completed-back-to-pending",
