@@ -207,7 +207,9 @@ def test_a_version_file_read_otherwise_means_no_head(tmp_path: Path, text: str) 
 
 # What `serve` imports before its port opens, and what each of `db copy`'s spawned workers
 # imports again with the CLI (app/cli.py): none of it may pull in the heavy libraries.
-_BEFORE_THE_PORT = "app.cli, app.config, app.logs, app.server, app.db.schema_head, uvicorn"
+_BEFORE_THE_PORT = (
+    "app.cli, app.config, app.logs, app.adapters.uvicorn_http, app.db.schema_head, uvicorn"
+)
 
 
 def test_serve_and_the_cli_import_no_sqlalchemy_or_alembic() -> None:

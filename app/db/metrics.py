@@ -300,10 +300,11 @@ class DatabaseMetrics:
         event.listen(sync_engine, "handle_error", failed)
         self._recorders[engine.pool] = record
 
-    def record_statement(self, engine: AsyncEngine, statement: str, elapsed: float) -> None:
+    def record_statement(self, engine: AsyncEngine, statement: str, t: float, rows: int) -> None:
+        """A statement sent to the driver directly; `rows` it returned (no_rows at 0)."""
         record = self._recorders.get(engine.pool)
         if record is not None:
-            record(statement, elapsed)
+            record(statement, t, rows)
 
     def statement_failed(self, engine: AsyncEngine, statement: str) -> None:
         """A statement sent to the driver directly failed: counted with outcome error."""

@@ -172,7 +172,10 @@ class Reader:
             if lost:
                 raise ConnectionResetError("the database closed the connection") from exc
             raise
-        self.router.metrics.record_statement(engine, statement, time.perf_counter() - started)
+        # The raw writes return their rows (RETURNING): none back is a write that changed
+        # nothing, counted no_rows as the ORM's rowcount 0 is.
+        elapsed = time.perf_counter() - started
+        self.router.metrics.record_statement(engine, statement, elapsed, len(rows))
         return rows
 
     async def close(self) -> None:
