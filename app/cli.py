@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 # bench/startup.py times `serve`). By group, imported alone: SQLAlchemy with what is built on
 # it (app.redaction 0.5 s, app.db.engine 1.0 s, app.db.seed 0.9 s, app.db.migrate with
 # Alembic 1.5 s), pydantic-settings (app.config 0.34 s), uvicorn with
-# app.adapters.uvicorn_http (0.16 s, only `serve` needs it), app.db.transfer (0.15 s), rich (0.09 s).
+# app.adapters.uvicorn_http (0.16 s, only `serve` needs it), app.db.transfer (0.15 s),
+# rich (0.09 s).
 
 
 def _settings() -> Settings:
