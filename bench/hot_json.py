@@ -9,8 +9,12 @@ month of revenue) `--calls` times in a row on one connection, three ways, for
 
 - "json in SQL": the one statement of app/queries/hot_sql.py at git revision `--before`,
   whose result is the body (PostgreSQL writes the JSON);
-- "rows + shape": this checkout's statements (app/queries/reads.py) and their body
-  written in Python by app/queries/shapes.py, as app/operations/reads.py answers;
+- "use case: JSON in SQL": the use cases of app/operations/reads.py on a handle that
+  answers `document` as PostgresStatements does: this checkout's JSON statement
+  (app/queries/documents.py, derived from the Shapes), its text encoded;
+- "use case: rows + shape": the same use cases, the handle answering `document` as
+  TransactionStatements does on SQLite: the rows statements (app/queries/reads.py) and
+  the body written in Python by app/queries/shapes.py;
 - "reference": bench/reference.py's own statements and orjson.
 
 Prints, per call, the median wall time, this process's CPU (time.process_time) and
@@ -47,6 +51,7 @@ from app.db.seed import seed_demo  # noqa: E402
 from app.db.statements import Statement  # noqa: E402
 from app.operations import reads as operations  # noqa: E402
 from app.queries.analytics import utc_days  # noqa: E402
+from app.queries.shapes import Document  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
 from tests.pgcluster import start_cluster  # noqa: E402
 
@@ -113,12 +118,16 @@ def _json_in_sql(
 
 
 class _Connection:
-    """app/db/statements.py's handle on one asyncpg connection, as PostgresStatements."""
+    """app/db/statements.py's handle on one asyncpg connection.
+
+    `document` as PostgresStatements answers it (the JSON statement, its text encoded) or,
+    with `rows`, as TransactionStatements does on SQLite (the rows statement, the Shapes).
+    """
 
     backend = "postgresql"
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: asyncpg.Connection, *, rows: bool) -> None:
+        self.conn, self.rows = conn, rows
 
     async def fetch(self, statement: Statement, *args: Any) -> Any:
         return await self.conn.fetch(statement.postgresql, *args)
@@ -126,22 +135,31 @@ class _Connection:
     async def fetchrow(self, statement: Statement, *args: Any) -> Any:
         return await self.conn.fetchrow(statement.postgresql, *args)
 
+    async def document(self, document: Document, *args: Any) -> bytes | None:
+        if not self.rows:
+            text: str | None = await self.conn.fetchval(document.json.postgresql, *args)
+            return text.encode() if text is not None else None
+        rows = await self.fetch(document.rows, *args)
+        if not rows and document.parent is not None:
+            assert await self.fetchrow(document.parent, args[0]) is not None
+        return document.render(rows, args)
 
-def _rows_and_shape(case: str, args: tuple[Any, ...], relations: frozenset[str]) -> Answer:
+
+def _use_case(case: str, args: tuple[Any, ...], relations: frozenset[str], *, rows: bool) -> Answer:
     """The use cases themselves (app/operations/reads.py) on the bench's connection."""
 
     async def user(conn: asyncpg.Connection) -> bytes:
-        db: Any = _Connection(conn)
+        db: Any = _Connection(conn, rows=rows)
         return await operations.read_user(db, args[0], relations)
 
     async def week(conn: asyncpg.Connection) -> bytes:
         barber, start, end, statuses = args
-        db: Any = _Connection(conn)
+        db: Any = _Connection(conn, rows=rows)
         return await operations.read_schedule(db, barber, start, end, statuses)
 
     async def month(conn: asyncpg.Connection) -> bytes:
         location, _since, _until, first, last = args
-        db: Any = _Connection(conn)
+        db: Any = _Connection(conn, rows=rows)
         return await operations.read_revenue(db, location, first, last)
 
     return {"user": user, "week": week, "month": month}[case]
@@ -190,7 +208,8 @@ async def _measure(url: str, rounds: int, calls: int, before: str) -> None:
             for case, (name, args) in cases.items():
                 ways = {
                     f"json in SQL ({before})": _json_in_sql(earlier, name, args, relations),
-                    "rows + shape": _rows_and_shape(name, args, relations),
+                    "use case: JSON in SQL": _use_case(name, args, relations, rows=False),
+                    "use case: rows + shape": _use_case(name, args, relations, rows=True),
                     "reference": _reference(name, args, relations),
                 }
                 for label, answer in ways.items():

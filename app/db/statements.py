@@ -36,6 +36,7 @@ from app.db.sessions import Intent, Reader
 
 if TYPE_CHECKING:
     from app.db.router import DatabaseRouter
+    from app.queries.shapes import Document
 
 Backend = Literal["postgresql", "sqlite"]
 # The statement's time as a timestamp column holds it: SQLite's as SQLAlchemy writes it.
@@ -111,6 +112,12 @@ def statement(
     return Statement(postgres_text, sqlite, kinds, types)
 
 
+def _encoded(row: Row | None) -> bytes | None:
+    """The `body` column of a JSON statement's row as bytes; None for NULL or no row."""
+    text: str | None = row["body"] if row is not None else None
+    return text.encode() if text is not None else None
+
+
 class Statements(Protocol):
     """One unit of work's statements; used as `async with router.statements(intent) as db`."""
 
@@ -119,6 +126,10 @@ class Statements(Protocol):
     async def fetch(self, statement: Statement, *args: Any) -> Sequence[Row]: ...
 
     async def fetchrow(self, statement: Statement, *args: Any) -> Row | None: ...
+
+    async def document(self, document: Document, *args: Any) -> bytes | None:
+        """A read's whole body (None: its parent does not exist), in one round trip on
+        PostgreSQL (the database writes the JSON); from the rows and the Shapes on SQLite."""
 
     async def commit(self) -> str | None:
         """End the unit of work; a write's consistency token (PostgreSQL with replicas)."""
@@ -147,6 +158,9 @@ class PostgresStatements:
 
     async def fetchrow(self, statement: Statement, *args: Any) -> Row | None:
         return await self._reader.fetchrow(statement.postgresql, *args)
+
+    async def document(self, document: Document, *args: Any) -> bytes | None:
+        return _encoded(await self._reader.fetchrow(document.json.postgresql, *args))
 
     async def commit(self) -> str | None:
         if not (self._write and self._replicas):
@@ -226,6 +240,16 @@ class TransactionStatements:
     async def fetchrow(self, statement: Statement, *args: Any) -> Row | None:
         rows = await self.fetch(statement, *args)
         return rows[0] if rows else None
+
+    async def document(self, document: Document, *args: Any) -> bytes | None:
+        if self.backend == "postgresql":
+            return _encoded(await self.fetchrow(document.json, *args))
+        rows = await self.fetch(document.rows, *args)
+        # Only no rows can hide a missing parent (the rows name it by a foreign key).
+        parent = document.parent
+        if not rows and parent is not None and await self.fetchrow(parent, args[0]) is None:
+            return None
+        return document.render(rows, args)
 
     async def commit(self) -> str | None:
         connection = self._connection

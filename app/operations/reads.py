@@ -2,9 +2,11 @@
 
 A route (app/api/*.py) and the hot-read lane (app/api/lane.py) parse and authorize,
 open the statements handle (app/db/statements.py) for the read's intent and call the
-function here; it runs the read's statements (app/queries/reads.py) and writes the body
-with the Shape of the response model (app/queries/shapes.py). Rows are alike on every
-backend, so is the body. A missing parent (user, barber, location) is a NotFound.
+function here. The three hot reads (user, schedule, revenue) ask the handle for their
+`Document` (app/queries/documents.py): PostgreSQL writes the body in one statement, SQLite's
+rows are written by the Shapes (app/queries/shapes.py), one shape, byte for byte. The
+other reads run their statements (app/queries/reads.py) and write the body with the Shape
+of the response model. A missing parent (user, barber, location) is a NotFound.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Collection
 
 from app.db.statements import Statements
 from app.errors import NotFound
-from app.queries import reads
+from app.queries import documents, reads
 from app.queries.analytics import utc_days
 from app.queries.shapes import body
 
@@ -33,40 +35,29 @@ def no_location(location_id: int) -> NotFound:
 
 async def read_user(db: Statements, user_id: int, relations: Collection[str]) -> bytes:
     """UserDetail: the user and the relations asked for (absent ones omitted)."""
-    rows = await db.fetch(reads.user_statement(frozenset(relations)), user_id)
-    if not rows:
+    found = await db.document(documents.user(relations), user_id)
+    if found is None:
         raise no_user(user_id)
-    document = reads.USER_SHAPE(rows[0])
-    asked = [p for p in reads.USER_PARTS[1:] if p.name in relations]
-    for part in asked:
-        document[part.name] = [] if part.many else None
-    for row in rows[1:]:
-        part = reads.USER_PARTS[row["part"]]
-        if part.many:
-            document[part.name].append(part.shape(row))
-        else:
-            document[part.name] = part.shape(row)
-    return body(document)
+    return found
 
 
 async def read_schedule(
     db: Statements, barber_id: int, start: dt.date, end: dt.date, statuses: Collection[str]
 ) -> bytes:
     """list[ScheduledAppointment]: a barber's appointments in [start, end] with a status."""
-    rows = await db.fetch(reads.SCHEDULE, barber_id, start, end, ",".join(sorted(statuses)))
-    # An appointment names its barber (a foreign key): only no rows can hide a missing one.
-    if not rows and await db.fetchrow(reads.USER_EXISTS, barber_id) is None:
+    status = ",".join(sorted(statuses))
+    found = await db.document(documents.SCHEDULE, barber_id, start, end, status)
+    if found is None:
         raise no_barber(barber_id)
-    return body(reads.SCHEDULE_SHAPE.rows(rows))
+    return found
 
 
 async def read_revenue(db: Statements, location_id: int, start: dt.date, end: dt.date) -> bytes:
     """RevenueReport: per UTC day of payment, completed payments and refunded ones apart."""
-    rows = await db.fetch(reads.REVENUE, location_id, *utc_days(start, end))
-    if not rows and await db.fetchrow(reads.LOCATION_EXISTS, location_id) is None:
+    found = await db.document(documents.REVENUE, location_id, *utc_days(start, end))
+    if found is None:
         raise no_location(location_id)
-    days = reads.DAY_SHAPE.rows(rows)
-    return body({"location_id": location_id, "start": start, "end": end, "days": days})
+    return found
 
 
 async def read_appointment(db: Statements, appointment_id: int) -> bytes:

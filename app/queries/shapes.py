@@ -20,11 +20,13 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, PlainSerializer
 
+from app.db.statements import Statement
+
 Row = Mapping[str, Any]
 Converter = Callable[[Any], Any]
 
 
-def _nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+def nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
     """(the model a field holds, whether it may be None); (None, _) for a plain value."""
     optional = False
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
@@ -75,7 +77,7 @@ class Shape:
             if name in apart or _is_list(info.annotation):
                 lists.append(name)
                 continue
-            nested, optional = _nested_model(info.annotation)
+            nested, optional = nested_model(info.annotation)
             shape = Shape(nested, f"{prefix}{name}__") if nested is not None else None
             convert = _converter(info.metadata)
             fields.append(_Field(name, prefix + name, convert, shape, optional))
@@ -127,6 +129,23 @@ def select_list(alias: str, fields: Sequence[str], prefix: str = "") -> str:
     if not prefix:
         return ", ".join(f"{alias}.{name}" for name in fields)
     return ", ".join(f"{alias}.{name} AS {prefix}{name}" for name in fields)
+
+
+@dataclass(frozen=True)
+class Document:
+    """A response body read in one call of the handle (app/db/statements.py `document`).
+
+    `json`: PostgreSQL's statement whose one column `body` is the whole JSON text (NULL
+    where the parent does not exist), written from the Shapes by app/queries/json_sql.py.
+    `rows`: the rows statement of the same read, `render` the body the Shapes write from
+    its rows and the read's arguments (None: no parent), `parent` (its first argument)
+    asked for only when there are no rows.
+    """
+
+    json: Statement
+    rows: Statement
+    render: Callable[[Sequence[Row], tuple[Any, ...]], bytes | None]
+    parent: Statement | None = None
 
 
 def body(document: Any) -> bytes:
