@@ -43,9 +43,9 @@ def statements(app: FastAPI) -> Iterator[list[tuple[str, Any]]]:
     collected = app.state.db_metrics
     recorded = collected.record_statement
 
-    def hot(engine: Any, sql: str, elapsed: float) -> None:
+    def hot(engine: Any, sql: str, elapsed: float, rows: int) -> None:
         seen.append((sql.strip(), None))
-        recorded(engine, sql, elapsed)
+        recorded(engine, sql, elapsed, rows)
 
     engines = [engine.sync_engine for _, engine in app.state.db.engines()]
     for engine in engines:
