@@ -9,10 +9,10 @@ import sqlite3
 from decimal import Decimal
 from typing import Any
 
+from app.db.models import ACTIVE_APPOINTMENT_STATUSES as ACTIVE
 from app.db.transfer import Finding
 from app.db.transfer.schema import Table
 
-ACTIVE = ("pending", "confirmed", "in_progress")
 NEEDED = {
     "appointments": ("id", "user_id", "barber_id", "start_time", "end_time", "status"),
     "payments": ("appointment_id", "amount"),
