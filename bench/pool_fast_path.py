@@ -1,8 +1,8 @@
-"""What the Reader's greenlet-free checkout and checkin buy (app/adapters/sqlalchemy_pool.py).
+"""What the RoutedConnection's greenlet-free checkout and checkin buy (the pool adapter).
 
 One engine as the service makes it (create_engine, default settings) on a PostgreSQL of
 its own (tests/pgcluster.py). A hot read's pool traffic, sequential: check out, one
-`SELECT 1` on the driver, give back; either the quick way the Reader takes when the pool
+`SELECT 1` on the driver, give back; either the quick way the RoutedConnection takes when the pool
 would not await (CountingPool.checkout_without_io / checkin_without_io) or the awaited way
 it takes otherwise (AsyncEngine.raw_connection, close in a greenlet). Interleaved rounds;
 prints the best round's wall and CPU microseconds per read for each.

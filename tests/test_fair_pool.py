@@ -78,7 +78,7 @@ async def test_a_waiter_that_gives_up_leaves_the_queue(postgres: Postgres) -> No
 
 
 async def test_checkout_without_io_only_when_nothing_is_to_be_awaited(postgres: Postgres) -> None:
-    """The Reader's greenlet-free checkout is taken only when the pool would not await."""
+    """The RoutedConnection's greenlet-free checkout is taken only when the pool would not await."""
     url = postgres.primary_url
     engine = create_engine(url, make_settings(url, pool_size=2, max_overflow=0, pool_timeout=5))
     pool = engine.sync_engine.pool

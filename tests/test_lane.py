@@ -26,7 +26,7 @@ from pydantic import SecretStr, TypeAdapter
 
 from app.api import reads
 from app.config import Settings
-from app.db.router import DatabaseRouter, Reader
+from app.db.router import DatabaseRouter, RoutedConnection
 from app.main import create_app
 from app.queries import shapes
 from app.queries.reads import REVENUE
@@ -40,7 +40,7 @@ API = "/api/v1"
 class Side:
     app: FastAPI
     client: ConsistentClient
-    readers: list[Reader]
+    readers: list[RoutedConnection]
     answered: list[bool]  # the lane's verdict on each request it saw
 
 
@@ -49,10 +49,10 @@ async def _side(settings: Settings) -> AsyncIterator[Side]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         router: DatabaseRouter = app.state.db
-        readers: list[Reader] = []
+        readers: list[RoutedConnection] = []
         handed_out = router.reader
 
-        def counted(*args: Any, **kwargs: Any) -> Reader:
+        def counted(*args: Any, **kwargs: Any) -> RoutedConnection:
             reader = handed_out(*args, **kwargs)
             readers.append(reader)
             return reader

@@ -127,7 +127,7 @@ async def test_queries_counted_by_outcome(settings: Settings) -> None:
 
 
 async def test_lane_statements_counted_by_outcome(postgres: Postgres) -> None:
-    """The hot reads' driver path (a Reader) counts a failed statement as an error too."""
+    """The hot reads' driver path (a RoutedConnection) counts a failed statement as an error too."""
     app = create_app(make_settings(postgres.primary_url, postgres.replica_urls))
     registry = app.state.metrics_registry
 
@@ -137,7 +137,7 @@ async def test_lane_statements_counted_by_outcome(postgres: Postgres) -> None:
 
     async with app.router.lifespan_context(app):
         router: DatabaseRouter = app.state.db
-        reader = router.reader("read", force_primary=True)
+        reader = router.routed_connection("read", force_primary=True)
         try:
             before = selects("success") or 0.0
             assert await reader.fetch("SELECT id FROM users WHERE id = 0") == []

@@ -428,7 +428,7 @@ def test_other_failures_keep_their_kind(exc: asyncpg.PostgresError, kind: str | 
 
 
 async def test_a_closed_connection_is_unavailable(database: Database) -> None:
-    """The driver's closed connection, as SQLAlchemy raises it and as the lanes' Reader does."""
+    """The driver's closed connection, as SQLAlchemy raises it and as a RoutedConnection does."""
     async with served(primary=database.url) as service:
         router: DatabaseRouter = service.app.state.db
         async with router.primary.connect() as conn:

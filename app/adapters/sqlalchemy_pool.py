@@ -16,7 +16,7 @@ What it relies on, and what each buys:
 - `QueuePool._pool`, `_pre_ping`, `_recycle`, `_invalidate_time`, `_overflow`, an entry's
   `starttime` and `_soft_invalidate_time`, a checked-out connection's `_pool` and the
   asyncpg adapter's `_transaction`: enough to tell that a checkout or a checkin would not
-  await, so that the hot reads (app/db/sessions.py Reader) take and give back their
+  await, so that the hot reads (app/db/sessions.py RoutedConnection) take and give back their
   connection without a greenlet: a large share of the client CPU of a checkout, one
   statement and a return (bench/pool_fast_path.py; the hot reads of bench/run.py).
 - `QueuePool._max_overflow`: the configured overflow, for the start-up budget

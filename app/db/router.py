@@ -19,10 +19,10 @@ from app.db.errors import is_connection_error, refusal
 from app.db.lsn import WRITE_LSN
 from app.db.metrics import DatabaseMetrics
 from app.db.replicas import Replica, ReplicaMonitor
-from app.db.sessions import Intent, Reader, RoutedSession, Target
+from app.db.sessions import Intent, RoutedConnection, RoutedSession, Target
 from app.db.statements import Statements, open_statements
 
-__all__ = ["DatabaseRouter", "Intent", "Reader", "Replica", "Target"]
+__all__ = ["DatabaseRouter", "Intent", "Replica", "RoutedConnection", "Target"]
 
 PrimaryReason = Literal[
     "no_replicas", "all_down", "all_lagging", "consistency_token", "forced", "retry"
@@ -40,7 +40,7 @@ def _reader(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
     each consistent, which is what a replica offers anyway. Behind PgBouncer in
     transaction mode the ORM's reads stay transactional: SQLAlchemy names each
     statement it prepares, and outside a transaction the name would stay behind on
-    a server connection others share. The raw statements (Reader) need neither: they
+    a server connection others share. The raw statements (RoutedConnection) need neither: they
     run unnamed in autocommit there too (app/db/sessions.py, unnamed).
     """
     if is_sqlite(engine) or settings.pgbouncer:
@@ -241,12 +241,12 @@ class DatabaseRouter:
             self.monitor.eject(replica, refused or "connection error")
         return self.target(target.intent, min_lsn=min_lsn, exclude=target.tried, retry=True)
 
-    def reader(
+    def routed_connection(
         self, intent: Intent, *, min_lsn: int | None = None, force_primary: bool = False
-    ) -> Reader:
+    ) -> RoutedConnection:
         """A raw-SQL read handle (the hot-read lane); PostgreSQL through asyncpg only."""
         target = self.target(intent, min_lsn=min_lsn, force_primary=force_primary)
-        return Reader(self, target, min_lsn)
+        return RoutedConnection(self, target, min_lsn)
 
     def statements(
         self, intent: Intent, *, min_lsn: int | None = None, force_primary: bool = False
@@ -278,7 +278,9 @@ class DatabaseRouter:
             async with self.primary_reader.connect() as conn:
                 lsn = await conn.scalar(text(WRITE_LSN))
             return str(lsn) if lsn else None
-        reader = Reader(self, Target("write", self.primary_reader, self._primary_reads), None)
+        reader = RoutedConnection(
+            self, Target("write", self.primary_reader, self._primary_reads), None
+        )
         try:
             row = await reader.fetchrow(WRITE_LSN)
         finally:

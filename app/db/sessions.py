@@ -114,7 +114,7 @@ async def unnamed(pooled: PoolProxiedConnection, driver: Any, statement: str) ->
     return prepared
 
 
-class Reader:
+class RoutedConnection:
     """Hand-written SQL on a routed connection's asyncpg driver (app/db/statements.py).
 
     No ORM session, no SQLAlchemy execution or result layers: one pooled connection

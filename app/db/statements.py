@@ -6,7 +6,7 @@ backends (datetimes aware UTC, money Decimal). A `Statements` handle owns one un
 work: the statements, the commit that ends it and the write's consistency token.
 
 - PostgreSQL through asyncpg (`PostgresStatements`): each statement in autocommit on a
-  routed pooled connection (app/db/sessions.py's Reader), one round trip; a write's
+  routed pooled connection (app/db/sessions.py's RoutedConnection), one round trip; a write's
   token is the WAL position read once after it, on the same connection.
 - SQLite (`TransactionStatements`): one SQLAlchemy
   connection in one transaction (SQLite: BEGIN IMMEDIATE, after the service's writer
@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.types import TypeEngine
 
 from app.db.lsn import WRITE_LSN
-from app.db.sessions import Intent, Reader
+from app.db.sessions import Intent, RoutedConnection
 
 if TYPE_CHECKING:
     from app.db.router import DatabaseRouter
@@ -147,31 +147,31 @@ class Statements(Protocol):
 class PostgresStatements:
     """Autocommit statements on a routed asyncpg connection: each one its own commit."""
 
-    __slots__ = ("_reader", "_replicas", "_write")
+    __slots__ = ("_connection", "_replicas", "_write")
     backend: Backend = "postgresql"
 
-    def __init__(self, reader: Reader, *, write: bool, replicas: bool) -> None:
-        self._reader, self._write, self._replicas = reader, write, replicas
+    def __init__(self, connection: RoutedConnection, *, write: bool, replicas: bool) -> None:
+        self._connection, self._write, self._replicas = connection, write, replicas
 
     async def fetch(self, statement: Statement, *args: Any) -> Sequence[Row]:
-        return await self._reader.fetch(statement.postgresql, *args)
+        return await self._connection.fetch(statement.postgresql, *args)
 
     async def fetchrow(self, statement: Statement, *args: Any) -> Row | None:
-        return await self._reader.fetchrow(statement.postgresql, *args)
+        return await self._connection.fetchrow(statement.postgresql, *args)
 
     async def document(self, document: Document, *args: Any) -> bytes | None:
-        return _encoded(await self._reader.fetchrow(document.json.postgresql, *args))
+        return _encoded(await self._connection.fetchrow(document.json.postgresql, *args))
 
     async def commit(self) -> str | None:
         if not (self._write and self._replicas):
             return None
         # After the statements' own commits, on the same connection: the token covers them.
-        row = await self._reader.fetchrow(WRITE_LSN)
+        row = await self._connection.fetchrow(WRITE_LSN)
         return str(row["lsn"]) if row is not None and row["lsn"] else None
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
-            await self._reader.close()
+            await self._connection.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -283,8 +283,8 @@ def open_statements(
     """The handle for `intent`: asyncpg autocommit where it can, else one transaction."""
     write = intent == "write"
     if router.raw_reads:
-        reader = router.reader(intent, min_lsn=min_lsn, force_primary=force_primary)
-        return PostgresStatements(reader, write=write, replicas=bool(router.replicas))
+        connection = router.routed_connection(intent, min_lsn=min_lsn, force_primary=force_primary)
+        return PostgresStatements(connection, write=write, replicas=bool(router.replicas))
     target = router.target(intent, min_lsn=min_lsn, force_primary=force_primary)
     return TransactionStatements(
         target.engine,
