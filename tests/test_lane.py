@@ -50,14 +50,14 @@ async def _side(settings: Settings) -> AsyncIterator[Side]:
     async with app.router.lifespan_context(app):
         router: DatabaseRouter = app.state.db
         readers: list[RoutedConnection] = []
-        handed_out = router.reader
+        handed_out = router.routed_connection
 
         def counted(*args: Any, **kwargs: Any) -> RoutedConnection:
             reader = handed_out(*args, **kwargs)
             readers.append(reader)
             return reader
 
-        router.reader = counted  # type: ignore[method-assign]
+        router.routed_connection = counted  # type: ignore[method-assign]
         answered: list[bool] = []
         lane_answer = app.lane.answer  # type: ignore[attr-defined]
 
