@@ -183,7 +183,8 @@ class PostgresStatements:
 
 
 class TransactionStatements:
-    """One SQLAlchemy connection in one transaction (SQLite)."""
+    """SQLite: one SQLAlchemy connection in one transaction (PostgreSQL, PgBouncer included,
+    takes PostgresStatements)."""
 
     def __init__(
         self,
@@ -192,7 +193,7 @@ class TransactionStatements:
         turn: AbstractAsyncContextManager[object] | None,
         token: Callable[[], Any] | None,
     ) -> None:
-        self.backend: Backend = "sqlite" if engine.dialect.name == "sqlite" else "postgresql"
+        self.backend: Backend = "sqlite"
         self._engine, self._turn, self._token = engine, turn, token
         self._connection: AsyncConnection | None = None
         self._in_turn = False
@@ -213,12 +214,6 @@ class TransactionStatements:
         if connection is None:
             connection = self._connection = await self._engine.connect()
             await connection.begin()  # the engine's BEGIN (SQLite: BEGIN IMMEDIATE)
-        if self.backend == "postgresql":  # asyncpg speaks every type: values as they are
-            result = await connection.exec_driver_sql(statement.postgresql, tuple(args))
-            if not result.returns_rows:
-                return []
-            names = list(result.keys())
-            return [dict(zip(names, fetched, strict=True)) for fetched in result.all()]
         binds, results = statement.processors(self._engine.dialect)
         values = tuple(
             bind(value) if bind is not None else value
@@ -242,8 +237,6 @@ class TransactionStatements:
         return rows[0] if rows else None
 
     async def document(self, document: Document, *args: Any) -> bytes | None:
-        if self.backend == "postgresql":
-            return _encoded(await self.fetchrow(document.json, *args))
         rows = await self.fetch(document.rows, *args)
         # Only no rows can hide a missing parent (the rows name it by a foreign key).
         parent = document.parent
