@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import asyncpg
 
@@ -17,7 +16,12 @@ FK_VIOLATION = "23503"
 
 
 async def _orphans(
-    conn: Any, child: Table, parent: Table, fk: ForeignKey, key: list[str], report: Report
+    conn: asyncpg.Connection,
+    child: Table,
+    parent: Table,
+    fk: ForeignKey,
+    key: list[str],
+    report: Report,
 ) -> str:
     """Orphaned rows are kept and reported by their own keys; the constraint guards new rows."""
     n, sample = await pg.orphan_rows(conn, pg.STAGING, child, parent, fk, key)
@@ -34,7 +38,7 @@ async def _orphans(
     return " NOT VALID"
 
 
-async def finish_filled(conn: Any, actions: dict[str, str], report: Report) -> None:
+async def finish_filled(conn: asyncpg.Connection, actions: dict[str, str], report: Report) -> None:
     """Tables the target's migrations made get their own constraints and indexes back."""
     staged = await pg.reflect(conn, pg.STAGING)
     filled = [n for n, a in actions.items() if a != "created"]
@@ -67,7 +71,7 @@ async def finish_filled(conn: Any, actions: dict[str, str], report: Report) -> N
                         report.note("schema", name, f"index refuses the data: {failed}")
 
 
-async def _try(conn: Any, sql: str) -> str | None:
+async def _try(conn: asyncpg.Connection, sql: str) -> str | None:
     """One DDL statement in a savepoint: None, or PostgreSQL's reason (SQLSTATE and message)."""
     try:
         async with conn.transaction():
@@ -78,7 +82,12 @@ async def _try(conn: Any, sql: str) -> str | None:
 
 
 async def _unique(
-    conn: Any, table: Table, name: str, columns: list[str], constraint: bool, report: Report
+    conn: asyncpg.Connection,
+    table: Table,
+    name: str,
+    columns: list[str],
+    constraint: bool,
+    report: Report,
 ) -> None:
     """Tried first (PostgreSQL checks as it builds); repeats are found only when it refuses."""
     qualified = f"{pg.STAGING}.{quote(table.name)}"
@@ -101,7 +110,7 @@ async def _unique(
     await conn.execute(f"CREATE INDEX {index} ON {qualified} ({cols})")
 
 
-async def _columns(conn: Any, table: Table, report: Report) -> None:
+async def _columns(conn: asyncpg.Connection, table: Table, report: Report) -> None:
     qualified = f"{pg.STAGING}.{quote(table.name)}"
     for column in table.columns:
         if column.default is not None:
@@ -140,7 +149,7 @@ async def _columns(conn: Any, table: Table, report: Report) -> None:
             )
 
 
-async def keys(conn: Any, table: Table, report: Report) -> None:
+async def keys(conn: asyncpg.Connection, table: Table, report: Report) -> None:
     """A table the copy made (its types those staged): the source's NOT NULL, defaults,
     primary key, unique constraints and indexes."""
     name = table.name
@@ -173,7 +182,7 @@ async def keys(conn: Any, table: Table, report: Report) -> None:
 
 
 async def foreign_keys(
-    conn: Any,
+    conn: asyncpg.Connection,
     tables: dict[str, Table],
     staged: dict[str, Table],
     actions: dict[str, str],
@@ -187,7 +196,7 @@ async def foreign_keys(
 
 
 async def _foreign_key(
-    conn: Any, table: Table, staged: dict[str, Table], fk: ForeignKey, report: Report
+    conn: asyncpg.Connection, table: Table, staged: dict[str, Table], fk: ForeignKey, report: Report
 ) -> None:
     name = table.name
     parent = staged.get(fk.parent)
@@ -232,7 +241,7 @@ def _fk_name(table: Table, fk: ForeignKey) -> str:
 
 
 async def validate_foreign_keys(
-    dsn: str, conn: Any, tables: dict[str, Table], jobs: int, report: Report
+    dsn: str, conn: asyncpg.Connection, tables: dict[str, Table], jobs: int, report: Report
 ) -> None:
     """The copy's foreign keys not yet validated, checked on `jobs` connections at once (a
     check locks its own table against other checks, its parent only against changes). A

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from typing import cast
 
 from app.db.transfer.types import Type, Unfit
 from app.db.transfer.values import Options, to_python
@@ -37,7 +39,8 @@ def _value(raw: str, t: Type) -> str | None:
     if t.kind == "bool":
         return "true" if value else "false"
     if t.kind in ("timestamptz", "timestamp", "date", "time"):
-        return _literal(value.isoformat())
+        # to_python's converters for these kinds return a dt.date (datetime) or a dt.time.
+        return _literal(cast(dt.date | dt.time, value).isoformat())
     if isinstance(value, bytes):
         return "'\\x" + value.hex() + "'"
     return _literal(str(value))

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Set
+from collections.abc import Callable, Set
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from app.db.transfer import fastpath
 from app.db.transfer.lite import key_columns
 from app.db.transfer.schema import Table, quote
 from app.db.transfer.types import Type, Unfit
-from app.db.transfer.values import Options, to_python
+from app.db.transfer.values import Converter, Options, to_python
+
+if TYPE_CHECKING:
+    import asyncpg
 
 
 @dataclass
@@ -25,7 +28,9 @@ def all_fast(types: list[tuple[str, Type]], clean: Set[str] = frozenset()) -> st
     return " AND ".join(fastpath.fast(quote(c), t, c in clean) for c, t in types) or "1"
 
 
-def _slow_text(row: tuple[Any, ...], funcs: list[Any], forms: list[Any]) -> str:
+def _slow_text(
+    row: tuple[object, ...], funcs: list[Converter], forms: list[Callable[[object], str]]
+) -> str:
     texts = []
     for value, func, form in zip(row, funcs, forms, strict=True):
         if value is None:
@@ -91,7 +96,7 @@ def sqlite_digests(
     return found
 
 
-def converted_digest(records: list[tuple[Any, ...]], types: list[tuple[str, Type]]) -> int:
+def converted_digest(records: list[tuple[object, ...]], types: list[tuple[str, Type]]) -> int:
     """The sum of the hashes of rows the Python converters made, as the target takes them."""
     forms = [fastpath.digest_python(t) for _c, t in types]
     null, sep, row_hash = fastpath.NULL, fastpath.SEP, fastpath.row_hash
@@ -101,13 +106,15 @@ def converted_digest(records: list[tuple[Any, ...]], types: list[tuple[str, Type
     )
 
 
-async def pg_digest(conn: Any, schema: str, table: str, types: list[tuple[str, Type]]) -> Digest:
+async def pg_digest(
+    conn: asyncpg.Connection, schema: str, table: str, types: list[tuple[str, Type]]
+) -> Digest:
     """types: (PostgreSQL column, its type)."""
     return (await pg_digests(conn, schema, table, types)).get(0, Digest(0, 0))
 
 
 async def pg_digests(
-    conn: Any,
+    conn: asyncpg.Connection,
     schema: str,
     table: str,
     types: list[tuple[str, Type]],

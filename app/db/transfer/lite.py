@@ -7,7 +7,6 @@ import re
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from app.db.transfer import fastpath
 from app.db.transfer.report import TransferError
@@ -175,9 +174,9 @@ def read_batch(
     conn: sqlite3.Connection,
     table: Table,
     columns: Sequence[str],
-    after: Sequence[Any] | None,
+    after: Sequence[object] | None,
     size: int,
-) -> list[tuple[Any, ...]]:
+) -> list[tuple[object, ...]]:
     """Rows after the given key, in key order: (key values..., column values...)."""
     keys = key_columns(table)
     select = ", ".join([_key_sql(keys), *(quote(c) for c in columns)])
@@ -235,9 +234,9 @@ def create_indexes(conn: sqlite3.Connection, table: Table) -> None:
 
 def orphans(
     conn: sqlite3.Connection, tables: dict[str, Table]
-) -> dict[tuple[str, str], tuple[int, list[Any]]]:
+) -> dict[tuple[str, str], tuple[int, list[object]]]:
     """PRAGMA foreign_key_check per (table, parent): count and the orphaned rows' own keys."""
-    found: dict[tuple[str, str], tuple[int, list[Any]]] = {}
+    found: dict[tuple[str, str], tuple[int, list[object]]] = {}
     for table, rowid, parent, _fkid in conn.execute("PRAGMA foreign_key_check").fetchall():
         n, sample = found.get((table, parent), (0, []))
         if len(sample) < 5:

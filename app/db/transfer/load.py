@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from app.db.transfer import fastpath, lite
 from app.db.transfer.digest import all_fast
@@ -22,13 +22,13 @@ if TYPE_CHECKING:
 def convert_rows(
     table: str,
     types: list[tuple[str, Type]],
-    batch: list[tuple[Any, ...]],
+    batch: list[tuple[object, ...]],
     nkeys: int,
     opts: Options,
     *,
     target: bool,
     only: Sequence[int] | None = None,
-) -> list[tuple[Any, ...]]:
+) -> list[tuple[object, ...]]:
     """Each row's values (after its nkeys key values) as the target column takes them.
 
     only: the columns that need converting (by position); the others pass as they are."""
@@ -37,7 +37,7 @@ def convert_rows(
     funcs = [(i, make(types[i][1], opts)) for i in wanted]
     if not funcs:
         return [tuple(row[nkeys:]) for row in batch]
-    out: list[tuple[Any, ...]] = []
+    out: list[tuple[object, ...]] = []
     for row in batch:
         values = list(row[nkeys:])
         for i, func in funcs:
@@ -92,8 +92,8 @@ class Batch:
 
     text: bytes
     fast_rows: int
-    slow: list[tuple[Any, ...]]  # (key values..., column values...)
-    last: list[Any] | None  # the range's last key; None when the table was empty past it
+    slow: list[tuple[object, ...]]  # (key values..., column values...)
+    last: list[object] | None  # the range's last key; None when the table was empty past it
     done: bool
     digest: int = 0  # the sum of the fast rows' hashes (their digest text built by SQLite)
 
@@ -102,7 +102,7 @@ def read_split(
     conn: sqlite3.Connection,
     table: Table,
     types: list[tuple[str, Type]],
-    after: list[Any] | None,
+    after: list[object] | None,
     size: int,
     clean: Set[str] = frozenset(),
 ) -> Batch:

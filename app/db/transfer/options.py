@@ -5,13 +5,16 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from app.db.transfer import pg
 from app.db.transfer.report import Finding, TransferError
 from app.db.transfer.schema import Table
 from app.urls import asyncpg_dsn, database, redact
+
+if TYPE_CHECKING:
+    import asyncpg
 
 
 class Rules(Protocol):
@@ -20,7 +23,9 @@ class Rules(Protocol):
     def applies(self, target: dict[str, Table]) -> bool:
         """Whether the target's existing schema is the one these rules are about."""
 
-    async def check(self, source: sqlite3.Connection, conn: Any, schema: str) -> list[Finding]:
+    async def check(
+        self, source: sqlite3.Connection, conn: asyncpg.Connection, schema: str
+    ) -> list[Finding]:
         """Failures found in the staged copy (schema) against the source."""
 
 
@@ -53,7 +58,7 @@ def backend(url: str) -> str:
     return scheme.split("+")[0]
 
 
-async def pg_connect(url: str) -> Any:
+async def pg_connect(url: str) -> asyncpg.Connection:
     try:
         return await pg.connect(asyncpg_dsn(url))
     except Exception as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 
@@ -16,7 +15,7 @@ STATE = "bookedbarber_transfer"
 ON_DELETE = {"c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT", "r": "RESTRICT"}
 
 
-async def reflect(conn: Any, schema: str) -> dict[str, Table]:
+async def reflect(conn: asyncpg.Connection, schema: str) -> dict[str, Table]:
     tables: dict[str, Table] = {}
     rows = await conn.fetch(
         """
@@ -115,7 +114,7 @@ async def reflect(conn: Any, schema: str) -> dict[str, Table]:
     return tables
 
 
-async def count(conn: Any, schema: str, table: str) -> int:
+async def count(conn: asyncpg.Connection, schema: str, table: str) -> int:
     return int(await conn.fetchval(f"SELECT count(*) FROM {quote(schema)}.{quote(table)}"))
 
 
@@ -124,17 +123,17 @@ def key_columns(table: Table) -> list[str]:
 
 
 async def read_batch(
-    conn: Any,
+    conn: asyncpg.Connection,
     schema: str,
     table: Table,
     columns: Sequence[str],
-    after: Sequence[Any] | None,
+    after: Sequence[object] | None,
     size: int,
-) -> list[tuple[Any, ...]]:
+) -> list[tuple[object, ...]]:
     keys = key_columns(table)
     key_sql = ", ".join(k if k == "ctid" else quote(k) for k in keys)
     select = ", ".join([key_sql, *(quote(c) for c in columns)])
-    args: list[Any] = []
+    args: list[object] = []
     where = ""
     if after is not None:
         # A ctid travels as its text: asyncpg would want a tid parameter as a tuple.
@@ -160,7 +159,7 @@ async def read_batch(
 _LOADING = " WITH (autovacuum_enabled = false)"
 
 
-async def autovacuum_back(conn: Any, schema: str) -> None:
+async def autovacuum_back(conn: asyncpg.Connection, schema: str) -> None:
     """Autovacuum again for the tables the copy loaded with it off (it analyzes them soon)."""
     names = await conn.fetch(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -174,7 +173,7 @@ async def autovacuum_back(conn: Any, schema: str) -> None:
         )
 
 
-async def create_table(conn: Any, schema: str, table: Table) -> None:
+async def create_table(conn: asyncpg.Connection, schema: str, table: Table) -> None:
     """Columns only: keys, constraints and indexes come after the data."""
     defs = []
     for column in table.columns:
@@ -191,7 +190,7 @@ async def create_table(conn: Any, schema: str, table: Table) -> None:
     )
 
 
-async def stage_like(conn: Any, table: str) -> None:
+async def stage_like(conn: asyncpg.Connection, table: str) -> None:
     """An empty twin of an existing public table, with its own sequences, no constraints yet."""
     await conn.execute(
         f"CREATE TABLE {STAGING}.{quote(table)} (LIKE public.{quote(table)} "
@@ -222,7 +221,9 @@ async def stage_like(conn: Any, table: str) -> None:
         )
 
 
-async def public_definitions(conn: Any, table: str) -> tuple[list[tuple[str, str, str]], list[str]]:
+async def public_definitions(
+    conn: asyncpg.Connection, table: str
+) -> tuple[list[tuple[str, str, str]], list[str]]:
     """The public table's constraints (type, name, definition) and its other indexes."""
     await conn.execute("SET LOCAL search_path = public")
     constraints = await conn.fetch(
@@ -259,8 +260,13 @@ def _join(fk: ForeignKey, child: Table, parent: Table) -> str:
 
 
 async def orphan_rows(
-    conn: Any, schema: str, child: Table, parent: Table, fk: ForeignKey, key: list[str]
-) -> tuple[int, list[Any]]:
+    conn: asyncpg.Connection,
+    schema: str,
+    child: Table,
+    parent: Table,
+    fk: ForeignKey,
+    key: list[str],
+) -> tuple[int, list[object]]:
     """Rows whose key has no parent: counted, and named by their own keys."""
     c_sql = f"{quote(schema)}.{quote(child.name)}"
     p_sql = f"{quote(schema)}.{quote(parent.name)}"
@@ -276,7 +282,9 @@ async def orphan_rows(
     return int(n), [r[0] if len(r) == 1 else tuple(r) for r in sample]
 
 
-async def duplicates(conn: Any, schema: str, table: Table, columns: list[str]) -> list[Any]:
+async def duplicates(
+    conn: asyncpg.Connection, schema: str, table: Table, columns: list[str]
+) -> list[object]:
     """Values that repeat (NULLs aside) once converted: a unique key PostgreSQL would refuse."""
     cols = ", ".join(quote(c) for c in columns)
     not_null = " AND ".join(f"{quote(c)} IS NOT NULL" for c in columns)
@@ -287,7 +295,9 @@ async def duplicates(conn: Any, schema: str, table: Table, columns: list[str]) -
     return [r[0] if len(r) == 1 else tuple(r) for r in rows]
 
 
-async def nulls(conn: Any, schema: str, table: Table, column: str, key: list[str]) -> list[Any]:
+async def nulls(
+    conn: asyncpg.Connection, schema: str, table: Table, column: str, key: list[str]
+) -> list[object]:
     key_sql = ", ".join(quote(k) for k in key) or "ctid::text"
     rows = await conn.fetch(
         f"SELECT {key_sql} FROM {quote(schema)}.{quote(table.name)} "
@@ -296,7 +306,7 @@ async def nulls(conn: Any, schema: str, table: Table, column: str, key: list[str
     return [r[0] if len(r) == 1 else tuple(r) for r in rows]
 
 
-async def reset_sequences(conn: Any, schema: str, table: Table) -> int:
+async def reset_sequences(conn: asyncpg.Connection, schema: str, table: Table) -> int:
     """Every serial or identity column's sequence moves past the highest value."""
     n = 0
     for column in table.columns:
@@ -318,5 +328,5 @@ async def reset_sequences(conn: Any, schema: str, table: Table) -> int:
     return n
 
 
-async def connect(url: str) -> Any:
+async def connect(url: str) -> asyncpg.Connection:
     return await asyncpg.connect(url, server_settings={"timezone": "UTC"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 from app.db.transfer.checks import candidates, sure
 from app.db.transfer.report import Finding, describe
@@ -19,13 +18,14 @@ SAMPLES = 3
 @dataclass
 class Probe:
     failed: int = 0
-    failures: list[tuple[Any, Any, str]] = field(default_factory=list)  # key, value, reason
+    failures: list[tuple[object, object, str]] = field(default_factory=list)  # key, value, reason
     all_numbers: bool = True
     converted: int = 0
-    nul_removed: list[Any] = field(default_factory=list)
-    conversions: list[tuple[Any, Any, Any]] = field(default_factory=list)  # key, value, result
+    nul_removed: list[object] = field(default_factory=list)
+    # key, value, result
+    conversions: list[tuple[object, object, object]] = field(default_factory=list)
     # Values read as another kind of thing: 'true' as a boolean, a number as Unix seconds.
-    reinterpreted: list[tuple[Any, Any, str]] = field(default_factory=list)
+    reinterpreted: list[tuple[object, object, str]] = field(default_factory=list)
     reinterpreted_count: int = 0
     sure: int = 0  # converted values SQL vouched for (counted, never run through Python)
 
@@ -54,7 +54,7 @@ class Probe:
                     self.conversions.append((_key(row, n), value, out))
 
 
-def _reinterpreted(t: Type, value: Any) -> str | None:
+def _reinterpreted(t: Type, value: object) -> str | None:
     if t.kind == "bool" and isinstance(value, str | bytes):
         return "text read as a boolean"
     if t.kind in ("timestamptz", "timestamp", "date") and isinstance(value, int | float):
@@ -62,7 +62,7 @@ def _reinterpreted(t: Type, value: Any) -> str | None:
     return None
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> bool:
     if isinstance(value, int | float):
         return True
     try:
@@ -75,7 +75,7 @@ def key_sql(table: Table) -> list[str]:
     return [quote(k) for k in table.primary_key] or ["rowid"]
 
 
-def _key(row: tuple[Any, ...], n: int) -> Any:
+def _key(row: tuple[object, ...], n: int) -> object:
     return row[0] if n == 1 else tuple(row[:n])
 
 
@@ -158,7 +158,7 @@ def probe(
         where = f"{where} AND NOT ({vouched})"
     if counts is not None:
         sql = f"SELECT {keys}, {q} FROM {name} WHERE {where} ORDER BY {keys} LIMIT ?"
-        args: list[Any] = [counts[0] - counts[1]]
+        args: list[object] = [counts[0] - counts[1]]
     elif within is not None:
         inner = f"SELECT {keys}, {q} FROM {name} WHERE {within[0]} ORDER BY {keys} LIMIT ?"
         sql = f"SELECT * FROM ({inner}) WHERE {where} ORDER BY {keys}"

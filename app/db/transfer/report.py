@@ -7,7 +7,7 @@ import json
 import uuid
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -27,7 +27,7 @@ class TransferError(Exception):
         self.report = report
 
 
-def describe(value: Any) -> str:
+def describe(value: object) -> str:
     plain = isinstance(value, dt.date | dt.time | Decimal | uuid.UUID)
     text = str(value) if plain else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -40,12 +40,19 @@ class Finding:
     column: str | None
     message: str
     count: int = 0
-    keys: list[Any] = field(default_factory=list)
+    keys: list[object] = field(default_factory=list)  # key values, or tuples of them
 
     def line(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
         keys = f" (keys {', '.join(describe(k) for k in self.keys)})" if self.keys else ""
         return f"{where}: {self.message}{keys}"
+
+
+class _Extra(TypedDict, total=False):
+    """What note() passes on to a Finding besides its kind, table, column and message."""
+
+    count: int
+    keys: list[object]
 
 
 @dataclass
@@ -71,8 +78,16 @@ class Report:
     resumed: bool = False
     kept_schema: str | None = None
 
-    def note(self, kind: str, table: str, message: str, **extra: Any) -> None:
-        self.findings.append(Finding(kind, table, extra.pop("column", None), message, **extra))
+    def note(
+        self,
+        kind: str,
+        table: str,
+        message: str,
+        *,
+        column: str | None = None,
+        **extra: Unpack[_Extra],
+    ) -> None:
+        self.findings.append(Finding(kind, table, column, message, **extra))
 
     @property
     def ok(self) -> bool:
@@ -82,7 +97,7 @@ class Report:
     def total_rows(self) -> int:
         return sum(c.target_rows for c in self.checks if c.target_rows > 0)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {
             "ok": self.ok,
             "rows_total": self.total_rows,

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 from app.db.transfer import pg
 from app.db.transfer.options import CopyOptions
 from app.db.transfer.report import Finding, Report, TransferError
 from app.db.transfer.schema import Table
 
+if TYPE_CHECKING:
+    import asyncpg
 
-async def read_state(conn: Any) -> dict[str, str] | None:
+
+async def read_state(conn: asyncpg.Connection) -> dict[str, str] | None:
     if await conn.fetchval("SELECT to_regclass($1)", f"{pg.STATE}.state") is None:
         return None
     rows = await conn.fetch(f"SELECT key, value FROM {pg.STATE}.state")
     return {r["key"]: r["value"] for r in rows}
 
 
-async def set_state(conn: Any, key: str, value: str) -> None:
+async def set_state(conn: asyncpg.Connection, key: str, value: str) -> None:
     await conn.execute(
         f"INSERT INTO {pg.STATE}.state VALUES ($1, $2) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -37,7 +40,11 @@ PROGRESS = (
 
 
 async def resume(
-    conn: Any, state: dict[str, str], tables: dict[str, Table], opts: CopyOptions, report: Report
+    conn: asyncpg.Connection,
+    state: dict[str, str],
+    tables: dict[str, Table],
+    opts: CopyOptions,
+    report: Report,
 ) -> bool:
     """Take back an unfinished copy's options and planned types; True if rules apply."""
     has_steps = await conn.fetchval(

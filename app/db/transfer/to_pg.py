@@ -9,7 +9,7 @@ import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from app.db.transfer import lite, pg, workers
 from app.db.transfer.constraints import finish_filled, foreign_keys, validate_foreign_keys
@@ -23,6 +23,7 @@ from app.db.transfer.verify import verify_staged
 from app.urls import asyncpg_dsn, redact
 
 if TYPE_CHECKING:
+    import asyncpg
     from rich.console import Console
 
 
@@ -41,7 +42,7 @@ def _names(tables: dict[str, Table]) -> list[str]:
 
 async def _begin(
     path: Path,
-    conn: Any,
+    conn: asyncpg.Connection,
     tables: dict[str, Table],
     public: dict[str, Table],
     opts: CopyOptions,
@@ -91,7 +92,7 @@ async def _begin(
 async def _run(
     path: Path,
     url: str,
-    conn: Any,
+    conn: asyncpg.Connection,
     tables: dict[str, Table],
     public: dict[str, Table],
     actions: dict[str, str],
@@ -183,7 +184,7 @@ async def _run(
 
 
 async def _finish(
-    conn: Any, tables: dict[str, Table], actions: dict[str, str], report: Report
+    conn: asyncpg.Connection, tables: dict[str, Table], actions: dict[str, str], report: Report
 ) -> None:
     """Findings of each table's steps, the target's own constraints on the tables it
     had, foreign keys once every table has its keys, sequences; then phase 'loaded'."""
@@ -212,7 +213,7 @@ async def _finish(
         await set_state(conn, "findings", json.dumps(saved, default=str))
 
 
-async def _swap(conn: Any, report: Report) -> None:
+async def _swap(conn: asyncpg.Connection, report: Report) -> None:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     kept = f"public_before_{stamp}"
     async with conn.transaction():

@@ -7,11 +7,11 @@ import contextlib
 import gc
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from app.db.transfer import lite, pg, workers
 from app.db.transfer.defaults import pg_to_sqlite
@@ -25,6 +25,7 @@ from app.db.transfer.verify import Side, compare, digests
 from app.urls import asyncpg_dsn
 
 if TYPE_CHECKING:
+    import asyncpg
     from rich.console import Console
 
 LITE_PROGRESS = "_bookedbarber_transfer_progress"
@@ -32,6 +33,10 @@ LITE_PROGRESS = "_bookedbarber_transfer_progress"
 # its column (range, length, UTF-8 without NUL), so their converters would return every
 # value unchanged. The other kinds (numbers, booleans, times, UUIDs) are converted.
 _AS_READ = {*INT_RANGES, "text", "varchar", "bytea", "json", "jsonb"}
+# A row of LITE_PROGRESS: table_name, last_key (JSON), rows, done, action.
+_Progress = tuple[str, str | None, int, int, str]
+# A batch converted for SQLite, and its last key (None when it is empty).
+_Rows = tuple[list[tuple[object, ...]], list[object] | None]
 
 
 def _defaults(table: Table, report: Report) -> dict[str, str]:
@@ -101,13 +106,11 @@ class _Reading:
     size: int
 
 
-def _read(
-    reading: _Reading, after: list[Any] | None
-) -> tuple[list[tuple[Any, ...]], list[Any] | None]:
+def _read(reading: _Reading, after: list[object] | None) -> _Rows:
     """In a worker: the batch after key `after`, converted for SQLite, and its last key."""
     table = reading.table
 
-    async def read(conn: Any) -> tuple[list[tuple[Any, ...]], list[Any] | None]:
+    async def read(conn: asyncpg.Connection) -> _Rows:
         columns = [c.name for c in table.columns]
         batch = await pg.read_batch(conn, "public", table, columns, after, reading.size)
         nkeys = len(pg.key_columns(table))
@@ -132,9 +135,9 @@ async def _load_table(
     dst: sqlite3.Connection,
     table: Table,
     target: Table,
-    state: tuple[Any, ...],
+    state: _Progress,
     opts: CopyOptions,
-    advance: Any,
+    advance: Callable[[str, int], None],
 ) -> int:
     """Batches read and converted by a worker, each written (with its progress row) here
     while the worker reads the next: this process only writes."""
@@ -155,7 +158,7 @@ async def _load_table(
     )
     copied = 0
 
-    def read(start: list[Any] | None) -> asyncio.Future[Any]:
+    def read(start: list[object] | None) -> asyncio.Future[_Rows]:
         return asyncio.ensure_future(workers.run(executor, _read, reading, start))
 
     fetching = read(json.loads(last_key) if last_key else None)
@@ -180,9 +183,9 @@ async def _load_table(
 def _write(
     dst: sqlite3.Connection,
     insert: str,
-    rows: list[tuple[Any, ...]],
+    rows: list[tuple[object, ...]],
     name: str,
-    last: list[Any] | None,
+    last: list[object] | None,
     finished: bool,
 ) -> None:
     dst.execute("BEGIN IMMEDIATE")
@@ -259,7 +262,7 @@ async def to_sqlite(
 
 
 async def _to_sqlite(
-    conn: Any,
+    conn: asyncpg.Connection,
     dst: sqlite3.Connection,
     path: Path,
     dsn: str,
@@ -280,7 +283,7 @@ async def _to_sqlite(
     else:
         _start(dst, tables, order, opts, report)
     existing = lite.reflect(dst)
-    state = {r[0]: r for r in dst.execute(f"SELECT * FROM {LITE_PROGRESS}")}
+    state: dict[str, _Progress] = {r[0]: r for r in dst.execute(f"SELECT * FROM {LITE_PROGRESS}")}
     report.actions = {name: state[name][4] for name in order}
     totals = {name: await pg.count(conn, "public", name) for name in order}
     options = Options(opts.round_money, opts.strip_nul)

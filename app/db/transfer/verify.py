@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from app.db.transfer import lite, pg
 from app.db.transfer.digest import Digest, pg_digest, sqlite_digest
@@ -18,6 +18,9 @@ from app.db.transfer.report import Check, Report, TransferError
 from app.db.transfer.schema import Table
 from app.db.transfer.types import Type
 from app.db.transfer.values import Options, canonical
+
+if TYPE_CHECKING:
+    import asyncpg
 
 BUCKETS = 1024
 MASK = 2**64 - 1
@@ -30,11 +33,11 @@ class Side:
     """One end of a comparison: a SQLite connection or a PostgreSQL schema."""
 
     sqlite: sqlite3.Connection | None = None
-    pg: Any = None
+    pg: asyncpg.Connection | None = None
     schema: str = "public"
 
-    async def rows(self, table: Table, columns: list[str]) -> AsyncIterator[tuple[Any, ...]]:
-        after: list[Any] | None = None
+    async def rows(self, table: Table, columns: list[str]) -> AsyncIterator[tuple[object, ...]]:
+        after: list[object] | None = None
         nkeys = len(lite.key_columns(table) if self.sqlite else pg.key_columns(table))
         while True:
             if self.sqlite is not None:
@@ -58,7 +61,7 @@ async def _digest(
     side: Side,
     table: Table,
     columns: list[str],
-    forms: list[Callable[[Any], str]],
+    forms: list[Callable[[object], str]],
     key_at: list[int],
     wanted: set[int] | None,
 ) -> tuple[int, int, list[int], dict[str, int]]:
@@ -124,7 +127,7 @@ async def compare(
 async def digests(
     db: sqlite3.Connection,
     lite_table: Table,
-    conn: Any,
+    conn: asyncpg.Connection,
     pg_table: Table,
     opts: Options,
     lite_first: bool = True,
@@ -210,7 +213,7 @@ async def _unfit_note(
 async def verify_staged(
     path: Path,
     url: str,
-    conn: Any,
+    conn: asyncpg.Connection,
     tables: dict[str, Table],
     order: list[str],
     opts: CopyOptions,
@@ -247,7 +250,7 @@ async def verify_staged(
         return sqlite_digest(src, tables[name], types, options, clean)
 
     async def staged_digest(
-        db: Callable[[], Awaitable[Any]], name: str, types: list[tuple[str, Type]]
+        db: Callable[[], Awaitable[asyncpg.Connection]], name: str, types: list[tuple[str, Type]]
     ) -> Digest:
         row = loaded.get(name)
         if row is not None and row["staged_rows"] is not None:
@@ -263,9 +266,9 @@ async def verify_staged(
             src = lite.connect(path)
             # A connection of its own only when PostgreSQL has something to compute (a
             # table whose checksum the load took needs none: 33 connections were 0.15 s).
-            own: Any = None
+            own: asyncpg.Connection | None = None
 
-            async def db() -> Any:
+            async def db() -> asyncpg.Connection:
                 nonlocal own
                 if own is None:
                     own = await pg_connect(url)

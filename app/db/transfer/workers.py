@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar, TypeVarTuple
 
 from app.db.transfer import lite, pg, probe
 from app.db.transfer.constraints import keys
@@ -40,7 +40,11 @@ from app.db.transfer.report import Finding, Report
 from app.db.transfer.schema import Table
 from app.db.transfer.values import Options
 
+if TYPE_CHECKING:
+    import asyncpg
+
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -71,7 +75,7 @@ def pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-async def run(executor: ProcessPoolExecutor, func: Callable[..., T], *args: Any) -> T:
+async def run(executor: ProcessPoolExecutor, func: Callable[[*Ts], T], *args: *Ts) -> T:
     """func(*args) in a worker. A worker's exception is raised here as it was raised
     there; the worker's own traceback becomes a note (shown by --debug), not its cause."""
     try:
@@ -119,12 +123,12 @@ class _Session:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.conn: Any = None
+        self.conn: asyncpg.Connection | None = None
         self.dsn = ""
         # Closed when the worker ends (multiprocessing runs these before it exits).
         multiprocessing.util.Finalize(self, self.close, exitpriority=10)
 
-    async def connection(self, dsn: str) -> Any:
+    async def connection(self, dsn: str) -> asyncpg.Connection:
         if self.conn is None or self.conn.is_closed() or dsn != self.dsn:
             await self.forget()
             self.conn, self.dsn = await pg.connect(dsn), dsn
@@ -146,7 +150,7 @@ class _Session:
 _session: _Session | None = None
 
 
-def with_connection(dsn: str, func: Callable[[Any], Awaitable[T]]) -> T:
+def with_connection(dsn: str, func: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     """In a worker: func(connection) on the worker's own PostgreSQL connection, kept from
     one call to the next."""
     global _session
@@ -285,7 +289,7 @@ def _plan_filled(
 
 async def _load(
     path: Path,
-    conn: Any,
+    conn: asyncpg.Connection,
     table: Table,
     target: Table,
     last_key: str | None,
@@ -310,7 +314,7 @@ async def _load(
     # simply loaded again, so the commit need not wait for the disk.
     await conn.execute("SET synchronous_commit = off")
 
-    def read(start: list[Any] | None) -> Awaitable[Batch]:
+    def read(start: list[object] | None) -> Awaitable[Batch]:
         return asyncio.to_thread(read_split, src, table, types, start, batch_size, clean)
 
     reading = asyncio.ensure_future(read(after))
