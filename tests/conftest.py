@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -24,6 +23,7 @@ from app.db.migrate import upgrade, upgrade_async
 from app.main import create_app
 from app.redaction import scrub
 from tests import pgcluster
+from tests.leaks import encodings
 
 
 @dataclass
@@ -42,12 +42,13 @@ class Postgres:
 def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str] | None:
     """A failing comparison that involves a test's password shows it, and nothing else, as ***."""
     shown = [repr(left)[:2000], repr(right)[:2000]]
-    secrets = [s for s in pgcluster.SECRETS if any(s in str(v) for v in (left, right))]
-    if not secrets and not any(isinstance(v, pgcluster.SecretUrl) for v in (left, right)):
+    texts = (*shown, str(left), str(right))
+    # Every form: a repr escapes a password's quotes and backslashes, a URL encodes it.
+    forms = {f for s in pgcluster.SECRETS for f in encodings(s) if f and any(f in t for t in texts)}
+    if not forms and not any(isinstance(v, pgcluster.SecretUrl) for v in (left, right)):
         return None
-    for secret in sorted(secrets, key=len, reverse=True):
-        for form in (secret, quote(secret, safe=""), quote(secret)):
-            shown = [text.replace(form, "***") for text in shown]
+    for form in sorted(forms, key=len, reverse=True):
+        shown = [text.replace(form, "***") for text in shown]
     left_shown, right_shown = (scrub(text, ()) for text in shown)
     return [f"{left_shown} {op} {right_shown}", "(a test secret is involved: shown redacted)"]
 

@@ -15,6 +15,13 @@ def secret(prefix: str = "pw") -> Hidden:
     return Hidden(f"{prefix}-{secrets.token_hex(4)} @:/?#%&+=;,'\"\\ü密%40%2F%25")
 
 
+def token(prefix: str = "tok") -> Hidden:
+    """An API token with every character of `secret` a token can carry: not the comma that
+    separates API_TOKENS, nothing beyond ASCII (an HTTP header's, as bearer tokens are)."""
+    value = str.__str__(secret(prefix))
+    return Hidden("".join(c for c in value if c != "," and c.isascii()))
+
+
 def encodings(value: str) -> list[str]:
     """The forms a secret may take on its way out: as is, percent- and plus-encoded (also
     as a URL's userinfo is written, space and + kept), as JSON writes it (escaped quote and

@@ -19,11 +19,12 @@ import httpx
 import pytest
 
 from tests import pgcluster
+from tests.leaks import token
 from tests.test_health import stop
 
 ROOT = Path(__file__).parent.parent
 MIB = 1024 * 1024
-TOKEN = "tok-" + os.urandom(8).hex()
+TOKEN = token()
 
 
 @dataclass

@@ -24,17 +24,19 @@ from app.redaction import scrub
 from app.urls import redact
 from tests import factories, pgcluster
 from tests.conftest import Postgres, make_settings
-from tests.leaks import leaks, secret
+from tests.leaks import leaks, secret, token
 from tests.test_edges import ROOT, running
 
-PASSWORD = "pw-" + os.urandom(8).hex()
-TOKEN = "tok-" + os.urandom(8).hex()
+PASSWORD = secret()
+TOKEN = token()
 SECRETS = (PASSWORD, TOKEN)
 SECRET_ENV = {"API_TOKENS": f"other-token,{TOKEN}", "POSTGRES_PASSWORD": PASSWORD}
+# The password as a URL's userinfo or path holds it.
+ENCODED = quote(PASSWORD, safe="")
 
 
 def _url(port: int | str, password: str = PASSWORD) -> str:
-    return f"postgresql://app:{password}@127.0.0.1:{port}/bookedbarber"
+    return f"postgresql://app:{quote(password, safe='')}@127.0.0.1:{port}/bookedbarber"
 
 
 BAD_CONFIGURATIONS: dict[str, dict[str, str]] = {
@@ -43,13 +45,13 @@ BAD_CONFIGURATIONS: dict[str, dict[str, str]] = {
     "composed URL, bad port": {"USE_POSTGRES": "true", "POSTGRES_PORT": "fivefourthreetwo"},
     "URL with a bad port": {"DATABASE_URL": _url("port")},
     "URL beyond parsing": {"DATABASE_URL": f"not a url {PASSWORD}@"},
-    "bad replica URL": {"DATABASE_URL": _url(5432), "REPLICA_URLS": f"postgresql://:{PASSWORD}@:x"},
+    "bad replica URL": {"DATABASE_URL": _url(5432), "REPLICA_URLS": f"postgresql://:{ENCODED}@:x"},
     "replicas of SQLite": {"DATABASE_URL": "sqlite:///x.db", "REPLICA_URLS": _url(5432)},
     "bad analytics URL": {"DATABASE_URL": _url(5432), "ANALYTICS_DATABASE_URL": _url("x")},
-    "unserved scheme": {"DATABASE_URL": f"mysql://app:{PASSWORD}@127.0.0.1/bookedbarber"},
+    "unserved scheme": {"DATABASE_URL": f"mysql://app:{ENCODED}@127.0.0.1/bookedbarber"},
     "unserved replica scheme": {
         "DATABASE_URL": _url(5432),
-        "REPLICA_URLS": f"{_url(5432)},sqlite:///{PASSWORD}.db",
+        "REPLICA_URLS": f"{_url(5432)},sqlite:///{ENCODED}.db",
     },
     "unknown environment": {"ENVIRONMENT": "prod", "DATABASE_URL": _url(5432)},
     "unknown log format": {"LOG_FORMAT": "xml", "DATABASE_URL": _url(5432)},
@@ -72,7 +74,8 @@ def _run(env: dict[str, str], *args: str) -> tuple[int, str]:
 
 
 def hits(text: str, *secrets: str) -> list[str]:
-    return [s for s in (*SECRETS, *secrets) if s in text]
+    """Where the test's secrets and `secrets` show in `text`, in any form."""
+    return leaks(text, *SECRETS, *secrets)
 
 
 @pytest.mark.parametrize("name", sorted(BAD_CONFIGURATIONS))
@@ -102,7 +105,7 @@ def _cli_failures(pg: Postgres) -> dict[str, tuple[dict[str, str], tuple[str, ..
         "unparsable URL option": ({}, ("db", "upgrade", "--url", f"x{PASSWORD}@"), PASSWORD),
         "unserved URL option": (
             {},
-            ("db", "seed", "--demo", "--url", f"mysql+pymysql://u:{PASSWORD}@h/db"),
+            ("db", "seed", "--demo", "--url", f"mysql+pymysql://u:{ENCODED}@h/db"),
             PASSWORD,
         ),
         "unknown revision": (
@@ -178,7 +181,7 @@ def test_a_running_service_shows_no_secret(postgres: Postgres, tmp_path: Path) -
 
 
 def test_scrub_hides_url_passwords_and_known_values() -> None:
-    text = f"postgresql+asyncpg://app:{PASSWORD}@h/db and bearer {TOKEN} and {PASSWORD}"
+    text = f"postgresql+asyncpg://app:{ENCODED}@h/db and bearer {TOKEN} and {PASSWORD}"
     clean = scrub(text, [TOKEN, PASSWORD])
     assert hits(clean) == []
     assert clean.startswith("postgresql+asyncpg://app:***@h/db")
@@ -398,9 +401,9 @@ def test_generated_secret() -> None:
 
 def test_a_failing_test_shows_no_test_password(tmp_path: Path) -> None:
     """Reprs, tracebacks, --showlocals and string diffs of a failing test: passwords as ***."""
-    password = "pw-" + os.urandom(6).hex() + "@:/?#% ü"
+    password = secret()
     test_file = tmp_path / "test_failing.py"
-    test_file.write_text(FAILING.replace("PASSWORD", repr(password)))
+    test_file.write_text(FAILING.replace("PASSWORD", repr(str.__str__(password))))
     options = ["-p", "tests.conftest", "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml")]
     options += ["-vv", "-l", "--tb=long", "-p", "no:cacheprovider"]
     res = subprocess.run(

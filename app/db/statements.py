@@ -118,6 +118,27 @@ def _encoded(row: Row | None) -> bytes | None:
     return text.encode() if text is not None else None
 
 
+async def sqlite_fetch(connection: AsyncConnection, statement: Statement, *args: Any) -> list[Row]:
+    """`statement`'s SQLite text on a SQLAlchemy connection, in whatever transaction it is in."""
+    binds, results = statement.processors(connection.dialect)
+    values = tuple(
+        bind(value) if bind is not None else value
+        for bind, value in zip(binds + [None] * (len(args) - len(binds)), args, strict=True)
+    )
+    result = await connection.exec_driver_sql(statement.sqlite, values)
+    if not result.returns_rows:
+        return []
+    names = list(result.keys())
+    rows: list[Row] = []
+    for fetched in result.all():
+        row = dict(zip(names, fetched, strict=True))
+        for name, processor in results.items():
+            if name in row:
+                row[name] = processor(row[name])
+        rows.append(row)
+    return rows
+
+
 class Statements(Protocol):
     """One unit of work's statements; used as `async with router.statements(intent) as db`."""
 
@@ -214,23 +235,7 @@ class TransactionStatements:
         if connection is None:
             connection = self._connection = await self._engine.connect()
             await connection.begin()  # the engine's BEGIN (SQLite: BEGIN IMMEDIATE)
-        binds, results = statement.processors(self._engine.dialect)
-        values = tuple(
-            bind(value) if bind is not None else value
-            for bind, value in zip(binds + [None] * (len(args) - len(binds)), args, strict=True)
-        )
-        result = await connection.exec_driver_sql(statement.sqlite, values)
-        if not result.returns_rows:
-            return []
-        names = list(result.keys())
-        rows: list[Row] = []
-        for fetched in result.all():
-            row = dict(zip(names, fetched, strict=True))
-            for name, processor in results.items():
-                if name in row:
-                    row[name] = processor(row[name])
-            rows.append(row)
-        return rows
+        return await sqlite_fetch(connection, statement, *args)
 
     async def fetchrow(self, statement: Statement, *args: Any) -> Row | None:
         rows = await self.fetch(statement, *args)

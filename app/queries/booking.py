@@ -3,7 +3,8 @@
 RULES holds every rule on the barber, the service and the overlaps: a predicate over
 k (the request), b (the barber's users row) and s (the services row), and the words a
 refused booking is told. BOOK inserts only when every rule holds and returns the row;
-CHECK, run only after a refusal, evaluates each rule so the first that failed is named.
+CHECK, run only after a refusal, evaluates each rule so the first that failed is named;
+CLASH evaluates the overlap rules on an appointment a live migration brings to SQLite.
 
 On PostgreSQL BOOK is one autocommit statement that first takes the booking locks of
 the client and the barber, lower id first: two bookings that could overlap queue on
@@ -19,6 +20,7 @@ bench/reference.py runs this same statement, so the benchmark compares everythin
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table
@@ -41,10 +43,12 @@ _ACTIVE = ", ".join(f"'{status}'" for status in ACTIVE_APPOINTMENT_STATUSES)
 
 
 def _free(column: str) -> str:
+    # k.id: the appointment itself, which a row brought back by a live migration must not
+    # be counted against; a new booking's 0 is no row's (ids start at 1).
     return (
         f"NOT EXISTS (SELECT 1 FROM appointments o WHERE o.{column} = k.{column} "
         f"AND o.status IN ({_ACTIVE}) AND o.start_time < k.end_time "
-        "AND o.end_time > k.start_time)"
+        "AND o.end_time > k.start_time AND o.id <> k.id)"
     )
 
 
@@ -94,9 +98,10 @@ BY_CONSTRAINT: dict[str | None, BookingRule] = {
 BOOKING_LOCK = 0x424B  # "BK"
 
 _TABLE = cast(Table, Appointment.__table__)
-# The request as a row; $9 is its length in microseconds (end_time - start_time).
+# The request as a row (no appointment yet: id 0); $9 is its length in microseconds
+# (end_time - start_time).
 _REQUEST = (
-    "(SELECT $1::bigint AS user_id, $2::bigint AS barber_id, $3::bigint AS service_id, "
+    "(SELECT 0 AS id, $1::bigint AS user_id, $2::bigint AS barber_id, $3::bigint AS service_id, "
     "$4::bigint AS location_id, $5::date AS appointment_date, $6::timestamptz AS start_time, "
     "$7::timestamptz AS end_time, $8::text AS notes, $9::bigint AS length_us) AS k"
 )
@@ -154,6 +159,20 @@ LEFT JOIN services s ON s.id = k.service_id
 )
 
 
+# The rules PostgreSQL holds as constraints and SQLite only in BOOK: the overlaps.
+_OVERLAPS = [rule for rule in RULES if rule.constraint is not None]
+# Their verdicts on an appointment already made ($1: its id), for the rows a live
+# migration brings to a serving SQLite, where no constraint would refuse them.
+CLASH = statement(
+    f"""
+SELECT {_verdicts(_OVERLAPS)}
+FROM (SELECT $1::bigint AS id, $2::bigint AS user_id, $3::bigint AS barber_id,
+             $4::timestamptz AS start_time, $5::timestamptz AS end_time) AS k
+""",
+    params=(None, None, None, _TABLE.c.start_time, _TABLE.c.end_time),
+)
+
+
 def arguments(body: AppointmentCreate) -> tuple[Any, ...]:
     """BOOK's and CHECK's parameters: UTC times, the UTC day, the length."""
     start, end = body.start_time.astimezone(dt.UTC), body.end_time.astimezone(dt.UTC)
@@ -162,6 +181,6 @@ def arguments(body: AppointmentCreate) -> tuple[Any, ...]:
     return (*fields, start.date(), start, end, body.notes, length)
 
 
-def first_broken(verdicts: dict[str, Any]) -> BookingRule | None:
+def first_broken(verdicts: Mapping[str, Any]) -> BookingRule | None:
     """The first rule CHECK found broken, or None when all hold now."""
     return next((rule for rule in RULES if rule.name in verdicts and not verdicts[rule.name]), None)

@@ -24,14 +24,15 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db.errors import constraint_name, violation
 from app.db.live import capture
 from app.db.live.sides import LiveDatabase, State
 from app.db.live.sync import BATCH, Pair, _rows_of, _write
 from app.db.models import ACTIVE_APPOINTMENT_STATUSES
-from app.queries.appointments import AppointmentRepository
+from app.db.statements import sqlite_fetch
+from app.queries import booking
 
 log = logging.getLogger(__name__)
 
@@ -243,27 +244,19 @@ async def reconcile_batch(pair: Pair, limit: int = BATCH) -> tuple[int, list[Row
 async def _busy(
     serving: LiveDatabase, out: AsyncConnection, rows: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Active appointments the serving side's booking rule refuses (SQLite has no
-    constraint for it; PostgreSQL's exclusion constraints refuse them on write)."""
+    """Active appointments the booking's overlap rules refuse on the serving side (SQLite
+    has no constraint for them; PostgreSQL's exclusion constraints refuse them on write)."""
     if not serving.sqlite:
         return []
-    session = AsyncSession(bind=out)
-    try:
-        repository = AppointmentRepository(session)
-        return [
-            row
-            for row in rows
-            if row["status"] in ACTIVE_APPOINTMENT_STATUSES
-            and await repository.clash(
-                row["barber_id"],
-                row["user_id"],
-                row["start_time"],
-                row["end_time"],
-                besides=row["id"],
-            )
-        ]
-    finally:
-        await session.close()
+    busy = []
+    for row in rows:
+        if row["status"] not in ACTIVE_APPOINTMENT_STATUSES:
+            continue
+        fields = ("id", "user_id", "barber_id", "start_time", "end_time")
+        (verdicts,) = await sqlite_fetch(out, booking.CLASH, *(row[f] for f in fields))
+        if booking.first_broken(verdicts) is not None:
+            busy.append(row)
+    return busy
 
 
 async def _write_each(
