@@ -76,8 +76,8 @@ WHERE a.barber_id = $1 AND a.appointment_date >= $2 AND a.appointment_date <= $3
   AND a.status = ANY($4::text[])
 ORDER BY a.appointment_date, a.start_time, a.id
 """
-# The same days and sums as AnalyticsRepository.daily_revenue; PostgreSQL's round()
-# on numeric rounds halves away from zero, as ROUND_HALF_UP does there.
+# The same days and sums as the service's revenue read (REVENUE in app/queries/reads.py);
+# PostgreSQL's round() on numeric rounds halves away from zero, as ROUND_HALF_UP does.
 REVENUE = """
 SELECT (created_at AT TIME ZONE 'UTC')::date AS date,
        coalesce(sum(amount) FILTER (WHERE status = 'completed'), 0.00)::text AS total_revenue,

@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import PAYABLE_APPOINTMENT_STATUSES, Payment
 from app.db.statements import NOW, statement
@@ -121,10 +120,3 @@ RETURNING {returning(PaymentRead)}
     columns=_TABLE.c,
 )
 
-
-class PaymentRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, payment_id: int) -> Payment | None:
-        return await self.session.get(Payment, payment_id)
