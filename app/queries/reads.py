@@ -245,8 +245,8 @@ _DAY_TYPES = {
 }
 # A location's completed (revenue) and refunded payments by UTC day of creation, for
 # payments created in [$2, $3) (midnights UTC). PostgreSQL bins each payment by its UTC
-# day with date_bin (plain arithmetic on the timestamp: no time zone conversion per row,
-# the read's main per-row cost otherwise) and names each day's date once. It sums numeric and
+# day with date_bin (arithmetic on the timestamp instead of a time zone conversion per
+# payment) and names each day's date once. It sums numeric and
 # its round() takes halves away from zero; SQLite keeps money as REAL, so there the sums
 # are of whole cents as integers and the average's half-up rounding is integer arithmetic.
 REVENUE = statement(
