@@ -178,12 +178,22 @@ class RoutedConnection:
         self.router.metrics.record_statement(engine, statement, elapsed, len(rows))
         return rows
 
-    async def close(self) -> None:
-        pooled, self._pooled = self._pooled, None
+    def close_without_io(self) -> bool:
+        """Give the connection back now if that needs no await (nearly always): True when
+        nothing is left to give back."""
+        pooled = self._pooled
         if pooled is None:
-            return
+            return True
         pool = self.target.engine.sync_engine.pool
         if isinstance(pool, CountingPool) and pool.checkin_without_io(pooled):
+            self._pooled = None
             pooled.close()
-        else:
+            return True
+        return False
+
+    async def close(self) -> None:
+        if self.close_without_io():
+            return
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
             await in_greenlet(pooled.close)
