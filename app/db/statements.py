@@ -275,7 +275,7 @@ def open_statements(
 ) -> Statements:
     """The handle for `intent`: asyncpg autocommit where it can, else one transaction."""
     write = intent == "write"
-    if router.raw_reads:
+    if router.uses_asyncpg:
         connection = router.routed_connection(intent, min_lsn=min_lsn, force_primary=force_primary)
         return PostgresStatements(connection, write=write, replicas=bool(router.replicas))
     target = router.target(intent, min_lsn=min_lsn, force_primary=force_primary)
