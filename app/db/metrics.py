@@ -7,7 +7,6 @@ import os
 import re
 import time
 import weakref
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -24,6 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine.interfaces import DBAPICursor, ExceptionContext, ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import Pool as ConnectionPool
 
 from app.adapters.prometheus_values import file_backed
 from app.adapters.sqlalchemy_pool import CountingPool
@@ -169,10 +169,12 @@ class DatabaseMetrics:
             ["role"],
             registry=registry,
         )
-        self._routes: dict[tuple[str, str], Any] = {}
+        self._routes: dict[tuple[str, str], Counter] = {}
         # Statements sent to the driver directly (app/db/statements.py) bypass the engine's
         # events; they are recorded here instead, found by the pool they ran on.
-        self._recorders: weakref.WeakKeyDictionary[Any, Recorder] = weakref.WeakKeyDictionary()
+        self._recorders: weakref.WeakKeyDictionary[ConnectionPool, Recorder] = (
+            weakref.WeakKeyDictionary()
+        )
         self._instrumented: weakref.WeakSet[Engine] = weakref.WeakSet()
 
     def _replica_gauge(self, name: str, documentation: str) -> Gauge:
@@ -279,7 +281,7 @@ class Recorder:
         self._slow_query_seconds = slow_query_seconds
         self._duration = metrics.query_duration.labels(role)
         self._slow = metrics.slow_queries.labels(role)
-        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._counters: dict[tuple[str, str, str], Counter] = {}
 
     def _count(self, statement: str, rowcount: int | None) -> None:
         """`rowcount` None for a statement that failed."""

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
@@ -29,7 +29,7 @@ PrimaryReason = Literal[
 ]
 
 
-def _sessionmaker(engine: AsyncEngine, cls: type[AsyncSession]) -> async_sessionmaker[Any]:
+def _sessionmaker(engine: AsyncEngine, cls: type[AsyncSession]) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=cls, expire_on_commit=False, autoflush=False)
 
 
