@@ -7,8 +7,9 @@ import os
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -17,7 +18,12 @@ from app.db.schema_head import at_head
 from app.urls import backend, database, redact
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from app.config import Settings
+    from app.db.transfer.report import Report
+
+_Command = TypeVar("_Command", bound=Callable[..., object])
 
 # The commands import the rest themselves. This module is imported by `--help`, by `serve`
 # before its port opens, and again by each of `db copy`'s spawned workers; with every import
@@ -48,7 +54,7 @@ def _sqlite_path(url: str) -> Path | None:
 class _Commands(click.Group):
     """Any failure is one line on stderr; --debug adds the traceback. Neither holds a secret."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
@@ -217,7 +223,7 @@ def seed(url: str | None, demo: bool, scale: float, migrate: bool) -> None:
     click.echo(f"seeded {redact(target)} in {elapsed:.1f}s: {summary}")
 
 
-def _transfer_options(func: Any) -> Any:
+def _transfer_options(func: _Command) -> _Command:
     for option in (
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
         click.option("--round-money", is_flag=True, help="Round values to the column's scale."),
@@ -233,7 +239,7 @@ def _one_line(what: str, exc: Exception) -> str:
     return f"{what} failed: {failure_line(exc)}"
 
 
-def _finish(report: Any, as_json: bool, error: str | None, console: Any) -> None:
+def _finish(report: Report, as_json: bool, error: str | None, console: Console) -> None:
     """The report (a table, or JSON on stdout), then one line; a non-zero exit on failure."""
     from app.db import transfer
 

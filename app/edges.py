@@ -22,7 +22,7 @@ A write's operation leaves the LSN it committed in scope["state"][COMMITTED_LSN]
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -62,7 +62,7 @@ class Answer:
 
     __slots__ = ("headers", "send", "size", "started", "state", "status")
 
-    def __init__(self, send: Send, request_id: str, state: dict[str, Any]) -> None:
+    def __init__(self, send: Send, request_id: str, state: dict[str, object]) -> None:
         self.send, self.state = send, state
         self.headers = [(b"x-request-id", request_id.encode())]
         self.started, self.status, self.size = False, 500, 0
@@ -72,7 +72,8 @@ class Answer:
             headers = list(message.get("headers", ()))
             self.started, self.status = True, message["status"]
             self.size = content_length(headers)
-            token = self.state.get(COMMITTED_LSN)  # known only once the write committed
+            # Known only once the write committed (app/operations: the token, a str).
+            token = cast("str | None", self.state.get(COMMITTED_LSN))
             if token:
                 headers.append((b"x-consistency-token", token.encode()))
             message = {**message, "headers": headers + self.headers}

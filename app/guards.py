@@ -17,7 +17,7 @@ import hmac
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import NoReturn, TypeAlias
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.security.utils import get_authorization_scheme_param
@@ -29,6 +29,8 @@ from app.db.lsn import parse_lsn
 
 log = logging.getLogger(__name__)
 
+# A JSON value as json.loads returns it.
+JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
 PROTECTED_PREFIX = "/api/"
 CONSISTENCY_HEADER = "X-Consistency-Token"
 READ_CONSISTENCY_HEADER = "X-Read-Consistency"
@@ -240,7 +242,7 @@ def _constant(name: str) -> NoReturn:
     _not_json(f"{name} is not a JSON value")
 
 
-def read_json(raw: bytes) -> Any:
+def read_json(raw: bytes) -> JSON:
     """A request body as JSON text (RFC 8259: UTF-8, no NaN or Infinity), or a 422.
 
     Whatever does not parse is a RequestValidationError of type json_invalid, rendered
@@ -255,7 +257,7 @@ def read_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         _not_json(f"the body is not UTF-8 text (byte {exc.start})")
     try:
-        value = json.loads(text, parse_constant=_constant)
+        value: JSON = json.loads(text, parse_constant=_constant)
     except json.JSONDecodeError as exc:
         _not_json("JSON decode error", ("body", exc.pos))
     except RecursionError:

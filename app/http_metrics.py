@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Summary
 from prometheus_fastapi_instrumentator.routing import get_route_name
@@ -64,7 +64,7 @@ class HttpMetrics:
             buckets=(0.1, 0.5, 1),
             registry=registry,
         )
-        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any, Any]] = {}
+        self._children: dict[tuple[str, str, str], tuple[Counter, Summary, Summary, Histogram]] = {}
 
     def observe(
         self,
@@ -99,7 +99,7 @@ HANDLER = "handler"  # scope["state"] key: the route template, when a door knows
 ANSWER = "answer"  # scope["state"] key: the request's Answer (app/edges.py)
 
 
-def content_length(headers: Any) -> int:
+def content_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
     for name, value in headers:
         if name == b"content-length":
             return int(value) if value.isdigit() else 0

@@ -14,7 +14,7 @@ import logging.config
 import re
 import uuid
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
@@ -81,7 +81,7 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def config(settings: Settings) -> dict[str, Any]:
+def config(settings: Settings) -> dict[str, object]:
     """A logging.config.dictConfig dictionary; uvicorn takes it as its log_config."""
     level = settings.log_level.upper()
     handler = {

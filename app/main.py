@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 class Service(FastAPI):
     """FastAPI behind the edge stack (app/edges.py), with the lanes beside its routes."""
 
+    # FastAPI's own keyword arguments, passed on as they are (its signature types them
+    # loosely: restating it here would only copy that).
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.lane = HotReadLane(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -18,6 +18,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic.config import JsonDict
 from sqlalchemy import inspect
 
 from app.days import Instant
@@ -149,7 +150,7 @@ class StripeAccountRead(ORM):
 # -- appointments ----------------------------------------------------------------------
 
 
-def _booking_example(schema: dict[str, Any]) -> None:
+def _booking_example(schema: JsonDict) -> None:
     # Demo data (bookedbarber seed, any scale): user 100 with barber 1 and the 30-minute
     # service 1, both of location 1, a week from the day the document is made, after hours.
     today = dt.datetime.now(dt.UTC).date()
@@ -319,7 +320,7 @@ class UserDetail(UserRead):
 
     @model_validator(mode="before")
     @classmethod
-    def _loaded_only(cls, data: Any) -> Any:
+    def _loaded_only(cls, data: object) -> object:
         # Relations are lazy="raise": read only what the query loaded.
         if not isinstance(data, User):
             return data

@@ -32,7 +32,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import (
@@ -43,6 +43,9 @@ from sqlalchemy.pool import (
 )
 from sqlalchemy.util import await_only, greenlet_spawn
 from sqlalchemy.util.queue import Empty, Full, QueueCommon
+
+if TYPE_CHECKING:
+    import asyncpg
 
 _T = TypeVar("_T")
 
@@ -170,7 +173,7 @@ class CountingPool(AsyncAdaptedQueuePool):
         soft = record._soft_invalidate_time
         if self._invalidate_time > started or soft > started:
             return False
-        driver: Any = record.driver_connection
+        driver: asyncpg.Connection | None = record.driver_connection
         if driver is None or driver.is_closed():
             return False
         if self.ping_after_idle is not None:
@@ -183,7 +186,7 @@ class CountingPool(AsyncAdaptedQueuePool):
     def checkin_without_io(self, connection: PoolProxiedConnection) -> bool:
         """Would giving `connection` back need no await? It goes back to the idle
         queue as it is (no overflow to close, valid, this pool's, no transaction)."""
-        driver: Any = connection.driver_connection
+        driver: asyncpg.Connection | None = connection.driver_connection
         return (
             self._overflow <= 0
             and connection.is_valid
@@ -193,7 +196,7 @@ class CountingPool(AsyncAdaptedQueuePool):
             and getattr(connection.dbapi_connection, "_transaction", None) is None
         )
 
-    def _do_get(self) -> Any:
+    def _do_get(self) -> ConnectionPoolEntry:
         try:
             return super()._do_get()
         except PoolTimeout:

@@ -43,7 +43,7 @@ import functools
 import http
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -80,9 +80,10 @@ class Limits:
         )
 
 
-def protocol(settings: Settings) -> Any:
+def protocol(settings: Settings) -> type[asyncio.Protocol]:
     """What uvicorn takes as `http`: the protocol class with these settings' limits."""
-    return functools.partial(EdgeProtocol, limits=Limits.of(settings))
+    # uvicorn only calls what it is given, as it would call the class.
+    return cast(type[asyncio.Protocol], functools.partial(EdgeProtocol, limits=Limits.of(settings)))
 
 
 def _answer(status: int, error: str, detail: str) -> bytes:
@@ -96,6 +97,7 @@ def _answer(status: int, error: str, detail: str) -> bytes:
 
 
 class EdgeProtocol(HttpToolsProtocol):
+    # HttpToolsProtocol's arguments, passed on as uvicorn gives them (its own are loosely typed).
     def __init__(self, *args: Any, limits: Limits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import Path, Request, Response
+from fastapi._compat import ModelField
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -35,7 +36,7 @@ from app.guards import read_json
 from app.schemas import INT64_MAX
 
 
-def _decimal_digits(value: Any) -> Any:
+def _decimal_digits(value: object) -> object:
     # int() and pydantic's lax mode also read " 1", "+1", "1_0" and other scripts' digits.
     if isinstance(value, str) and not (value.isascii() and value.isdigit()):
         raise PydanticCustomError(
@@ -81,6 +82,7 @@ class ContractRoute(APIRoute):
     Starlette's 405 lists only the methods of the first route matching the path.
     """
 
+    # APIRoute's own signature (Starlette's coroutine type), overridden as it is.
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         if self.body_field is None:
@@ -105,10 +107,10 @@ class QueryContract:
     names: frozenset[str]
     repeatable: frozenset[str]
 
-    def violations(self, items: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    def violations(self, items: Iterable[tuple[str, str]]) -> list[dict[str, object]]:
         """One error per unknown name and per scalar given more than once, in query order."""
         seen: set[str] = set()
-        errors: list[dict[str, Any]] = []
+        errors: list[dict[str, object]] = []
         for name, _ in items:
             if name not in self.names:
                 problem = ("extra_forbidden", f"unknown query parameter '{name}'")
@@ -118,7 +120,11 @@ class QueryContract:
                 seen.add(name)
                 continue
             seen.add(name)
-            error = {"type": problem[0], "loc": ("query", name), "msg": problem[1]}
+            error: dict[str, object] = {
+                "type": problem[0],
+                "loc": ("query", name),
+                "msg": problem[1],
+            }
             if error not in errors:
                 errors.append(error)
         return errors
@@ -133,7 +139,7 @@ def model_contract(model: type[BaseModel]) -> QueryContract:
     )
 
 
-def _query_params(dependant: Dependant) -> Iterator[Any]:
+def _query_params(dependant: Dependant) -> Iterator[ModelField]:
     yield from dependant.query_params
     for dependency in dependant.dependencies:
         yield from _query_params(dependency)
@@ -161,7 +167,7 @@ def route_contract(route: APIRoute) -> QueryContract:
 _SEQUENCE_TYPES = (Sequence, set, frozenset, deque)
 
 
-def _sequence(annotation: Any) -> bool:
+def _sequence(annotation: object) -> bool:
     origin = get_origin(annotation)
     if origin is Annotated:
         return _sequence(get_args(annotation)[0])

@@ -13,7 +13,7 @@ work offline.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import fastapi_offline
 from fastapi import APIRouter, FastAPI
@@ -30,26 +30,31 @@ from starlette.responses import HTMLResponse
 
 from app.api.contract import ContractRoute
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeForm
+
 ASSETS = Path(fastapi_offline.__file__).parent / "static"
 ASSETS_URL = "/docs-assets"
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
 _REF = "#/components/schemas/{model}"
 
 
-def _pydantic_definitions(app: FastAPI) -> dict[str, Any]:
+def _pydantic_definitions(app: FastAPI) -> dict[str, object]:
     """The component schemas as pydantic generates them for the routes' bodies and answers.
 
     Bodies in validation mode, answers in serialization mode, as FastAPI asks for them,
     so the names (with -Input and -Output where the two differ) are FastAPI's.
     """
-    inputs: dict[tuple[Any, str], TypeAdapter[Any]] = {}
+    inputs: dict[tuple[TypeForm[object], str], TypeAdapter[object]] = {}
     for context in iter_route_contexts(app.routes):
         route = context.original_route
         if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue
-        types: list[tuple[Any, Literal["validation", "serialization"]]] = []
+        types: list[tuple[TypeForm[object], Literal["validation", "serialization"]]] = []
         if route.body_field is not None:
-            types.append((route.body_field.field_info.annotation, "validation"))
+            # FieldInfo's annotation is optional; a body field's is always set.
+            body = cast("TypeForm[object]", route.body_field.field_info.annotation)
+            types.append((body, "validation"))
         answers = [route.response_model, *(r.get("model") for r in route.responses.values())]
         types += [(answer, "serialization") for answer in answers if answer is not None]
         for annotation, mode in types:
@@ -59,11 +64,11 @@ def _pydantic_definitions(app: FastAPI) -> dict[str, Any]:
         [(key, key[1], adapter) for key, adapter in inputs.items()],  # type: ignore[misc]
         ref_template=_REF,
     )
-    definitions: dict[str, Any] = top.get("$defs", {})
+    definitions: dict[str, object] = top.get("$defs", {})
     return definitions
 
 
-def _copy_bounds(source: Any, target: Any) -> None:
+def _copy_bounds(source: object, target: object) -> None:
     """pydantic's integer bounds into FastAPI's copy of the same schema, wherever they are."""
     if isinstance(source, dict) and isinstance(target, dict):
         for key, value in source.items():
@@ -76,7 +81,7 @@ def _copy_bounds(source: Any, target: Any) -> None:
             _copy_bounds(inner_source, inner_target)
 
 
-def exact_openapi(app: FastAPI) -> dict[str, Any]:
+def exact_openapi(app: FastAPI) -> dict[str, object]:
     """FastAPI's OpenAPI document, its component schemas' bounds exactly as pydantic's."""
     if app.openapi_schema is None:
         document = FastAPI.openapi(app)  # made once and kept in app.openapi_schema

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -32,7 +31,7 @@ def _starting(request: Request) -> bool:
     return startup is None or not startup.done()
 
 
-def _json(request: Request, body: dict[str, Any], ok: bool) -> JSONResponse:
+def _json(request: Request, body: dict[str, object], ok: bool) -> JSONResponse:
     if ok:
         return JSONResponse(body, headers=_NO_STORE)
     # A 503 says when to ask again, as every other 503 of the service does.
@@ -54,7 +53,7 @@ async def ready(request: Request) -> JSONResponse:
         return _json(request, {"status": "not_ready", "error": "starting"}, False)
     primary = await health.check_primary(db)
     ok = primary["status"] == "healthy"
-    body = {"status": "ready" if ok else "not_ready", "primary": primary}
+    body: dict[str, object] = {"status": "ready" if ok else "not_ready", "primary": primary}
     return _json(request, body, ok)
 
 

@@ -19,7 +19,7 @@ tests/test_lane_differential.py holds both ways to the same answers.
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import NamedTuple, cast
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
@@ -120,11 +120,11 @@ def _plan(scope: Scope, found: re.Match[str]) -> Plan | None:
 
 def _query(raw: bytes, model: type[BaseModel], contract: QueryContract) -> BaseModel | None:
     """The query string as FastAPI reads it into `model`, or None if it breaks the contract."""
-    values: dict[str, Any] = {}
+    values: dict[str, str | list[str]] = {}
     # As Starlette parses it (Request.query_params).
     for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
         if name in contract.repeatable:
-            values.setdefault(name, []).append(value)
+            cast("list[str]", values.setdefault(name, [])).append(value)
         elif name in contract.names and name not in values:
             values[name] = value
         else:  # unknown or repeated: the route's 422

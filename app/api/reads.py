@@ -107,6 +107,8 @@ class HotEndpoint:
     route: str  # the route's template, the HTTP metrics' handler label
     intent: Intent
     query: type[_Query]
+    # Its third argument is an instance of `query`: a generic HotEndpoint would not help the
+    # lane, which holds them all and validates with `query` itself.
     body: Callable[[Statements, int, Any], Awaitable[bytes]]
 
     @property

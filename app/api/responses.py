@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
 
@@ -36,7 +34,7 @@ _DEFAULTS: dict[int, tuple[type[BaseModel], str]] = {
     ),
     503: (ErrorBody, "The database is unavailable or busy; retry after Retry-After seconds"),
 }
-_EXAMPLES: dict[int, dict[str, Any]] = {
+_EXAMPLES: dict[int, dict[str, object]] = {
     401: {"error": "unauthorized", "detail": "a valid bearer token is required"},
     404: {"error": "not_found", "detail": "user 42 does not exist"},
     409: {"error": "conflict", "detail": "appointment 7 is at version 2, not 1"},
@@ -55,12 +53,12 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
 }
 
 
-def errors_doc(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+def errors_doc(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, object]]:
     """`responses=` for a route: the statuses given plus 401, 422 and 503, which every
     API route can answer. descriptions: conflict=..., not_found=... override the text."""
     names = {"not_found": 404, "conflict": 409, "invalid": 422}
     texts = {names[k]: v for k, v in descriptions.items()}
-    doc: dict[int | str, dict[str, Any]] = {}
+    doc: dict[int | str, dict[str, object]] = {}
     for status in sorted({401, 422, 503, *statuses}):
         model, text = _DEFAULTS[status]
         doc[status] = {

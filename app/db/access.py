@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.db.errors import Refusal, Refused, refusal, sqlstate
 
@@ -75,7 +77,12 @@ class Access:
         if engine.dialect.name != "postgresql":
             return  # SQLite has no logins to refuse
 
-        def connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        def connect(
+            dialect: Dialect,
+            _record: ConnectionPoolEntry,
+            cargs: list[object],
+            cparams: dict[str, object],
+        ) -> DBAPIConnection:
             if (refused := self.refusing()) is not None:
                 raise refused
             try:

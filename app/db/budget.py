@@ -16,10 +16,11 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import cast
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from app.adapters.sqlalchemy_pool import max_overflow
 from app.config import Settings
@@ -35,7 +36,7 @@ AVAILABLE = (
 
 
 def _capacity(engine: AsyncEngine) -> tuple[int, int]:
-    pool: Any = engine.pool
+    pool = cast(QueuePool, engine.pool)  # every engine is made with CountingPool (engine.py)
     return int(pool.size()), max_overflow(pool)
 
 
@@ -45,7 +46,7 @@ def server(engine: AsyncEngine) -> str:
     return f"{url.host or 'localhost'}:{url.port or 5432}"
 
 
-async def _server_limits(engine: AsyncEngine, seconds: float) -> Any:
+async def _server_limits(engine: AsyncEngine, seconds: float) -> asyncpg.Record:
     """max_connections and the reserved slots, on a connection of its own.
 
     Not one of the pools' (it would be counted in their gauges and statement series
@@ -62,7 +63,7 @@ async def _server_limits(engine: AsyncEngine, seconds: float) -> Any:
         await conn.close()
 
 
-def churn_warnings(pools: Iterable[tuple[str, AsyncEngine]]) -> list[dict[str, Any]]:
+def churn_warnings(pools: Iterable[tuple[str, AsyncEngine]]) -> list[dict[str, object]]:
     """One warning per pool whose overflow connections would be opened and closed under load."""
     found = []
     for name, engine in pools:
@@ -100,7 +101,7 @@ async def check_budget(
     pools: list[tuple[str, AsyncEngine]],
     monitors: list[tuple[str, AsyncEngine]],
     settings: Settings,
-) -> list[dict[str, Any]]:
+) -> list[dict[str, object]]:
     """Warn for each server the pools would overrun; the warnings' fields, returned too."""
     churn_warnings(pools)
     found = []

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db.models import Base
 
+if TYPE_CHECKING:
+    import asyncpg
+
 BATCH = 20_000
-Row = tuple[Any, ...]
+Row = tuple[object, ...]
 
 
 def _batches(rows: Iterator[Row], size: int = BATCH) -> Iterator[list[Row]]:
@@ -31,7 +34,7 @@ async def write_rows(
     count = 0
     if conn.dialect.name == "postgresql":
         raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
+        driver: asyncpg.Connection = raw.driver_connection
         for batch in _batches(rows):
             await driver.copy_records_to_table(table.name, records=batch, columns=list(columns))
             count += len(batch)

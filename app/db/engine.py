@@ -2,16 +2,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import AdaptedConnection, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from app.adapters.sqlalchemy_pool import CountingPool
 from app.config import Settings
+
+if TYPE_CHECKING:
+    import asyncpg
+    from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection
 
 Role = Literal["primary", "replica", "analytics"]
 
@@ -55,7 +60,7 @@ def create_engine(
             }
         )
     server_settings = {"application_name": name, "timezone": "UTC"}
-    connect_args: dict[str, Any] = {
+    connect_args: dict[str, object] = {
         "server_settings": server_settings,
         "timeout": settings.connect_timeout,
         # A server that stops answering (hung, or a silent peer) fails a statement a
@@ -107,12 +112,14 @@ def create_engine(
     return engine
 
 
-def _stamp(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+def _stamp(_dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
     if record is not None:  # checkin of a connection already invalidated has no record
         record.info["returned_at"] = time.monotonic()
 
 
-def _ping(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+def _ping(
+    dbapi_connection: AdaptedConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
     """Pessimistic disconnect handling: a dead pooled connection is replaced, not used.
 
     Except one that was in use less than PING_AFTER_IDLE_SECONDS ago: under load
@@ -123,7 +130,7 @@ def _ping(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> No
     moment do anyway. HikariCP's aliveBypassWindowMs, 500 ms by default, is the
     same trade.
     """
-    driver: Any = record.driver_connection
+    driver: asyncpg.Connection | None = record.driver_connection
     if driver is not None and driver.is_closed():
         # The driver already saw the server go (connection_lost): no round trip needed to
         # know, and a fixed pool keeps many such connections when a server stops.
@@ -154,7 +161,7 @@ def _sqlite_engine(
     event.listen(engine.sync_engine, "connect", sqlite_on_connect)
 
     @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: Any) -> None:
+    def _on_begin(connection: Connection) -> None:
         # Writers take the write lock up front: check-then-insert rules
         # (no overlapping appointments) hold inside one serialized transaction.
         connection.exec_driver_sql(begin)
@@ -162,7 +169,9 @@ def _sqlite_engine(
     return engine
 
 
-def sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry | None) -> None:
+def sqlite_on_connect(
+    dbapi_connection: AsyncAdapt_aiosqlite_connection, _record: ConnectionPoolEntry | None
+) -> None:
     """Every SQLite connection: foreign keys on, WAL, a busy timeout, and transaction
     control taken from the driver so that BEGIN is the engine's own."""
     dbapi_connection.isolation_level = None

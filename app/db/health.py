@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from typing import Any
 
 from sqlalchemy import text
 
@@ -53,7 +52,7 @@ def describe_error(exc: BaseException) -> str:
     return refusal(exc) or type(exc).__name__
 
 
-async def check_primary(router: DatabaseRouter) -> dict[str, Any]:
+async def check_primary(router: DatabaseRouter) -> dict[str, object]:
     """SELECT 1 on the primary within CONNECT_TIMEOUT."""
     started = time.perf_counter()
     try:
@@ -64,7 +63,7 @@ async def check_primary(router: DatabaseRouter) -> dict[str, Any]:
         error = None if healthy else "unexpected answer"
     except Exception as exc:
         healthy, error = False, describe_error(exc)
-    result: dict[str, Any] = {
+    result: dict[str, object] = {
         "status": "healthy" if healthy else "unhealthy",
         "response_time": round(time.perf_counter() - started, 6),
         "timestamp": _now(),
@@ -85,7 +84,7 @@ def _replica_status(replica: Replica) -> str:
     return "healthy" if replica.in_rotation else "degraded"
 
 
-def consistency_report(replica: Replica) -> dict[str, Any]:
+def consistency_report(replica: Replica) -> dict[str, object]:
     """The replica's sampled comparisons with the primary (app/db/consistency.py)."""
     state = replica.consistency
     diverged = state.diverged
@@ -109,7 +108,7 @@ def consistency_report(replica: Replica) -> dict[str, Any]:
     }
 
 
-def _replica_entry(r: Replica) -> dict[str, Any]:
+def _replica_entry(r: Replica) -> dict[str, object]:
     return {
         "replica_id": r.index,
         "name": r.name,
@@ -125,7 +124,7 @@ def _replica_entry(r: Replica) -> dict[str, Any]:
     }
 
 
-def replicas_report(router: DatabaseRouter) -> dict[str, Any]:
+def replicas_report(router: DatabaseRouter) -> dict[str, object]:
     """The replica monitor's last view; no query of its own."""
     entries = [_replica_entry(r) for r in router.replicas]
     serving = sum(1 for r in router.replicas if _serving(r))
@@ -137,25 +136,25 @@ def replicas_report(router: DatabaseRouter) -> dict[str, Any]:
         status = "degraded"
     else:
         status = "unavailable"
-    report: dict[str, Any] = {
+    analytics = router.analytics_replica
+    analytics_entry = None if analytics is None else _replica_entry(analytics)
+    access = router.access.get("analytics")
+    if analytics_entry is not None and access is not None:
+        analytics_entry["connection"] = access.state()  # its last connection attempt
+    report: dict[str, object] = {
         "status": status,
         "max_lag_seconds": router.settings.max_replica_lag_seconds,
         "in_rotation": serving,
         "replicas": entries,
-        "analytics": (
-            None if router.analytics_replica is None else _replica_entry(router.analytics_replica)
-        ),
+        "analytics": analytics_entry,
         "primary_timeline": router.monitor.primary.timeline,
         "timestamp": _now(),
     }
-    access = router.access.get("analytics")
-    if report["analytics"] is not None and access is not None:
-        report["analytics"]["connection"] = access.state()  # its last connection attempt
     return report
 
 
-async def _run_integrity(router: DatabaseRouter) -> dict[str, Any]:
-    checks: list[dict[str, Any]] = []
+async def _run_integrity(router: DatabaseRouter) -> dict[str, object]:
+    checks: list[dict[str, object]] = []
     session = router.session("read")
     try:
         async with asyncio.timeout(INTEGRITY_TIMEOUT_SECONDS):
@@ -184,7 +183,7 @@ async def _run_integrity(router: DatabaseRouter) -> dict[str, Any]:
         overall, error = "error", describe_error(exc)
     finally:
         await asyncio.shield(session.close())
-    result: dict[str, Any] = {
+    result: dict[str, object] = {
         "status": overall,
         "integrity_checks": checks,
         "replica_consistency": {r.name: consistency_report(r) for r in router.monitor.members},
@@ -204,10 +203,10 @@ class IntegrityCheck:
         self.router = router
         self.ttl = ttl
         self._lock = asyncio.Lock()
-        self._result: dict[str, Any] | None = None
+        self._result: dict[str, object] | None = None
         self._at = 0.0
 
-    async def result(self) -> dict[str, Any]:
+    async def result(self) -> dict[str, object]:
         # Concurrent probes wait for the one run in progress instead of starting their own.
         async with self._lock:
             if self._result is None or time.monotonic() - self._at >= self.ttl:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sqlite3
 from decimal import Decimal
-from typing import Any
+
+import asyncpg
 
 from app.db.models import ACTIVE_APPOINTMENT_STATUSES as ACTIVE
 from app.db.transfer import Finding
@@ -20,7 +21,7 @@ NEEDED = {
 }
 
 
-def _exact(value: Any) -> Decimal:
+def _exact(value: object) -> Decimal:
     """SQLite money as the decimal it was written as (floats by their shortest repr)."""
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value).strip())
 
@@ -35,7 +36,9 @@ class ServiceRules:
             for name, columns in NEEDED.items()
         )
 
-    async def check(self, source: sqlite3.Connection, conn: Any, schema: str) -> list[Finding]:
+    async def check(
+        self, source: sqlite3.Connection, conn: asyncpg.Connection, schema: str
+    ) -> list[Finding]:
         failures: list[Finding] = []
         s = f'"{schema}"'
         overlaps = await conn.fetch(
@@ -71,7 +74,7 @@ class ServiceRules:
                     [r[0] for r in missing],
                 )
             )
-        totals: dict[Any, Decimal] = {}
+        totals: dict[int, Decimal] = {}
         has_payments = source.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'payments'"
         ).fetchone()

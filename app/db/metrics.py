@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,27 +19,21 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from prometheus_client.registry import Collector
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.engine.interfaces import DBAPICursor, ExceptionContext, ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import Pool as ConnectionPool
 
 from app.adapters.prometheus_values import file_backed
 from app.adapters.sqlalchemy_pool import CountingPool
 from app.db.models import Base
+from app.db.pool_metrics import Engines, PoolCollector, track_pools
 
 log = logging.getLogger("app.db.slow_queries")
 
-Engines = Callable[[], Iterable[tuple[str, AsyncEngine]]]
-_POOL_STATS = {
-    "size": "Configured pool size: connections the pool keeps (POOL_SIZE, REPLICA_POOL_SIZE)",
-    "checked_out": "Connections in use",
-    "overflow": "Open connections beyond the pool size (up to MAX_OVERFLOW), closed on return",
-    "checked_in": "Idle open connections in the pool",
-}
-_POOL_LABELS = ["role", "pool"]
+# Per connection (its info dict): when each statement in progress started.
+_STARTED = "app.query_started"
 
 
 def multiprocess() -> bool:
@@ -103,72 +94,6 @@ def classify(statement: str) -> tuple[str, str]:
         _parsed.clear()
     _parsed[statement] = found
     return found
-
-
-# -- connection pools ---------------------------------------------------------------
-
-
-Pool = tuple[str, str]  # (role, pool)
-
-
-def pools(engines: Iterable[tuple[str, AsyncEngine]]) -> Iterator[tuple[Pool, QueuePool]]:
-    """Every connection pool, named: the role; replica-N; SQLite's second, read pool."""
-    seen: dict[str, int] = {}
-    for role, engine in engines:
-        pool = engine.pool
-        if not isinstance(pool, QueuePool):
-            continue
-        n = seen[role] = seen.get(role, -1) + 1
-        name = f"{role}-{n}" if role == "replica" else role if n == 0 else f"{role}-reader"
-        yield (role, name), pool
-
-
-def pool_stats_of(pool: QueuePool) -> dict[str, int]:
-    """A pool's own numbers; overflow from 0 (SQLAlchemy's counts from -size)."""
-    return {
-        "size": pool.size(),
-        "checked_out": pool.checkedout(),
-        "overflow": max(0, pool.overflow()),
-        "checked_in": pool.checkedin(),
-    }
-
-
-def pool_stats(engines: Iterable[tuple[str, AsyncEngine]]) -> dict[Pool, dict[str, int]]:
-    return {key: pool_stats_of(pool) for key, pool in pools(engines)}
-
-
-class PoolCollector(Collector):
-    """Reads the pools at scrape time: no cost per checkout (single-process mode)."""
-
-    def __init__(self, engines: Engines) -> None:
-        self._engines = engines
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        stats = pool_stats(self._engines())
-        for name, documentation in _POOL_STATS.items():
-            family = GaugeMetricFamily(
-                f"database_connection_pool_{name}", documentation, labels=_POOL_LABELS
-            )
-            for key, numbers in stats.items():
-                family.add_metric(list(key), numbers[name])
-            yield family
-
-
-# In multiprocess mode custom collectors are not aggregated across workers, so each
-# worker writes its own numbers to livesum gauges after every checkout and checkin,
-# and the scrape sums the live workers. Not in any registry: in single-process mode
-# PoolCollector owns these names.
-def _pool_gauges() -> dict[str, Gauge]:
-    return {
-        name: Gauge(
-            f"database_connection_pool_{name}",
-            documentation,
-            _POOL_LABELS,
-            registry=None,
-            multiprocess_mode="livesum",
-        )
-        for name, documentation in _POOL_STATS.items()
-    }
 
 
 class DatabaseMetrics:
@@ -244,10 +169,12 @@ class DatabaseMetrics:
             ["role"],
             registry=registry,
         )
-        self._routes: dict[tuple[str, str], Any] = {}
+        self._routes: dict[tuple[str, str], Counter] = {}
         # Statements sent to the driver directly (app/db/statements.py) bypass the engine's
         # events; they are recorded here instead, found by the pool they ran on.
-        self._recorders: weakref.WeakKeyDictionary[Any, Recorder] = weakref.WeakKeyDictionary()
+        self._recorders: weakref.WeakKeyDictionary[ConnectionPool, Recorder] = (
+            weakref.WeakKeyDictionary()
+        )
         self._instrumented: weakref.WeakSet[Engine] = weakref.WeakSet()
 
     def _replica_gauge(self, name: str, documentation: str) -> Gauge:
@@ -279,19 +206,41 @@ class DatabaseMetrics:
         self._instrumented.add(sync_engine)
         record = Recorder(self, role, slow_query_seconds)
 
+        # SQLAlchemy's recipe for timing statements: a stack of start times per
+        # connection, in its info dict (statements may nest, from event handlers).
         def before(
-            _conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any, _many: bool
+            conn: Connection,
+            _cursor: DBAPICursor,
+            _statement: str,
+            _params: object,
+            context: ExecutionContext,
+            _many: bool,
         ) -> None:
-            context.query_started = time.perf_counter()
+            conn.info.setdefault(_STARTED, []).append((context, time.perf_counter()))
 
         def after(
-            _conn: Any, cursor: Any, statement: str, _params: Any, context: Any, _many: bool
+            conn: Connection,
+            cursor: DBAPICursor,
+            statement: str,
+            _params: object,
+            _context: ExecutionContext,
+            _many: bool,
         ) -> None:
-            record(statement, time.perf_counter() - context.query_started, cursor.rowcount)
+            started = conn.info[_STARTED].pop()[1]
+            record(statement, time.perf_counter() - started, cursor.rowcount)
 
-        def failed(context: Any) -> None:
-            if context.statement is not None:  # None: connecting failed, no statement ran
-                record.failed(context.statement)
+        def failed(context: ExceptionContext) -> None:
+            if context.statement is None:  # connecting failed, no statement ran
+                return
+            record.failed(context.statement)
+            execution, conn = context.execution_context, context.connection
+            if execution is None or conn is None:  # failed before before() ran
+                return
+            # A statement the driver refused never reached after(): its start goes here
+            # (one that failed later, setting up its result, was popped there already).
+            stack = conn.info.get(_STARTED)
+            if stack and stack[-1][0] is execution:
+                stack.pop()
 
         if isinstance(engine.pool, CountingPool):
             engine.pool.on_timeout = self.pool_timeouts.labels(role).inc
@@ -332,7 +281,7 @@ class Recorder:
         self._slow_query_seconds = slow_query_seconds
         self._duration = metrics.query_duration.labels(role)
         self._slow = metrics.slow_queries.labels(role)
-        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._counters: dict[tuple[str, str, str], Counter] = {}
 
     def _count(self, statement: str, rowcount: int | None) -> None:
         """`rowcount` None for a statement that failed."""
@@ -361,30 +310,6 @@ class Recorder:
 
     def failed(self, statement: str) -> None:
         self._count(statement, None)
-
-
-def track_pools(engines: list[tuple[str, AsyncEngine]]) -> None:
-    """Multiprocess mode: keep this worker's pool gauges current from pool events."""
-    gauges = _pool_gauges()
-    named = dict(pools(engines))
-
-    def refresh(key: Pool) -> None:
-        for name, value in pool_stats_of(named[key]).items():
-            gauges[name].labels(*key).set(value)
-
-    for key, pool in named.items():
-        refresh(key)
-
-        def on_change(*_: Any, key: Pool = key) -> None:
-            # Checkin and close fire before the pool has counted the change: read it
-            # once the current step is done.
-            try:
-                asyncio.get_running_loop().call_soon(refresh, key)
-            except RuntimeError:  # a connection garbage-collected outside the loop
-                refresh(key)
-
-        for name in ("checkout", "checkin", "connect", "close", "close_detached"):
-            event.listen(pool, name, on_change)
 
 
 # -- exposition -----------------------------------------------------------------------

@@ -3,7 +3,6 @@ from __future__ import annotations
 import datetime as dt
 import unicodedata
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -83,8 +82,8 @@ def email_key(email: str) -> str:
 
 
 def _email_key_of_row(context: DefaultExecutionContext) -> str:
-    parameters: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
-    return email_key(parameters["email"])
+    email: str = context.get_current_parameters()["email"]  # type: ignore[no-untyped-call]
+    return email_key(email)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -112,8 +111,11 @@ def _id() -> Mapped[int]:
     return mapped_column(BigId, primary_key=True)
 
 
-def _fk(target: str, *, nullable: bool = False, index: bool = True, **kw: Any) -> Mapped[Any]:
-    return mapped_column(BigId, ForeignKey(target, **kw), nullable=nullable, index=index)
+def _fk(
+    target: str, *, nullable: bool = False, index: bool = True, ondelete: str | None = None
+) -> Mapped[int]:
+    key = ForeignKey(target, ondelete=ondelete)
+    return mapped_column(BigId, key, nullable=nullable, index=index)
 
 
 def _created() -> Mapped[dt.datetime]:

@@ -8,9 +8,8 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -42,6 +41,8 @@ _REPLICA_PROBE = text(
     "(SELECT timeline_id FROM pg_control_checkpoint())) "
     "ELSE ('x' || left(pg_walfile_name(pg_current_wal_insert_lsn()), 8))::bit(32)::int END"
 )
+# What _REPLICA_PROBE answers, column by column.
+ProbeRow = Row[bool, str | None, str | None, float | None, str, int]
 _PRIMARY_PROBE = text(
     "SELECT pg_current_wal_lsn()::text, "
     "(SELECT system_identifier::text FROM pg_control_system()), "
@@ -79,7 +80,7 @@ class Replica:
     def busy(self) -> int:
         return int(self.engine.pool.checkedout())  # type: ignore[attr-defined]
 
-    def record(self, row: Any, primary_lsn: int | None, history: WalHistory) -> None:
+    def record(self, row: ProbeRow, primary_lsn: int | None, history: WalHistory) -> None:
         """A probe's answer: replay position and lag in bytes and seconds."""
         in_recovery, replay, receive, since_replay, self.system, self.timeline = row
         if not in_recovery:

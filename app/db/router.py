@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
@@ -29,7 +29,7 @@ PrimaryReason = Literal[
 ]
 
 
-def _sessionmaker(engine: AsyncEngine, cls: type[AsyncSession]) -> async_sessionmaker[Any]:
+def _sessionmaker(engine: AsyncEngine, cls: type[AsyncSession]) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=cls, expire_on_commit=False, autoflush=False)
 
 
@@ -57,11 +57,12 @@ class DatabaseRouter:
         self.primary = create_engine(settings.primary_url, settings, "primary")
         self._write_sessions = _sessionmaker(self.primary, AsyncSession)
         self.sqlite = is_sqlite(self.primary)
-        # Statements straight on asyncpg, in autocommit (app/db/statements.py): not
-        # SQLite. Behind PgBouncer too: each statement is one unnamed round trip there.
-        self.raw_reads = self.primary.dialect.driver == "asyncpg"
+        # Reads and writes straight on asyncpg, in autocommit (RoutedConnection,
+        # app/db/statements.py): not SQLite. Behind PgBouncer too: each statement is one
+        # unnamed round trip there.
+        self.uses_asyncpg = self.primary.dialect.driver == "asyncpg"
         # And the lane in front of FastAPI (app/api/lane.py) unless HOT_READS=false.
-        self.hot_reads = settings.hot_reads and self.raw_reads
+        self.hot_reads = settings.hot_reads and self.uses_asyncpg
         # SQLite: readers use their own engine so they never take the write lock.
         self.primary_reader = (
             create_engine(settings.primary_url, settings, "primary", sqlite_begin="BEGIN")
@@ -244,7 +245,7 @@ class DatabaseRouter:
     def routed_connection(
         self, intent: Intent, *, min_lsn: int | None = None, force_primary: bool = False
     ) -> RoutedConnection:
-        """A raw-SQL read handle (the hot-read lane); PostgreSQL through asyncpg only."""
+        """A raw-SQL handle for reads and writes; PostgreSQL through asyncpg only."""
         target = self.target(intent, min_lsn=min_lsn, force_primary=force_primary)
         return RoutedConnection(self, target, min_lsn)
 
@@ -274,7 +275,7 @@ class DatabaseRouter:
         # One autocommit statement, after the commit returned: on any connection to the
         # primary (behind PgBouncer, any server connection it lends), as the position is
         # the server's. Straight to the driver: a tenth of the CPU of a SQLAlchemy one.
-        if not self.raw_reads:
+        if not self.uses_asyncpg:
             async with self.primary_reader.connect() as conn:
                 lsn = await conn.scalar(text(WRITE_LSN))
             return str(lsn) if lsn else None

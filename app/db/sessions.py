@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
@@ -14,6 +14,9 @@ from app.adapters.sqlalchemy_pool import CountingPool, in_greenlet
 from app.db.errors import is_connection_error
 
 if TYPE_CHECKING:
+    import asyncpg
+    from asyncpg.prepared_stmt import PreparedStatement
+
     from app.db.replicas import Replica
     from app.db.router import DatabaseRouter
 
@@ -70,6 +73,8 @@ class RoutedSession(AsyncSession):
         self.target = target
         self.sync_session.bind = target.engine.sync_engine
 
+    # AsyncSession's overloaded methods, passed through: restating each overload would
+    # not change what callers see (they hold an AsyncSession, RoutedSession is internal).
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         return await retried(self, super().execute, *args, **kwargs)
 
@@ -89,7 +94,9 @@ _DESCRIBED = "bookedbarber_unnamed_statements"
 _DESCRIBED_LIMIT = 64
 
 
-async def unnamed(pooled: PoolProxiedConnection, driver: Any, statement: str) -> Any:
+async def unnamed(
+    pooled: PoolProxiedConnection, driver: asyncpg.Connection, statement: str
+) -> PreparedStatement:
     """`statement` as asyncpg's unnamed prepared statement, described once per connection.
 
     Behind PgBouncer in transaction mode (asyncpg with statement_cache_size=0) each
@@ -105,7 +112,7 @@ async def unnamed(pooled: PoolProxiedConnection, driver: Any, statement: str) ->
     kept = pooled.info.get(_DESCRIBED)
     if kept is None or kept[0] is not driver:  # a new driver connection: describe anew
         kept = pooled.info[_DESCRIBED] = (driver, {})
-    described: dict[str, Any] = kept[1]
+    described: dict[str, PreparedStatement] = kept[1]
     prepared = described.get(statement)
     if prepared is None:
         if len(described) >= _DESCRIBED_LIMIT:  # the statements are constants: never, today
@@ -135,14 +142,14 @@ class RoutedConnection:
         await self.close()
         self.target = target
 
-    async def fetch(self, statement: str, *args: Any) -> Sequence[Mapping[str, Any]]:
+    async def fetch(self, statement: str, *args: object) -> Sequence[asyncpg.Record]:
         return await retried(self, self._fetch, statement, args)
 
-    async def fetchrow(self, statement: str, *args: Any) -> Mapping[str, Any] | None:
+    async def fetchrow(self, statement: str, *args: object) -> asyncpg.Record | None:
         rows = await self.fetch(statement, *args)
         return rows[0] if rows else None
 
-    async def _fetch(self, statement: str, args: tuple[Any, ...]) -> Sequence[Mapping[str, Any]]:
+    async def _fetch(self, statement: str, args: tuple[object, ...]) -> Sequence[asyncpg.Record]:
         engine = self.target.engine
         if self._pooled is None:
             pool = engine.sync_engine.pool
@@ -154,7 +161,7 @@ class RoutedConnection:
         assert driver is not None
         started = time.perf_counter()
         try:
-            rows: Sequence[Mapping[str, Any]]
+            rows: Sequence[asyncpg.Record]
             settings = self.router.settings
             if settings.pgbouncer and not settings.pgbouncer_prepared_statements:
                 prepared = await unnamed(self._pooled, driver, statement)

@@ -19,7 +19,7 @@ checks or returns.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -35,16 +35,18 @@ from app.db.lsn import WRITE_LSN
 from app.db.sessions import Intent, RoutedConnection
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from app.db.router import DatabaseRouter
     from app.queries.shapes import Document
 
 Backend = Literal["postgresql", "sqlite"]
 # The statement's time as a timestamp column holds it: SQLite's as SQLAlchemy writes it.
 NOW = ("now()", "strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'")
-Row = Mapping[str, Any]
+Row = Mapping[str, object]
 # $3 or $3::bigint (a cast only PostgreSQL needs to type its parameter)
 _PLACEHOLDER = re.compile(r"\$(\d+)(?:::[a-z]+(?:\[\])?)?")
-_Processor = Callable[[Any], Any]
+_Processor = Callable[[object], object]
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +60,8 @@ class Statement:
 
     postgresql: str
     sqlite: str
+    # TypeEngine and Column are invariant in their Python type: [Any] is SQLAlchemy's own
+    # spelling of "of whatever type" (Table.c holds Column[Any]).
     params: tuple[TypeEngine[Any] | None, ...] = ()
     columns: Mapping[str, TypeEngine[Any]] = field(default_factory=dict)
     _cache: dict[str, tuple[list[_Processor | None], dict[str, _Processor]]] = field(
@@ -112,7 +116,7 @@ def statement(
     return Statement(postgres_text, sqlite, kinds, types)
 
 
-def _encoded(row: Row | None) -> bytes | None:
+def _encoded(row: asyncpg.Record | None) -> bytes | None:
     """The `body` column of a JSON statement's row as bytes; None for NULL or no row."""
     text: str | None = row["body"] if row is not None else None
     return text.encode() if text is not None else None
@@ -144,11 +148,11 @@ class Statements(Protocol):
 
     backend: Backend
 
-    async def fetch(self, statement: Statement, *args: Any) -> Sequence[Row]: ...
+    async def fetch(self, statement: Statement, *args: object) -> Sequence[Row]: ...
 
-    async def fetchrow(self, statement: Statement, *args: Any) -> Row | None: ...
+    async def fetchrow(self, statement: Statement, *args: object) -> Row | None: ...
 
-    async def document(self, document: Document, *args: Any) -> bytes | None:
+    async def document(self, document: Document, *args: object) -> bytes | None:
         """A read's whole body (None: its parent does not exist), in one round trip on
         PostgreSQL (the database writes the JSON); from the rows and the Shapes on SQLite."""
 
@@ -174,13 +178,13 @@ class PostgresStatements:
     def __init__(self, connection: RoutedConnection, *, write: bool, replicas: bool) -> None:
         self._connection, self._write, self._replicas = connection, write, replicas
 
-    async def fetch(self, statement: Statement, *args: Any) -> Sequence[Row]:
+    async def fetch(self, statement: Statement, *args: object) -> Sequence[Row]:
         return await self._connection.fetch(statement.postgresql, *args)
 
-    async def fetchrow(self, statement: Statement, *args: Any) -> Row | None:
+    async def fetchrow(self, statement: Statement, *args: object) -> Row | None:
         return await self._connection.fetchrow(statement.postgresql, *args)
 
-    async def document(self, document: Document, *args: Any) -> bytes | None:
+    async def document(self, document: Document, *args: object) -> bytes | None:
         return _encoded(await self._connection.fetchrow(document.json.postgresql, *args))
 
     async def commit(self) -> str | None:
@@ -216,7 +220,7 @@ class TransactionStatements:
         engine: AsyncEngine,
         *,
         turn: AbstractAsyncContextManager[object] | None,
-        token: Callable[[], Any] | None,
+        token: Callable[[], Awaitable[str | None]] | None,
     ) -> None:
         self.backend: Backend = "sqlite"
         self._engine, self._turn, self._token = engine, turn, token
@@ -234,18 +238,18 @@ class TransactionStatements:
     ) -> None:
         await self.close()
 
-    async def fetch(self, statement: Statement, *args: Any) -> Sequence[Row]:
+    async def fetch(self, statement: Statement, *args: object) -> Sequence[Row]:
         connection = self._connection
         if connection is None:
             connection = self._connection = await self._engine.connect()
             await connection.begin()  # the engine's BEGIN (SQLite: BEGIN IMMEDIATE)
         return await sqlite_fetch(connection, statement, *args)
 
-    async def fetchrow(self, statement: Statement, *args: Any) -> Row | None:
+    async def fetchrow(self, statement: Statement, *args: object) -> Row | None:
         rows = await self.fetch(statement, *args)
         return rows[0] if rows else None
 
-    async def document(self, document: Document, *args: Any) -> bytes | None:
+    async def document(self, document: Document, *args: object) -> bytes | None:
         rows = await self.fetch(document.rows, *args)
         # Only no rows can hide a missing parent (the rows name it by a foreign key).
         parent = document.parent
@@ -284,7 +288,7 @@ def open_statements(
 ) -> Statements:
     """The handle for `intent`: asyncpg autocommit where it can, else one transaction."""
     write = intent == "write"
-    if router.raw_reads:
+    if router.uses_asyncpg:
         connection = router.routed_connection(intent, min_lsn=min_lsn, force_primary=force_primary)
         return PostgresStatements(connection, write=write, replicas=bool(router.replicas))
     target = router.target(intent, min_lsn=min_lsn, force_primary=force_primary)

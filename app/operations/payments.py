@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from app.db.errors import FOREIGN_KEY_VIOLATION, UNIQUE_VIOLATION
 from app.db.router import DatabaseRouter
@@ -52,8 +51,8 @@ async def pay(router: DatabaseRouter, body: PaymentCreate, key: str) -> Written[
 
 
 async def _earlier(
-    db: Statements, body: PaymentCreate, key: str, arguments: tuple[Any, ...]
-) -> Mapping[str, Any]:
+    db: Statements, body: PaymentCreate, key: str, arguments: tuple[object, ...]
+) -> Mapping[str, object]:
     """PAY made nothing: the key's earlier payment, or the payment rule that refused."""
     earlier = await db.fetchrow(BY_KEY, key)
     if earlier is not None:
@@ -90,7 +89,7 @@ async def change_payment_status(
     return Written(PaymentRead.model_validate(dict(row)), token)
 
 
-def _not_moved(payment_id: int, body: PaymentUpdate, status: str, version: int) -> Conflict:
+def _not_moved(payment_id: int, body: PaymentUpdate, status: object, version: object) -> Conflict:
     if version != body.version:
         return Conflict(
             f"payment {payment_id} is {status} at version {version}, not {body.version}"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.errors import violation
+from app.db.models import Base
 
 __all__ = ["dialect_name", "insert_for", "moves", "returning", "violation"]
 
@@ -17,7 +17,9 @@ def dialect_name(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-def insert_for(session: AsyncSession, table: Any) -> postgresql.Insert | sqlite.Insert:
+def insert_for(
+    session: AsyncSession, table: Table | type[Base]
+) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that knows ON CONFLICT on the session's backend."""
     if dialect_name(session) == "postgresql":
         return postgresql.insert(table)

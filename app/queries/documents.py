@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import cast
 
 from app.db.statements import statement
 from app.queries import reads
@@ -45,16 +45,17 @@ def user_document(relations: frozenset[str]) -> Document:
     """UserDetail: the user and the relations asked for (absent ones omitted)."""
     asked = [p for p in reads.USER_PARTS[1:] if p.name in relations]
 
-    def render(rows: Sequence[Row], args: tuple[Any, ...]) -> bytes | None:
+    def render(rows: Sequence[Row], args: tuple[object, ...]) -> bytes | None:
         if not rows:
             return None
         document = reads.USER_SHAPE(rows[0])
+        many: dict[str, list[dict[str, object]]] = {}
         for part in asked:
-            document[part.name] = [] if part.many else None
+            document[part.name] = many.setdefault(part.name, []) if part.many else None
         for row in rows[1:]:
-            part = reads.USER_PARTS[row["part"]]
+            part = reads.USER_PARTS[cast(int, row["part"])]
             if part.many:
-                document[part.name].append(part.shape(row))
+                many[part.name].append(part.shape(row))
             else:
                 document[part.name] = part.shape(row)
         return body(document)
@@ -62,7 +63,7 @@ def user_document(relations: frozenset[str]) -> Document:
     return Document(statement(_user_json(relations)), reads.user_statement(relations), render)
 
 
-def _schedule(rows: Sequence[Row], args: tuple[Any, ...]) -> bytes:
+def _schedule(rows: Sequence[Row], args: tuple[object, ...]) -> bytes:
     return body(reads.SCHEDULE_SHAPE.rows(rows))
 
 
@@ -97,8 +98,9 @@ _REPORT_COLUMNS = {
 _REPORT = json_object(REPORT_SHAPE, _REPORT_COLUMNS.__getitem__, {"days": _DAYS})
 
 
-def _revenue(rows: Sequence[Row], args: tuple[Any, ...]) -> bytes:
-    location_id, since, until = args
+def _revenue(rows: Sequence[Row], args: tuple[object, ...]) -> bytes:
+    # read_revenue's arguments (app/operations/reads.py)
+    location_id, since, until = cast(tuple[int, dt.datetime, dt.datetime], args)
     start, end = since.date(), (until - dt.timedelta(days=1)).date()
     days = reads.DAY_SHAPE.rows(rows)
     return body({"location_id": location_id, "start": start, "end": end, "days": days})

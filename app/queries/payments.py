@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from typing import Any, NamedTuple, cast
+from collections.abc import Mapping
+from typing import NamedTuple, cast
 
 from sqlalchemy import Table
 
@@ -96,7 +97,7 @@ CURRENT = statement(
 )
 
 
-def first_broken(verdicts: dict[str, Any]) -> PaymentRule | None:
+def first_broken(verdicts: Mapping[str, object]) -> PaymentRule | None:
     """The first rule CHECK found broken, or None when all hold now."""
     return next((rule for rule in RULES if not verdicts[rule.name]), None)
 

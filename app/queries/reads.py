@@ -13,8 +13,9 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from pydantic import BaseModel
 from sqlalchemy import Column, Table
 from sqlalchemy.dialects import registry
 from sqlalchemy.engine import Dialect
@@ -22,6 +23,7 @@ from sqlalchemy.types import TypeEngine
 
 from app.db.models import (
     Appointment,
+    Base,
     Organization,
     Payment,
     Service,
@@ -49,9 +51,8 @@ SCHEDULE_SHAPE = Shape(ScheduledAppointment)
 DAY_SHAPE = Shape(DailyRevenueRead)
 
 
-def _table(model: Any) -> Table:
-    table: Table = model.__table__
-    return table
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)  # declared with columns: a Table, not any FromClause
 
 
 def _types(table: Table, fields: tuple[str, ...], prefix: str = "") -> dict[str, TypeEngine[Any]]:
@@ -59,7 +60,9 @@ def _types(table: Table, fields: tuple[str, ...], prefix: str = "") -> dict[str,
     return {prefix + name: table.c[name].type for name in fields}
 
 
-def _of(table: Table, alias: str, shape: Shape, prefix: str = "") -> tuple[str, dict[str, Any]]:
+def _of(
+    table: Table, alias: str, shape: Shape, prefix: str = ""
+) -> tuple[str, dict[str, TypeEngine[Any]]]:
     fields = shape.fields()
     return select_list(alias, fields, prefix), _types(table, fields, prefix)
 
@@ -107,7 +110,7 @@ def _columns(
 
 def _part(
     name: str,
-    model: Any,
+    model: type[BaseModel],
     tables: tuple[tuple[str, Table], ...],
     source: str,
     order: tuple[str, str],

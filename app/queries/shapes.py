@@ -15,18 +15,17 @@ import types
 import typing
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from pydantic import BaseModel, PlainSerializer
 
 from app.db.statements import Statement
 
-Row = Mapping[str, Any]
-Converter = Callable[[Any], Any]
+Row = Mapping[str, object]
+Converter = Callable[[object], object]
 
 
-def nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+def nested_model(annotation: object) -> tuple[type[BaseModel] | None, bool]:
     """(the model a field holds, whether it may be None); (None, _) for a plain value."""
     optional = False
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
@@ -38,11 +37,11 @@ def nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
     return None, optional
 
 
-def _is_list(annotation: Any) -> bool:
+def _is_list(annotation: object) -> bool:
     return any(typing.get_origin(arg) is list for arg in (annotation, *typing.get_args(annotation)))
 
 
-def _converter(metadata: Sequence[Any]) -> Converter | None:
+def _converter(metadata: Sequence[object]) -> Converter | None:
     for item in metadata:
         if isinstance(item, PlainSerializer) and item.when_used in ("json", "always"):
             func: Converter = item.func  # type: ignore[assignment]
@@ -108,7 +107,7 @@ class Shape:
     def nested(self) -> dict[str, Shape]:
         return {f.key: f.nested for f in self._fields if f.nested is not None}
 
-    def __call__(self, row: Row) -> dict[str, Any]:
+    def __call__(self, row: Row) -> dict[str, object]:
         """The object of this row's columns."""
         out = {key: row[column] for key, column in self._pairs}
         for key, convert in self._converted:
@@ -120,7 +119,7 @@ class Shape:
             out[key] = None if optional and out[key] is None else shape(row)
         return out
 
-    def rows(self, rows: Sequence[Row]) -> list[dict[str, Any]]:
+    def rows(self, rows: Sequence[Row]) -> list[dict[str, object]]:
         return [self(row) for row in rows]
 
 
@@ -144,10 +143,10 @@ class Document:
 
     json: Statement
     rows: Statement
-    render: Callable[[Sequence[Row], tuple[Any, ...]], bytes | None]
+    render: Callable[[Sequence[Row], tuple[object, ...]], bytes | None]
     parent: Statement | None = None
 
 
-def body(document: Any) -> bytes:
+def body(document: object) -> bytes:
     """The document as the API writes it (FastAPI's compact JSON of the model)."""
     return orjson.dumps(document, option=orjson.OPT_UTC_Z)

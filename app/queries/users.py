@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import ColumnClause, Table, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,7 +12,7 @@ from app.queries import dialect_name, returning
 from app.schemas import UserCreate, UserRead
 
 # A literal regconfig, so the expression matches idx_users_name_search.
-_ENGLISH: ColumnClause[Any] = literal_column("'english'::regconfig")
+_ENGLISH: ColumnClause[str] = literal_column("'english'::regconfig")
 
 
 _TABLE = cast(Table, User.__table__)
@@ -31,7 +31,7 @@ RETURNING {returning(UserRead)}
 )
 
 
-def add_arguments(body: UserCreate) -> tuple[Any, ...]:
+def add_arguments(body: UserCreate) -> tuple[object, ...]:
     email = body.email
     return (email, email_key(email), body.name, body.phone, body.unified_role, body.location_id)
 

@@ -25,7 +25,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+
+import asyncpg
 
 from app.db.live import capture
 from app.db.live.sides import LiveDatabase
@@ -34,6 +35,7 @@ from app.db.transfer import lite as transfer_lite
 from app.db.transfer import pg as transfer_pg
 from app.db.transfer.digest import Digest, pg_digests, sqlite_digests
 from app.db.transfer.options import sqlite_path
+from app.db.transfer.schema import Table
 from app.db.transfer.types import Type
 from app.db.transfer.values import Options
 
@@ -62,12 +64,12 @@ def describe_divergence(diverged: dict[str, list[int]]) -> str:
 class _Ends:
     """Raw connections to both databases, for digests computed where the data is."""
 
-    def __init__(self, pair: Pair, db: sqlite3.Connection, conn: Any) -> None:
+    def __init__(self, pair: Pair, db: sqlite3.Connection, conn: asyncpg.Connection) -> None:
         self.pair, self.db, self.conn = pair, db, conn
         self.background: ThreadPoolExecutor | None = None
         self.options = Options(False, False)
         self.types: dict[str, list[tuple[str, Type]]] = {}
-        self.lite_tables: dict[str, Any] = {}
+        self.lite_tables: dict[str, Table] = {}
 
     @classmethod
     async def open(cls, pair: Pair, *, background: bool = False) -> _Ends:
@@ -108,12 +110,13 @@ class _Ends:
         if self.conn.is_in_transaction():
             await self.conn.execute("COMMIT")
 
-    async def scalar(self, side: LiveDatabase, sql: str) -> Any:
+    async def scalar(self, side: LiveDatabase, sql: str) -> int:
         if side.sqlite:
-            return self.db.execute(sql).fetchone()[0]
-        return await self.conn.fetchval(sql)
+            return int(self.db.execute(sql).fetchone()[0])
+        return int(await self.conn.fetchval(sql))
 
-    async def rows(self, side: LiveDatabase, sql: str) -> list[tuple[Any, ...]]:
+    async def rows(self, side: LiveDatabase, sql: str) -> list[tuple[str, int]]:
+        """(table, key) pairs: what the capture and applied logs hold."""
         if side.sqlite:
             return [tuple(r) for r in self.db.execute(sql)]
         return [tuple(r) for r in await self.conn.fetch(sql)]
@@ -176,7 +179,7 @@ async def agree(pair: Pair, direction: str) -> Agreement:
     ends = await _Ends.open(pair, background=True)
     try:
         await ends.begin(dest)
-        mark = int(await ends.scalar(dest, capture.APPLIED_MARK))
+        mark = await ends.scalar(dest, capture.APPLIED_MARK)
         await ends.begin(source)
         unsettled: Keys = defaultdict(set)
         for name, key in await ends.rows(source, f"SELECT tbl, key FROM {capture.CHANGES}"):

@@ -23,7 +23,6 @@ import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
@@ -31,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db.live import capture, keys
@@ -62,7 +62,7 @@ async def _warm(router: DatabaseRouter, connections: int = 4) -> None:
     if router.sqlite:
         return
 
-    async def one(engine: Any) -> None:
+    async def one(engine: AsyncEngine) -> None:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
             await asyncio.sleep(0.05)  # held together, so the pool keeps several
@@ -107,7 +107,7 @@ class LiveBackend:
         self.epoch = 0
         self.switches: deque[Switch] = deque(maxlen=20)
         self.errors: deque[float] = deque(maxlen=100_000)
-        self.counts: dict[str, Any] = {}
+        self.counts: dict[str, object] = {}
         self._counted = 0.0
         self._db: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -299,7 +299,7 @@ class LiveBackend:
         except Exception as exc:  # PostgreSQL down: nothing can write there either
             log.warning("could not mark postgresql inactive", extra={"error": type(exc).__name__})
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> dict[str, object]:
         return self.counts | {
             "active": self.active,
             "epoch": self.epoch,

@@ -6,9 +6,9 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from sqlalchemy import Table, bindparam, delete, event, select, text
+from sqlalchemy import Connection, Table, bindparam, delete, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -131,7 +131,7 @@ class LiveDatabase:
         count = None if row[7] is None else int(row[7])
         return State(row[0], int(row[1]), row[2], float(row[3]), row[4], int(row[5]), row[6], count)
 
-    async def set_state(self, conn: AsyncConnection, **values: Any) -> None:
+    async def set_state(self, conn: AsyncConnection, **values: object) -> None:
         assignments = ", ".join(f"{name} = :{name}" for name in values)
         await conn.execute(text(f"UPDATE {capture.STATE} SET {assignments} WHERE id = 1"), values)
 
@@ -179,15 +179,17 @@ class LiveDatabase:
 
     async def rows(
         self, conn: AsyncConnection, table: Table, keys: Sequence[int]
-    ) -> list[dict[str, Any]]:
+    ) -> list[dict[str, object]]:
         column = table.c[capture.key_column(table)]
-        found: list[dict[str, Any]] = []
+        found: list[dict[str, object]] = []
         for start in range(0, len(keys), 500):
             result = await conn.execute(select(table).where(column.in_(keys[start : start + 500])))
             found += [dict(r._mapping) for r in result]
         return found
 
-    async def upsert(self, conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+    async def upsert(
+        self, conn: AsyncConnection, table: Table, rows: list[dict[str, object]]
+    ) -> None:
         if not rows:
             return
         key = capture.key_column(table)
@@ -219,5 +221,5 @@ class LiveDatabase:
             )
 
 
-def _sqlite_begin(connection: Any) -> None:
+def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql(connection.info.get("begin", "BEGIN"))

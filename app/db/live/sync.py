@@ -11,7 +11,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from sqlalchemy import text
@@ -109,8 +108,8 @@ async def apply_batch(pair: Pair, direction: str, limit: int = BATCH) -> int:
 
 async def _rows_of(
     side: LiveDatabase, conn: AsyncConnection, keys: dict[str, set[int]]
-) -> dict[str, list[dict[str, Any]]]:
-    found: dict[str, list[dict[str, Any]]] = {}
+) -> dict[str, list[dict[str, object]]]:
+    found: dict[str, list[dict[str, object]]] = {}
     for table in capture.tables():
         if table.name in keys:
             found[table.name] = await side.rows(conn, table, sorted(keys[table.name]))
@@ -121,7 +120,7 @@ async def _write(
     dest: LiveDatabase,
     out: AsyncConnection,
     keys: dict[str, set[int]],
-    found: dict[str, list[dict[str, Any]]],
+    found: dict[str, list[dict[str, object]]],
 ) -> None:
     """Rows as the source has them: deletes children first, upserts parents first."""
     tables = capture.tables()
