@@ -120,4 +120,3 @@ RETURNING {returning(PaymentRead)}
 """,
     columns=_TABLE.c,
 )
-
