@@ -84,10 +84,12 @@ async def _cases(conn: asyncpg.Connection) -> tuple[Cases, frozenset[str]]:
     client = await conn.fetchval(
         "SELECT user_id FROM appointments GROUP BY user_id ORDER BY count(*) DESC LIMIT 1"
     )
-    barber, day = await conn.fetchrow(
+    found = await conn.fetchrow(
         "SELECT barber_id, appointment_date FROM appointments "
         "WHERE status IN ('confirmed', 'in_progress') ORDER BY id LIMIT 1"
     )
+    assert found is not None, "the bench database has no confirmed appointment"
+    barber, day = found
     location = await conn.fetchval("SELECT location_id FROM payments ORDER BY id LIMIT 1")
     week = (barber, day, day + dt.timedelta(days=6), ["confirmed", "in_progress"])
     first = day.replace(day=1)
@@ -167,7 +169,9 @@ def _use_case(case: str, args: tuple[Any, ...], relations: frozenset[str], *, ro
 
 def _reference(case: str, args: tuple[Any, ...], relations: frozenset[str]) -> Answer:
     async def user(conn: asyncpg.Connection) -> bytes:
-        found = dict(await conn.fetchrow(reference.USER, *args))
+        row = await conn.fetchrow(reference.USER, *args)
+        assert row is not None, f"no user {args[0]}"
+        found = dict(row)
         for name, sql in (
             ("appointments", reference.USER_APPOINTMENTS),
             ("payments", reference.USER_PAYMENTS),

@@ -17,7 +17,7 @@ import datetime as dt
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -94,7 +94,7 @@ GROUP BY 1 ORDER BY 1
 """
 
 
-def schedule_items(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def schedule_items(rows: Iterable[asyncpg.Record]) -> list[dict[str, Any]]:
     """SCHEDULE's flat rows as ScheduledAppointment's nested shape."""
     items = []
     for r in rows:
@@ -143,7 +143,7 @@ REVENUE_PATH = re.compile(r"^/api/v1/locations/(\d{1,18})/revenue$")
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-class NoReset(asyncpg.Connection):  # type: ignore[misc]
+class NoReset(asyncpg.Connection):
     """A connection the pool gives back as it is (the service's hot reads leave no state)."""
 
     def get_reset_query(self) -> str:
@@ -288,7 +288,9 @@ class Reference:
                 ) from None
             if row is None:
                 verdicts = await conn.fetchrow(CHECK.postgresql, *booking)
-                raise Problem(422, "bad_request", f"the booking breaks a rule: {dict(verdicts)}")
+                raise Problem(
+                    422, "bad_request", f"the booking breaks a rule: {dict(verdicts or {})}"
+                )
             # The service's read-your-writes token, read after the (auto)commit as it does.
             lsn = await conn.fetchval(LSN)
         headers = [*JSON_HEADERS, (b"x-consistency-token", lsn.encode())]

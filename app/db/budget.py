@@ -58,9 +58,11 @@ async def _server_limits(engine: AsyncEngine, seconds: float) -> asyncpg.Record:
     conn = await asyncpg.connect(dsn, timeout=seconds, statement_cache_size=0)
     try:
         async with asyncio.timeout(seconds):
-            return await conn.fetchrow(AVAILABLE)
+            row = await conn.fetchrow(AVAILABLE)
     finally:
         await conn.close()
+    assert row is not None  # AVAILABLE selects settings: always one row
+    return row
 
 
 def churn_warnings(pools: Iterable[tuple[str, AsyncEngine]]) -> list[dict[str, object]]:

@@ -34,7 +34,8 @@ async def write_rows(
     count = 0
     if conn.dialect.name == "postgresql":
         raw = await conn.get_raw_connection()
-        driver: asyncpg.Connection = raw.driver_connection
+        driver = raw.driver_connection
+        assert isinstance(driver, asyncpg.Connection)  # the dialect is asyncpg's
         for batch in _batches(rows):
             await driver.copy_records_to_table(table.name, records=batch, columns=list(columns))
             count += len(batch)

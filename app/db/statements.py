@@ -179,10 +179,11 @@ class PostgresStatements:
         self._connection, self._write, self._replicas = connection, write, replicas
 
     async def fetch(self, statement: Statement, *args: object) -> Sequence[Row]:
-        return await self._connection.fetch(statement.postgresql, *args)
+        # An asyncpg Record is a read-only mapping, which its stubs do not declare.
+        return await self._connection.fetch(statement.postgresql, *args)  # type: ignore[return-value]
 
     async def fetchrow(self, statement: Statement, *args: object) -> Row | None:
-        return await self._connection.fetchrow(statement.postgresql, *args)
+        return await self._connection.fetchrow(statement.postgresql, *args)  # type: ignore[return-value]
 
     async def document(self, document: Document, *args: object) -> bytes | None:
         return _encoded(await self._connection.fetchrow(document.json.postgresql, *args))

@@ -45,6 +45,7 @@ class Side:
                     lite.read_batch, self.sqlite, table, columns, after, BATCH
                 )
             else:
+                assert self.pg is not None  # a side is SQLite or PostgreSQL
                 batch = await pg.read_batch(self.pg, self.schema, table, columns, after, BATCH)
             for row in batch:
                 yield row[nkeys:]
