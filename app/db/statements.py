@@ -122,7 +122,9 @@ def _encoded(row: asyncpg.Record | None) -> bytes | None:
     return text.encode() if text is not None else None
 
 
-async def sqlite_fetch(connection: AsyncConnection, statement: Statement, *args: Any) -> list[Row]:
+async def sqlite_fetch(
+    connection: AsyncConnection, statement: Statement, *args: object
+) -> list[Row]:
     """`statement`'s SQLite text on a SQLAlchemy connection, in whatever transaction it is in."""
     binds, results = statement.processors(connection.dialect)
     values = tuple(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any, NamedTuple, cast
+from typing import NamedTuple, cast
 
 from sqlalchemy import Table
 
@@ -173,7 +173,7 @@ FROM (SELECT $1::bigint AS id, $2::bigint AS user_id, $3::bigint AS barber_id,
 )
 
 
-def arguments(body: AppointmentCreate) -> tuple[Any, ...]:
+def arguments(body: AppointmentCreate) -> tuple[object, ...]:
     """BOOK's and CHECK's parameters: UTC times, the UTC day, the length."""
     start, end = body.start_time.astimezone(dt.UTC), body.end_time.astimezone(dt.UTC)
     length = (end - start) // dt.timedelta(microseconds=1)
@@ -181,6 +181,6 @@ def arguments(body: AppointmentCreate) -> tuple[Any, ...]:
     return (*fields, start.date(), start, end, body.notes, length)
 
 
-def first_broken(verdicts: Mapping[str, Any]) -> BookingRule | None:
+def first_broken(verdicts: Mapping[str, object]) -> BookingRule | None:
     """The first rule CHECK found broken, or None when all hold now."""
     return next((rule for rule in RULES if rule.name in verdicts and not verdicts[rule.name]), None)

@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -121,7 +121,7 @@ async def thaw_rollback(pair: Pair, epoch: int) -> bool:
     return bool(result.rowcount)
 
 
-def _json(row: dict[str, Any] | None) -> str | None:
+def _json(row: dict[str, object] | None) -> str | None:
     return None if row is None else json.dumps(row, default=str, sort_keys=True)
 
 
@@ -151,7 +151,7 @@ async def _keep(
     failed: LiveDatabase,
     table: str,
     key: int,
-    lost: dict[str, Any] | None,
+    lost: dict[str, object] | None,
     reason: str,
     requeue: bool,
 ) -> RowConflict:
@@ -225,10 +225,11 @@ async def reconcile_batch(pair: Pair, limit: int = BATCH) -> tuple[int, list[Row
             found[name] = [r for r in found.get(name, []) if r["id"] not in clashing]
         for row in await _busy(serving, out, found.get("appointments", [])):
             why = "overlaps an active appointment of the same barber or client"
+            key = cast(int, row["id"])  # every captured table's key is a bigint id
             conflicts.append(
-                await _keep(serving, out, failed, "appointments", row["id"], row, why, requeue=True)
+                await _keep(serving, out, failed, "appointments", key, row, why, requeue=True)
             )
-            keys["appointments"].discard(row["id"])
+            keys["appointments"].discard(key)
             found["appointments"].remove(row)
         try:
             async with out.begin_nested():
@@ -242,8 +243,8 @@ async def reconcile_batch(pair: Pair, limit: int = BATCH) -> tuple[int, list[Row
 
 
 async def _busy(
-    serving: LiveDatabase, out: AsyncConnection, rows: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+    serving: LiveDatabase, out: AsyncConnection, rows: list[dict[str, object]]
+) -> list[dict[str, object]]:
     """Active appointments the booking's overlap rules refuse on the serving side (SQLite
     has no constraint for them; PostgreSQL's exclusion constraints refuse them on write)."""
     if not serving.sqlite:
@@ -264,7 +265,7 @@ async def _write_each(
     out: AsyncConnection,
     failed: LiveDatabase,
     keys: dict[str, set[int]],
-    found: dict[str, list[dict[str, Any]]],
+    found: dict[str, list[dict[str, object]]],
 ) -> list[RowConflict]:
     conflicts = []
     order = capture.tables()
