@@ -565,6 +565,13 @@ class Result:
         return 1000 * self.sample.cpu_seconds / max(1, int(self.stats["requests"]))
 
     @property
+    def bytes_per_response(self) -> str:
+        """Bytes wrk read per response, status line and headers included."""
+        if "bytes" not in self.stats or not self.stats["requests"]:
+            return "?"
+        return f"{int(self.stats['bytes']) / int(self.stats['requests']):,.0f}"
+
+    @property
     def conflicts(self) -> int:
         return self.count(lambda s: s == 409)
 
@@ -942,9 +949,9 @@ def _rss(r: Result) -> str:
 def table(results: list[Result]) -> str:
     head = (
         "| scenario | server | workers | endpoint | conns | req/s | p50 ms | p90 ms | p95 ms "
-        "| p99 ms | p99.9 ms | max ms | CPU ms/req | sessions opened | non-2xx | 409 "
-        "| socket errors | pool peak checked-out/size | RSS MB per worker |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| p99 ms | p99.9 ms | max ms | CPU ms/req | bytes/resp | sessions opened | non-2xx "
+        "| 409 | socket errors | pool peak checked-out/size | RSS MB per worker |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for r in results:
@@ -954,7 +961,7 @@ def table(results: list[Result]) -> str:
             f"| {r.scenario} | {r.server} | {r.workers} | {ENDPOINT_NAMES[r.endpoint]} "
             f"| {r.connections:,} | {rate} | {_ms(s['p50_ms'])} | {_ms(s.get('p90_ms', 0))} "
             f"| {_ms(s['p95_ms'])} | {_ms(s['p99_ms'])} | {_ms(s.get('p999_ms', 0))} "
-            f"| {_ms(s['max_ms'])} | {r.cpu_ms:.2f} "
+            f"| {_ms(s['max_ms'])} | {r.cpu_ms:.2f} | {r.bytes_per_response} "
             f"| {'?' if r.sample.sessions is None else r.sample.sessions} "
             f"| {r.non_2xx} | {r.conflicts} | {r.socket_errors} "
             f"| {_pool(r)} | {_rss(r)} |"

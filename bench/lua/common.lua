@@ -96,11 +96,11 @@ function M.done(summary, latency, requests)
     'BENCH_JSON {"requests":%d,"duration_us":%d,"p50_ms":%.3f,"p95_ms":%.3f,"p99_ms":%.3f,'
     .. '"p90_ms":%.3f,"p999_ms":%.3f,'
     .. '"mean_ms":%.3f,"max_ms":%.3f,"connect":%d,"read":%d,"write":%d,"timeout":%d,'
-    .. '"status_errors":%d,"statuses":{%s}}\n',
+    .. '"status_errors":%d,"bytes":%d,"statuses":{%s}}\n',
     summary.requests, summary.duration, percentile(latency, 50), percentile(latency, 95),
     percentile(latency, 99), percentile(latency, 90), percentile(latency, 99.9),
     latency.mean / 1000.0, latency.max / 1000.0, e.connect, e.read,
-    e.write, e.timeout, e.status, table.concat(parts, ",")))
+    e.write, e.timeout, e.status, summary.bytes, table.concat(parts, ",")))
 end
 
 -- Wires the hooks of a scenario whose request() is `make`.
