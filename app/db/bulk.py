@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,8 +34,7 @@ async def write_rows(
     count = 0
     if conn.dialect.name == "postgresql":
         raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert isinstance(driver, asyncpg.Connection)  # the dialect is asyncpg's
+        driver = cast("asyncpg.Connection", raw.driver_connection)  # the dialect is asyncpg's
         for batch in _batches(rows):
             await driver.copy_records_to_table(table.name, records=batch, columns=list(columns))
             count += len(batch)
