@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import io
 import json
 import multiprocessing
 import multiprocessing.util
@@ -328,9 +327,12 @@ async def _load(
             digest = batch.digest + converted_digest(records, types)
             async with conn.transaction():
                 if batch.text:
+                    # A buffer, not a file: asyncpg reads a file in an executor through a
+                    # class it defines per call, a cycle that kept each range's text
+                    # alive until a full collection (and bytes would read as a path).
                     await conn.copy_to_table(
                         name,
-                        source=io.BytesIO(batch.text),
+                        source=memoryview(batch.text),
                         columns=columns,
                         schema_name=pg.STAGING,
                         format="text",
