@@ -330,9 +330,10 @@ async def _load(
                     # A buffer, not a file: asyncpg reads a file in an executor through a
                     # class it defines per call, a cycle that kept each range's text
                     # alive until a full collection (and bytes would read as a path).
+                    # asyncpg takes any buffer-protocol object; its stubs list no buffer.
                     await conn.copy_to_table(
                         name,
-                        source=memoryview(batch.text),
+                        source=memoryview(batch.text),  # type: ignore[arg-type]
                         columns=columns,
                         schema_name=pg.STAGING,
                         format="text",
