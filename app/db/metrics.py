@@ -32,9 +32,6 @@ from app.db.pool_metrics import Engines, PoolCollector, track_pools
 
 log = logging.getLogger("app.db.slow_queries")
 
-# Per connection (its info dict): when each statement in progress started.
-_STARTED = "app.query_started"
-
 
 def multiprocess() -> bool:
     return "PROMETHEUS_MULTIPROC_DIR" in os.environ
@@ -206,41 +203,33 @@ class DatabaseMetrics:
         self._instrumented.add(sync_engine)
         record = Recorder(self, role, slow_query_seconds)
 
-        # SQLAlchemy's recipe for timing statements: a stack of start times per
-        # connection, in its info dict (statements may nest, from event handlers).
+        # Each statement's start, by its execution context: an entry goes with its
+        # statement, whether after() ran or the driver refused it.
+        started: weakref.WeakKeyDictionary[ExecutionContext, float] = weakref.WeakKeyDictionary()
+
         def before(
-            conn: Connection,
+            _conn: Connection,
             _cursor: DBAPICursor,
             _statement: str,
             _params: object,
             context: ExecutionContext,
             _many: bool,
         ) -> None:
-            conn.info.setdefault(_STARTED, []).append((context, time.perf_counter()))
+            started[context] = time.perf_counter()
 
         def after(
-            conn: Connection,
+            _conn: Connection,
             cursor: DBAPICursor,
             statement: str,
             _params: object,
-            _context: ExecutionContext,
+            context: ExecutionContext,
             _many: bool,
         ) -> None:
-            started = conn.info[_STARTED].pop()[1]
-            record(statement, time.perf_counter() - started, cursor.rowcount)
+            record(statement, time.perf_counter() - started.pop(context), cursor.rowcount)
 
         def failed(context: ExceptionContext) -> None:
-            if context.statement is None:  # connecting failed, no statement ran
-                return
-            record.failed(context.statement)
-            execution, conn = context.execution_context, context.connection
-            if execution is None or conn is None:  # failed before before() ran
-                return
-            # A statement the driver refused never reached after(): its start goes here
-            # (one that failed later, setting up its result, was popped there already).
-            stack = conn.info.get(_STARTED)
-            if stack and stack[-1][0] is execution:
-                stack.pop()
+            if context.statement is not None:  # None: connecting failed, no statement ran
+                record.failed(context.statement)
 
         if isinstance(engine.pool, CountingPool):
             engine.pool.on_timeout = self.pool_timeouts.labels(role).inc
