@@ -50,6 +50,9 @@ from tests.pgcluster import (  # noqa: E402
 )
 
 LUA = ROOT / "bench" / "lua"
+# Scenario c reports the requests sent in this many first seconds apart: 10k new
+# connections open then.
+STORM_SECONDS = 5
 PINNED = "servers on CPU 0; wrk and PostgreSQL on CPU 1; a service with several workers unpinned"
 CACHE = Path(tempfile.gettempdir()) / "bookedbarber-bench"
 NOFILE = 65536
@@ -592,6 +595,7 @@ class Bench:
     today: int
     out: Path
     wrk_cpus: str | None
+    storms: list[str] = field(default_factory=list)
 
     def lua_args(self, extra: dict[str, Any]) -> list[str]:
         users = self.size.barbers + self.size.locations + self.size.clients
@@ -667,14 +671,22 @@ class Bench:
 
         The readers offer --c10k-rate reads per second per worker of the service; with
         --c10k-writers some connections book instead, as a second wrk process so each
-        gets its own percentiles.
+        gets its own percentiles. By default (--c10k-mode steady) one wrk process per part
+        runs the warm-up and the measured window on the same 10k connections; bench/lua/
+        timed.lua times the requests and keeps the measured ones, and those sent in the
+        first seconds (the 10k connections opening at once) go to `self.storms`. With
+        --c10k-mode separate the warm-up is its own wrk process, as before: the measured
+        run then opens 10k new connections while the warm-up's close.
         """
         total, writers = self.args.c10k_connections, self.args.c10k_writers
         workers = server.workers if server.name.startswith("service") else 1
         interval = total / (self.args.c10k_rate * workers)
         parts = [(self.args.c10k_mix, total - writers)] + ([("writes", writers)] if writers else [])
+        warm, d = self.args.c10k_warmup, self.args.c10k_duration
+        steady = self.args.c10k_mode == "steady"
+        tag = f"{server.name}-{server.workers}w-{self.args.c10k_mode}"
 
-        def launch(duration: int) -> list[subprocess.Popen[str]]:
+        def launch(duration: int, timed: bool) -> list[subprocess.Popen[str]]:
             return [
                 self.wrk(
                     server,
@@ -686,19 +698,32 @@ class Bench:
                         "mix": mix,
                         "interval": interval * 1000,
                         "per_thread": conns // self.args.c10k_threads,
-                    },
+                    }
+                    | (
+                        {
+                            "timed": 1,
+                            "warm": warm if steady else 0,
+                            "storm": min(STORM_SECONDS, warm if steady else d),
+                            "series": self.out / f"c10k-{tag}-{mix}.tsv",
+                        }
+                        if timed
+                        else {}
+                    ),
                 )
                 for mix, conns in parts
             ]
 
-        warm = self.args.c10k_warmup
-        for proc in launch(warm):
-            self.collect(proc, warm + 120)
-        d = self.args.c10k_duration
+        if steady:
+            procs = launch(warm + d, True)
+            time.sleep(warm)
+        else:
+            for proc in launch(warm, False):
+                self.collect(proc, warm + 120)
+            procs = launch(d, True)
         if server.tails:
             http_get(server.url + "/_tails/reset")
         with sampling(server, server.name.startswith("service"), self.cluster) as sample:
-            stats = [self.collect(proc, d + 120) for proc in launch(d)]
+            stats = [self.collect(proc, d + 120) for proc in procs]
         tails = json.loads(http_get(server.url + "/_tails")[1]) if server.tails else {}
         results = []
         for (mix, conns), st in zip(parts, stats, strict=True):
@@ -717,10 +742,23 @@ class Bench:
                 f"  {server.name} {server.workers}w {total:,} conns/{mix}: {r.rps:,.0f} req/s "
                 f"(offered ~{r.target_rps:,.0f}), p95 {st['p95_ms']:.1f} ms, "
                 f"p99 {st['p99_ms']:.1f} ms, statuses {st['statuses']}, "
-                f"socket errors {r.socket_errors}"
+                f"socket errors {r.socket_errors}, unpaired {st.get('unpaired', '-')}"
             )
+            self.storms.append(_storm_line(server, mix, st, self.args.c10k_mode))
+            log("  " + self.storms[-1])
             results.append(r)
         return results
+
+
+def _storm_line(server: Server, mix: str, st: dict[str, Any], mode: str) -> str:
+    """The requests sent in the first seconds: while 10k connections open at once."""
+    s = st["storm"]
+    when = "of the warm-up" if mode == "steady" else "of the measured run"
+    return (
+        f"{server.name} {server.workers}w {mix}: the first {s['duration_us'] / 1e6:g} s "
+        f"{when}: {s['requests']:,} requests, p50 {s['p50_ms']:.1f} ms, p99 "
+        f"{s['p99_ms']:.1f} ms, max {s['max_ms']:.0f} ms"
+    )
 
 
 # -- checks, profile, explain ------------------------------------------------------------
@@ -1133,6 +1171,14 @@ def parse_args() -> argparse.Namespace:
         help="wrk threads: wrk scans every pending delay timer of a thread on each event, "
         "so 10k thinking connections on few threads make the client the bottleneck",
     )
+    p.add_argument(
+        "--c10k-mode",
+        choices=["steady", "separate"],
+        default="steady",
+        help="steady: warm-up and measurement on the same connections (one wrk process, "
+        "requests timed in Lua); separate: the measured run opens 10k new connections "
+        "while the warm-up's close",
+    )
     p.add_argument("--c10k-duration", type=int, default=30)
     p.add_argument("--c10k-warmup", type=int, default=15)
     p.add_argument("--c10k-workers", default="1,2", help="service worker counts for scenario c")
@@ -1162,6 +1208,7 @@ def parse_args() -> argparse.Namespace:
         "max_prepared_statements; the machine's by default",
     )
     p.add_argument("--skip-c10k", action="store_true")
+    p.add_argument("--only-c10k", action="store_true", help="scenario c alone (no a, no b)")
     p.add_argument("--skip-seed-if-cached", action="store_true")
     p.add_argument("--no-pin", action="store_true", help="let the scheduler place everything")
     p.add_argument("--profile", action="store_true", help="py-spy the 1-worker service")
@@ -1271,6 +1318,24 @@ def _profiles(
         procs.stop(reference.proc)
 
 
+def _scenario_c(
+    bench: Bench, procs: Processes, server_cpus: str | None, results: list[Result]
+) -> None:
+    """10k connections: the reference (one process), then the service per worker count."""
+    args, cluster, out = bench.args, bench.cluster, bench.out
+    if args.c10k_reference:
+        log(f"scenario c: {args.c10k_connections:,} connections, the reference")
+        reference = start_reference(procs, cluster, server_cpus, out)
+        results.extend(bench.many_connections(reference))
+        procs.stop(reference.proc)
+    for w in [int(w) for w in args.c10k_workers.split(",") if w]:
+        log(f"scenario c: {args.c10k_connections:,} connections, service, {w} workers")
+        cpus = server_cpus if w == 1 else None
+        service = start_service(procs, cluster, w, cpus, out, tails=args.tails)
+        results.extend(bench.many_connections(service))
+        procs.stop(service.proc)
+
+
 def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -1306,6 +1371,8 @@ def main() -> int:
         today = (dt.date.fromisoformat(meta["seeded_on"]) - dt.date(1970, 1, 1)).days
         bench = Bench(args, cluster, size, today, out, other_cpus)
 
+        if args.only_c10k:
+            workers = []
         if 1 in workers:
             _scenario_a(bench, procs, endpoints, server_cpus, results, extras)
         for w in [w for w in workers if w != 1]:
@@ -1315,17 +1382,13 @@ def main() -> int:
                 results.append(bench.closed_loop(f"b: {w} workers", service, e))
             procs.stop(service.proc)
         if not args.skip_c10k:
-            if args.c10k_reference:
-                log(f"scenario c: {args.c10k_connections:,} connections, the reference")
-                reference = start_reference(procs, cluster, server_cpus, out)
-                results.extend(bench.many_connections(reference))
-                procs.stop(reference.proc)
-            for w in [int(w) for w in args.c10k_workers.split(",") if w]:
-                log(f"scenario c: {args.c10k_connections:,} connections, service, {w} workers")
-                cpus = server_cpus if w == 1 else None
-                service = start_service(procs, cluster, w, cpus, out, tails=args.tails)
-                results.extend(bench.many_connections(service))
-                procs.stop(service.proc)
+            _scenario_c(bench, procs, server_cpus, results)
+        if bench.storms:
+            extras.append(
+                f"## {args.c10k_connections:,} new connections at once (scenario c, "
+                f"--c10k-mode {args.c10k_mode}; time series in {out})\n\n"
+                + "\n".join(f"- {line}" for line in bench.storms)
+            )
         if args.explain:
             log("EXPLAIN (ANALYZE, BUFFERS) on the replica")
             extras.append(

@@ -31,15 +31,20 @@ function M.iso(epoch)
   return os.date("!%Y-%m-%dT%H:%M:%S+00:00", epoch)
 end
 
+-- request_token: set by timed.lua to pair a response with its request (sent as
+-- X-Request-ID, which the service echoes); nil otherwise.
 function M.get(path)
   sent = sent + 1
+  if request_token then
+    return wrk.format("GET", path, { ["X-Request-ID"] = request_token })
+  end
   return wrk.format("GET", path)
 end
 
 -- GET /users/{id} with every relation the dashboard shows.
 function M.user()
-  return M.get("/api/v1/users/" .. math.random(1, opts.users)
-    .. "?include=appointments,payments,organizations")
+  last_user = math.random(1, opts.users)
+  return M.get("/api/v1/users/" .. last_user .. "?include=appointments,payments,organizations")
 end
 
 -- A barber's week, in the month around today where bookings are confirmed.
@@ -73,14 +78,15 @@ function M.write()
     .. '"start_time":"%s","end_time":"%s","notes":"bench"}',
     client, barber, (location - 1) * 5 + 1, location, M.iso(slot), M.iso(slot + 1800))
   return wrk.format("POST", "/api/v1/appointments",
-    {["Content-Type"] = "application/json"}, body)
+    {["Content-Type"] = "application/json", ["X-Request-ID"] = request_token}, body)
 end
 
 local function percentile(latency, p)
   return latency:percentile(p) / 1000.0
 end
 
-function M.done(summary, latency, requests)
+-- Every thread's responses by status, as the inside of a JSON object.
+function M.statuses_json()
   local counts = {}
   for _, thread in ipairs(threads) do
     for status, n in pairs(thread:get("statuses") or {}) do
@@ -91,6 +97,14 @@ function M.done(summary, latency, requests)
   for status, n in pairs(counts) do
     table.insert(parts, string.format('"%d":%d', status, n))
   end
+  return table.concat(parts, ",")
+end
+
+function M.done(summary, latency, requests)
+  opts = threads[1]:get("opts") -- done() runs in wrk's main state, which init() never saw
+  if opts.timed == 1 then
+    return require("timed").done(threads, summary, M.statuses_json())
+  end
   local e = summary.errors
   io.write(string.format(
     'BENCH_JSON {"requests":%d,"duration_us":%d,"p50_ms":%.3f,"p95_ms":%.3f,"p99_ms":%.3f,'
@@ -100,13 +114,27 @@ function M.done(summary, latency, requests)
     summary.requests, summary.duration, percentile(latency, 50), percentile(latency, 95),
     percentile(latency, 99), percentile(latency, 90), percentile(latency, 99.9),
     latency.mean / 1000.0, latency.max / 1000.0, e.connect, e.read,
-    e.write, e.timeout, e.status, summary.bytes, table.concat(parts, ",")))
+    e.write, e.timeout, e.status, summary.bytes, M.statuses_json()))
 end
 
 -- Wires the hooks of a scenario whose request() is `make`.
+-- With timed=1 (mixed.lua at 10,000 connections) timed.lua times each request in Lua.
 function M.scenario(make)
-  setup, init, response, done = M.setup, M.init, M.response, M.done
-  request = make
+  setup, done = M.setup, M.done
+  local timed = require("timed")
+  init = function(args)
+    M.init(args)
+    if opts.timed == 1 then
+      timed.init()
+      local user_only = opts.mix == "user"
+      request = function() return timed.request(make, user_only) end
+      response = function(status, headers, body)
+        M.response(status, headers, body)
+        timed.response(status, headers, body)
+      end
+    end
+  end
+  request, response = make, M.response
 end
 
 return M
