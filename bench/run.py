@@ -713,6 +713,10 @@ class Bench:
                 for mix, conns in parts
             ]
 
+        # wrk's own CPU (children's rusage once each is waited for): at 10k connections
+        # it scans every pending delay timer of a thread on each event, on the CPU it
+        # shares with PostgreSQL.
+        client = resource.getrusage(resource.RUSAGE_CHILDREN)
         if steady:
             procs = launch(warm + d, True)
             time.sleep(warm)
@@ -721,10 +725,14 @@ class Bench:
                 self.collect(proc, warm + 120)
             procs = launch(d, True)
         if server.tails:
-            http_get(server.url + "/_tails/reset")
+            # Asked under load in steady mode: behind up to a second of queued requests.
+            http_get(server.url + "/_tails/reset", timeout=60)
         with sampling(server, server.name.startswith("service"), self.cluster) as sample:
             stats = [self.collect(proc, d + 120) for proc in procs]
         tails = json.loads(http_get(server.url + "/_tails")[1]) if server.tails else {}
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client_s = after.ru_utime + after.ru_stime - client.ru_utime - client.ru_stime
+        responses = sum(sum(st["statuses"].values()) for st in stats)
         results = []
         for (mix, conns), st in zip(parts, stats, strict=True):
             r = Result(
@@ -742,7 +750,9 @@ class Bench:
                 f"  {server.name} {server.workers}w {total:,} conns/{mix}: {r.rps:,.0f} req/s "
                 f"(offered ~{r.target_rps:,.0f}), p95 {st['p95_ms']:.1f} ms, "
                 f"p99 {st['p99_ms']:.1f} ms, statuses {st['statuses']}, "
-                f"socket errors {r.socket_errors}, unpaired {st.get('unpaired', '-')}"
+                f"socket errors {r.socket_errors}, unpaired {st.get('unpaired', '-')}, "
+                f"server CPU {r.cpu_ms:.2f} ms/request, wrk CPU "
+                f"{1000 * client_s / max(1, responses):.2f} ms/response (warm-up included)"
             )
             self.storms.append(_storm_line(server, mix, st, self.args.c10k_mode))
             log("  " + self.storms[-1])
