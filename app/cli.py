@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from app.db.transfer.report import Report
 
 _Command = TypeVar("_Command", bound=Callable[..., object])
+# The listen queue: uvicorn's 2048 overflows when 10,000 clients connect at once (a
+# restart behind a load balancer; bench/run.py scenario c's warm-up): each dropped
+# handshake is retried by the client a second or more later, and its first request
+# waits as long. The kernel caps it at net.core.somaxconn (4096 by default since 5.4).
+LISTEN_BACKLOG = 16384
 
 # The commands import the rest themselves. This module is imported by `--help`, by `serve`
 # before its port opens, and again by each of `db copy`'s spawned workers; with every import
@@ -81,12 +86,20 @@ def main(debug: bool) -> None:
 @click.option("--port", type=int, default=None, help="Port (PORT, default 8000).")
 @click.option("--workers", type=int, default=None, help="Worker processes (WORKERS, default 1).")
 @click.option("--keep-alive", type=int, default=None, help="Idle keep-alive seconds (default 75).")
+@click.option(
+    "--backlog",
+    type=int,
+    default=LISTEN_BACKLOG,
+    show_default=True,
+    help="Connections the kernel queues before they are accepted (capped by net.core.somaxconn).",
+)
 @click.option("--access-log/--no-access-log", default=True)
 def serve(
     host: str | None,
     port: int | None,
     workers: int | None,
     keep_alive: int | None,
+    backlog: int,
     access_log: bool,
 ) -> None:
     """Serve the HTTP API with uvicorn (uvloop, httptools)."""
@@ -124,6 +137,7 @@ def serve(
         # httptools with limits on a request's head: its time and its size.
         http=uvicorn_http.protocol(settings),
         timeout_keep_alive=keep_alive or settings.keep_alive_timeout,
+        backlog=backlog,
         timeout_worker_healthcheck=settings.worker_healthcheck_timeout,  # type: ignore[arg-type]
         access_log=access_log,
         log_config=logs.config(settings),

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -295,10 +297,31 @@ def _free_port() -> int:
 
 def test_serve_on_fresh_sqlite_creates_demo_database(tmp_path: Path) -> None:
     """README's first command: a new SQLite file, upgraded and seeded, serving on a port."""
+    _serve_until_live(tmp_path, [])
+    assert (tmp_path / "bookedbarber.db").exists()
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to read the queue")
+def test_serve_listens_with_the_backlog_it_is_given(tmp_path: Path) -> None:
+    """`--backlog`: the listen queue the kernel keeps (ss shows it as a listener's Send-Q)."""
+
+    def queue(port: int) -> int:
+        out = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        return int(out[2])
+
+    assert _serve_until_live(tmp_path, ["--backlog", "123"], queue) == 123
+
+
+def _serve_until_live(
+    tmp_path: Path, extra: list[str], probe: Callable[[int], int] | None = None
+) -> int | None:
+    """Runs `serve` on a fresh SQLite file until /health/live answers; `probe(port)` then."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REPLICA_URLS")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port), "--no-access-log"],
+        [sys.executable, "-m", "app", "serve", "--port", str(port), "--no-access-log", *extra],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -316,7 +339,7 @@ def test_serve_on_fresh_sqlite_creates_demo_database(tmp_path: Path) -> None:
                     assert time.monotonic() < deadline, "serve did not come up within 60 s"
                     time.sleep(0.1)
             assert response.status_code == 200
-        assert (tmp_path / "bookedbarber.db").exists()
+        return probe(port) if probe else None
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
