@@ -118,7 +118,9 @@ function T.done(threads, summary_, statuses_json)
   io.write("BENCH_JSON ", summary(all, total - (opts.warm or 0)), string.format(
     ',"connect":%d,"read":%d,"write":%d,"timeout":%d,"status_errors":%d,"bytes":%d,'
     .. '"unpaired":%d,"statuses":{%s},"storm":%s}\n',
-    e.connect, e.read, e.write, e.timeout, e.status, summary_.bytes, lost, statuses_json,
+    e.connect, e.read, e.write, e.timeout, e.status,
+    -- wrk counts the bytes of the whole run: those of the measured responses, pro rata
+    math.floor(summary_.bytes * #all / math.max(1, summary_.requests)), lost, statuses_json,
     summary(early, opts.storm or 0) .. "}"))
   if opts.series then
     local keys = {}
