@@ -7,7 +7,7 @@ import contextlib
 import gc
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,9 +138,11 @@ async def _load_table(
     state: _Progress,
     opts: CopyOptions,
     advance: Callable[[str, int], None],
+    writer: asyncio.Lock,
 ) -> int:
     """Batches read and converted by a worker, each written (with its progress row) here
-    while the worker reads the next: this process only writes."""
+    while the worker reads the next: this process only writes, one batch at a time (the
+    writer lock) for every table loading at once."""
     name = table.name
     _n, last_key, _rows, _done, _action = state
     # The typed side decides: a PostgreSQL numeric goes to SQLite as text digits.
@@ -168,7 +170,8 @@ async def _load_table(
             finished = len(rows) < opts.batch_size
             if not finished:  # the next range is read while this one is written
                 fetching = read(last)
-            await asyncio.to_thread(_write, dst, insert, rows, name, last, finished)
+            async with writer:
+                await _finish(asyncio.to_thread(_write, dst, insert, rows, name, last, finished))
             copied += len(rows)
             advance(name, len(rows))
             if finished:
@@ -178,6 +181,18 @@ async def _load_table(
             fetching.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await fetching
+
+
+async def _finish(work: Coroutine[object, object, None]) -> None:
+    """A write in its thread, waited for to its end even when the copy is cancelled
+    meanwhile: the connection is closed only once no thread writes on it."""
+    job = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(job)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await job
+        raise
 
 
 def _write(
@@ -241,6 +256,66 @@ def _digests(path: Path, dsn: str, lite_table: Table, pg_table: Table, opts: Opt
     return asyncio.run(both())
 
 
+@dataclass
+class _Loading:
+    """The tables loaded `jobs` at once, the biggest first: each reads its batches in a
+    worker while this process writes another's, one batch at a time (SQLite has one
+    writer). A table's indexes are built as soon as its rows are in, and its checksums
+    computed in a worker while the other tables load."""
+
+    executor: ProcessPoolExecutor
+    dsn: str
+    dst: sqlite3.Connection
+    path: Path
+    tables: dict[str, Table]
+    existing: dict[str, Table]
+    state: dict[str, _Progress]
+    opts: CopyOptions
+
+    async def run(
+        self,
+        totals: dict[str, int],
+        advance: Callable[[str, int], None],
+        checks: dict[str, asyncio.Future[Check]],
+    ) -> int:
+        writer = asyncio.Lock()
+        slots = asyncio.Semaphore(max(1, self.opts.jobs))
+        options = Options(self.opts.round_money, self.opts.strip_nul)
+
+        async def one(name: str) -> int:
+            copied = 0
+            async with slots:
+                if not self.state[name][3]:
+                    copied = await _load_table(
+                        self.executor,
+                        self.dsn,
+                        self.dst,
+                        self.tables[name],
+                        self.existing[name],
+                        self.state[name],
+                        self.opts,
+                        advance,
+                        writer,
+                    )
+            lite_table, pg_table = self.existing[name], self.tables[name]
+            checking = workers.run(
+                self.executor, _digests, self.path, self.dsn, lite_table, pg_table, options
+            )
+            checks[name] = asyncio.ensure_future(checking)
+            async with writer:
+                await _finish(asyncio.to_thread(lite.create_indexes, self.dst, pg_table))
+            return copied
+
+        biggest = sorted(totals, key=totals.__getitem__, reverse=True)
+        tasks = [asyncio.ensure_future(one(name)) for name in biggest]
+        try:
+            return sum(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def to_sqlite(
     source_url: str, target_url: str, opts: CopyOptions, console: Console
 ) -> Report:
@@ -287,20 +362,12 @@ async def _to_sqlite(
     report.actions = {name: state[name][4] for name in order}
     totals = {name: await pg.count(conn, "public", name) for name in order}
     options = Options(opts.round_money, opts.strip_nul)
-    checks: list[asyncio.Future[Check]] = []
+    checks: dict[str, asyncio.Future[Check]] = {}
+    loading = _Loading(executor, dsn, dst, path, tables, existing, state, opts)
     try:
         with progress(console, totals, {n: state[n][2] for n in order}) as advance:
-            for name in order:
-                if not state[name][3]:
-                    report.rows_copied += await _load_table(
-                        executor, dsn, dst, tables[name], existing[name], state[name], opts, advance
-                    )
-                checking = workers.run(
-                    executor, _digests, path, dsn, existing[name], tables[name], options
-                )
-                checks.append(asyncio.ensure_future(checking))
+            report.rows_copied += await loading.run(totals, advance, checks)
         for name in order:
-            lite.create_indexes(dst, tables[name])
             for index in tables[name].skipped_indexes:
                 report.note(
                     "index-skipped",
@@ -311,11 +378,11 @@ async def _to_sqlite(
             report.note(
                 "orphans", child, f"-> {parent}: {n} orphaned rows kept", count=n, keys=sample
             )
-        found = await asyncio.gather(*checks)
+        found = await asyncio.gather(*(checks[name] for name in order))
     finally:
-        for pending in checks:
+        for pending in checks.values():
             pending.cancel()
-        await asyncio.gather(*checks, return_exceptions=True)
+        await asyncio.gather(*checks.values(), return_exceptions=True)
     for name, check in zip(order, found, strict=True):
         if not check.ok:
             check = await compare(
