@@ -91,12 +91,18 @@ def _plain_quick(q: str) -> str:
     return f"{_iso_quick(q, (19, 26))} AND substr({q}, 21, 3) <> '999'"
 
 
+def _int_candidates(q: str, kind: str) -> str:
+    if kind == "int8":
+        return f"typeof({q}) <> 'integer'"  # every SQLite integer is a 64-bit one
+    top = INT_RANGES[kind]
+    return f"NOT (typeof({q}) = 'integer' AND {q} BETWEEN {-top} AND {top - 1})"
+
+
 def candidates(q: str, t: Type) -> str:
     """SQL true for values that need a look in Python; the rest fit t as they are."""
     k = t.kind
     if k in INT_RANGES:
-        top = INT_RANGES[k]
-        return f"NOT (typeof({q}) = 'integer' AND {q} BETWEEN {-top} AND {top - 1})"
+        return _int_candidates(q, k)
     if k == "numeric":
         if t.precision is None:
             return f"typeof({q}) NOT IN ('integer', 'real') OR abs({q}) > 1.7e308"

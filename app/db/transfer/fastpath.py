@@ -111,8 +111,9 @@ def copy_text(q: str, t: Type) -> str:
 
 
 def _micros_sql(q: str) -> str:
+    # unixepoch() is strftime('%s') as an integer without the text in between.
     return (
-        f"CAST(strftime('%s', substr({q}, 1, 19)) AS INTEGER) * 1000000 + "
+        f"unixepoch(substr({q}, 1, 19)) * 1000000 + "
         f"CASE WHEN length({q}) = 26 THEN CAST(substr({q}, 21) AS INTEGER) ELSE 0 END"
     )
 
@@ -138,6 +139,19 @@ def _instant_micros(q: str) -> str:
     )
 
 
+def _instant_micros_quick(q: str) -> str:
+    """_instant_micros() in fewer steps: the whole seconds from unixepoch() of the text
+    without its fraction (exact: the fraction is what julianday() would round), the six
+    digits of the fraction added. Past 9999-12-31 in UTC unixepoch() gives NULL, and
+    _instant_micros() answers."""
+    return (
+        f"coalesce(CASE WHEN substr({q}, 20, 1) = '.' "
+        f"THEN unixepoch(substr({q}, 1, 19) || substr({q}, 27)) * 1000000 "
+        f"+ CAST(substr({q}, 21, 6) AS INTEGER) ELSE unixepoch({q}) * 1000000 END, "
+        f"{_instant_micros(q)})"
+    )
+
+
 def digest_sqlite(q: str, t: Type) -> str:
     """The digest text in SQLite SQL, for values fast() vouches for."""
     k = t.kind
@@ -152,7 +166,7 @@ def digest_sqlite(q: str, t: Type) -> str:
     elif k == "bytea":
         value = f"lower(hex(CAST({q} AS BLOB)))"
     elif k == "timestamptz":
-        value = f"{_instant_micros(q)} || ''"
+        value = f"{_instant_micros_quick(q)} || ''"
     elif k == "timestamp":
         value = f"({_micros_sql(q)}) || ''"
     elif k == "date":
