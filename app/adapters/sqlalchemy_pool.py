@@ -156,6 +156,9 @@ class CountingPool(AsyncAdaptedQueuePool):
 
     _queue_class = FairQueue[ConnectionPoolEntry]
     on_timeout: Callable[[], None] | None = None
+    # What counts and times the statements sent to this pool's drivers directly
+    # (app/db/metrics.py Recorder), found here without a weak-mapping lookup.
+    on_statement: Callable[[str, float, int], None] | None = None
     # Seconds after its return within which a connection is handed out unpinged
     # (the checkout event _ping), or None when that event is not attached.
     ping_after_idle: float | None = None
@@ -220,4 +223,5 @@ class CountingPool(AsyncAdaptedQueuePool):
         pool = super().recreate()
         assert isinstance(pool, CountingPool)
         pool.on_timeout = self.on_timeout  # dispose() recreates the pool: keep counting
+        pool.on_statement = self.on_statement
         return pool

@@ -242,6 +242,7 @@ class DatabaseMetrics:
 
         if isinstance(engine.pool, CountingPool):
             engine.pool.on_timeout = self.pool_timeouts.labels(role).inc
+            engine.pool.on_statement = record
         event.listen(sync_engine, "before_cursor_execute", before)
         event.listen(sync_engine, "after_cursor_execute", after)
         event.listen(sync_engine, "handle_error", failed)
@@ -249,7 +250,10 @@ class DatabaseMetrics:
 
     def record_statement(self, engine: AsyncEngine, statement: str, t: float, rows: int) -> None:
         """A statement sent to the driver directly; `rows` it returned (no_rows at 0)."""
-        record = self._recorders.get(engine.pool)
+        pool = engine.pool
+        record = pool.on_statement if isinstance(pool, CountingPool) else None
+        if record is None:
+            record = self._recorders.get(pool)
         if record is not None:
             record(statement, t, rows)
 
