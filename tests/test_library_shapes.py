@@ -116,7 +116,10 @@ async def test_the_quick_checkout_hands_out_a_working_connection(postgres: Postg
         assert private(first, "_pool") is pool, "a checked-out connection's _pool changed"
         assert private(first.dbapi_connection, "_transaction") is None
         assert pool.checkin_without_io(first)
-        first.close()  # no greenlet: goes back to the queue as it is
+        special = private(first, "_close_special")
+        assert parameters(special) == ["transaction_reset"], "_close_special's signature"
+        pool.checkin_reset(first)  # no greenlet, no rollback: back to the queue as it is
+        assert (pool.checkedout(), pool.checkedin()) == (0, 1)
         record = pool._pool.newest_idle()
         assert isinstance(private(record, "starttime"), float), "an entry's starttime changed"
         assert private(record, "_soft_invalidate_time") == 0
