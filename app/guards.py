@@ -76,6 +76,7 @@ class TokenGate:
     def __init__(self, app: ASGIApp, tokens: Sequence[SecretStr]) -> None:
         self.app = app
         self.tokens = tokens
+        self._secrets = [token.get_secret_value().encode() for token in tokens]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -96,7 +97,7 @@ class TokenGate:
         return (
             bool(credentials)
             and scheme.lower() == "bearer"
-            and (token_accepted(self.tokens, credentials))
+            and _accepted(self._secrets, credentials)
         )
 
 
@@ -104,11 +105,15 @@ def token_accepted(tokens: Sequence[SecretStr], offered: str | None) -> bool:
     """True when no tokens are configured or `offered` (a bearer credential) is one of them."""
     if not tokens:
         return True
+    return _accepted([token.get_secret_value().encode() for token in tokens], offered)
+
+
+def _accepted(secrets: Sequence[bytes], offered: str | None) -> bool:
     given = offered.encode() if offered else b""
     # Compare against every token so timing says nothing about which matched.
     matched = False
-    for token in tokens:
-        matched |= hmac.compare_digest(given, token.get_secret_value().encode())
+    for secret in secrets:
+        matched |= hmac.compare_digest(given, secret)
     return matched
 
 

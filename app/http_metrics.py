@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Summary
 from prometheus_fastapi_instrumentator.routing import get_route_name
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.adapters.prometheus_values import counting, observing
+
+_Record = Callable[[float], None]
 _SIZE_HELP = "Only value of header is respected. Otherwise ignored. No percentile calculated. "
 
 
@@ -64,7 +67,8 @@ class HttpMetrics:
             buckets=(0.1, 0.5, 1),
             registry=registry,
         )
-        self._children: dict[tuple[str, str, str], tuple[Counter, Summary, Summary, Histogram]] = {}
+        self._latency_highr = observing(self.latency_highr)
+        self._children: dict[tuple[str, str, str], tuple[_Record, _Record, _Record, _Record]] = {}
 
     def observe(
         self,
@@ -80,17 +84,17 @@ class HttpMetrics:
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = (
-                self.requests.labels(method, status, handler),
-                self.request_size.labels(handler),
-                self.response_size.labels(handler),
-                self.latency.labels(method, handler),
+                counting(self.requests.labels(method, status, handler)),
+                observing(self.request_size.labels(handler)),
+                observing(self.response_size.labels(handler)),
+                observing(self.latency.labels(method, handler)),
             )
         requests, request_size, response_size, latency = children
-        requests.inc()
-        request_size.observe(request_bytes)
-        response_size.observe(response_bytes)
-        self.latency_highr.observe(seconds)
-        latency.observe(seconds)
+        requests(1)
+        request_size(request_bytes)
+        response_size(response_bytes)
+        self._latency_highr(seconds)
+        latency(seconds)
 
 
 # Not recorded: scrapes and probes would only drown the real traffic.

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import os
 import re
-import uuid
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,33 @@ _SANE_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 _NOT_EXTRA = frozenset([*RESERVED_ATTRS, "taskName", "request_id", "color_message"])
 
 
+class _NewIds:
+    """New request ids as `uuid.uuid4().hex` writes them (version 4, RFC 4122 variant), from
+    os.urandom read 4 KiB at a time: one system call per 256 ids instead of one each,
+    and no UUID object. A forked worker starts with none of its parent's bytes."""
+
+    _MASK = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+    _V4 = (0x4000 << 64) | (0x8000 << 48)
+
+    def __init__(self) -> None:
+        self._bytes = b""
+        self._at = 0
+
+    def forget(self) -> None:
+        self._bytes, self._at = b"", 0
+
+    def __call__(self) -> str:
+        at = self._at
+        if at >= len(self._bytes):
+            self._bytes, at = os.urandom(4096), 0
+        self._at = at + 16
+        return f"{int.from_bytes(self._bytes[at : at + 16]) & self._MASK | self._V4:032x}"
+
+
+new_request_id = _NewIds()
+os.register_at_fork(after_in_child=new_request_id.forget)
+
+
 def request_id(headers: list[tuple[bytes, bytes]]) -> str:
     """The client's X-Request-ID when it is sane, else a new one."""
     for name, value in headers:
@@ -38,7 +65,7 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
             if _SANE_ID.fullmatch(value):
                 return value.decode("ascii")
             break
-    return uuid.uuid4().hex
+    return new_request_id()
 
 
 class RequestIdFilter(logging.Filter):

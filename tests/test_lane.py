@@ -373,3 +373,16 @@ def test_bodies_write_timestamps_like_pydantic() -> None:
     adapter = TypeAdapter(dt.datetime)
     for moment in moments:
         assert shapes.body(moment) == adapter.dump_json(moment), moment
+
+
+def test_the_lane_keeps_only_frozen_query_models() -> None:
+    """The lane hands one validated query model to every request with the same string."""
+    from app.api import lane
+
+    for read in (reads.USER, reads.SCHEDULE, reads.REVENUE):
+        assert read.query.model_config.get("frozen"), read.route
+        contract = read.contract
+        first = lane._query(b"start=2030-01-01&end=2030-01-07", read.query, contract)
+        again = lane._query(b"start=2030-01-01&end=2030-01-07", read.query, contract)
+        assert first is again or first is None
+    assert lane._query(b"start=2030-01-01&start=2030-01-02", reads.REVENUE.query, contract) is None

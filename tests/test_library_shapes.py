@@ -116,7 +116,10 @@ async def test_the_quick_checkout_hands_out_a_working_connection(postgres: Postg
         assert private(first, "_pool") is pool, "a checked-out connection's _pool changed"
         assert private(first.dbapi_connection, "_transaction") is None
         assert pool.checkin_without_io(first)
-        first.close()  # no greenlet: goes back to the queue as it is
+        special = private(first, "_close_special")
+        assert parameters(special) == ["transaction_reset"], "_close_special's signature"
+        pool.checkin_reset(first)  # no greenlet, no rollback: back to the queue as it is
+        assert (pool.checkedout(), pool.checkedin()) == (0, 1)
         record = pool._pool.newest_idle()
         assert isinstance(private(record, "starttime"), float), "an entry's starttime changed"
         assert private(record, "_soft_invalidate_time") == 0
@@ -347,3 +350,57 @@ def test_multiprocess_values_go_to_files_when_the_process_starts_with_the_direct
     assert _child("early", tmp_path / "early") == "value: 3.0"
     late = _child("late", tmp_path / "late")
     assert late.startswith("refused: PROMETHEUS_MULTIPROC_DIR was set"), late
+
+
+def test_lock_free_recorders_scrape_as_the_library_records() -> None:
+    """counting/observing swap a child's values and bucket search: the scrape must not change."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
+
+    from app.adapters.prometheus_values import LoopValue, counting, observing
+
+    def series(registry: CollectorRegistry) -> tuple[Counter, Histogram, Summary]:
+        return (
+            Counter("shape_total", "c", ["k"], registry=registry),
+            Histogram("shape_seconds", "h", ["k"], buckets=(0.1, 0.5, 1), registry=registry),
+            Summary("shape_bytes", "s", ["k"], registry=registry),
+        )
+
+    def without_created(registry: CollectorRegistry) -> list[str]:
+        return [
+            line
+            for line in generate_latest(registry).decode().splitlines()
+            if "_created" not in line
+        ]
+
+    amounts = [0.0, 0.05, 0.1, 0.1000001, 0.5, 0.7, 1.0, 2.0, float("inf"), -3.0, 0.3]
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    counter, histogram, summary = series(theirs)
+    for amount in amounts:
+        counter.labels("a").inc(abs(amount))
+        histogram.labels("a").observe(amount)
+        summary.labels("a").observe(amount)
+    counter, histogram, summary = series(ours)
+    # The first ones through the library: a swap keeps what was counted before it.
+    counter.labels("a").inc(abs(amounts[0]))
+    histogram.labels("a").observe(amounts[0])
+    summary.labels("a").observe(amounts[0])
+    add = counting(counter.labels("a"))
+    observe = observing(histogram.labels("a"))
+    size = observing(summary.labels("a"))
+    assert isinstance(private(counter.labels("a"), "_value"), LoopValue)
+    assert all(isinstance(b, LoopValue) for b in private(histogram.labels("a"), "_buckets"))
+    assert private(histogram.labels("a"), "_upper_bounds") == [0.1, 0.5, 1.0, float("inf")]
+    assert isinstance(private(summary.labels("a"), "_count"), LoopValue)
+    for amount in amounts[1:-1]:
+        add(abs(amount))
+        observe(amount)
+        size(amount)
+    # A second recorder of the same child adds to the same values; so does the library.
+    observing(histogram.labels("a"))(amounts[-1])
+    counter.labels("a").inc(abs(amounts[-1]))
+    summary.labels("a").observe(amounts[-1])
+    assert without_created(ours) == without_created(theirs)
+    # NaN: no bucket, as the library counts it (its sum turns NaN).
+    before = histogram.labels("a")._buckets[0].get()
+    observe(float("nan"))
+    assert histogram.labels("a")._buckets[0].get() == before

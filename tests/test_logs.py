@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,11 @@ async def test_an_unhandled_error_is_logged_once_without_parameters(
     assert error["request_id"] == "broken-1"
     assert "no_such_table" in error["exc_info"]
     assert personal not in captured.getvalue()
+
+
+def test_new_request_ids_are_uuid4_hex_and_distinct() -> None:
+    ids = [logs.new_request_id() for _ in range(1000)]  # past several refills of the buffer
+    assert len(set(ids)) == len(ids)
+    for made in ids:
+        parsed = uuid.UUID(made)
+        assert (parsed.version, parsed.variant, parsed.hex) == (4, uuid.RFC_4122, made)

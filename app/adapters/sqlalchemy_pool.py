@@ -19,6 +19,10 @@ What it relies on, and what each buys:
   await, so that the hot reads (app/db/sessions.py RoutedConnection) take and give back their
   connection without a greenlet: a large share of the client CPU of a checkout, one
   statement and a return (bench/pool_fast_path.py; the hot reads of bench/run.py).
+- `_ConnectionFairy._close_special(transaction_reset=True)`, as SQLAlchemy's own Connection
+  gives back a connection it rolled back: for a connection `checkin_without_io` approved
+  (no transaction on the driver), the reset-on-return rollback would do nothing; the
+  hot reads skip the call (`checkin_reset`).
 - `QueuePool._max_overflow`: the configured overflow, for the start-up budget
   (app/db/budget.py); the pool has no public getter for it.
 - `sqlalchemy.util.greenlet_spawn`: closes or invalidates a raw connection from async
@@ -32,7 +36,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import (
@@ -46,6 +50,7 @@ from sqlalchemy.util.queue import Empty, Full, QueueCommon
 
 if TYPE_CHECKING:
     import asyncpg
+    from sqlalchemy.pool.base import _ConnectionFairy
 
 _T = TypeVar("_T")
 
@@ -151,6 +156,9 @@ class CountingPool(AsyncAdaptedQueuePool):
 
     _queue_class = FairQueue[ConnectionPoolEntry]
     on_timeout: Callable[[], None] | None = None
+    # What counts and times the statements sent to this pool's drivers directly
+    # (app/db/metrics.py Recorder), found here without a weak-mapping lookup.
+    on_statement: Callable[[str, float, int], None] | None = None
     # Seconds after its return within which a connection is handed out unpinged
     # (the checkout event _ping), or None when that event is not attached.
     ping_after_idle: float | None = None
@@ -196,6 +204,13 @@ class CountingPool(AsyncAdaptedQueuePool):
             and getattr(connection.dbapi_connection, "_transaction", None) is None
         )
 
+    @staticmethod
+    def checkin_reset(connection: PoolProxiedConnection) -> None:
+        """Give back a connection `checkin_without_io` approved, as already reset: its
+        driver holds no transaction, so the pool's rollback on return would do nothing."""
+        fairy = cast("_ConnectionFairy", connection)
+        fairy._close_special(transaction_reset=True)
+
     def _do_get(self) -> ConnectionPoolEntry:
         try:
             return super()._do_get()
@@ -208,4 +223,5 @@ class CountingPool(AsyncAdaptedQueuePool):
         pool = super().recreate()
         assert isinstance(pool, CountingPool)
         pool.on_timeout = self.on_timeout  # dispose() recreates the pool: keep counting
+        pool.on_statement = self.on_statement
         return pool

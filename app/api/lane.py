@@ -44,6 +44,13 @@ _READS = (reads.USER, reads.SCHEDULE, reads.REVENUE)
 _CONTRACTS = {read: read.contract for read in _READS}
 _JSON = b"application/json"
 MATCH = "hot_read"  # scope["state"] key: the path's match, when the edge stack chose the lane
+# Validated query models by (model, raw query string): the same weeks and months come back
+# request after request, and parsing and validating one cost more than the lane's other
+# work. The models are frozen and their validation reads nothing but the string. Bounded:
+# so many entries, each of a string so long at most (a week's is about 30 bytes).
+_QUERIES: dict[tuple[type[BaseModel], bytes], BaseModel] = {}
+_QUERIES_LIMIT = 4096
+_QUERY_KEPT_BYTES = 256
 
 
 def match(path: str) -> re.Match[str] | None:
@@ -120,6 +127,17 @@ def _plan(scope: Scope, found: re.Match[str]) -> Plan | None:
 
 def _query(raw: bytes, model: type[BaseModel], contract: QueryContract) -> BaseModel | None:
     """The query string as FastAPI reads it into `model`, or None if it breaks the contract."""
+    found = _QUERIES.get((model, raw))
+    if found is None:
+        found = _parse_query(raw, model, contract)
+        if found is not None and len(raw) <= _QUERY_KEPT_BYTES:
+            if len(_QUERIES) >= _QUERIES_LIMIT:
+                _QUERIES.clear()
+            _QUERIES[model, raw] = found
+    return found
+
+
+def _parse_query(raw: bytes, model: type[BaseModel], contract: QueryContract) -> BaseModel | None:
     values: dict[str, str | list[str]] = {}
     # As Starlette parses it (Request.query_params).
     for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):

@@ -7,6 +7,7 @@ import os
 import re
 import time
 import weakref
+from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,7 +26,7 @@ from sqlalchemy.engine.interfaces import DBAPICursor, ExceptionContext, Executio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import Pool as ConnectionPool
 
-from app.adapters.prometheus_values import file_backed
+from app.adapters.prometheus_values import counting, file_backed, observing
 from app.adapters.sqlalchemy_pool import CountingPool
 from app.db.models import Base
 from app.db.pool_metrics import Engines, PoolCollector, track_pools
@@ -166,7 +167,9 @@ class DatabaseMetrics:
             ["role"],
             registry=registry,
         )
-        self._routes: dict[tuple[str, str], Counter] = {}
+        # Recorders of the children every request adds to (app/adapters/prometheus_values.py).
+        self._routes: dict[tuple[str, str], Callable[[float], None]] = {}
+        self._primary_reasons: dict[str, Callable[[float], None]] = {}
         # Statements sent to the driver directly (app/db/statements.py) bypass the engine's
         # events; they are recorded here instead, found by the pool they ran on.
         self._recorders: weakref.WeakKeyDictionary[ConnectionPool, Recorder] = (
@@ -184,10 +187,16 @@ class DatabaseMetrics:
         )
 
     def routed(self, intent: str, kind: str) -> None:
-        child = self._routes.get((intent, kind))
-        if child is None:
-            child = self._routes[intent, kind] = self.routing.labels(intent, kind)
-        child.inc()
+        add = self._routes.get((intent, kind))
+        if add is None:
+            add = self._routes[intent, kind] = counting(self.routing.labels(intent, kind))
+        add(1)
+
+    def primary_read(self, reason: str) -> None:
+        add = self._primary_reasons.get(reason)
+        if add is None:
+            add = self._primary_reasons[reason] = counting(self.primary_reads.labels(reason))
+        add(1)
 
     def instrument(self, engines: list[tuple[str, AsyncEngine]], slow_query_seconds: float) -> None:
         for role, engine in engines:
@@ -233,6 +242,7 @@ class DatabaseMetrics:
 
         if isinstance(engine.pool, CountingPool):
             engine.pool.on_timeout = self.pool_timeouts.labels(role).inc
+            engine.pool.on_statement = record
         event.listen(sync_engine, "before_cursor_execute", before)
         event.listen(sync_engine, "after_cursor_execute", after)
         event.listen(sync_engine, "handle_error", failed)
@@ -240,7 +250,10 @@ class DatabaseMetrics:
 
     def record_statement(self, engine: AsyncEngine, statement: str, t: float, rows: int) -> None:
         """A statement sent to the driver directly; `rows` it returned (no_rows at 0)."""
-        record = self._recorders.get(engine.pool)
+        pool = engine.pool
+        record = pool.on_statement if isinstance(pool, CountingPool) else None
+        if record is None:
+            record = self._recorders.get(pool)
         if record is not None:
             record(statement, t, rows)
 
@@ -268,9 +281,9 @@ class Recorder:
         self._metrics = metrics
         self._role = role
         self._slow_query_seconds = slow_query_seconds
-        self._duration = metrics.query_duration.labels(role)
+        self._duration = observing(metrics.query_duration.labels(role))
         self._slow = metrics.slow_queries.labels(role)
-        self._counters: dict[tuple[str, str, str], Counter] = {}
+        self._counters: dict[tuple[str, str, str], Callable[[float], None]] = {}
 
     def _count(self, statement: str, rowcount: int | None) -> None:
         """`rowcount` None for a statement that failed."""
@@ -282,16 +295,16 @@ class Recorder:
         else:
             outcome = "success"
         key = (operation, table, outcome)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self._metrics.queries.labels(
-                operation, table, self._role, outcome
+        add = self._counters.get(key)
+        if add is None:
+            add = self._counters[key] = counting(
+                self._metrics.queries.labels(operation, table, self._role, outcome)
             )
-        counter.inc()
+        add(1)
 
     def __call__(self, statement: str, elapsed: float, rowcount: int = -1) -> None:
         self._count(statement, rowcount)
-        self._duration.observe(elapsed)
+        self._duration(elapsed)
         if elapsed >= self._slow_query_seconds:
             self._slow.inc()
             extra = {"role": self._role, "duration_seconds": round(elapsed, 6)}

@@ -218,7 +218,7 @@ class DatabaseRouter:
         )
 
     def _to_primary(self, intent: Intent, reason: PrimaryReason, tried: set[int]) -> Target:
-        self.metrics.primary_reads.labels(reason).inc()
+        self.metrics.primary_read(reason)
         return self._count(Target(intent, self.primary_reader, self._primary_reads, tried=tried))
 
     def _count(self, target: Target) -> Target:

@@ -194,7 +194,7 @@ class RoutedConnection:
         pool = self.target.engine.sync_engine.pool
         if isinstance(pool, CountingPool) and pool.checkin_without_io(pooled):
             self._pooled = None
-            pooled.close()
+            pool.checkin_reset(pooled)
             return True
         return False
 
