@@ -15,8 +15,9 @@
  * response (or reconnects) waits in that connection's backlog and goes out as soon as
  * it can. The first send of each connection comes after a wait drawn from the
  * stationary distribution of the time to a connection's next send (density falling
- * linearly from 0 to 2*mean), as mixed.lua does, so the rate is steady from the start.
- * All connections are opened at once at start (--connect-spread spreads them).
+ * linearly from 0 to 2*mean), counted from its connect as wrk counts it (mixed.lua's
+ * first_waits), so the rate is steady from the start. All connections are opened at
+ * once at start (--connect-spread spreads them).
  *
  * Latency is reported two ways, over the requests *scheduled* at or after --warmup
  * seconds (the same connections carry the warm-up and the measured window):
@@ -28,7 +29,7 @@
  * Requests scheduled in the first --storm seconds are reported apart ("storm").
  * After --warmup + --duration seconds no new request is sent; the ones in flight get
  * up to --timeout seconds to finish (and count). A request in flight for longer than
- * --timeout counts as a timeout and its connection is reopened.
+ * --timeout counts as a timeout (once) and is still timed if it is answered.
  *
  * Output: one line "BENCH_JSON {...}" on stdout, the fields of bench/lua/timed.lua
  * ("requests" = measured responses, "duration_us" = the measured window) plus the
@@ -214,6 +215,7 @@ struct conn {
     uint8_t state, pstate;
     bool close_after; /* the response said Connection: close (or was HTTP/1.0) */
     bool first_connect_done;
+    bool timed_out;          /* the request in flight was counted as a timeout */
     uint8_t nbacklog, backlog_head;
     uint16_t status;
     uint32_t id;             /* the id the request in flight asked for */
@@ -386,6 +388,7 @@ static void send_request(struct conn *c, uint64_t sched)
     c->resp_bytes = 0;
     c->body_seen = 0;
     c->close_after = false;
+    c->timed_out = false;
     inflight++;
     if (in_measured(sched))
         sent_measured++;
@@ -742,6 +745,12 @@ static void on_writable(struct conn *c)
         c->state = C_IDLE;
         set_events(c, EPOLLIN);
         if (!c->first_connect_done) {
+            /* The first wait starts once connected, as wrk's first delay() does: drawn
+             * from the stationary distribution of the time to the next send of a
+             * connection whose waits are uniform in 0..T, density 2(T-x)/T^2
+             * (mixed.lua's first_waits), by inverting its CDF: x = T(1 - sqrt(1 - U)). */
+            c->next_ns = now + (uint64_t)(think_max_s * (1 - sqrt(1 - uniform01())) * 1e9);
+            heap_push(c->next_ns, (uint32_t)(c - conns));
             c->first_connect_done = true;
             connected_first++;
             if (connected_first == opt.connections)
@@ -767,18 +776,18 @@ static void on_writable(struct conn *c)
     set_events(c, EPOLLIN);
 }
 
-/* Every HOUSEKEEPING_NS: requests past --timeout, connects to (re)open. */
+/* Every HOUSEKEEPING_NS: requests past --timeout, connects to (re)open. A request in
+ * flight for longer than --timeout counts once as a timeout but keeps its connection
+ * and is still timed when it is answered, as wrk does: closing it would make the
+ * server's queue longer by a connect, not shorter. */
 static void housekeeping(uint64_t now, bool sending)
 {
     uint64_t limit = (uint64_t)(opt.timeout * 1e9);
     for (uint32_t i = 0; i < opt.connections; i++) {
         struct conn *c = &conns[i];
-        if (c->state == C_BUSY && now - c->write_ns > limit) {
+        if (c->state == C_BUSY && !c->timed_out && now - c->write_ns > limit) {
+            c->timed_out = true;
             count_error(&err.timeout, &err_measured.timeout, c->sched_ns);
-            close_conn(c, now);
-        } else if (c->state == C_CONNECTING && now - c->since_ns > limit) {
-            count_error(&err.connect, &err_measured.connect, now);
-            close_conn(c, now);
         }
         if (sending && c->state == C_DOWN && now >= c->since_ns)
             start_connect(c, now);
@@ -977,11 +986,6 @@ static void setup(void)
     for (uint32_t i = 0; i < opt.connections; i++) {
         struct conn *c = &conns[i];
         c->fd = -1;
-        /* The first wait: the stationary distribution of the time to the next send of
-         * a connection whose waits are uniform in 0..T, density 2(T-x)/T^2 (timed.lua's
-         * first_waits), by inverting its CDF: x = T(1 - sqrt(1 - U)). */
-        c->next_ns = start_ns + (uint64_t)(think_max_s * (1 - sqrt(1 - uniform01())) * 1e9);
-        heap_push(c->next_ns, i);
         uint64_t at = start_ns + (uint64_t)(opt.connect_spread * 1e9 * i / opt.connections);
         if (opt.connect_spread > 0)
             c->since_ns = at; /* C_DOWN until then: housekeeping() connects it */
@@ -1020,8 +1024,12 @@ int main(int argc, char **argv)
             for (uint32_t i = 0; i < opt.connections; i++)
                 unsent += conns[i].nbacklog;
         }
-        if (!sending && (inflight == 0 || now >= drain_deadline))
+        if (!sending && (inflight == 0 || now >= drain_deadline)) {
+            for (uint32_t i = 0; i < opt.connections; i++) /* never answered: timeouts */
+                if (conns[i].state == C_BUSY && !conns[i].timed_out)
+                    count_error(&err.timeout, &err_measured.timeout, conns[i].sched_ns);
             break;
+        }
         if (now >= next_housekeeping) {
             housekeeping(now, sending);
             next_housekeeping = now + HOUSEKEEPING_NS;

@@ -5,8 +5,8 @@
 
 Starts a PostgreSQL primary and streaming replica, migrates and seeds them (or restores a
 cached seeded copy), starts the servers pinned to CPU 0 with wrk and PostgreSQL on CPU 1,
-drives wrk with the Lua scripts in bench/lua/, and writes bench/RESULTS.md. Every process
-it starts is stopped again, also on Ctrl-C.
+drives wrk with the Lua scripts in bench/lua/ (scenario c's user reads: bench/loadgen.c),
+and writes bench/RESULTS.md. Every process it starts is stopped again, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -693,7 +693,9 @@ class Bench:
         timed.lua times the requests and keeps the measured ones, and those sent in the
         first seconds (the 10k connections opening at once) go to `self.storms`. With
         --c10k-mode separate the warm-up is its own wrk process, as before: the measured
-        run then opens 10k new connections while the warm-up's close.
+        run then opens 10k new connections while the warm-up's close. With --c10k-client
+        loadgen (the default) the user reads run on bench/loadgen.c instead of wrk, with the
+        same connections, pacing, windows and JSON, at a tenth of wrk's CPU per response.
         """
         total, writers = self.args.c10k_connections, self.args.c10k_writers
         workers = server.workers if server.name.startswith("service") else 1
@@ -1487,7 +1489,9 @@ def main() -> int:
         f"Placement: {PINNED if pin else 'unpinned'}. "
         f"Scale {args.scale:g} demo data; closed-loop runs: {args.connections} keep-alive "
         f"connections, {args.warmup} s warm-up, {args.duration} s measured. "
-        "Latencies from wrk; RSS is the peak VmRSS sampled each second; pool numbers are the "
+        "Latencies from wrk (scenario c's user reads: bench/loadgen.c, from each request's "
+        "write, as bench/lua/timed.lua times them); RSS is the peak VmRSS sampled each second; "
+        "pool numbers are the "
         "peak `database_connection_pool_checked_out` against `database_connection_pool_size` "
         "(overflow allowed above it) scraped each second.\n\n"
         + table(results)
