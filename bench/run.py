@@ -789,6 +789,7 @@ class Bench:
             )
             if r.client == "loadgen":
                 r.client_cpu_ms = float(st["cpu_ms_per_response_all"])
+                (self.out / f"c10k-{tag}-{mix}.json").write_text(json.dumps(st, indent=1))
             elif wrk_parts:  # wrk's processes together: children's rusage, less loadgen's
                 r.client_cpu_ms = 1000 * wrk_s / max(1, wrk_responses)
             log(
@@ -811,7 +812,9 @@ def _loadgen_line(st: dict[str, Any]) -> str:
         return ""
     s, lag = st["scheduled"], st["send_lag"]
     return (
-        f", measured window {float(st['cpu_ms_per_response']):.3f} ms/response; from the "
+        f", measured window {float(st['cpu_ms_per_response']):.3f} ms/response; socket errors "
+        f"connect {st['connect']}, read {st['read']}, write {st['write']}, timeout "
+        f"{st['timeout']}; from the "
         f"scheduled send p99 {s['p99_ms']:.1f} ms, max {s['max_ms']:.0f} ms (send lag p99 "
         f"{lag['p99_ms']:.2f} ms), idle closes {st['idle_closed']}, skipped {st['skipped']}"
     )
