@@ -18,6 +18,9 @@
  * linearly from 0 to 2*mean), counted from its connect as wrk counts it (mixed.lua's
  * first_waits), so the rate is steady from the start. All connections are opened at
  * once at start (--connect-spread spreads them).
+ * Sends are woken for on a 1 ms grid (--tick-us, as wrk's ae timers): a send due
+ * within a tick goes out at its end or on an earlier wake-up for a response, up to
+ * 1 ms late ("send_lag"); each wake-up is a context switch, most of the CPU here.
  *
  * Latency is reported two ways, over the requests *scheduled* at or after --warmup
  * seconds (the same connections carry the warm-up and the measured window):
