@@ -5,8 +5,8 @@
 
 Starts a PostgreSQL primary and streaming replica, migrates and seeds them (or restores a
 cached seeded copy), starts the servers pinned to CPU 0 with wrk and PostgreSQL on CPU 1,
-drives wrk with the Lua scripts in bench/lua/, and writes bench/RESULTS.md. Every process
-it starts is stopped again, also on Ctrl-C.
+drives wrk with the Lua scripts in bench/lua/ (scenario c's user reads: bench/loadgen.c),
+and writes bench/RESULTS.md. Every process it starts is stopped again, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import loadgen  # noqa: E402
 
 from app.db.seed import Scale  # noqa: E402
 from tests.pgcluster import (  # noqa: E402
@@ -554,6 +556,8 @@ class Result:
     sample: Sample
     target_rps: float | None = None
     tails: dict[str, Any] = field(default_factory=dict)
+    client: str = "wrk"
+    client_cpu_ms: float | None = None  # the load client's CPU per response, warm-up included
 
     @property
     def rps(self) -> float:
@@ -647,6 +651,19 @@ class Bench:
                 return stats
         raise RuntimeError(f"wrk printed no summary (rc={proc.returncode}):\n{output[-2000:]}")
 
+    def loadgen(self, load: loadgen.Load) -> subprocess.Popen[str]:
+        """bench/loadgen.c for scenario c's user reads, where wrk would run."""
+        args = load.args(loadgen.build())
+        if self.wrk_cpus:
+            args = ["taskset", "-c", self.wrk_cpus, *args]
+        return subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=_raise_nofile,
+        )
+
     def closed_loop(self, scenario: str, server: Server, endpoint: str) -> Result:
         c, d = self.args.connections, self.args.duration
         self.collect(self.wrk(server, endpoint, c, self.args.warmup), self.args.warmup + 60)
@@ -676,7 +693,9 @@ class Bench:
         timed.lua times the requests and keeps the measured ones, and those sent in the
         first seconds (the 10k connections opening at once) go to `self.storms`. With
         --c10k-mode separate the warm-up is its own wrk process, as before: the measured
-        run then opens 10k new connections while the warm-up's close.
+        run then opens 10k new connections while the warm-up's close. With --c10k-client
+        loadgen (the default) the user reads run on bench/loadgen.c instead of wrk, with the
+        same connections, pacing, windows and JSON, at a tenth of wrk's CPU per response.
         """
         total, writers = self.args.c10k_connections, self.args.c10k_writers
         workers = server.workers if server.name.startswith("service") else 1
@@ -686,9 +705,26 @@ class Bench:
         steady = self.args.c10k_mode == "steady"
         tag = f"{server.name}-{server.workers}w-{self.args.c10k_mode}"
 
+        def client_of(mix: str) -> str:
+            return "loadgen" if self.args.c10k_client == "loadgen" and mix == "user" else "wrk"
+
         def launch(duration: int, timed: bool) -> list[subprocess.Popen[str]]:
             return [
-                self.wrk(
+                self.loadgen(
+                    loadgen.Load(
+                        server.port,
+                        conns,
+                        conns / interval,
+                        warmup=warm if steady and timed else 0,
+                        duration=d if timed else duration,
+                        storm=min(STORM_SECONDS, warm if steady else d),
+                        ids=self.size.barbers + self.size.locations + self.size.clients,
+                        seed=self.args.seed,
+                        series=self.out / f"c10k-{tag}-{mix}.tsv" if timed else None,
+                    )
+                )
+                if client_of(mix) == "loadgen"
+                else self.wrk(
                     server,
                     "mixed",
                     conns,
@@ -732,7 +768,11 @@ class Bench:
         tails = json.loads(http_get(server.url + "/_tails")[1]) if server.tails else {}
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         client_s = after.ru_utime + after.ru_stime - client.ru_utime - client.ru_stime
-        responses = sum(sum(st["statuses"].values()) for st in stats)
+        wrk_parts = [
+            st for (mix, _), st in zip(parts, stats, strict=True) if client_of(mix) == "wrk"
+        ]
+        wrk_s = client_s - sum(float(st.get("cpu_s", 0)) for st in stats)
+        wrk_responses = sum(sum(st["statuses"].values()) for st in wrk_parts)
         results = []
         for (mix, conns), st in zip(parts, stats, strict=True):
             r = Result(
@@ -745,19 +785,39 @@ class Bench:
                 sample,
                 target_rps=conns / interval,
                 tails=tails,
+                client=client_of(mix),
             )
+            if r.client == "loadgen":
+                r.client_cpu_ms = float(st["cpu_ms_per_response_all"])
+                (self.out / f"c10k-{tag}-{mix}.json").write_text(json.dumps(st, indent=1))
+            elif wrk_parts:  # wrk's processes together: children's rusage, less loadgen's
+                r.client_cpu_ms = 1000 * wrk_s / max(1, wrk_responses)
             log(
                 f"  {server.name} {server.workers}w {total:,} conns/{mix}: {r.rps:,.0f} req/s "
                 f"(offered ~{r.target_rps:,.0f}), p95 {st['p95_ms']:.1f} ms, "
                 f"p99 {st['p99_ms']:.1f} ms, statuses {st['statuses']}, "
                 f"socket errors {r.socket_errors}, unpaired {st.get('unpaired', '-')}, "
-                f"server CPU {r.cpu_ms:.2f} ms/request, wrk CPU "
-                f"{1000 * client_s / max(1, responses):.2f} ms/response (warm-up included)"
+                f"server CPU {r.cpu_ms:.2f} ms/request, {r.client} CPU "
+                f"{r.client_cpu_ms or 0:.3f} ms/response (warm-up included)" + _loadgen_line(st)
             )
             self.storms.append(_storm_line(server, mix, st, self.args.c10k_mode))
             log("  " + self.storms[-1])
             results.append(r)
         return results
+
+
+def _loadgen_line(st: dict[str, Any]) -> str:
+    """loadgen's extras: its CPU in the measured window, latency from the scheduled send."""
+    if "scheduled" not in st:
+        return ""
+    s, lag = st["scheduled"], st["send_lag"]
+    return (
+        f", measured window {float(st['cpu_ms_per_response']):.3f} ms/response; socket errors "
+        f"connect {st['connect']}, read {st['read']}, write {st['write']}, timeout "
+        f"{st['timeout']}; from the "
+        f"scheduled send p99 {s['p99_ms']:.1f} ms, max {s['max_ms']:.0f} ms (send lag p99 "
+        f"{lag['p99_ms']:.2f} ms), idle closes {st['idle_closed']}, skipped {st['skipped']}"
+    )
 
 
 def _storm_line(server: Server, mix: str, st: dict[str, Any], mode: str) -> str:
@@ -994,12 +1054,17 @@ def _rss(r: Result) -> str:
     return " / ".join(f"{v:.0f}" for v in r.sample.rss_peak.values()) or "?"
 
 
+def _client(r: Result) -> str:
+    return r.client + ("" if r.client_cpu_ms is None else f" ({r.client_cpu_ms:.3f})")
+
+
 def table(results: list[Result]) -> str:
     head = (
         "| scenario | server | workers | endpoint | conns | req/s | p50 ms | p90 ms | p95 ms "
         "| p99 ms | p99.9 ms | max ms | CPU ms/req | bytes/resp | sessions opened | non-2xx "
-        "| 409 | socket errors | pool peak checked-out/size | RSS MB per worker |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| 409 | socket errors | pool peak checked-out/size | RSS MB per worker "
+        "| client (CPU ms/resp) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for r in results:
@@ -1012,7 +1077,7 @@ def table(results: list[Result]) -> str:
             f"| {_ms(s['max_ms'])} | {r.cpu_ms:.2f} | {r.bytes_per_response} "
             f"| {'?' if r.sample.sessions is None else r.sample.sessions} "
             f"| {r.non_2xx} | {r.conflicts} | {r.socket_errors} "
-            f"| {_pool(r)} | {_rss(r)} |"
+            f"| {_pool(r)} | {_rss(r)} | {_client(r)} |"
         )
     return head + "\n".join(rows) + "\n"
 
@@ -1174,6 +1239,14 @@ def parse_args() -> argparse.Namespace:
         help="what the readers ask: the user read, the three hot reads, or 10%% bookings too",
     )
     p.add_argument("--c10k-writers", type=int, default=0, help="connections that book instead")
+    p.add_argument(
+        "--c10k-client",
+        choices=["loadgen", "wrk"],
+        default="loadgen",
+        help="the client of scenario c's user reads: bench/loadgen.c (open loop, epoll and a "
+        "timer heap, compiled on first use) or wrk with bench/lua/timed.lua; other mixes and "
+        "the writers always run wrk",
+    )
     p.add_argument(
         "--c10k-threads",
         type=int,
@@ -1419,7 +1492,9 @@ def main() -> int:
         f"Placement: {PINNED if pin else 'unpinned'}. "
         f"Scale {args.scale:g} demo data; closed-loop runs: {args.connections} keep-alive "
         f"connections, {args.warmup} s warm-up, {args.duration} s measured. "
-        "Latencies from wrk; RSS is the peak VmRSS sampled each second; pool numbers are the "
+        "Latencies from wrk (scenario c's user reads: bench/loadgen.c, from each request's "
+        "write, as bench/lua/timed.lua times them); RSS is the peak VmRSS sampled each second; "
+        "pool numbers are the "
         "peak `database_connection_pool_checked_out` against `database_connection_pool_size` "
         "(overflow allowed above it) scraped each second.\n\n"
         + table(results)
