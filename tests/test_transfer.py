@@ -284,3 +284,17 @@ async def test_service_schema_into_upgraded_database(target: str, tmp_path: Path
         target, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'public_before_%'"
     )
     assert len(kept) == 1
+
+
+def test_an_older_sqlite_library_is_refused_in_one_line() -> None:
+    """The digests need unixepoch() (SQLite 3.38): an older library is named, not a
+    'no such function' halfway through a copy."""
+    from app.db.transfer import lite
+
+    with pytest.raises(transfer.TransferError) as refused:
+        lite.supported((3, 37, 2))
+    assert str(refused.value) == (
+        "the copy needs SQLite 3.38.0 or later; this Python's sqlite3 module uses 3.37.2"
+    )
+    lite.supported()  # this machine's library
+    lite.supported((3, 38, 0))

@@ -55,7 +55,21 @@ def require(path: Path) -> Path:
     return path.resolve()
 
 
+# unixepoch() (3.38) gives the instants' digests (app/db/transfer/fastpath.py).
+SQLITE_NEEDED = (3, 38, 0)
+
+
+def supported(version: tuple[int, int, int] = sqlite3.sqlite_version_info) -> None:
+    """The one-line error when Python's SQLite library is older than the copy needs."""
+    if version < SQLITE_NEEDED:
+        raise TransferError(
+            f"the copy needs SQLite {'.'.join(map(str, SQLITE_NEEDED))} or later; "
+            f"this Python's sqlite3 module uses {'.'.join(map(str, version))}"
+        )
+
+
 def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
+    supported()
     if not create:
         require(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
