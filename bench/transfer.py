@@ -1,6 +1,7 @@
 """Benchmark: `bookedbarber db copy` against pgloader on the messy backend-shaped SQLite file.
 
     uv run python bench/transfer.py [--rows 1000000,3000000] [--jobs 2] [--prefetch 10000]
+        [--only-pgloader]
 
 Builds the 33-table fixture of tests/messy_sqlite.py (every one-off oddity included),
 starts its own PostgreSQL (tests/pgcluster.py), installs pgloader with apt-get when
@@ -18,12 +19,14 @@ the biggest process, and the peak of the sum of the RSS of all the tool's proces
 are the steady figures. pgloader runs with `prefetch rows` set (--prefetch; 0 keeps its
 default, which runs out of heap at 3M rows).
 
-pgloader runs twice. First as a user would start it, command line only: its default for a
-database source is `on error stop`, so the first value PostgreSQL refuses ends that
-table's COPY and the table's rows are lost (exit code 0 all the same). Then tuned, with
-the load file LOAD_FILE: `on error resume next` (a refused batch is retried without the
-refused rows) and CAST rules for the columns whose values the declared type refuses,
-written from what its first run's log names (--only-pgloader runs just these two).
+pgloader runs twice. First as a user would start it, command line only: there the first
+value PostgreSQL refuses ends that table's COPY (one error, no rows: appointments is lost
+whole), exit code 0 all the same. Then tuned, with the load file LOAD_FILE: `on error
+resume next` (a refused batch is retried without the refused rows) and CAST rules for
+the columns whose values the declared type refuses, written from what the first run's log
+names. What no setting saves: text that is not UTF-8 ends the table's read (client_notes
+from that row on), an infinite REAL is written as Lisp syntax, text stops at a NUL.
+--only-pgloader runs just the two pgloader runs.
 """
 
 from __future__ import annotations
