@@ -32,6 +32,7 @@ from app.adapters.sqlalchemy_pool import CountingPool, FairQueue, in_greenlet, m
 from app.adapters.uvicorn_http import EdgeProtocol, Limits
 from app.api.contract import route_contract
 from app.db.engine import create_engine
+from app.db.sessions import checkout
 from tests.conftest import Postgres, make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +103,43 @@ async def test_a_checkout_timeout_passes_through_do_get(postgres: Postgres) -> N
             await engine.raw_connection()
         assert timeouts == [1], "QueuePool._do_get no longer raises the checkout's timeout"
         await in_greenlet(held.close)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_quick_checkout_gone_stale_starts_over_awaited(postgres: Postgres) -> None:
+    """The pool said no await, then the connection left the ping window before the
+    checkout read its time (a pause of the process): a working connection all the same."""
+    url = postgres.primary_url
+    engine = create_engine(url, make_settings(url, pool_size=1, max_overflow=0, pool_timeout=5))
+    pool = engine.sync_engine.pool
+    assert isinstance(pool, CountingPool)
+    assert pool.ping_after_idle is not None
+    try:
+        first = await engine.raw_connection()
+        assert pool.checkin_without_io(first)
+        pool.checkin_reset(first)
+        said = pool.checkout_without_io
+
+        def then_a_pause() -> bool:
+            quick = said()
+            record = pool._pool.newest_idle()
+            assert record is not None
+            record.info["returned_at"] -= 60  # the ping window passed meanwhile
+            return quick
+
+        pool.checkout_without_io = then_a_pause  # type: ignore[method-assign]
+        pooled = await checkout(engine)
+        driver: Any = pooled.driver_connection
+        assert await driver.fetchval("SELECT 41 + 1") == 42
+        assert (pool.checkedout(), pool.checkedin()) == (1, 0)
+        await in_greenlet(pooled.close)
+        assert (pool.checkedout(), pool.checkedin()) == (0, 1)
+        await engine.dispose()  # a new pool, its checkout event the same
+        renewed = engine.sync_engine.pool
+        assert isinstance(renewed, CountingPool)
+        assert renewed is not pool
+        assert renewed.ping_after_idle == pool.ping_after_idle
     finally:
         await engine.dispose()
 

@@ -224,4 +224,5 @@ class CountingPool(AsyncAdaptedQueuePool):
         assert isinstance(pool, CountingPool)
         pool.on_timeout = self.on_timeout  # dispose() recreates the pool: keep counting
         pool.on_statement = self.on_statement
+        pool.ping_after_idle = self.ping_after_idle  # the checkout event stays attached
         return pool

@@ -10,6 +10,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.util.concurrency import in_greenlet as inside_greenlet
 
 from app.adapters.sqlalchemy_pool import CountingPool
 from app.config import Settings
@@ -137,6 +138,12 @@ def _ping(
         raise DisconnectionError("pooled connection was closed by the server")
     returned_at = record.info.get("returned_at")
     if returned_at is not None and time.monotonic() - returned_at < PING_AFTER_IDLE_SECONDS:
+        return
+    if not inside_greenlet():
+        # The quick checkout (app/db/sessions.py checkout), which cannot await: the pool
+        # found this connection within half the window a moment ago, and only a pause of
+        # this process (a full garbage collection) can have aged it since, which says
+        # nothing new about the server.
         return
     try:
         dbapi_connection.run_async(lambda conn: conn.fetchrow(";"))

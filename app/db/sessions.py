@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
+from sqlalchemy.exc import MissingGreenlet
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -121,6 +122,26 @@ async def unnamed(
     return prepared
 
 
+async def checkout(engine: AsyncEngine) -> PoolProxiedConnection:
+    """A pooled connection of `engine`: without a greenlet when the pool says the checkout
+    needs no await, else the awaited way.
+
+    The pool's answer can go stale before the checkout itself reads the connection's
+    times: a pause of this process longer than its margins (a stall of 0.7 s with 10,000
+    clients connected) moves the connection out of the ping window or past its recycle
+    time. The ping is then skipped (app/db/engine.py _ping: nothing new is known about the
+    server); a recycle makes SQLAlchemy ask for I/O outside a greenlet (MissingGreenlet,
+    the connection put back invalidated) and the checkout starts over the awaited way.
+    """
+    pool = engine.sync_engine.pool
+    if isinstance(pool, CountingPool) and pool.checkout_without_io():
+        try:
+            return engine.sync_engine.raw_connection()
+        except MissingGreenlet:
+            pass
+    return await engine.raw_connection()
+
+
 class RoutedConnection:
     """Hand-written SQL on a routed connection's asyncpg driver (app/db/statements.py).
 
@@ -152,11 +173,7 @@ class RoutedConnection:
     async def _fetch(self, statement: str, args: tuple[object, ...]) -> Sequence[asyncpg.Record]:
         engine = self.target.engine
         if self._pooled is None:
-            pool = engine.sync_engine.pool
-            if isinstance(pool, CountingPool) and pool.checkout_without_io():
-                self._pooled = engine.sync_engine.raw_connection()
-            else:
-                self._pooled = await engine.raw_connection()
+            self._pooled = await checkout(engine)
         driver = self._pooled.driver_connection
         assert driver is not None
         started = time.perf_counter()
