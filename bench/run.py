@@ -628,6 +628,10 @@ class Bench:
         args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s"]
         args += ["--timeout", "10s", "-s", str(LUA / f"{script}.lua"), server.url, "--"]
         args += self.lua_args(extra or {})
+        return self.client(args)
+
+    def client(self, args: list[str]) -> subprocess.Popen[str]:
+        """A load client, pinned where the clients run, its output read by `collect`."""
         if self.wrk_cpus:
             args = ["taskset", "-c", self.wrk_cpus, *args]
         return subprocess.Popen(
@@ -653,16 +657,7 @@ class Bench:
 
     def loadgen(self, load: loadgen.Load) -> subprocess.Popen[str]:
         """bench/loadgen.c for scenario c's user reads, where wrk would run."""
-        args = load.args(loadgen.build())
-        if self.wrk_cpus:
-            args = ["taskset", "-c", self.wrk_cpus, *args]
-        return subprocess.Popen(
-            args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            preexec_fn=_raise_nofile,
-        )
+        return self.client(load.args(loadgen.build()))
 
     def closed_loop(self, scenario: str, server: Server, endpoint: str) -> Result:
         c, d = self.args.connections, self.args.duration
