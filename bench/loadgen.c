@@ -570,6 +570,16 @@ static void keep_body_head(struct conn *c, const char *data, size_t n)
     c->body_seen += (uint32_t)take;
 }
 
+/* Up to `avail` bytes of a body (or of a chunk) that `remaining` still expects: kept as
+ * keep_body_head keeps them, counted off; how many were taken. */
+static size_t take_body(struct conn *c, const char *data, size_t avail)
+{
+    size_t take = c->remaining < avail ? (size_t)c->remaining : avail;
+    keep_body_head(c, data, take);
+    c->remaining -= take;
+    return take;
+}
+
 /* Feeds `n` bytes of response to the parser: -1 on a protocol error, 1 when the
  * response completed, 0 when more is needed. */
 static int feed(struct conn *c, const char *data, size_t n)
@@ -613,13 +623,9 @@ static int feed(struct conn *c, const char *data, size_t n)
                 return -1;
             break;
         }
-        case P_BODY: {
-            size_t take = c->remaining < n - i ? (size_t)c->remaining : n - i;
-            keep_body_head(c, data + i, take);
-            c->remaining -= take;
-            i += take;
+        case P_BODY:
+            i += take_body(c, data + i, n - i);
             break;
-        }
         case P_CHUNK_SIZE: {
             char ch = data[i++];
             int v = ch >= '0' && ch <= '9' ? ch - '0'
@@ -641,10 +647,7 @@ static int feed(struct conn *c, const char *data, size_t n)
                 c->pstate = c->remaining ? P_CHUNK_DATA : P_TRAILER;
             break;
         case P_CHUNK_DATA: {
-            size_t take = c->remaining < n - i ? (size_t)c->remaining : n - i;
-            keep_body_head(c, data + i, take);
-            c->remaining -= take;
-            i += take;
+            i += take_body(c, data + i, n - i);
             if (c->remaining == 0)
                 c->pstate = P_CHUNK_CRLF;
             break;
