@@ -12,6 +12,7 @@ import inspect
 import os
 import subprocess
 import sys
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -240,6 +241,7 @@ CALLBACKS = {
     "on_headers_complete": ["self"],
     "on_body": ["self", "body"],
     "on_message_complete": ["self"],
+    "on_response_complete": ["self"],
     "timeout_keep_alive_handler": ["self"],
     "_unset_keepalive_if_required": ["self"],
 }
@@ -252,14 +254,17 @@ def test_httptools_protocol_has_the_callbacks_edge_protocol_overrides() -> None:
         )
 
 
-async def _hello(scope: Any, receive: Any, send: Any) -> None:
-    headers = [(b"content-length", b"5")]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"hello"})
-
-
 async def test_edge_protocol_serves_and_refuses_on_a_real_socket() -> None:
-    config = Config(app=_hello, lifespan="off", timeout_keep_alive=30, access_log=False)
+    body_may_go = asyncio.Event()
+
+    async def held(scope: Any, receive: Any, send: Any) -> None:
+        """A 5-byte answer, its body held back until the test has looked at the request."""
+        headers = [(b"content-length", b"5")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await body_may_go.wait()
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    config = Config(app=held, lifespan="off", timeout_keep_alive=30, access_log=False)
     config.load()
     limits = Limits(10.0, 8192, 8192, 100, 65536)
     made: list[EdgeProtocol] = []
@@ -281,16 +286,83 @@ async def test_edge_protocol_serves_and_refuses_on_a_real_socket() -> None:
             "EdgeProtocol no longer arms uvicorn's keep-alive timer on connect"
         )
         writer.write(b"GET / HTTP/1.1\r\nHost: test\r\nX-One: 1\r\n\r\n")
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200"), head
-        assert await reader.readexactly(5) == b"hello"
+        await reader.readuntil(b"\r\n\r\n")  # the head only: the response is under way
         assert (b"x-one", b"1") in private(protocol, "headers"), "HttpToolsProtocol.headers"
-        assert private(protocol, "cycle").response_complete is True, "cycle.response_complete"
+        cycle = private(protocol, "cycle")
+        assert private(cycle, "scope") is private(protocol, "scope"), "cycle.scope"
+        body_may_go.set()
+        assert await reader.readexactly(5) == b"hello"
+        assert cycle.response_complete is True, "cycle.response_complete"
         assert protocol.timeout_keep_alive_task is not None, "keep-alive re-armed after a response"
         many = b"".join(b"X-H%d: v\r\n" % i for i in range(101))
         writer.write(b"GET / HTTP/1.1\r\nHost: test\r\n" + many + b"\r\n")
         refused = await reader.read(4096)
         assert refused.startswith(b"HTTP/1.1 431"), refused
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _kept(scope: Any, receive: Any, send: Any) -> None:
+    """Puts a marker of the request into its scope, as apps and middleware put state."""
+    marker = _Marker()
+    scope["marker"] = marker
+    _markers.append(weakref.ref(marker))
+    body = scope["path"].encode()
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Marker:
+    pass
+
+
+_markers: list[weakref.ref[_Marker]] = []
+
+
+async def _answer(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    return await reader.readexactly(length)
+
+
+async def _ended(state: ServerState) -> None:
+    if state.tasks:
+        await asyncio.wait(list(state.tasks))
+
+
+async def test_an_idle_connection_keeps_nothing_of_its_last_request() -> None:
+    config = Config(app=_kept, lifespan="off", timeout_keep_alive=30, access_log=False)
+    config.load()
+    limits = Limits(10.0, 8192, 8192, 100, 65536)
+    state = ServerState()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: EdgeProtocol(config, state, {}, limits=limits), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    _markers.clear()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /one HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert await _answer(reader) == b"/one"
+        await _ended(state)  # the request's task ends just after its last byte is sent
+        # Freed by reference counting alone, the connection still open: nothing of the
+        # request (scope, cycle, headers) is reachable from its protocol any more.
+        assert _markers[0]() is None, "an idle connection still holds its last request"
+        # Pipelined: the second request waits behind the first, then both are answered
+        # in order, and the connection serves on.
+        writer.write(
+            b"GET /two HTTP/1.1\r\nHost: test\r\n\r\nGET /three HTTP/1.1\r\nHost: test\r\n\r\n"
+        )
+        assert [await _answer(reader), await _answer(reader)] == [b"/two", b"/three"]
+        writer.write(b"GET /four HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert await _answer(reader) == b"/four"
+        await _ended(state)
+        assert [m() for m in _markers] == [None] * 4
         writer.close()
     finally:
         server.close()

@@ -27,13 +27,15 @@ The body's own deadline is BODY_TIMEOUT, kept in the ASGI layer (app/guards.py).
 uvicorn takes a protocol class as `http` but has no public hooks inside one, so this is
 the one module that subclasses `HttpToolsProtocol` and relies on its private shape: the
 httptools callbacks it overrides (`data_received`, `on_message_begin`, `on_url`,
-`on_headers_complete`, `on_body`, `on_message_complete`, `connection_made`,
-`connection_lost`) and the state it reads or sets (`loop`, `transport`, `client`,
-`headers`, `cycle.response_complete`, `timeout_keep_alive`, `timeout_keep_alive_task`,
+`on_headers_complete`, `on_body`, `on_message_complete`, `on_response_complete`,
+`connection_made`, `connection_lost`) and the state it reads or sets (`loop`,
+`transport`, `client`, `headers`, `scope`, `cycle`, `cycle.scope`,
+`cycle.response_complete`, `timeout_keep_alive`, `timeout_keep_alive_task`,
 `timeout_keep_alive_handler`, `_unset_keepalive_if_required`). It buys the limits above
 (bench/header_flood.py shows what they stop; bench/head_cost.py what they cost a
-request). tests/test_library_shapes.py fails, naming the attribute, when an installed
-uvicorn changes one of them; pyproject.toml bounds uvicorn to the release it was read from.
+request), and idle connections that hold nothing of their last request.
+tests/test_library_shapes.py fails, naming the attribute, when an installed uvicorn
+changes one of them; pyproject.toml bounds uvicorn to the release it was read from.
 """
 
 from __future__ import annotations
@@ -219,6 +221,19 @@ class EdgeProtocol(HttpToolsProtocol):
             return
         self._in_body = False
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete:
+            # Idle again: nothing of the finished request stays reachable from the
+            # connection (its scope, headers and cycle, and through the scope all the app
+            # put there). uvicorn keeps them until the next request, so at 10,000 idle
+            # connections the garbage collector's full collections walked 10,000 such
+            # requests. A pipelined request already started keeps its own.
+            if self.scope is cycle.scope:
+                self.scope = self.headers = None  # type: ignore[assignment]
+            self.cycle = None  # type: ignore[assignment]
 
     def _refuse(self, status: int, detail: str) -> None:
         """Answers `status` and closes: the rest of the head is never parsed."""
