@@ -1084,14 +1084,23 @@ def tails_table(results: list[Result]) -> str:
         "| p99.9 ms | max ms | total s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    walked: list[str] = []
     for r in results:
+        for i, sample in enumerate(r.tails.get("heap", []), 1):
+            kinds = ", ".join(f"{k} {n:,}" for k, n in list(sample["types"].items())[:12])
+            walked.append(
+                f"- {r.server} {r.endpoint}, full collection {i}: {sample['objects']:,} objects "
+                f"walked ({sample['frozen']:,} frozen): {kinds}"
+            )
         for measure, h in r.tails.items():
+            if measure == "heap":
+                continue
             rows.append(
                 f"| {r.server} | {r.endpoint} | {_ms(r.stats['p99_ms'])} | {measure} "
                 f"| {h['count']:,} | {h['p50']:.2f} | {h['p90']:.2f} | {h['p99']:.2f} "
                 f"| {h['p99.9']:.2f} | {h['max']:.2f} | {h['total_ms'] / 1000:.2f} |"
             )
-    return "\n".join(rows) + "\n"
+    return "\n".join([*rows, "", *walked]) + "\n"
 
 
 def pgbouncer_targets(results: list[Result]) -> list[str]:

@@ -8,9 +8,13 @@ log) and measures, per request and in the background, what a slow request waited
 - in the app: from the ASGI call to the last body byte sent;
 - the pool: how long each checkout of a pooled connection waited;
 - the event loop: how late a 5 ms timer fires (lag every ready callback waits behind);
-- the garbage collector: each collection's pause, by generation.
+- the garbage collector: each collection's pause, by generation, in wall time and in the
+  CPU time it took (the pause on a machine with a core to spare); before each full
+  collection, the objects it is about to walk, by type ("heap").
 
-GET /_tails answers the histograms since the last GET /_tails/reset as JSON. Bench-only:
+GET /_tails answers the histograms since the last GET /_tails/reset as JSON. GET
+/_tails/census counts the objects a full collection would walk now, then runs one and
+times it. Like `bookedbarber serve`, it freezes the start-up heap (app/boot.py). Bench-only:
 nothing here is imported by the service.
 """
 
@@ -22,6 +26,7 @@ import gc
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.uvicorn_http import protocol
+from app.boot import freeze_startup_heap
 from app.config import load_settings
 from app.main import create_app
 
@@ -43,7 +49,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 TICK = 0.005
 series: dict[str, list[float]] = {}
-_gc_started: dict[int, float] = {}
+_gc_started: dict[int, tuple[float, float]] = {}
 
 
 def record(name: str, seconds: float) -> None:
@@ -52,10 +58,50 @@ def record(name: str, seconds: float) -> None:
 
 def _on_gc(phase: str, info: dict[str, int]) -> None:
     generation = info["generation"]
+    if phase == "start" and generation == 2:
+        _sample_heap()
     if phase == "start":
-        _gc_started[generation] = time.perf_counter()
+        _gc_started[generation] = (time.perf_counter(), time.thread_time())
     elif generation in _gc_started:
-        record(f"gc gen{generation} pause", time.perf_counter() - _gc_started.pop(generation))
+        wall, cpu = _gc_started.pop(generation)
+        record(f"gc gen{generation} pause", time.perf_counter() - wall)
+        # The CPU the collection took: the pause a machine with a core to spare would see.
+        record(f"gc gen{generation} cpu", time.thread_time() - cpu)
+
+
+heap: list[dict[str, Any]] = []
+
+
+def _sample_heap() -> None:
+    """What a full collection is about to walk: its objects by type, per collection."""
+    walked = gc.get_objects(2) + gc.get_objects(1) + gc.get_objects(0)
+    kinds = Counter(type(o).__qualname__ for o in walked)
+    heap.append(
+        {
+            "objects": len(walked),
+            "frozen": gc.get_freeze_count(),
+            "types": dict(kinds.most_common(25)),
+        }
+    )
+    del walked
+
+
+def census() -> dict[str, Any]:
+    """The heap a full collection walks now, and how long one takes (it is run here)."""
+    _sample_heap()
+    sample = heap.pop()
+    started = time.perf_counter()
+    found = gc.collect()
+    sample["full collection ms"] = (time.perf_counter() - started) * 1000
+    sample["collected"] = found
+    saved = gc.callbacks[:]
+    gc.callbacks.clear()
+    started = time.perf_counter()
+    gc.collect()
+    sample["without callbacks ms"] = (time.perf_counter() - started) * 1000
+    sample["callbacks"] = [repr(c) for c in saved]
+    gc.callbacks.extend(saved)
+    return sample
 
 
 _raw_connection = AsyncEngine.raw_connection
@@ -78,6 +124,8 @@ async def _lag() -> None:
 
 def summary() -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if heap:
+        out["heap"] = heap
     for name, values in sorted(series.items()):
         ordered = sorted(values)
         n = len(ordered)
@@ -108,8 +156,14 @@ class Tails:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "http" and scope["path"].startswith("/_tails"):
+            if scope["path"] == "/_tails/census":
+                body = json.dumps(census()).encode()
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": body})
+                return
             if scope["path"] == "/_tails/reset":
                 series.clear()
+                heap.clear()
             body = json.dumps(summary()).encode()
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": body})
@@ -130,6 +184,7 @@ def main() -> None:
     AsyncEngine.raw_connection = _timed_raw_connection  # type: ignore[method-assign]
     settings = load_settings()
     app = Tails(create_app(settings))
+    freeze_startup_heap()  # as `bookedbarber serve` does once the service is loaded
     uvloop.install()
     uvicorn.run(
         app,
