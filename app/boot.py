@@ -39,12 +39,13 @@ T = TypeVar("T")
 SERVICE = "app.main:create_app"
 ALIVE = {"status": "alive"}  # /health/live's answer, here and in app/api/health.py
 STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that could not start
-# Generation-1 collections between two full ones (CPython's default 10). Each full
-# collection walks every object not frozen: at 10,000 open connections their protocol,
-# parser and last request objects, a pause of 0.3 to 0.7 s every few seconds while the
-# connections arrive (bench/tails.py). Cyclic garbage that reached the oldest generation
-# waits a little longer for its collection.
-FULL_COLLECTION_EVERY = 100
+# A full collection's survivors are live. When at least FREEZE_AT of them are new since the
+# last freeze (10,000 connections arriving leave about 230,000), they are frozen at once, so
+# later full collections walk only what became long-lived since (see LiveHeap).
+FREEZE_AT = 50_000
+# The frozen heap is walked again this often (unfrozen, refrozen after the next full
+# collection), freeing what died in reference cycles after it was frozen.
+RECLAIM_SECONDS = 3600.0
 
 
 def create() -> Boot:
@@ -93,7 +94,7 @@ class Boot:
             # The import and the app's construction take the CPU time; in a thread, the
             # event loop answers meanwhile. The lifespan (engines, probes) runs on the loop.
             service = await in_thread(self._build)
-            freeze_startup_heap()  # before the lifespan's probes: its collection delays them
+            freeze_live_heap()  # before the lifespan's probes: its collection delays them
             lifespan = Lifespan(service, scope)
             await lifespan.startup()
         except asyncio.CancelledError:
@@ -115,19 +116,56 @@ class Boot:
         return factory()
 
 
-def freeze_startup_heap() -> None:
-    """Keep what loading built (modules, routes, models) out of full collections.
+def freeze_live_heap() -> None:
+    """Keep what lives long out of full collections (once per process: see LiveHeap).
 
-    Those objects live as long as the process, yet every full (generation 2) collection
-    walked them all: under load a pause of about 200 ms every few seconds, which every
-    request in flight waited out (the p99.9 of bench/tails.py). Once per process: a
-    worker's start-up, never an app factory's (tests build many apps in one process).
+    What loading built (modules, routes, models) lives as long as the process, yet every
+    full (generation 2) collection walked it all: under load a pause of about 200 ms every
+    few seconds, which every request in flight waited out (the p99.9 of bench/tails.py).
+    It is frozen here, and LiveHeap freezes what arrives later in bulk (open connections).
+    A worker's start-up calls this, never an app factory (tests build many apps in one
+    process).
     """
     if gc.get_freeze_count() == 0:
         gc.collect()
         gc.freeze()
-        gen0, gen1, _ = gc.get_threshold()
-        gc.set_threshold(gen0, gen1, FULL_COLLECTION_EVERY)
+        gc.callbacks.append(LiveHeap())
+
+
+class LiveHeap:
+    """A gc callback: after a full collection, freezes its survivors when they are many.
+
+    A full collection walks every object not frozen. 10,000 idle keep-alive connections
+    are about 230,000 objects (uvloop's transport and timer, uvicorn's protocol, parser and
+    flow control, the parser's bound callbacks): a pause of about 0.2 s of CPU each time,
+    for objects that outlive many collections (bench/tails.py GET /_tails/census). Right
+    after a full collection everything left is reachable, so freezing it then freezes no
+    garbage; once FREEZE_AT survivors have piled up, they are frozen, and the next full
+    collections walk only the few objects that became long-lived since.
+
+    What this costs: an object frozen while alive and later left in a reference cycle is
+    not freed until the frozen heap is walked again, every `reclaim_every` seconds.
+    Closed connections are freed by reference counting, frozen or not.
+    """
+
+    def __init__(
+        self,
+        freeze_at: int = FREEZE_AT,
+        reclaim_every: float = RECLAIM_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.freeze_at, self.reclaim_every, self.clock = freeze_at, reclaim_every, clock
+        self.reclaimed = clock()
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase != "stop" or info["generation"] != 2:
+            return
+        now = self.clock()
+        if now - self.reclaimed >= self.reclaim_every:
+            self.reclaimed = now
+            gc.unfreeze()  # the next full collection walks it all, once
+        elif len(gc.get_objects(2)) >= self.freeze_at:
+            gc.freeze()
 
 
 class Lifespan:
