@@ -13,8 +13,8 @@ requests in flight at once: past the pool's size (DEFAULT_POOL_CAP) most checkou
 for a connection given back, as under bench/run.py's 64 connections. Prints, as JSON, the
 process CPU (time.process_time) per request, in microseconds, for each, best of --rounds. With
 --against, each checkout runs --repeats times in its own process, alternately, on the
-same database, and the best of each is printed: on a shared machine the minimum is
-what the code costs, the rest is its neighbours.
+same database, and the best and the median of each are printed: on a shared machine the
+minimum is what the code costs, the rest is its neighbours.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -183,17 +184,23 @@ async def _seed(url: str, scale: float) -> None:
 
 
 def _compare(url: str, roots: list[Path], args: argparse.Namespace) -> dict[str, Any]:
-    best: dict[str, dict[str, float]] = {str(root): {} for root in roots}
+    found: dict[str, dict[str, list[float]]] = {str(root): {} for root in roots}
     for _ in range(args.repeats):
         for root in roots:
             command = [sys.executable, __file__, "--root", str(root), "--url", url]
             command += ["-n", str(args.n), "--rounds", str(args.rounds)]
             command += ["--clients", str(args.clients)]
-            found = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
-            for door, micros in found.items():
-                mine = best[str(root)]
-                mine[door] = min(mine.get(door, micros), micros)
-    return best
+            run = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
+            for door, micros in run.items():
+                found[str(root)].setdefault(door, []).append(micros)
+    # The least of the repeats: what the code costs; the median: how far its neighbours moved it.
+    return {
+        root: {
+            door: {"best": min(runs), "median": round(statistics.median(runs), 1)}
+            for door, runs in doors.items()
+        }
+        for root, doors in found.items()
+    }
 
 
 def main() -> None:
