@@ -79,6 +79,7 @@ async def test_queue_pool_keeps_its_idle_connections_in_the_fair_queue(postgres:
         assert private(pool, "_pre_ping") is False
         assert private(pool, "_recycle") == settings.pool_recycle
         assert private(pool, "_invalidate_time") == 0
+        assert private(pool, "_timeout") == 5, "QueuePool._timeout is not POOL_TIMEOUT"
         conn = await engine.raw_connection()
         await in_greenlet(conn.close)
         assert pool._pool.qsize() == 1, "a connection given back did not go to the FairQueue"

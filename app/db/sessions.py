@@ -124,7 +124,7 @@ async def unnamed(
 
 async def checkout(engine: AsyncEngine) -> PoolProxiedConnection:
     """A pooled connection of `engine`: without a greenlet when the pool says the checkout
-    needs no await, else the awaited way.
+    needs no await (also after waiting in line for one given back), else the awaited way.
 
     The pool's answer can go stale before the checkout itself reads the connection's
     times: a pause of this process longer than its margins (a stall of 0.7 s with 10,000
@@ -134,7 +134,11 @@ async def checkout(engine: AsyncEngine) -> PoolProxiedConnection:
     the connection put back invalidated) and the checkout starts over the awaited way.
     """
     pool = engine.sync_engine.pool
-    if isinstance(pool, CountingPool) and pool.checkout_without_io():
+    # A busy pool: wait in line without a greenlet; the turn's connection is handed to the
+    # checkout below (or, when that needs an await, to the awaited one), with no await between.
+    if isinstance(pool, CountingPool) and (
+        pool.checkout_without_io() or (pool.must_wait() and await pool.wait_turn())
+    ):
         try:
             return engine.sync_engine.raw_connection()
         except MissingGreenlet:
