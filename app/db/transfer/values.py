@@ -300,8 +300,8 @@ def _sqlite_stamp(v: object) -> str:
 
     isoformat() writes the year in four digits (strftime's %Y leaves year 999 at three,
     which SQLite's date functions cannot read), at a third of the cost. What PostgreSQL
-    hands over (naive, or in UTC) is written as it is: its first 26 characters are the
-    text, with no conversion to UTC to make (half the cost of the whole)."""
+    hands over (naive, or in UTC) needs no conversion to UTC: its first 26 characters
+    are the text."""
     if type(v) is dt.datetime and (v.tzinfo is None or v.tzinfo is dt.UTC):
         return v.isoformat(" ", "microseconds")[:26]
     return _datetime(v).replace(tzinfo=None).isoformat(" ", "microseconds")
