@@ -1,7 +1,7 @@
 """Benchmark: `bookedbarber db copy` against pgloader on the messy backend-shaped SQLite file.
 
     uv run python bench/transfer.py [--rows 1000000,3000000] [--jobs 2] [--prefetch 10000]
-        [--only-pgloader]
+        [--only-pgloader | --skip-pgloader]
 
 Builds the 33-table fixture of tests/messy_sqlite.py (every one-off oddity included),
 starts its own PostgreSQL (tests/pgcluster.py), installs pgloader with apt-get when
@@ -26,7 +26,8 @@ resume next` (a refused batch is retried without the refused rows) and CAST rule
 the columns whose values the declared type refuses, written from what the first run's log
 names. What no setting saves: text that is not UTF-8 ends the table's read (client_notes
 from that row on), an infinite REAL is written as Lisp syntax, text stops at a NUL.
---only-pgloader runs just the two pgloader runs.
+--only-pgloader runs just the two pgloader runs; --skip-pgloader just the copy's two
+(there pgloader need not be installed).
 """
 
 from __future__ import annotations
@@ -245,10 +246,12 @@ def main() -> None:
     parser.add_argument("--rows", default="1000000,3000000")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--prefetch", type=int, default=10_000, help="pgloader's prefetch rows")
-    parser.add_argument("--only-pgloader", action="store_true", help="skip the copy's runs")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--only-pgloader", action="store_true", help="skip the copy's runs")
+    which.add_argument("--skip-pgloader", action="store_true", help="only the copy's runs")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bb-bench-"))
-    pgloader = ensure_pgloader()
+    pgloader = "pgloader" if args.skip_pgloader else ensure_pgloader()
     tuned = ["--with", f"prefetch rows = {args.prefetch}"] if args.prefetch else []
     cluster = pgcluster.start_cluster(replicas=0)
     postmaster = cluster.primary.pid
@@ -301,6 +304,8 @@ def main() -> None:
             ]
             if args.only_pgloader:
                 runs = [run for run in runs if run[1][0] == pgloader]
+            elif args.skip_pgloader:
+                runs = [run for run in runs if run[1][0] != pgloader]
             for n, (tool, cmd, lite, url) in enumerate(runs):
                 waited = asyncio.run(settle(base, [ours, theirs, tuned_db]))
                 print(f"{tool}: started after {waited:.0f}s waiting for autovacuum", flush=True)

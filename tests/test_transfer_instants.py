@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
 import sqlite3
+from pathlib import Path
 
-from app.db.transfer import checks, fastpath, values
+import asyncpg
+from rich.console import Console
+
+from app.db import transfer
+from app.db.transfer import checks, fastpath, pg, to_sqlite, values
 from app.db.transfer.types import Type
 from tests.conftest import pg_fetch
 
@@ -162,3 +168,100 @@ def test_instants_written_for_sqlite_read_back() -> None:
             assert text == utc.strftime("%Y-%m-%d %H:%M:%S.%f").zfill(26)
             seconds = conn.execute("SELECT datetime(substr(?, 1, 19))", (text,)).fetchone()[0]
             assert seconds == text[:19]
+
+
+def quiet() -> Console:
+    return Console(file=open(os.devnull, "w"), width=120)
+
+
+def _utc_text(value: dt.datetime) -> str:
+    """The text the way back must write, built field by field: UTC, no offset, six digits."""
+    u = value.astimezone(dt.UTC) if value.tzinfo else value
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d} "
+        f"{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond:06d}"
+    )
+
+
+async def test_the_way_back_writes_each_instant_and_checks_it(
+    scratch_db: str, tmp_path: Path
+) -> None:
+    """PostgreSQL writes the way back's date and time text: the file holds each value in
+    UTC to the microsecond (years before 1000 in four digits, offsets applied), and a
+    value changed afterwards by one microsecond is caught by verification."""
+    await pg_fetch(
+        scratch_db,
+        "CREATE TABLE stamps (id int PRIMARY KEY, at timestamptz, local timestamp)",
+    )
+    await pg_fetch(
+        scratch_db,
+        "INSERT INTO stamps VALUES "
+        "(1, '0001-01-01 00:00:00.000001+00', '0999-12-31 23:59:59.999999'), "
+        "(2, '2024-02-29 12:00:00+14', '2024-02-29 12:00:00'), "
+        "(3, '9999-12-31 23:59:59.999999+00', '9999-12-31 23:59:59.999999'), "
+        "(4, NULL, NULL), "
+        "(5, '1969-12-31 23:59:59.5-03:30', '1969-12-31 23:59:59.5')",
+    )
+    source = await pg_fetch(scratch_db, "SELECT id, at, local FROM stamps ORDER BY id")
+    back = tmp_path / "back.db"
+    report = await transfer.copy(scratch_db, f"sqlite:///{back}", transfer.CopyOptions(), quiet())
+    assert report.ok
+    with sqlite3.connect(back) as db:
+        stored = db.execute("SELECT id, at, local FROM stamps ORDER BY id").fetchall()
+    assert stored == [
+        (r[0], *(None if v is None else _utc_text(v) for v in (r[1], r[2]))) for r in source
+    ]
+    assert stored[1][1] == "2024-02-28 22:00:00.000000"
+    assert (await transfer.verify(scratch_db, f"sqlite:///{back}")).ok
+
+    with sqlite3.connect(back) as db:
+        db.execute("UPDATE stamps SET at = '2024-02-28 22:00:00.000001' WHERE id = 2")
+    changed = await transfer.verify(scratch_db, f"sqlite:///{back}")
+    failed = [c for c in changed.checks if not c.ok]
+    assert [(c.table, c.differing_keys) for c in failed] == [("stamps", ["2"])]
+
+
+async def test_instants_python_cannot_hold_are_written_as_before(scratch_db: str) -> None:
+    """Infinite values pass PostgreSQL's writing by: the Python converter writes them, as
+    it did every value before (asyncpg reads infinity as the last microsecond of 9999)."""
+    await pg_fetch(
+        scratch_db,
+        "CREATE TABLE odd (id int PRIMARY KEY, at timestamptz, local timestamp)",
+    )
+    await pg_fetch(
+        scratch_db,
+        "INSERT INTO odd VALUES (1, 'infinity', '-infinity'), (2, '-infinity', 'infinity'), "
+        "(3, '2024-01-01 00:00:00.25+01', NULL), (4, NULL, '2024-01-01 00:00:00')",
+    )
+    conn = await asyncpg.connect(scratch_db.replace("+asyncpg", ""))
+    try:
+        table = (await pg.reflect(conn, "public"))["odd"]
+        types = [(c.name, c.type) for c in table.columns]
+        names = [c.name for c in table.columns]
+        reading = to_sqlite._Reading(scratch_db, table, types, [], [1, 2], values.Options(), 10)
+        exprs = to_sqlite._stamps(table, reading.stamps)
+        written = to_sqlite._stamped(
+            await pg.read_batch(conn, "public", table, names, None, 10, exprs=exprs), 1, reading
+        )
+        plain = await pg.read_batch(conn, "public", table, names, None, 10)
+    finally:
+        await conn.close()
+    # (the key, then the columns): the dates and times as the converter writes them.
+    by_python = [
+        (
+            row[0],
+            *(
+                v if v is None or i == 0 else values.to_sqlite(types[i][1], values.Options())(v)
+                for i, v in enumerate(row[1:])
+            ),
+        )
+        for row in plain
+    ]
+    assert written == by_python
+    last, first = "9999-12-31 23:59:59.999999", "0001-01-01 00:00:00.000000"
+    assert written == [
+        (1, 1, last, first),
+        (2, 2, first, last),
+        (3, 3, "2023-12-31 23:00:00.250000", None),
+        (4, 4, None, "2024-01-01 00:00:00.000000"),
+    ]

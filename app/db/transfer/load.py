@@ -35,8 +35,19 @@ def convert_rows(
     make = to_python if target else to_sqlite
     wanted = range(len(types)) if only is None else only
     funcs = [(i, make(types[i][1], opts)) for i in wanted]
-    if not funcs:
+    if not funcs or not batch:
         return [tuple(row[nkeys:]) for row in batch]
+    # A column at a time: the rows taken apart and put together again by zip(), each
+    # converter called in one comprehension, with no list built per row.
+    columns: list[Sequence[object]] = list(zip(*batch, strict=True))
+    del columns[:nkeys]
+    try:
+        for i, func in funcs:
+            columns[i] = [None if v is None else func(v) for v in columns[i]]
+    except Unfit:
+        pass  # found again row by row below, to name the first row that does not fit
+    else:
+        return list(zip(*columns, strict=True))
     out: list[tuple[object, ...]] = []
     for row in batch:
         values = list(row[nkeys:])

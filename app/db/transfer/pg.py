@@ -129,10 +129,15 @@ async def read_batch(
     columns: Sequence[str],
     after: Sequence[object] | None,
     size: int,
+    *,
+    exprs: Sequence[str] | None = None,
 ) -> list[tuple[object, ...]]:
+    """Rows after the given key, in key order: (key values..., column values...).
+
+    exprs: SQL to select instead of the columns (for values PostgreSQL writes out)."""
     keys = key_columns(table)
     key_sql = ", ".join(k if k == "ctid" else quote(k) for k in keys)
-    select = ", ".join([key_sql, *(quote(c) for c in columns)])
+    select = ", ".join([key_sql, *(exprs if exprs is not None else map(quote, columns))])
     args: list[object] = []
     where = ""
     if after is not None:
