@@ -13,7 +13,7 @@ import asyncpg
 from rich.console import Console
 
 from app.db import transfer
-from app.db.transfer import checks, fastpath, pg, to_sqlite, values
+from app.db.transfer import checks, fastpath, pg, reading, values
 from app.db.transfer.types import Type
 from tests.conftest import pg_fetch
 
@@ -238,10 +238,10 @@ async def test_instants_python_cannot_hold_are_written_as_before(scratch_db: str
         table = (await pg.reflect(conn, "public"))["odd"]
         types = [(c.name, c.type) for c in table.columns]
         names = [c.name for c in table.columns]
-        reading = to_sqlite._Reading(scratch_db, table, types, [], [1, 2], values.Options(), 10)
-        exprs = to_sqlite._stamps(table, reading.stamps)
-        written = to_sqlite._stamped(
-            await pg.read_batch(conn, "public", table, names, None, 10, exprs=exprs), 1, reading
+        read = reading.Reading(scratch_db, table, types, [], [1, 2], values.Options(), 10)
+        exprs = reading._stamps(table, read.stamps)
+        written = reading._stamped(
+            await pg.read_batch(conn, "public", table, names, None, 10, exprs=exprs), 1, read
         )
         plain = await pg.read_batch(conn, "public", table, names, None, 10)
     finally:

@@ -7,19 +7,20 @@ import contextlib
 import gc
 import json
 import sqlite3
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.db.transfer import lite, pg, values, workers
+from app.db.transfer import lite, pg, workers
 from app.db.transfer.defaults import pg_to_sqlite
-from app.db.transfer.load import convert_rows, progress
+from app.db.transfer.load import progress
 from app.db.transfer.options import CopyOptions, pg_connect, sqlite_path
+from app.db.transfer.reading import Reading, Rows, read_batch
 from app.db.transfer.report import Check, Report, TransferError
 from app.db.transfer.schema import Table, load_order, quote
-from app.db.transfer.types import INT_RANGES, Type
+from app.db.transfer.types import Type
 from app.db.transfer.values import Options
 from app.db.transfer.verify import Side, compare, digests
 from app.urls import asyncpg_dsn
@@ -29,16 +30,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 LITE_PROGRESS = "_bookedbarber_transfer_progress"
-# Kinds asyncpg hands over as SQLite stores them: PostgreSQL already held each value to
-# its column (range, length, UTF-8 without NUL), so their converters would return every
-# value unchanged. The other kinds (numbers, booleans, times, UUIDs) are converted.
-_AS_READ = {*INT_RANGES, "text", "varchar", "bytea", "json", "jsonb"}
-# Kinds PostgreSQL writes out as SQLite keeps them (_stamps()).
-_STAMPS = ("timestamptz", "timestamp")
 # A row of LITE_PROGRESS: table_name, last_key (JSON), rows, done, action.
 _Progress = tuple[str, str | None, int, int, str]
-# A batch converted for SQLite, and its last key (None when it is empty).
-_Rows = tuple[list[tuple[object, ...]], list[object] | None]
 
 
 def _defaults(table: Table, report: Report) -> dict[str, str]:
@@ -96,92 +89,6 @@ def _start(
     dst.execute("COMMIT")
 
 
-@dataclass
-class _Reading:
-    """What a worker needs to read one table's batches and convert them for SQLite."""
-
-    dsn: str
-    table: Table
-    types: list[tuple[str, Type]]  # (SQLite column, the PostgreSQL column's type)
-    convert: list[int]  # the columns whose values need converting in Python
-    stamps: list[int]  # the date and time columns PostgreSQL writes out (_stamps())
-    options: Options
-    size: int
-
-
-def _stamps(table: Table, stamps: list[int]) -> list[str]:
-    """What to select for each column: a date and time as the text SQLite keeps (UTC,
-    without an offset, to the microsecond), written by PostgreSQL where Python could hold
-    the value (to_char() gives what isoformat() does, which cost about 2 us a value in
-    Python); any other (infinite, past year 9999, before year 1) added at the end of the
-    row as it is, for the Python converter."""
-    exprs = [quote(c.name) for c in table.columns]
-    for i in stamps:
-        column = table.columns[i]
-        q = quote(column.name)
-        utc = f"({q} AT TIME ZONE 'UTC')" if column.type.kind == "timestamptz" else q
-        within = f"{utc} >= '0001-01-01' AND {utc} < '10000-01-01'"
-        exprs[i] = f"CASE WHEN {within} THEN to_char({utc}, 'YYYY-MM-DD HH24:MI:SS.US') END"
-        exprs.append(f"CASE WHEN NOT ({within}) THEN {q} END")
-    return exprs
-
-
-def _stamped(
-    batch: list[tuple[object, ...]], nkeys: int, reading: _Reading
-) -> list[tuple[object, ...]]:
-    """The rows _stamps() selected, each date and time column's text filled in from the
-    value added at the end where PostgreSQL wrote none, those values then left off."""
-    if not reading.stamps or not batch:
-        return batch
-    width = nkeys + len(reading.types)
-    columns: list[Sequence[object]] = list(zip(*batch, strict=True))
-    for j, i in enumerate(reading.stamps):
-        raw = columns[width + j]
-        if raw.count(None) == len(raw):
-            continue
-        convert = values.to_sqlite(reading.types[i][1], reading.options)
-        columns[nkeys + i] = [
-            text if value is None else convert(value)
-            for text, value in zip(columns[nkeys + i], raw, strict=True)
-        ]
-    return list(zip(*columns[:width], strict=True))
-
-
-def _read(reading: _Reading, after: list[object] | None) -> _Rows:
-    """In a worker: the batch after key `after`, converted for SQLite, and its last key."""
-    table = reading.table
-
-    async def read(conn: asyncpg.Connection) -> _Rows:
-        columns = [c.name for c in table.columns]
-        exprs = _stamps(table, reading.stamps)
-        batch = await pg.read_batch(
-            conn, "public", table, columns, after, reading.size, exprs=exprs
-        )
-        nkeys = len(pg.key_columns(table))
-        last = list(batch[-1][:nkeys]) if batch else None
-        batch = _stamped(batch, nkeys, reading)
-        rows = convert_rows(
-            table.name,
-            reading.types,
-            batch,
-            nkeys,
-            reading.options,
-            target=False,
-            only=reading.convert,
-        )
-        return rows, last
-
-    # The collector pauses, as in the writing process (_writing()): a batch's rows hold
-    # no reference cycles.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return workers.with_connection(reading.dsn, read)
-    finally:
-        if collecting:
-            gc.enable()
-
-
 async def _load_table(
     executor: ProcessPoolExecutor,
     dsn: str,
@@ -204,18 +111,16 @@ async def _load_table(
         other = target.column(column.name)
         assert other is not None
         types.append((other.name, column.type))
-    stamps = [i for i, (_n, t) in enumerate(types) if t.kind in _STAMPS]
-    convert = [i for i, (_n, t) in enumerate(types) if t.kind not in (*_AS_READ, *_STAMPS)]
     options = Options(opts.round_money, opts.strip_nul)
-    reading = _Reading(dsn, table, types, convert, stamps, options, opts.batch_size)
+    reading = Reading.of(dsn, table, types, options, opts.batch_size)
     insert = (
         f"INSERT INTO {quote(name)} ({', '.join(quote(t[0]) for t in types)}) "
         f"VALUES ({', '.join('?' for _ in types)})"
     )
     copied = 0
 
-    def read(start: list[object] | None) -> asyncio.Future[_Rows]:
-        return asyncio.ensure_future(workers.run(executor, _read, reading, start))
+    def read(start: list[object] | None) -> asyncio.Future[Rows]:
+        return asyncio.ensure_future(workers.run(executor, read_batch, reading, start))
 
     fetching = read(json.loads(last_key) if last_key else None)
     try:
