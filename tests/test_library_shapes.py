@@ -243,6 +243,7 @@ CALLBACKS = {
     "on_body": ["self", "body"],
     "on_message_complete": ["self"],
     "on_response_complete": ["self"],
+    "_start_asgi_task": ["self", "cycle", "app"],
     "timeout_keep_alive_handler": ["self"],
     "_unset_keepalive_if_required": ["self"],
 }
@@ -281,8 +282,10 @@ async def test_edge_protocol_serves_and_refuses_on_a_real_socket() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         await asyncio.sleep(0)
         protocol = made[0]
-        for name in ("loop", "transport", "client", "timeout_keep_alive"):
+        for name in ("loop", "transport", "client", "timeout_keep_alive", "pipeline"):
             private(protocol, name)
+        private(private(protocol, "server_state"), "total_requests")
+        private(private(protocol, "flow"), "resume_reading")
         assert private(protocol, "timeout_keep_alive_task") is not None, (
             "EdgeProtocol no longer arms uvicorn's keep-alive timer on connect"
         )

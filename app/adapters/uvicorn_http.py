@@ -31,9 +31,11 @@ httptools callbacks it overrides (`data_received`, `on_message_begin`, `on_url`,
 `connection_made`, `connection_lost`) and the state it reads or sets (`loop`,
 `transport`, `client`, `headers`, `scope`, `cycle`, `cycle.scope`,
 `cycle.response_complete`, `timeout_keep_alive`, `timeout_keep_alive_task`,
-`timeout_keep_alive_handler`, `_unset_keepalive_if_required`). It buys the limits above
+`timeout_keep_alive_handler`, `_unset_keepalive_if_required`, `server_state`, `flow`,
+`pipeline`, `_start_asgi_task`). It buys the limits above
 (bench/header_flood.py shows what they stop; bench/head_cost.py what they cost a
-request), and idle connections that hold nothing of their last request.
+request), idle connections that hold nothing of their last request, and one keep-alive
+timer per connection rather than one per response.
 tests/test_library_shapes.py fails, naming the attribute, when an installed uvicorn
 changes one of them; pyproject.toml bounds uvicorn to the release it was read from.
 """
@@ -41,6 +43,7 @@ changes one of them; pyproject.toml bounds uvicorn to the release it was read fr
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import http
 import logging
@@ -115,16 +118,48 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        # Idle until the first byte, as between requests: uvicorn's keep-alive timer,
-        # which the first data_received cancels.
-        self.timeout_keep_alive_task = self.loop.call_later(
-            self.timeout_keep_alive, self.timeout_keep_alive_handler
-        )
+        # Idle until the first byte, as between requests.
+        self._context = contextvars.copy_context()
+        self._idle_since: float | None = self.loop.time()
+        self._keep_alive_in(self.timeout_keep_alive)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        self._unset_keepalive_if_required()  # uvicorn leaves it armed on a reset
+        self._stop_keep_alive()  # uvicorn leaves its timer armed on a reset
         super().connection_lost(exc)
+
+    # The keep-alive timer. uvicorn arms a new timer after every response and cancels it
+    # on the next read: per request a timer handle, a libuv timer and a copy of the
+    # request's context, each living until the next request, seconds later. At 10,000
+    # connections that is 60,000 objects at any time, walked by every full collection
+    # (bench/tails.py's heap). Here one timer per connection stays armed: a read marks the
+    # connection busy, a response marks when it fell idle, and the timer, when it fires,
+    # closes the connection if it has been idle for KEEP_ALIVE_TIMEOUT, else waits for
+    # the rest (or, busy, leaves the next response to arm it again).
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None  # uvicorn calls this on each read: busy
+
+    def _keep_alive_in(self, delay: float) -> None:
+        # In the connection's own context, not the request's that is ending.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            delay, self._keep_alive_due, context=self._context
+        )
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self._idle_since is None:
+            return  # busy: the response arms the timer again
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self._keep_alive_in(left)
+        else:
+            self.timeout_keep_alive_handler()
+
+    def _stop_keep_alive(self) -> None:
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -223,7 +258,18 @@ class EdgeProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        # uvicorn's, but for the keep-alive timer (above).
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()  # reads may have been paused while the body was read
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._idle_since = self.loop.time()
+            if self.timeout_keep_alive_task is None:
+                self._keep_alive_in(self.timeout_keep_alive)
         cycle = self.cycle
         if cycle is not None and cycle.response_complete:
             # Idle again: nothing of the finished request stays reachable from the
@@ -239,7 +285,7 @@ class EdgeProtocol(HttpToolsProtocol):
         """Answers `status` and closes: the rest of the head is never parsed."""
         self._refused = True
         self._disarm()
-        self._unset_keepalive_if_required()
+        self._stop_keep_alive()
         log.info(
             "request head refused",
             extra={

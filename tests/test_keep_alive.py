@@ -1,0 +1,102 @@
+"""Idle keep-alive connections (app/adapters/uvicorn_http.py): one timer per connection,
+closed after KEEP_ALIVE_TIMEOUT of silence counted from the last response, never while a
+request is under way. In-process, on a real socket, with a short timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from app.adapters.uvicorn_http import EdgeProtocol, Limits
+
+TIMEOUT = 0.5
+EARLY = 0.05  # a timer may fire this much before its time, by the loop's clock
+
+
+async def _app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["path"] == "/slow":  # still answering when the idle timer fires
+        await asyncio.sleep(TIMEOUT * 2)
+    headers = [(b"content-length", b"2")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _serve(idle: float = TIMEOUT) -> tuple[asyncio.Server, int, list[EdgeProtocol]]:
+    config = Config(app=_app, lifespan="off", timeout_keep_alive=idle, access_log=False)
+    config.load()
+    limits = Limits(30.0, 8192, 8192, 100, 65536)
+    made: list[EdgeProtocol] = []
+
+    def factory() -> EdgeProtocol:
+        made.append(EdgeProtocol(config, ServerState(), {}, limits=limits))
+        return made[-1]
+
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], made
+
+
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> float:
+    """A request, its whole answer read; when it ended."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert await reader.readexactly(2) == b"ok"
+    return time.monotonic()
+
+
+async def _closed(reader: asyncio.StreamReader) -> float:
+    """Waits for the server to close the connection (30 s at most); when it did."""
+    assert await asyncio.wait_for(reader.read(1), 30) == b"", "bytes after the answer"
+    return time.monotonic()
+
+
+async def test_idle_time_counts_from_the_last_response() -> None:
+    server, port, made = await _serve()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(TIMEOUT * 0.6)
+        await _get(reader, writer, "/one")
+        await asyncio.sleep(TIMEOUT * 0.6)  # past the first timer's time: still open
+        answered = await _get(reader, writer, "/two")
+        closed = await _closed(reader)
+        assert closed - answered >= TIMEOUT - EARLY, closed - answered
+        assert made[0].timeout_keep_alive_task is None
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_request_under_way_when_the_timer_fires_is_answered() -> None:
+    server, port, _made = await _serve()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answered = await _get(reader, writer, "/slow")
+        answered = await _get(reader, writer, "/after")  # the connection serves on
+        closed = await _closed(reader)
+        assert closed - answered >= TIMEOUT - EARLY, closed - answered
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_requests_share_one_timer() -> None:
+    server, port, made = await _serve(idle=60)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0)
+        timer = made[0].timeout_keep_alive_task
+        assert timer is not None
+        for _ in range(20):
+            await _get(reader, writer, "/")
+        # uvicorn arms (and the next read cancels) a timer per response
+        assert made[0].timeout_keep_alive_task is timer
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
