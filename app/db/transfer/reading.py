@@ -3,13 +3,12 @@ for SQLite, in a worker process (to_sqlite.py writes them)."""
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app.db.transfer import pg, values, workers
-from app.db.transfer.load import convert_rows
+from app.db.transfer.load import collector_paused, convert_rows
 from app.db.transfer.schema import Table, quote
 from app.db.transfer.types import INT_RANGES, Type
 from app.db.transfer.values import Options
@@ -110,12 +109,5 @@ def read_batch(reading: Reading, after: list[object] | None) -> Rows:
         )
         return rows, last
 
-    # The collector pauses, as in the writing process (_writing()): a batch's rows hold
-    # no reference cycles.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():  # as in the writing process
         return workers.with_connection(reading.dsn, read)
-    finally:
-        if collecting:
-            gc.enable()

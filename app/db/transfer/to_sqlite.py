@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import sqlite3
 from collections.abc import Callable, Coroutine, Iterator
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from app.db.transfer import lite, pg, workers
 from app.db.transfer.defaults import pg_to_sqlite
-from app.db.transfer.load import progress
+from app.db.transfer.load import collector_paused, progress
 from app.db.transfer.options import CopyOptions, pg_connect, sqlite_path
 from app.db.transfer.reading import Reading, Rows, read_batch
 from app.db.transfer.report import Check, Report, TransferError
@@ -181,20 +180,14 @@ def _writing(dst: sqlite3.Connection) -> Iterator[None]:
     """While the copy writes: the target in WAL mode with synchronous=NORMAL, so a batch's
     commit (its progress row with it) does not wait for the disk; a batch lost to a power
     cut is loaded again on resume, and WAL keeps the file whole. The file's own journal
-    mode comes back at the end. The garbage collector pauses meanwhile: the rows hold no
-    reference cycles, and its passes over each batch's hundred thousand objects cost a
-    twentieth
-    of the copy's CPU."""
+    mode comes back at the end. The garbage collector pauses meanwhile."""
     mode = dst.execute("PRAGMA journal_mode").fetchone()[0]
     dst.execute("PRAGMA journal_mode=WAL")
     dst.execute("PRAGMA synchronous=NORMAL")
-    collecting = gc.isenabled()
-    gc.disable()
     try:
-        yield
+        with collector_paused():
+            yield
     finally:
-        if collecting:
-            gc.enable()
         with contextlib.suppress(sqlite3.Error):  # another connection has the file open
             dst.execute(f"PRAGMA journal_mode={mode}")
 
