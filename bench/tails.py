@@ -62,7 +62,7 @@ def record(name: str, seconds: float) -> None:
 def _on_gc(phase: str, info: dict[str, int]) -> None:
     generation = info["generation"]
     if phase == "start" and generation == 2:
-        _sample_heap()
+        heap.append(_heap())
     if phase == "start":
         _gc_started[generation] = (time.perf_counter(), time.thread_time())
     elif generation in _gc_started:
@@ -75,36 +75,29 @@ def _on_gc(phase: str, info: dict[str, int]) -> None:
 heap: list[dict[str, Any]] = []
 
 
-def _sample_heap() -> None:
-    """What a full collection is about to walk: its objects by type, per collection."""
+def _heap() -> dict[str, Any]:
+    """What a full collection is about to walk: its objects by type."""
     walked = gc.get_objects(2) + gc.get_objects(1) + gc.get_objects(0)
     kinds = Counter(type(o).__qualname__ for o in walked)
-    heap.append(
-        {
-            "objects": len(walked),
-            "frozen": gc.get_freeze_count(),
-            "types": dict(kinds.most_common(25)),
-        }
-    )
-    del walked
+    return {
+        "objects": len(walked),
+        "frozen": gc.get_freeze_count(),
+        "types": dict(kinds.most_common(25)),
+    }
 
 
 def census() -> dict[str, Any]:
-    """The heap a full collection walks now, and what one takes (it is run here)."""
-    _sample_heap()
-    sample = heap.pop()
-    saved = gc.callbacks[:]
-    gc.callbacks.clear()
+    """The heap a full collection walks now, then one run and timed (without this bench's
+    own callback, which would count the heap again and record the pause)."""
+    sample = _heap()
+    gc.callbacks.remove(_on_gc)
     try:
-        cpu = time.thread_time()
+        wall, cpu = time.perf_counter(), time.thread_time()
         sample["collected"] = gc.collect()
-        sample["no callbacks, cpu ms"] = (time.thread_time() - cpu) * 1000
+        sample["full collection ms"] = (time.perf_counter() - wall) * 1000
+        sample["full collection cpu ms"] = (time.thread_time() - cpu) * 1000
     finally:
-        gc.callbacks.extend(saved)
-    wall, cpu = time.perf_counter(), time.thread_time()
-    gc.collect()
-    sample["full collection ms"] = (time.perf_counter() - wall) * 1000
-    sample["full collection cpu ms"] = (time.thread_time() - cpu) * 1000
+        gc.callbacks.append(_on_gc)
     return sample
 
 
