@@ -8,9 +8,11 @@ Starts a PostgreSQL primary (tests/pgcluster.py), builds the checkout's applicat
 with API tokens and drives it with raw ASGI messages (no HTTP client, no server): a hot
 read the lane answers (GET /api/v1/users/{id}), the same read with the lane off, a
 barber's week and a location's month of the demo data (seeded at --seed-scale) through the
-lane, and a write through FastAPI's route (POST /api/v1/users). `--clients N` keeps N
-requests in flight at once: past the pool's size (DEFAULT_POOL_CAP) most checkouts wait
-for a connection given back, as under bench/run.py's 64 connections. Prints, as JSON, the
+lane, a write through FastAPI's route (POST /api/v1/users), and the week's operation on a
+bare asyncpg pool (the service's own cost around the same statement: the lane's week minus
+it). `--clients N` keeps N requests in flight at once: past the pool's size
+(DEFAULT_POOL_CAP) most checkouts wait for a connection given back, as under bench/run.py's
+64 connections. Prints, as JSON, the
 process CPU (time.process_time) per request, in microseconds, for each, best of --rounds. With
 --against, each checkout runs --repeats times in its own process, alternately, on the
 same database, and the best and the median of each are printed: on a shared machine the
@@ -27,8 +29,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 
 async def _drive(app: Any, method: str, path: str, body: bytes, headers: list[Any]) -> int:
@@ -81,13 +85,22 @@ async def _per_request(
     app: Any, n: int, rounds: int, make: Any, expect: int, clients: int = 1
 ) -> float:
     """Least CPU per request over `rounds` of `n` requests, sent by `clients` at once."""
+
+    async def one(i: int) -> None:
+        status = await _drive(app, *make(i))
+        assert status == expect, status
+
+    return await _best(n, rounds, clients, one)
+
+
+async def _best(n: int, rounds: int, clients: int, one: Callable[[int], Awaitable[None]]) -> float:
+    """Least CPU per call of `one` over `rounds` of `n` calls, `clients` at once."""
     best = float("inf")
     each = max(n // clients, 1)
 
     async def client(first: int) -> None:
         for i in range(first, first + each):
-            status = await _drive(app, *make(i))
-            assert status == expect, status
+            await one(i)
 
     for _ in range(rounds):
         began = time.process_time()
@@ -118,6 +131,38 @@ async def _seeded_reads(url: str) -> dict[str, str]:
         "revenue": f"/api/v1/locations/{location}/revenue?start={first}"
         f"&end={first + dt.timedelta(days=30)}",
     }
+
+
+async def _week_on_a_pool(url: str, path: str, n: int, rounds: int, clients: int) -> float:
+    """The week's own operation and statement on a bare asyncpg pool (30 connections, its
+    reset on release), no HTTP edges, lane, routing or SQLAlchemy pool: what the service adds
+    around the same statement is the lane's figure minus this one."""
+    import asyncpg
+
+    from app.api import reads
+    from app.queries.shapes import Document
+
+    pool = await asyncpg.create_pool(url.replace("+asyncpg", ""), min_size=30, max_size=30)
+
+    class OnThePool:  # the one method of the statements handle the week's operation calls
+        async def document(self, document: Document, *args: object) -> bytes | None:
+            async with pool.acquire() as conn:
+                found: str | None = await conn.fetchval(document.json.postgresql, *args)
+            return None if found is None else found.encode()
+
+    route, _, query = path.partition("?")
+    barber = int(route.split("/")[4])
+    week = reads.ScheduleQuery.model_validate(dict(parse_qsl(query)))
+    db: Any = OnThePool()
+
+    async def one(_: int) -> None:
+        assert await reads.SCHEDULE.body(db, barber, week)
+
+    try:
+        await _best(200, 1, clients, one)  # warm the pool and asyncpg's statement cache
+        return await _best(n, rounds, clients, one)
+    finally:
+        await pool.close()
 
 
 async def measure(url: str, n: int, rounds: int, clients: int = 1) -> dict[str, float]:
@@ -168,6 +213,14 @@ async def measure(url: str, n: int, rounds: int, clients: int = 1) -> dict[str, 
                 results["write, route"] = await _per_request(
                     app, n // 4, rounds, write, 201, clients
                 )
+    try:
+        from app.api.reads import SCHEDULE, ScheduleQuery  # noqa: F401
+    except ImportError:  # a checkout from before the hot reads' endpoints (--against)
+        return results
+    if "week" in seeded:
+        results["week, asyncpg pool"] = await _week_on_a_pool(
+            url, seeded["week"], n, rounds, clients
+        )
     return results
 
 
