@@ -8,10 +8,7 @@ import asyncio
 import time
 from typing import Any
 
-from uvicorn.config import Config
-from uvicorn.server import ServerState
-
-from app.adapters.uvicorn_http import EdgeProtocol, Limits
+from tests.edge_server import EdgeServer, edge_server
 
 TIMEOUT = 0.5
 EARLY = 0.05  # a timer may fire this much before its time, by the loop's clock
@@ -25,18 +22,8 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-async def _serve(idle: float = TIMEOUT) -> tuple[asyncio.Server, int, list[EdgeProtocol]]:
-    config = Config(app=_app, lifespan="off", timeout_keep_alive=idle, access_log=False)
-    config.load()
-    limits = Limits(30.0, 8192, 8192, 100, 65536)
-    made: list[EdgeProtocol] = []
-
-    def factory() -> EdgeProtocol:
-        made.append(EdgeProtocol(config, ServerState(), {}, limits=limits))
-        return made[-1]
-
-    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1], made
+async def _serve(keep_alive: float = TIMEOUT) -> EdgeServer:
+    return await edge_server(_app, keep_alive=keep_alive, header_timeout=30.0)
 
 
 async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> float:
@@ -55,7 +42,8 @@ async def _closed(reader: asyncio.StreamReader) -> float:
 
 
 async def test_idle_time_counts_from_the_last_response() -> None:
-    server, port, made = await _serve()
+    edge = await _serve()
+    server, port, made = edge.server, edge.port, edge.made
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         await asyncio.sleep(TIMEOUT * 0.6)
@@ -72,7 +60,8 @@ async def test_idle_time_counts_from_the_last_response() -> None:
 
 
 async def test_a_request_under_way_when_the_timer_fires_is_answered() -> None:
-    server, port, _made = await _serve()
+    edge = await _serve()
+    server, port = edge.server, edge.port
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         answered = await _get(reader, writer, "/slow")
@@ -86,7 +75,8 @@ async def test_a_request_under_way_when_the_timer_fires_is_answered() -> None:
 
 
 async def test_requests_share_one_timer() -> None:
-    server, port, made = await _serve(idle=60)
+    edge = await _serve(keep_alive=60)
+    server, port, made = edge.server, edge.port, edge.made
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         await asyncio.sleep(0)

@@ -25,16 +25,15 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.util.queue import Empty, Full, QueueCommon
-from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.adapters.sqlalchemy_pool import CountingPool, FairQueue, in_greenlet, max_overflow
-from app.adapters.uvicorn_http import EdgeProtocol, Limits
 from app.api.contract import route_contract
 from app.db.engine import create_engine
 from app.db.sessions import checkout
 from tests.conftest import Postgres, make_settings
+from tests.edge_server import edge_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -266,18 +265,8 @@ async def test_edge_protocol_serves_and_refuses_on_a_real_socket() -> None:
         await body_may_go.wait()
         await send({"type": "http.response.body", "body": b"hello"})
 
-    config = Config(app=held, lifespan="off", timeout_keep_alive=30, access_log=False)
-    config.load()
-    limits = Limits(10.0, 8192, 8192, 100, 65536)
-    made: list[EdgeProtocol] = []
-
-    def factory() -> EdgeProtocol:
-        made.append(EdgeProtocol(config, ServerState(), {}, limits=limits))
-        return made[-1]
-
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(factory, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    edge = await edge_server(held, keep_alive=30, header_timeout=10.0)
+    server, port, made = edge.server, edge.port, edge.made
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         await asyncio.sleep(0)
@@ -339,15 +328,8 @@ async def _ended(state: ServerState) -> None:
 
 
 async def test_an_idle_connection_keeps_nothing_of_its_last_request() -> None:
-    config = Config(app=_kept, lifespan="off", timeout_keep_alive=30, access_log=False)
-    config.load()
-    limits = Limits(10.0, 8192, 8192, 100, 65536)
-    state = ServerState()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: EdgeProtocol(config, state, {}, limits=limits), "127.0.0.1", 0
-    )
-    port = server.sockets[0].getsockname()[1]
+    edge = await edge_server(_kept, keep_alive=30, header_timeout=10.0)
+    server, port, state = edge.server, edge.port, edge.state
     _markers.clear()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
