@@ -19,7 +19,7 @@ from app import logs
 from app.api.deps import ReadSession
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import Postgres
+from tests.conftest import Postgres, collect_earlier_garbage
 from tests.test_edges import TOKEN, running
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
@@ -70,6 +70,7 @@ def test_json_lines_carry_the_request_id(postgres: Postgres, tmp_path: Path) -> 
 @pytest.fixture
 def captured() -> Iterator[io.StringIO]:
     """The root logger's lines, formatted as the service formats them in production."""
+    collect_earlier_garbage()
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logs.JsonFormatter())

@@ -18,7 +18,7 @@ from app.db.budget import check_budget
 from app.db.metrics import DatabaseMetrics
 from app.db.router import DatabaseRouter
 from app.main import create_app
-from tests.conftest import Postgres, make_settings, pg_fetch
+from tests.conftest import Postgres, collect_earlier_garbage, make_settings, pg_fetch
 
 
 def test_unset_pools_are_fixed_and_sized_from_workers_and_budget() -> None:
@@ -133,6 +133,8 @@ async def test_start_up_warns_when_pools_exceed_max_connections(
 async def test_no_warning_for_the_defaults_and_one_for_overflow(
     postgres: Postgres, caplog: pytest.LogCaptureFixture
 ) -> None:
+    collect_earlier_garbage()
+    caplog.clear()
     settings = make_settings(postgres.primary_url, postgres.replica_urls)
     router = DatabaseRouter(settings, DatabaseMetrics(CollectorRegistry()))
     try:

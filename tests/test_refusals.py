@@ -27,7 +27,7 @@ from app.db import errors as db_errors
 from app.db.access import REFUSED_RETRY_SECONDS
 from app.db.errors import Refused
 from app.logs import JsonFormatter, TextFormatter
-from tests.conftest import Postgres
+from tests.conftest import Postgres, collect_earlier_garbage
 from tests.leaks import leaks, secret
 from tests.test_health import until
 from tests.test_unavailable import (
@@ -144,6 +144,7 @@ class Captured(logging.Handler):
 
 @pytest.fixture
 def captured() -> AsyncIterator[Captured]:
+    collect_earlier_garbage()
     handler = Captured()
     root = logging.getLogger()
     level = root.level
