@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, TypeVar
 
 import anyio
@@ -47,6 +48,13 @@ def _read_options(request: Request) -> ReadOptions:
     return options
 
 
+# Each dependency holds its resource in its own `async with`, never by iterating another
+# generator: an error raised in the route is thrown into the dependency at its `yield`,
+# and a generator merely iterated there is left suspended, its connection (or SQLite's
+# write turn) held until the garbage collector finalizes it, after the response.
+
+
+@asynccontextmanager
 async def _reading(request: Request, intent: Intent) -> AsyncIterator[AsyncSession]:
     min_lsn, force = _read_options(request)
     session = get_router(request).session(intent, min_lsn=min_lsn, force_primary=force)
@@ -56,35 +64,8 @@ async def _reading(request: Request, intent: Intent) -> AsyncIterator[AsyncSessi
         await _close(session)
 
 
-async def _statements(request: Request, intent: Intent) -> AsyncIterator[Statements]:
-    min_lsn, force = _read_options(request)
-    async with open_statements(
-        get_router(request), intent, min_lsn=min_lsn, force_primary=force
-    ) as db:
-        yield db
-
-
-async def read_statements(request: Request) -> AsyncIterator[Statements]:
-    async for db in _statements(request, "read"):
-        yield db
-
-
-async def analytics_statements(request: Request) -> AsyncIterator[Statements]:
-    async for db in _statements(request, "analytics"):
-        yield db
-
-
-async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async for session in _reading(request, "read"):
-        yield session
-
-
-async def analytics_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async for session in _reading(request, "analytics"):
-        yield session
-
-
-async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
+@asynccontextmanager
+async def _writing(request: Request) -> AsyncIterator[AsyncSession]:
     router = get_router(request)
     async with router.write_turn():
         session = router.session("write")
@@ -101,17 +82,44 @@ async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
             await _close(session)
 
 
+def _statements(request: Request, intent: Intent) -> Statements:
+    min_lsn, force = _read_options(request)
+    return open_statements(get_router(request), intent, min_lsn=min_lsn, force_primary=force)
+
+
+async def read_statements(request: Request) -> AsyncIterator[Statements]:
+    async with _statements(request, "read") as db:
+        yield db
+
+
+async def analytics_statements(request: Request) -> AsyncIterator[Statements]:
+    async with _statements(request, "analytics") as db:
+        yield db
+
+
+async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with _reading(request, "read") as session:
+        yield session
+
+
+async def analytics_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with _reading(request, "analytics") as session:
+        yield session
+
+
+async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with _writing(request) as session:
+        yield session
+
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def method_session(request: Request) -> AsyncIterator[AsyncSession]:
     """Intent from the HTTP method: safe methods read, everything else writes."""
-    if request.method in SAFE_METHODS:
-        async for session in read_session(request):
-            yield session
-    else:
-        async for session in write_session(request):
-            yield session
+    opened = _reading(request, "read") if request.method in SAFE_METHODS else _writing(request)
+    async with opened as session:
+        yield session
 
 
 ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]
