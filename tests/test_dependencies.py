@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -20,10 +21,10 @@ from sqlalchemy import func, select
 
 from app.api.deps import MethodSession
 from app.db.models import Organization
-from app.db.router import DatabaseRouter
 from app.errors import NotFound
 from app.main import create_app
 from tests.conftest import Postgres, make_settings
+from tests.test_routing import checked_out, db
 
 MISSING = 10**12
 DAY = dt.date(2031, 5, 5)
@@ -42,17 +43,15 @@ ANSWERED_BY_ROUTES = [
 ]
 
 
-def _router(app: FastAPI) -> DatabaseRouter:
-    router: DatabaseRouter = app.state.db
-    return router
-
-
-def _checked_out(app: FastAPI) -> int:
-    return sum(engine.pool.checkedout() for _, engine in _router(app).engines())  # type: ignore[attr-defined]
+@dataclass
+class Routes:
+    app: FastAPI
+    client: httpx.AsyncClient
+    tag: str  # the slug prefix of the organizations the probe route adds
 
 
 @pytest.fixture
-async def routes(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+async def routes(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Routes]:
     if backend == "sqlite":
         settings = make_settings(request.getfixturevalue("sqlite_url"), hot_reads=False)
     else:
@@ -74,32 +73,29 @@ async def routes(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            client.app, client.tag = app, tag  # type: ignore[attr-defined]
-            yield client
+            yield Routes(app, client, tag)
 
 
 @pytest.mark.parametrize(("path", "status"), ANSWERED_BY_ROUTES)
 async def test_an_error_answer_has_given_its_connection_back(
-    routes: httpx.AsyncClient, path: str, status: int
+    routes: Routes, path: str, status: int
 ) -> None:
-    app: FastAPI = routes.app  # type: ignore[attr-defined]
     for _ in range(3):
-        response = await routes.get(path)
+        response = await routes.client.get(path)
         assert response.status_code == status, response.text
-        assert _checked_out(app) == 0, path
+        assert checked_out(routes.app) == 0, path
 
 
 async def test_a_refused_write_has_rolled_back_and_given_its_turn_back(
-    routes: httpx.AsyncClient,
+    routes: Routes,
 ) -> None:
-    app: FastAPI = routes.app  # type: ignore[attr-defined]
-    router = _router(app)
+    router = db(routes.app)
     for _ in range(3):
-        response = await routes.put("/_probe/fails-after-a-statement")
+        response = await routes.client.put("/_probe/fails-after-a-statement")
         assert response.status_code == 404, response.text
-        assert _checked_out(app) == 0
+        assert checked_out(routes.app) == 0
         turn = router._sqlite_writer
         assert turn is None or not turn.locked()
     async with router.session("write") as session:
-        probes = select(func.count()).where(Organization.slug.startswith(routes.tag))  # type: ignore[attr-defined]
+        probes = select(func.count()).where(Organization.slug.startswith(routes.tag))
         assert await session.scalar(probes) == 0
