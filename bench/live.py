@@ -123,9 +123,7 @@ async def rollback(
     await asyncio.sleep(args.seconds)
     node.start()
     back = time.monotonic()
-    settled = await _until(
-        server.base, lambda b: b.get("unsynced", {}).get("postgresql", 0) is None, 300
-    )
+    settled = await _until(server.base, live.nothing_left_on_postgresql, 300)
     health = await _health(server.base)
     brought = sum(int(n) for n in BROUGHT.findall(sync.text()))
     print(f"  PostgreSQL back: {brought} changes it kept reconciled {settled - back:.2f} s later")

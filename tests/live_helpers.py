@@ -143,6 +143,15 @@ async def converged(db: Databases, limit: float = 30.0) -> dict[str, dict[int, d
         await asyncio.sleep(0.3)
 
 
+def nothing_left_on_postgresql(backend: dict[str, Any]) -> bool:
+    """/health/db's `backend` says nothing is left on PostgreSQL after a rollback.
+
+    `unsynced` names a side only while changes are left on it: a count, or null while
+    that side is unreachable and the count unknown. So the key must be gone, not null.
+    """
+    return "unsynced" in backend and "postgresql" not in backend["unsynced"]
+
+
 def active(path: Path) -> str:
     db = sqlite3.connect(path)
     try:

@@ -231,9 +231,7 @@ async def test_rollback_keeps_every_acknowledged_write(
             await running
             # The sync brings what PostgreSQL kept, then SQLite's writes, and nothing is left.
             found = await live.converged(db, limit=90)
-            settled = await _until(
-                client, lambda b: b.get("unsynced", {}).get("postgresql") is None, 30
-            )
+            settled = await _until(client, live.nothing_left_on_postgresql, 30)
             metrics = (await client.get("/metrics")).text
         print(sync.text()[-1500:])
         assert sync.proc.poll() is None, "the sync exited:\n" + sync.text()
