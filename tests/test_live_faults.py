@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ async def test_cutover_killed_between_freeze_and_switch(postgres: Postgres, tmp_
                 db.lite,
                 db.pg,
                 "--freeze-seconds",
-                "2",
+                "4",
                 "--hold-before-switch",
                 "60",
             )
@@ -70,7 +71,7 @@ async def test_cutover_killed_between_freeze_and_switch(postgres: Postgres, tmp_
             doomed.stop(signal.SIGKILL)
 
             async def resumed() -> list[float]:
-                # The bound only catches a freeze that never lifts (it lasts 2 s).
+                # The bound only catches a freeze that never lifts (it lasts 4 s).
                 while not (after := [t for t, _ in writer.committed if t > killed]):
                     assert time.monotonic() - killed < 60, "writes never resumed"
                     await asyncio.sleep(0.05)
@@ -98,6 +99,17 @@ async def test_cutover_killed_between_freeze_and_switch(postgres: Postgres, tmp_
         assert sync.stop() == 0, sync.text()
 
 
+def _outlive_the_freeze(path: Path) -> None:
+    """Hold the cutover until the freeze it set has lapsed, however long it took to get here."""
+    db = sqlite3.connect(path)
+    try:
+        until = float(db.execute("SELECT frozen_until FROM _bookedbarber_live").fetchone()[0])
+    finally:
+        db.close()
+    assert until > 0, "no freeze set"
+    time.sleep(max(0.0, until - time.time()) + 0.5)
+
+
 async def test_cutover_whose_freeze_lapses_switches_nothing(
     postgres: Postgres, tmp_path: Path
 ) -> None:
@@ -112,9 +124,9 @@ async def test_cutover_whose_freeze_lapses_switches_nothing(
             said: list[str] = []
             outcome = await run_cutover(
                 pair,
-                freeze_seconds=1,
+                freeze_seconds=3,
                 show=said.append,
-                before_switch=lambda: time.sleep(2.5),  # the check outlives the freeze
+                before_switch=lambda: _outlive_the_freeze(db.path),
             )
             await asyncio.sleep(0.5)
         assert not outcome.switched
