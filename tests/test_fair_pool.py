@@ -121,7 +121,11 @@ async def test_checkout_without_io_only_when_nothing_is_to_be_awaited(postgres: 
                 break
             await asyncio.sleep(0.02)
         assert driver.is_closed()
-        # The newest idle is `admin`'s connection; below it the dead one.
+        # `admin` taken and given back again, so it was returned just now however long
+        # noticing the kill took: the newest idle, within the ping window; below it the dead one.
+        admin = await engine.raw_connection()
+        assert admin.driver_connection is killer
+        await in_greenlet(admin.close)
         quick = pool.checkout_without_io()
         conn = await engine.raw_connection()
         assert quick
