@@ -102,10 +102,13 @@ async def test_serving_sqlite_moves_to_postgresql_and_back_under_load(
             switched = time.monotonic()
             assert f"switched to {where}" in cutover.text()
             async with httpx.AsyncClient(base_url=server.base, timeout=30) as client:
-                # Each answer comes from one worker: several in a row, all switched.
+                # Each answer comes from one worker: several in a row, all switched. A new
+                # connection each time, or one worker would answer them all.
                 agreeing = 0
                 for _ in range(400):
-                    health = (await client.get("/health/db")).json()
+                    health = (
+                        await client.get("/health/db", headers={"Connection": "close"})
+                    ).json()
                     agreeing = agreeing + 1 if health["backend"]["active"] == where else 0
                     if agreeing >= 10 * workers:
                         break
