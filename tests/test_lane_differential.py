@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from app.db.models import APPOINTMENT_STATUSES
 from app.queries.reads import USER_RELATIONS
 from tests.conftest import Postgres, pg_fetch
 from tests.test_lane import API, Pair, _pair, _shop
+from tests.test_routing import until
 
 TOKENS = [SecretStr("s3cret-a"), SecretStr("s3cret-b")]
 COMPARED_HEADERS = ("content-type", "content-length", "www-authenticate", "retry-after")
@@ -40,16 +42,21 @@ class World:
     slow: httpx.AsyncClient
 
 
+async def _replayed_past(replica: str, lsn: str) -> bool:
+    replayed = "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn"
+    return bool((await pg_fetch(replica, replayed, lsn))[0][0])
+
+
 async def _world(postgres: Postgres, **overrides: Any) -> AsyncIterator[World]:
     async for pair in _pair(postgres, **overrides):
         headers = {"Authorization": "Bearer s3cret-a"} if overrides.get("api_tokens") else {}
         pair.lane.client.headers.update(headers)
         shop = await _shop(pair)
-        # Both sides may read from the replica: it must hold the shop first.
+        # Both sides may read from the replica: it must hold the whole shop first, i.e.
+        # have replayed past where the primary's WAL was once the shop was made.
+        made = (await pg_fetch(postgres.primary_url, "SELECT pg_current_wal_lsn()::text"))[0][0]
         for replica in postgres.replica_urls:
-            for _ in range(200):
-                if await pg_fetch(replica, "SELECT 1 FROM users WHERE id = $1", shop["user"]):
-                    break
+            await until(partial(_replayed_past, replica, made), what="the replica to hold the shop")
         transports = [httpx.ASGITransport(app=side.app) for side in (pair.lane, pair.routes)]
         async with (
             httpx.AsyncClient(transport=transports[0], base_url="http://test") as fast,

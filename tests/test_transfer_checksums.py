@@ -26,7 +26,8 @@ def target(scratch_db: str) -> str:
 async def kill_during_constraints(source: Path, target: str) -> None:
     """Kills a copy once every row is loaded (blocked adding keys)."""
     locked = f"{pg.STAGING}.appointments"
-    await kill_copy_blocked(source, target, locked, "ALTER TABLE", batch_size=500)
+    # Small batches: the lock must be taken while the table loads, before its keys.
+    await kill_copy_blocked(source, target, locked, "ALTER TABLE", batch_size=100)
 
 
 async def test_checksums_from_the_load_match_a_fresh_scan(target: str, tmp_path: Path) -> None:

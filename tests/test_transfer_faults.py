@@ -47,7 +47,8 @@ async def test_sigkill_in_a_phase_then_rerun_is_exact(
     source = tmp_path / "backend.db"
     build_backend(source, appointments=6_000)
     # A real lock held by another session: the copy blocks there, in that phase.
-    await kill_copy_blocked(source, target, locked, blocked, batch_size=2000)
+    # Small batches: the lock on appointments must be taken while it loads, before its keys.
+    await kill_copy_blocked(source, target, locked, blocked, batch_size=200)
     # Nothing half-done went live: public is still the empty original.
     assert not await pg_fetch(target, "SELECT 1 FROM pg_tables WHERE schemaname = 'public'")
     # What the killed copy committed (appointments whole: its keys were being added).
