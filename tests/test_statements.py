@@ -104,8 +104,10 @@ async def _two_writers(router: DatabaseRouter) -> None:
             await db.commit()
 
     waiting = asyncio.create_task(second())
-    for _ in range(20):
-        await asyncio.sleep(0)
+    # Time enough for the second to open its connection and begin, were it not waiting
+    # for its turn (aiosqlite opens a connection in a thread).
+    await asyncio.sleep(0.5)
+    assert order == [], "the second writer began while the first was still writing"
     order.append("first out")
     await first.commit()
     await first.__aexit__(None, None, None)
