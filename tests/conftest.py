@@ -122,6 +122,9 @@ def make_settings(primary: str, replicas: list[str] | None = None, **overrides: 
         "database_url": SecretStr(primary),
         "replica_urls": [SecretStr(u) for u in replicas or []],
         "replica_probe_interval_seconds": 0.2,
+        # No consistency rounds unless a test asks for them (tests/test_replica_consistency.py):
+        # their statements on the primary would land in the counts other tests compare.
+        "replica_consistency_interval_seconds": 0,
         "replica_recovery_seconds": 0.5,
         # A busy machine's probe can take a second: "slow" only where a test means it.
         "replica_slow_floor_seconds": 5.0,

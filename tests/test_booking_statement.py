@@ -21,13 +21,7 @@ def _primary_statements(scrape: str) -> dict[tuple[str, str], float]:
 
 
 async def _statements_per_booking(replicas: list[str], postgres: Postgres) -> tuple[dict, str]:
-    # No probes or consistency rounds after start-up: theirs would be counted too.
-    settings = make_settings(
-        postgres.primary_url,
-        replicas,
-        replica_probe_interval_seconds=3600,
-        replica_consistency_interval_seconds=0,
-    )
+    settings = make_settings(postgres.primary_url, replicas, replica_probe_interval_seconds=3600)
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),

@@ -27,7 +27,6 @@ def _settings(settings: Settings) -> Settings:
         pool_size=POOL_SIZE,
         max_overflow=MAX_OVERFLOW,
         replica_probe_interval_seconds=3600,
-        replica_consistency_interval_seconds=0,  # its statements on the primary count too
     )
 
 
@@ -129,11 +128,7 @@ async def test_queries_counted_by_outcome(settings: Settings) -> None:
 
 async def test_lane_statements_counted_by_outcome(postgres: Postgres) -> None:
     """The hot reads' driver path (a RoutedConnection) counts a failed statement as an error too."""
-    # No consistency rounds: their SELECTs on users through the primary count too.
-    settings = make_settings(
-        postgres.primary_url, postgres.replica_urls, replica_consistency_interval_seconds=0
-    )
-    app = create_app(settings)
+    app = create_app(make_settings(postgres.primary_url, postgres.replica_urls))
     registry = app.state.metrics_registry
 
     def selects(outcome: str) -> float | None:
