@@ -212,6 +212,17 @@ async def test_engine_settings_are_applied(postgres: Postgres) -> None:
         await engine.dispose()
 
 
+PING = ";"  # the checkout's ping (app/db/engine.py _ping)
+
+
+async def last_statement(postgres: Postgres, pid: int) -> str:
+    """What the backend `pid` ran last, as the server shows it to another session."""
+    rows = await pg_fetch(
+        postgres.primary_url, "SELECT query FROM pg_stat_activity WHERE pid = $1", pid
+    )
+    return str(rows[0][0])
+
+
 async def test_pre_ping_replaces_a_connection_that_died_idle(postgres: Postgres) -> None:
     """A connection idle past the bypass window is pinged and replaced; a fresh one is not."""
     settings = make_settings(postgres.primary_url, pool_size=1, max_overflow=0)
@@ -219,8 +230,11 @@ async def test_pre_ping_replaces_a_connection_that_died_idle(postgres: Postgres)
     try:
         async with engine.connect() as conn:
             first = await conn.scalar(text("SELECT pg_backend_pid()"))
-        # Just returned: the next checkout skips the ping and gets the same connection.
+        returned = await last_statement(postgres, first)
+        # Just returned: the next checkout skips the ping (the backend's last statement is
+        # still the one before) and gets the same connection.
         async with engine.connect() as conn:
+            assert await last_statement(postgres, first) == returned != PING
             assert await conn.scalar(text("SELECT pg_backend_pid()")) == first
         await pg_fetch(postgres.primary_url, "SELECT pg_terminate_backend($1)", first)
         await asyncio.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
@@ -242,6 +256,7 @@ async def test_pre_ping_keeps_a_live_connection_idle_past_the_window(postgres: P
             first = await conn.scalar(text("SELECT pg_backend_pid()"))
         await asyncio.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
         async with engine.connect() as conn:
+            assert await last_statement(postgres, first) == PING  # pinged at the checkout
             assert await conn.scalar(text("SELECT pg_backend_pid()")) == first
     finally:
         await engine.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import socket
 import threading
 import time
@@ -245,6 +246,21 @@ def test_memory_stays_flat_under_a_header_flood(server: Server) -> None:
 # -- the settings reach the workers (through uvicorn's configuration, pickled) ----------------
 
 
+def holder(sock: socket.socket, port: int) -> int:
+    """The pid of the process holding the server's end of `sock`, read from /proc."""
+    ends = f"0100007F:{port:04X} 0100007F:{sock.getsockname()[1]:04X}"
+    (inode,) = [
+        fields[9]
+        for row in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if " ".join((fields := row.split())[1:3]) == ends
+    ]
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) == f"socket:[{inode}]":
+                return int(fd.parts[2])
+    raise AssertionError(f"no process holds the server's end of {ends}")
+
+
 def test_limits_follow_the_settings_in_every_worker(tmp_path: Path) -> None:
     env = sqlite_env(
         tmp_path,
@@ -253,14 +269,36 @@ def test_limits_follow_the_settings_in_every_worker(tmp_path: Path) -> None:
         MAX_HEADER_COUNT="10",
         MAX_HEADER_BYTES="4096",
     )
+    small = [b"X-%d: 1\r\n" % i for i in range(10)]
+    checks = [
+        (head(line(b"X-A", 1024)), 200),
+        (head(line(b"X-A", 1025)), 431),
+        (head(*small[:9]), 200),  # Host is the tenth
+        (head(*small), 431),
+        (head(*[line(b"X-%d" % i, 1000) for i in range(5)]), 431),
+        (head(target=b"/" + b"a" * 511), 404),
+        (head(target=b"/" + b"a" * 512), 414),
+    ]
     with running(tmp_path, env, "--workers", "2", "--no-access-log") as server:
-        port = server.port
-        small = [b"X-%d: 1\r\n" % i for i in range(10)]
-        for _ in range(6):  # new connections, taken by either worker
-            assert served(port, head(line(b"X-A", 1024))) == 200
-            refused(*exchange(port, head(line(b"X-A", 1025))), 431)
-            assert served(port, head(*small[:9])) == 200
-            refused(*exchange(port, head(*small)), 431)
-            refused(*exchange(port, head(*[line(b"X-%d" % i, 1000) for i in range(5)])), 431)
-            assert served(port, head(target=b"/" + b"a" * 511)) == 404
-            refused(*exchange(port, head(target=b"/" + b"a" * 512)), 414)
+        # Every check answered by each worker: a connection's worker is known once it has
+        # answered a first request; the check is the second request on that connection.
+        answered: dict[int, set[int]] = {}
+        for _ in range(100):
+            for index, (data, status) in enumerate(checks):
+                with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                    sock.settimeout(30)
+                    sock.sendall(head())
+                    assert status_of(read_response(sock)) == 200
+                    worker = holder(sock, server.port)
+                    sock.sendall(data)
+                    answer = read_response(sock)
+                    if status < 414:
+                        assert status_of(answer) == status, answer[:300]
+                    else:
+                        refused(answer, _closed(sock), status)
+                answered.setdefault(worker, set()).add(index)
+            if len(answered) == 2 and all(len(done) == len(checks) for done in answered.values()):
+                break
+        assert len(answered) == 2, answered
+        assert all(len(done) == len(checks) for done in answered.values()), answered
+        assert server.proc.pid not in answered

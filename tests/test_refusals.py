@@ -305,6 +305,7 @@ async def test_a_replica_refusing_the_login_leaves_rotation_with_its_reason(
     await database.admin.execute(f'CREATE ROLE "{role}"')
     await set_password(database, role, given)
     standby = make_url(database.on(postgres.replica_urls[0])).set(username=role, password=given)
+    known = standby.render_as_string(hide_password=False)
     if reason == "login_refused":
         standby = standby.set(password=wrong)
     else:
@@ -312,11 +313,14 @@ async def test_a_replica_refusing_the_login_leaves_rotation_with_its_reason(
     replica_url = standby.render_as_string(hide_password=False)
     sqlstate = "28P01" if reason == "login_refused" else "3D000"
 
-    async def replayed() -> bool:  # the standby knows the new role
-        return await answer_to(replica_url) == sqlstate
+    # The standby knows the new role once its own password logs in there. A wrong password
+    # is no sign of it: with SCRAM an unknown role is refused with the same 28P01.
+    async def replayed() -> bool:
+        return await answer_to(known) is None
 
     try:
         await until(replayed, what="the standby to replay the role")
+        assert await answer_to(replica_url) == sqlstate
         async with served(primary=database.url, replicas=[replica_url]) as service:
             response = await service.client.get("/health/replicas")
             assert response.status_code == 503
