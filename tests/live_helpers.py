@@ -171,7 +171,7 @@ class Writer:
         self.path = path
         self.committed: list[tuple[float, str]] = []
         self.refused: list[float] = []
-        self.other: list[str] = []  # refusals that were not the freeze's
+        self.other: list[str] = []  # errors that were not the freeze's refusal
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         users = Base.metadata.tables["users"]
@@ -203,6 +203,11 @@ class Writer:
                     if exc.sqlite_errorcode != SQLITE_CONSTRAINT_TRIGGER:
                         self.other.append(repr(exc))
                     self.refused.append(time.monotonic())
+                except sqlite3.OperationalError as exc:  # the lock not had in 10 s, say
+                    # Recorded and written on: a dead thread would only show as few commits.
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    self.other.append(repr(exc))
                 time.sleep(0.03)
         finally:
             db.close()

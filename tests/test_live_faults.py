@@ -92,6 +92,7 @@ async def test_cutover_killed_between_freeze_and_switch(postgres: Postgres, tmp_
             await asyncio.sleep(0.3)
         assert late.refused
         assert not late.committed
+        assert not late.other
         found = await live.converged(db)
         emails = {row["email"] for row in found["users"].values()}
         assert {email for _, email in writer.committed} <= emails
@@ -189,6 +190,7 @@ async def test_failed_verification_switches_nothing(postgres: Postgres, tmp_path
             await asyncio.sleep(0.3)
         assert writer.committed
         assert not writer.refused
+        assert not writer.other
         await remove_capture(pair)
     finally:
         await pair.dispose()
