@@ -51,10 +51,29 @@ def _version_key(name: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", name)) or (0,)
 
 
+# Ports handed out by this process: each once.
+_HANDED: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, for a server bound later.
+
+    Drawn below the kernel's ephemeral range: a port bind(0) picks comes from that range,
+    where the many client connections the tests open take their local ports too, and
+    one of them could hold it by the time the server binds.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = 10_000 + secrets.randbelow(max(low - 10_000, 10_000))
+        if port in _HANDED:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED.add(port)
+        return port
 
 
 @cache
