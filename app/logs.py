@@ -4,7 +4,8 @@ Every line carries the request id of the request it was logged for (None outside
 requests) and the `extra` fields its call gave. python-json-logger does the JSON: it
 keeps `extra` fields as they are, formats exceptions, and is the stdlib logging
 formatter uvicorn, SQLAlchemy and Alembic already log through, which a structlog
-pipeline would have to be bridged to.
+pipeline would have to be bridged to. Every line is masked (app/masking.py): a client may
+send a secret in its request target or as its request id, a library may print one.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import logging
 import logging.config
 import os
 import re
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
+
+from app.masking import known_secrets, mask, mask_target
 
 if TYPE_CHECKING:  # a worker imports this module before anything else (its log config)
     from app.config import Settings
@@ -75,30 +79,50 @@ class RequestIdFilter(logging.Filter):
 
 
 class AccessFilter(logging.Filter):
-    """uvicorn's access line as fields too: client, method, path, status."""
+    """uvicorn's access line: its request target masked however the client encoded a secret
+    in it (app/masking.py), and with `fields`, client, method, path and status as fields."""
+
+    def __init__(self, secrets: Sequence[str] = (), fields: bool = False) -> None:
+        super().__init__()
+        self.secrets, self.fields = tuple(secrets), fields
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and len(args) == 5:
-            record.client, record.method, record.path, _, record.status = args
+            client, method, target, version, status = args
+            if isinstance(target, str):
+                args = record.args = (
+                    client,
+                    method,
+                    mask_target(target, self.secrets),
+                    version,
+                    status,
+                )
+            if self.fields:
+                record.client, record.method, record.path, _, record.status = args
         return True
 
 
 class JsonFormatter(OrjsonFormatter):
-    def __init__(self) -> None:
+    def __init__(self, secrets: Sequence[str] = ()) -> None:
         super().__init__(
             ["levelname", "name", "message", "request_id"],
             rename_fields={"levelname": "level", "name": "logger"},
             reserved_attrs=sorted(_NOT_EXTRA),
             timestamp=True,
         )
+        self.secrets = tuple(secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(super().format(record), self.secrets)
 
 
 class TextFormatter(logging.Formatter):
     """`time level logger [request id] message key=value ...` plus any traceback."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: Sequence[str] = ()) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
+        self.secrets = tuple(secrets)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
@@ -107,10 +131,14 @@ class TextFormatter(logging.Formatter):
             line += " " + " ".join(f"{k}={v!r}" for k, v in extra.items())
         return line
 
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(super().format(record), self.secrets)
+
 
 def config(settings: Settings) -> dict[str, object]:
     """A logging.config.dictConfig dictionary; uvicorn takes it as its log_config."""
     level = settings.log_level.upper()
+    secrets = list(known_secrets())
     handler = {
         "class": "logging.StreamHandler",
         "formatter": settings.log_format,
@@ -122,15 +150,21 @@ def config(settings: Settings) -> dict[str, object]:
         "disable_existing_loggers": False,
         "filters": {
             "request_id": {"()": RequestIdFilter},
-            "access": {"()": AccessFilter},
+            "access": {
+                "()": AccessFilter,
+                "secrets": secrets,
+                "fields": settings.log_format == "json",
+            },
         },
-        "formatters": {"json": {"()": JsonFormatter}, "text": {"()": TextFormatter}},
+        # Every line masked (app/masking.py): a client may send a secret in its request
+        # target or X-Request-ID, a library may print one in an error.
+        "formatters": {
+            "json": {"()": JsonFormatter, "secrets": secrets},
+            "text": {"()": TextFormatter, "secrets": secrets},
+        },
         "handlers": {
             "default": handler,
-            # Fields for JSON; the text line already says it all.
-            "access": {**handler, "filters": ["request_id", "access"]}
-            if settings.log_format == "json"
-            else handler,
+            "access": {**handler, "filters": ["request_id", "access"]},
         },
         "root": {"handlers": ["default"], "level": level},
         "loggers": {

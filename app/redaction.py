@@ -7,88 +7,17 @@ passwords of any URL, and the values of every configured secret, are replaced.
 
 from __future__ import annotations
 
-import os
-import re
-import sys
 from collections.abc import Iterable
-from pathlib import Path
-from urllib.parse import quote, quote_plus
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
 
 from app.db.errors import is_connection_error, refusal, sqlstate
-from app.urls import SECRET_PARAMETERS
-
-HIDDEN = "***"
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][\w+.-]*://[^:/@\s]*:)[^@\s]*@")
-# password=... and sslpassword=... in a query string or a key=value connection string.
-_PARAMETER_PASSWORD = re.compile(r"(?i)(?P<head>\b(?:ssl)?password=)(?P<value>[^&\s]*)")
-_URL_VARIABLES = ("DATABASE_URL", "REPLICA_URLS", "ANALYTICS_DATABASE_URL", "MIGRATION_TARGET_URL")
-_PASSWORD_VARIABLES = ("POSTGRES_PASSWORD", "PGPASSWORD")
-
-
-def _url_secrets(text: str) -> Iterable[str]:
-    """The passwords of a URL or comma-separated URLs: userinfo, password parameters and
-    the lines of a passfile parameter."""
-    for part in {text, *text.split(",")}:
-        try:
-            url = make_url(part.strip())
-        except Exception:  # noqa: S112 (not a URL: nothing to take from it)
-            continue
-        if url.password:
-            yield str(url.password)
-        for key, value in url.query.items():
-            values = (value,) if isinstance(value, str) else value
-            if key.lower() in SECRET_PARAMETERS:
-                yield from values
-            elif key.lower() == "passfile":
-                for path in values:
-                    yield from passfile_passwords(path)
-
-
-def passfile_passwords(path: str | os.PathLike[str]) -> Iterable[str]:
-    """The passwords a .pgpass file holds (host:port:database:user:password, \\ escapes)."""
-    try:
-        lines = Path(path).expanduser().read_text(errors="replace").splitlines()
-    except OSError:
-        return
-    for line in lines:
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        fields = re.split(r"(?<!\\):", line, maxsplit=4)
-        if len(fields) == 5:
-            yield fields[4].replace("\\:", ":").replace("\\\\", "\\")
-
-
-def known_secrets() -> set[str]:
-    """Every secret value this process was given, by environment or command line."""
-    env = {k.upper(): v for k, v in os.environ.items()}
-    found = {t.strip() for t in env.get("API_TOKENS", "").split(",")}
-    found |= {env.get(name, "") for name in _PASSWORD_VARIABLES}
-    for name in _URL_VARIABLES:
-        found.update(_url_secrets(env.get(name, "")))
-    # asyncpg reads the passfile PGPASSFILE names, else ~/.pgpass.
-    found.update(passfile_passwords(env.get("PGPASSFILE") or "~/.pgpass"))
-    for arg in sys.argv[1:]:
-        found.update(_url_secrets(arg.partition("=")[2] if arg.startswith("--") else arg))
-    found |= {form for s in found for form in (quote(s, safe=""), quote(s), quote_plus(s))}
-    return {s for s in found if s}
-
-
-def _hide_parameter(match: re.Match[str]) -> str:
-    value = match["value"]
-    if value == HIDDEN or value.startswith(f"{HIDDEN}:"):  # hidden already (app.urls.redact)
-        return match[0]
-    return f"{match['head']}{HIDDEN}"
+from app.masking import known_secrets, longest_first, mask
 
 
 def scrub(text: str, secrets: Iterable[str] | None = None) -> str:
-    text = _URL_PASSWORD.sub(rf"\g<head>{HIDDEN}@", text)
-    text = _PARAMETER_PASSWORD.sub(_hide_parameter, text)
-    for secret in sorted(known_secrets() if secrets is None else secrets, key=len, reverse=True):
-        text = text.replace(secret, HIDDEN)
-    return text
+    """`text` as app/masking.py masks it: with `secrets`, else every known secret value."""
+    return mask(text, known_secrets() if secrets is None else longest_first(secrets))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -148,3 +148,13 @@ def asyncpg_dsn(url: str) -> str:
     parts = urlsplit(url)
     query = [("sslmode" if k == "ssl" else k, v) for k, v in parse_qsl(parts.query, True)]
     return urlunsplit(parts._replace(scheme="postgresql", query=urlencode(query)))
+
+
+def password_and_query(url: str) -> tuple[str | None, list[tuple[str, str]]]:
+    """A URL's password and its query's pairs, percent-decoded as make_url reads them;
+    ValueError if unread."""
+    match = _URL.match(url)
+    if match is None:
+        raise ValueError("not a database URL")
+    password = match["password"]
+    return (unquote(password) if password is not None else None), parse_qsl(match["query"] or "")

@@ -6,13 +6,14 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import sqlite3
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
@@ -152,17 +153,22 @@ def test_cli_failures_are_one_line_without_secrets(postgres: Postgres) -> None:
     assert {name: h for name, h in found.items() if h} == {}
 
 
-def test_a_running_service_shows_no_secret(postgres: Postgres, tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_running_service_shows_no_secret(
+    postgres: Postgres, tmp_path: Path, log_format: str
+) -> None:
     real = make_url(postgres.primary_url)
     wrong = real.set(password=PASSWORD).render_as_string(hide_password=False)
     replica = make_url(postgres.replica_urls[0]).set(password=PASSWORD)
+    plain = f"plain-{secrets.token_hex(8)}"  # a token X-Request-ID may carry as it is
     env = {
         "DATABASE_URL": wrong,
         "REPLICA_URLS": replica.render_as_string(hide_password=False),
         "CONNECT_TIMEOUT": "2",
-        "LOG_FORMAT": "json",
+        "LOG_FORMAT": log_format,
         "LOG_LEVEL": "debug",
         **SECRET_ENV,
+        "API_TOKENS": f"{SECRET_ENV['API_TOKENS']},{plain}",
     }
     outputs = []
     with running(tmp_path, env) as server, httpx.Client(base_url=server.base, timeout=10) as http:
@@ -176,8 +182,17 @@ def test_a_running_service_shows_no_secret(postgres: Postgres, tmp_path: Path) -
         outputs.append(http.get("/api/v1/users/1").text)
         wrong_token = {"Authorization": f"Bearer {TOKEN[:-1]}"}
         outputs.append(http.get("/api/v1/users/1", headers=wrong_token).text)
+        # Secrets a client sends where the access line shows them: its request target, in
+        # any encoding, and its request id.
+        for value in (TOKEN, PASSWORD, plain):
+            outputs.append(http.get("/api/v1/users", params={"q": value}, headers=auth).text)
+            for encoded in (quote(value, safe=""), quote_plus(value), quote(value, safe="/:@")):
+                outputs.append(http.get(f"/api/v1/users?token={encoded}").text)
+                outputs.append(http.get(f"/api/v1/users/{encoded}").text)
+        outputs.append(http.get("/api/v1/users/1", headers={**auth, "X-Request-ID": plain}).text)
     outputs.append(server.log.read_text(errors="replace"))
-    assert [hits(text) for text in outputs] == [[]] * len(outputs)
+    assert [hits(text, plain) for text in outputs] == [[]] * len(outputs)
+    assert "/api/v1/users?token=***" in outputs[-1]
 
 
 def test_scrub_hides_url_passwords_and_known_values() -> None:
