@@ -50,7 +50,7 @@ _MONEY = re.compile(r"^[0-9]{1,8}(\.[0-9]{1,2})?$")
 
 
 def _money_in(value: object) -> Decimal:
-    if not isinstance(value, str) or not _MONEY.match(value):
+    if not isinstance(value, str) or not _MONEY.fullmatch(value):  # `$` takes a last \n
         raise ValueError('a decimal string with at most 2 decimals, such as "19.99"')
     amount = Decimal(value)
     if amount <= 0:

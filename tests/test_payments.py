@@ -103,14 +103,22 @@ async def test_money_round_trips_exactly(
 
 @pytest.mark.parametrize(
     "amount",
-    [19.99, 20, "0", "0.00", "-1.00", "1.999", "1e3", "NaN", "100000000.00", " 1.00", "", None],
+    [
+        *(19.99, 20, "0", "0.00", "-1.00", "1.999", "1e3", "NaN", "100000000.00", " 1.00", ""),
+        *(None, "1.00\n", "1\n"),  # a regular expression's `$` takes a last newline
+    ],
 )
 async def test_amount_must_be_a_positive_decimal_string(
-    client: httpx.AsyncClient, amount: object
+    app: FastAPI, client: httpx.AsyncClient, amount: object
 ) -> None:
-    body = {"user_id": 1, "location_id": 1, "amount": amount}
-    response = await client.post(f"{API}/payments", json=body, headers=key())
+    ids = await shop(app, client)
+    loose = {"user_id": ids["user_id"], "location_id": ids["location_id"]}
+    response = await client.post(f"{API}/payments", json={**loose, "amount": amount}, headers=key())
     assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "amount"]
+    # The same payment with a good amount is taken.
+    response = await client.post(f"{API}/payments", json={**loose, "amount": "1.00"}, headers=key())
+    assert response.status_code == 201, response.text
 
 
 @pytest.mark.parametrize(
