@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from app.db.live import keys
+from app.db.live.sync import BATCH
 from tests import live_helpers as live
 from tests import pgcluster
 from tests.conftest import Postgres, _plain
@@ -342,10 +343,14 @@ async def test_sync_killed_while_reconciling_converges(postgres: Postgres, tmp_p
         lite.close()
 
 
+@pytest.mark.parametrize("later", [0, 2 * BATCH], ids=["alone", "behind-batches"])
 async def test_conflicting_changes_are_kept_and_reported(
-    postgres: Postgres, tmp_path: Path
+    postgres: Postgres, tmp_path: Path, later: int
 ) -> None:
-    """A row changed on PostgreSQL, never carried, then changed on SQLite after a rollback."""
+    """A row changed on PostgreSQL, never carried, then changed on SQLite after a rollback.
+
+    With `later` changes on SQLite after its booking, the booking goes to PostgreSQL a batch
+    before SQLite's word on PostgreSQL's clashing one (queued by the conflict, last)."""
     db = await live.databases(postgres, tmp_path)
     await _on_postgresql_without_sync(db, tmp_path)
     conn = await asyncpg.connect(_plain(db.pg))
@@ -385,6 +390,13 @@ async def test_conflicting_changes_are_kept_and_reported(
             "created_at, updated_at FROM appointments WHERE id = 1"
         )
         lite_booking = lite.execute("SELECT max(id) FROM appointments").fetchone()[0]
+        lite.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO users (email, email_key, name, unified_role) SELECT "
+            "'later-' || i || '@example.test', 'later-' || i || '@example.test', 'later', "
+            "'client' FROM n",
+            (later,),
+        )
     finally:
         lite.close()
     assert lite_id >= block_end > new_id

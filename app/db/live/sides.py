@@ -151,12 +151,16 @@ class LiveDatabase:
         )
         await conn.execute(text(statement), {"d": direction, "s": seq, "t": time.time()})
 
-    async def changes(self, conn: AsyncConnection, limit: int) -> Sequence[tuple[int, str, int]]:
-        """The oldest changes not applied yet (applied ones are consumed: see consume)."""
-        rows = await conn.execute(
-            text(f"SELECT seq, tbl, key FROM {capture.CHANGES} ORDER BY seq LIMIT :limit"),
-            {"limit": limit},
-        )
+    async def changes(
+        self, conn: AsyncConnection, limit: int | None
+    ) -> Sequence[tuple[int, str, int]]:
+        """The oldest changes not applied yet (applied ones are consumed: see consume); with
+        no limit, all of them."""
+        listed = f"SELECT seq, tbl, key FROM {capture.CHANGES} ORDER BY seq"
+        if limit is None:
+            rows = await conn.execute(text(listed))
+        else:
+            rows = await conn.execute(text(f"{listed} LIMIT :limit"), {"limit": limit})
         return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
 
     async def backlog(self, conn: AsyncConnection) -> tuple[int, float | None]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db.live import capture
@@ -67,7 +68,7 @@ class Aside(RuntimeError):
     """The destination serves now: what the source still holds is left for `reconcile`."""
 
 
-async def apply_batch(pair: Pair, direction: str, limit: int = BATCH) -> int:
+async def apply_batch(pair: Pair, direction: str, limit: int | None = BATCH) -> int:
     """Apply up to `limit` waiting changes, then consume them. Returns the count.
 
     Every changed key is read from the source as it is now, in one snapshot with the
@@ -79,6 +80,13 @@ async def apply_batch(pair: Pair, direction: str, limit: int = BATCH) -> int:
     read is dropped and made again, so an older read never lands after a newer one.
     A destination that serves itself (an automatic rollback made it so) takes
     nothing: a write it took since would be overwritten.
+
+    A batch's rows, as the source has them now, may clash with a row of the destination
+    that a later change takes away (after a rollback's conflict, the serving side's row
+    goes back to the failed side as a change queued last, behind its own newer rows).
+    A batch the destination refuses is therefore made again of every waiting change,
+    applied in one transaction: the destination then holds the source's state of one
+    snapshot, which keeps the constraints the source keeps. Refused still, the sync stops.
     """
     source, dest = pair.ends(direction)
     while True:
@@ -99,7 +107,15 @@ async def apply_batch(pair: Pair, direction: str, limit: int = BATCH) -> int:
                 raise Aside(direction)
             if await dest.applied_mark(out) != mark:
                 continue  # another applier went first: read again
-            await _write(dest, out, keys, found)
+            try:
+                async with out.begin_nested():
+                    await _write(dest, out, keys, found)
+            except IntegrityError:
+                if limit is None:
+                    raise
+                log.info("a batch clashes with rows later changes take away: applying all")
+                limit = None
+                continue
             await dest.log_applied(out, keys)
             await dest.set_cursor(out, direction, changes[-1][0])
         await source.consume([seq for seq, _, _ in changes])
