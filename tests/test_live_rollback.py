@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from app.db.live import keys
+from app.db.live.backend import UNTIL_DRAINED
 from app.db.live.sync import BATCH
 from tests import live_helpers as live
 from tests import pgcluster
@@ -427,3 +428,61 @@ async def test_conflicting_changes_are_kept_and_reported(
         ("users", 5, "sqlite", "postgresql", "on sqlite", "on postgresql"),
     ]
     assert state == (None,)
+
+
+async def test_writes_paused_until_drained_answer_the_pause(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """MIGRATION_ROLLBACK_UNDRAINED=wait: a write about a row only PostgreSQL holds yet (a
+    booking it took that nothing carried) is the pause's 503 until the sync has drained
+    PostgreSQL, not the 404 of SQLite, which lacks it; then it is served."""
+    db = await live.databases(postgres, tmp_path)
+    await _on_postgresql_without_sync(db, tmp_path)
+    conn = await asyncpg.connect(_plain(db.pg))
+    try:
+        pg_booking = await conn.fetchval(
+            "INSERT INTO appointments (user_id, barber_id, service_id, location_id, "
+            "appointment_date, start_time, end_time, status) SELECT user_id, barber_id, "
+            "service_id, location_id, DATE '2031-01-01', TIMESTAMPTZ '2031-01-01 10:00Z', "
+            "TIMESTAMPTZ '2031-01-01 11:00Z', 'pending' FROM appointments WHERE id = 1 "
+            "RETURNING id"
+        )
+    finally:
+        await conn.close()
+    _roll_back_by_hand(db.path)
+    lite = sqlite3.connect(db.path, isolation_level=None)
+    try:  # as the rollback writes it with "wait": paused until db sync drains PostgreSQL
+        lite.execute(
+            "UPDATE _bookedbarber_live SET frozen_until = ?, owner = 'rollback'", (UNTIL_DRAINED,)
+        )
+    finally:
+        lite.close()
+    server = launch(
+        tmp_path,
+        live.env(
+            DATABASE_URL=db.lite,
+            MIGRATION_TARGET_URL=db.pg,
+            MIGRATION_POLL_SECONDS="0.05",
+            MIGRATION_ROLLBACK_UNDRAINED="wait",
+        ),
+        "--no-access-log",
+    )
+    url = f"/api/v1/appointments/{pg_booking}"
+    change = {"status": "confirmed", "version": 1}
+    sync = None
+    try:
+        wait_port(server)
+        async with httpx.AsyncClient(base_url=server.base, timeout=30) as client:
+            paused = await client.patch(url, json=change)
+            assert paused.status_code == 503, paused.text
+            assert paused.json()["detail"] == "writes are paused for a database switch"
+            assert paused.headers["retry-after"] == "1"
+            sync = live.cli(tmp_path, "sync", "db", "sync", db.lite, db.pg, "--interval", "0.05")
+            await sync.wait_for("writes resume on sqlite")
+            served = await client.patch(url, json=change)
+            assert served.status_code == 200, served.text
+            assert (served.json()["status"], served.json()["version"]) == ("confirmed", 2)
+    finally:
+        halt(server.proc)
+        if sync is not None:
+            assert sync.stop() == 0, sync.text()

@@ -26,11 +26,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 import anyio
-from sqlalchemy import Column
+from sqlalchemy import Column, text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.types import TypeEngine
 
+from app.db.live.capture import FROZEN_MESSAGE, SQLITE_FROZEN, Frozen
 from app.db.lsn import WRITE_LSN
 from app.db.sessions import Intent, RoutedConnection
 
@@ -224,11 +226,13 @@ class TransactionStatements:
         *,
         turn: AbstractAsyncContextManager[object] | None,
         token: Callable[[], Awaitable[str | None]] | None,
+        live: bool = False,
     ) -> None:
         self.backend: Backend = "sqlite"
         self._engine, self._turn, self._token = engine, turn, token
         self._connection: AsyncConnection | None = None
         self._in_turn = False
+        self._live = live  # a write on the file a live migration moves (app/db/live)
 
     async def __aenter__(self) -> Self:
         if self._turn is not None:
@@ -239,7 +243,22 @@ class TransactionStatements:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.close()
+        try:
+            # A refusal the operation worded from what it read (app/errors.py: a 4xx).
+            refused = exc is not None and 400 <= getattr(exc, "status", 0) < 500
+            if refused and self._live and await self._frozen():
+                raise Frozen(FROZEN_MESSAGE) from exc
+        finally:
+            await self.close()
+
+    async def _frozen(self) -> bool:
+        """Whether writes are paused, read in this unit's own transaction."""
+        if self._connection is None:
+            return False
+        try:
+            return bool((await self._connection.execute(text(SQLITE_FROZEN))).first())
+        except OperationalError:  # no live state in the file (yet): nothing is paused
+            return False
 
     async def fetch(self, statement: Statement, *args: object) -> Sequence[Row]:
         connection = self._connection
@@ -299,4 +318,5 @@ def open_statements(
         target.engine,
         turn=router.write_turn() if write else None,
         token=router.write_lsn if write else None,
+        live=write and router.sqlite and router.settings.migration_target_url is not None,
     )

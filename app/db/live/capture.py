@@ -40,6 +40,15 @@ FROZEN_MESSAGE = "writes are paused for a database switch"
 
 SQLITE_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 PG_NOW = "extract(epoch FROM clock_timestamp())"
+# The state in which SQLite's guard refuses the service's writes, and a look at it.
+SQLITE_REFUSING = f"active <> 'sqlite' OR frozen_until > {SQLITE_NOW}"
+SQLITE_FROZEN = f"SELECT 1 FROM {STATE} WHERE id = 1 AND ({SQLITE_REFUSING})"
+
+
+class Frozen(RuntimeError):
+    """A write refused by what it read while writes are paused: after an automatic
+    rollback SQLite may not hold yet a row the client wrote on PostgreSQL, so a 404 or a
+    409 then would be wrong; the answer is the pause's own 503 (retry in a moment)."""
 
 
 def tables() -> list[Table]:
@@ -75,10 +84,7 @@ def sqlite_install(active: str = "sqlite") -> list[str]:
         "kept_row TEXT, lost TEXT NOT NULL, lost_row TEXT, reason TEXT NOT NULL)",
     ]
     passing = f"NOT EXISTS (SELECT 1 FROM {APPLYING})"
-    guard = (
-        f"{passing} AND EXISTS (SELECT 1 FROM {STATE} "
-        f"WHERE active <> 'sqlite' OR frozen_until > {SQLITE_NOW})"
-    )
+    guard = f"{passing} AND EXISTS (SELECT 1 FROM {STATE} WHERE {SQLITE_REFUSING})"
     for table in tables():
         name, key = table.name, key_column(table)
         for op in ("INSERT", "UPDATE", "DELETE"):
@@ -198,6 +204,8 @@ def is_frozen_error(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, Frozen):
+            return True
         if getattr(current, "sqlite_errorcode", None) == SQLITE_CONSTRAINT_TRIGGER:
             return True
         if getattr(current, "sqlstate", None) == FROZEN_SQLSTATE:
