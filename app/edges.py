@@ -60,12 +60,20 @@ class Answer:
     message. The layers inside read `started`, `status` and `size` from it.
     """
 
-    __slots__ = ("headers", "send", "size", "started", "state", "status")
+    __slots__ = ("gone", "headers", "send", "size", "started", "state", "status")
 
     def __init__(self, send: Send, request_id: str, state: dict[str, object]) -> None:
         self.send, self.state = send, state
         self.headers = [(b"x-request-id", request_id.encode())]
         self.started, self.status, self.size = False, 500, 0
+        self.gone = False  # the client left before its body was in (app/guards.py)
+
+    @property
+    def outcome(self) -> int:
+        """The status as sent; nothing sent: 499 if the client left first, else 500."""
+        if not self.started and self.gone:
+            return errors.CLIENT_CLOSED
+        return self.status
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":

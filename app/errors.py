@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from app.db.errors import (
     CHECK_VIOLATION,
@@ -50,6 +51,16 @@ class NotFound(AppError):
 
 class Conflict(AppError):
     status, code = 409, "conflict"
+
+
+# nginx's "client closed request": the status of a request whose client left before its
+# body was in (HTTP metrics; nothing is sent).
+CLIENT_CLOSED = 499
+
+
+class Answered(Exception):
+    """Raised into the application once the client has its answer (a guard's refusal,
+    app/guards.py): the application stops, says nothing and logs nothing."""
 
 
 class Unavailable(AppError):
@@ -159,6 +170,14 @@ def install(app: FastAPI, pool_timeout: float, on_fault: Callable[[], None]) -> 
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    @app.exception_handler(Answered)
+    async def answered(_: Request, exc: Answered) -> Response:
+        return Response(status_code=500)  # not sent: the guard that raised it answered
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(_: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=CLIENT_CLOSED)  # to nobody: HTTP metrics count it
 
     async def database_error_or_internal(_: Request, exc: Exception) -> JSONResponse:
         """503 for an unavailable or busy database, 4xx for a constraint, else a bare 500."""

@@ -17,7 +17,7 @@ import hmac
 import json
 import logging
 from collections.abc import Sequence
-from typing import NoReturn, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.security.utils import get_authorization_scheme_param
@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import errors
 from app.db.lsn import parse_lsn
+from app.http_metrics import ANSWER
 
 log = logging.getLogger(__name__)
 
@@ -166,15 +167,16 @@ class RequestTimeout(errors.AppError):
     status, code = 408, "request_timeout"
 
 
-class _Refused(Exception):
+class _Refused(errors.Answered):
     """Raised into the application once a refusal has been sent: it stops reading."""
 
 
 class _GuardedBody:
     """One request's body as BodyGuard lets the application read it."""
 
-    def __init__(self, guard: BodyGuard, receive: Receive, send: Send) -> None:
+    def __init__(self, guard: BodyGuard, receive: Receive, send: Send, answer: Any) -> None:
         self.guard, self._receive, self._send = guard, receive, send
+        self.answer = answer  # app/edges.py Answer: told when the client leaves
         self.received = 0
         self.deadline: float | None = None
         self.complete = self.started = self.refused = False
@@ -212,6 +214,8 @@ class _GuardedBody:
             self.complete = not message.get("more_body", False)
             if self.received > self.guard.max_bytes:
                 raise await self.stop(self.too_large())
+        elif message["type"] == "http.disconnect":
+            self.answer.gone = True
         return message
 
 
@@ -227,7 +231,7 @@ class BodyGuard:
         if not _has_body(scope):  # its one empty message comes at once: nothing to guard
             await self.app(scope, receive, send)
             return
-        body = _GuardedBody(self, receive, send)
+        body = _GuardedBody(self, receive, send, scope["state"][ANSWER])
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await refuse(send, body.too_large())

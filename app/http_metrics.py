@@ -128,11 +128,11 @@ class RecordHttpMetrics:
             await self.app(scope, receive, send)
         finally:
             seconds = time.perf_counter() - started
-            # Its status and Content-Length as sent; nothing sent: 500, 0 bytes.
+            # Its status and Content-Length as sent (app/edges.py Answer.outcome).
             answer = state[ANSWER]
             self.metrics.observe(
                 scope["method"],
-                f"{answer.status // 100}xx",
+                f"{answer.outcome // 100}xx",
                 handler,
                 seconds,
                 content_length(scope["headers"]),

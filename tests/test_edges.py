@@ -214,6 +214,41 @@ def test_big_bodies_are_refused_before_they_are_read(tmp_path: Path) -> None:
             assert users.json()["items"] == []
 
 
+def test_a_client_leaving_mid_body_or_refused_chunked_is_no_server_error(tmp_path: Path) -> None:
+    """Neither a client that leaves before its body is in nor a chunked body past the limit
+    is a server error: no `unhandled error` logged, no 5xx counted (a 499 and a 413)."""
+    from tests.test_metrics import value
+
+    env = sqlite_env(tmp_path, API_TOKENS=TOKEN, LOG_FORMAT="json")
+    with running(tmp_path, env, "--no-access-log") as server:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                sock.sendall(request_head("/api/v1/users", length=100, token=TOKEN) + b'{"na')
+                time.sleep(0.2)  # its head is in and its body being read
+        response, _ = post_stream(
+            server.port,
+            request_head("/api/v1/users", token=TOKEN, chunked=True),
+            junk(2 * MIB, chunked=True),
+        )
+        assert status_of(response) == 413
+        scrape = ""
+        for _ in range(100):  # the three requests end when the server sees them gone
+            scrape = httpx.get(f"{server.base}/metrics", timeout=10).text
+            labels = {"handler": "/api/v1/users", "method": "POST"}
+            if value(scrape, "http_requests_total", **labels, status="4xx") == 4:
+                break
+            time.sleep(0.1)
+        assert value(scrape, "http_requests_total", **labels, status="4xx") == 4
+        assert value(scrape, "http_requests_total", **labels, status="5xx") == 0
+        with httpx.Client(base_url=server.base, timeout=10) as http:
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            users = http.get("/api/v1/users", params={"limit": 5}, headers=bearer)
+            assert (users.status_code, users.json()["items"]) == (200, [])
+    logged = server.log.read_text(errors="replace")
+    assert "unhandled error" not in logged
+    assert "Traceback" not in logged
+
+
 # -- slow clients -------------------------------------------------------------------------------
 
 
