@@ -243,6 +243,35 @@ def test_memory_stays_flat_under_a_header_flood(server: Server) -> None:
     assert served(server.port, head()) == 200
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"FOO /health/live HTTP/1.1\r\nHost: test\r\n\r\n",
+        b"GET /health/live HTTP/1.1\r\nHost: test\r\nX-A: a\x00b\r\n\r\n",
+        b"GET /health/\xff\x00 HTTP/1.1\r\nHost: test\r\n\r\n",
+        b"POST /api/v1/users HTTP/1.1\r\nHost: test\r\nContent-Length: -1\r\n\r\n",
+        b"POST /api/v1/users HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n"
+        b"Content-Length: 3\r\n\r\n{}",
+        b"POST /api/v1/users HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    ],
+    ids=[
+        "unknown-method",
+        "nul-in-header",
+        "bytes-in-target",
+        "negative-length",
+        "two-lengths",
+        "length-and-chunked",
+    ],
+)
+def test_what_is_not_http_is_a_400_with_the_error_body(server: Server, data: bytes) -> None:
+    """The parser's refusals answer as every other error (uvicorn's own is plain text)."""
+    answer, closed = exchange(server.port, data)
+    refused(answer, closed, 400)
+    assert b'"error":"bad_request"' in answer
+    assert served(server.port, head()) == 200
+
+
 # -- the settings reach the workers (through uvicorn's configuration, pickled) ----------------
 
 

@@ -245,6 +245,7 @@ CALLBACKS = {
     "_start_asgi_task": ["self", "cycle", "app"],
     "timeout_keep_alive_handler": ["self"],
     "_unset_keepalive_if_required": ["self"],
+    "send_400_response": ["self", "msg"],
 }
 
 

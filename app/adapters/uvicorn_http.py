@@ -28,7 +28,7 @@ uvicorn takes a protocol class as `http` but has no public hooks inside one, so 
 the one module that subclasses `HttpToolsProtocol` and relies on its private shape: the
 httptools callbacks it overrides (`data_received`, `on_message_begin`, `on_url`,
 `on_headers_complete`, `on_body`, `on_message_complete`, `on_response_complete`,
-`connection_made`, `connection_lost`) and the state it reads or sets (`loop`,
+`connection_made`, `connection_lost`, `send_400_response`) and the state it reads or sets (`loop`,
 `transport`, `client`, `headers`, `scope`, `cycle`, `cycle.scope`,
 `cycle.response_complete`, `timeout_keep_alive`, `timeout_keep_alive_task`,
 `timeout_keep_alive_handler`, `_unset_keepalive_if_required`, `server_state`, `flow`,
@@ -89,6 +89,9 @@ def protocol(settings: Settings) -> type[asyncio.Protocol]:
     """What uvicorn takes as `http`: the protocol class with these settings' limits."""
     # uvicorn only calls what it is given, as it would call the class.
     return cast(type[asyncio.Protocol], functools.partial(EdgeProtocol, limits=Limits.of(settings)))
+
+
+_ERRORS = {400: "bad_request", 414: "uri_too_long", 431: "request_headers_too_large"}
 
 
 def _answer(status: int, error: str, detail: str) -> bytes:
@@ -281,6 +284,12 @@ class EdgeProtocol(HttpToolsProtocol):
                 self.scope = self.headers = None  # type: ignore[assignment]
             self.cycle = None  # type: ignore[assignment]
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its parser refuses (a method HTTP does not have, a NUL
+        or a control byte in a header, two Content-Lengths, both Content-Length and
+        Transfer-Encoding): the service's own error body, not uvicorn's plain text."""
+        self._refuse(400, "the request is not valid HTTP/1.1")
+
     def _refuse(self, status: int, detail: str) -> None:
         """Answers `status` and closes: the rest of the head is never parsed."""
         self._refused = True
@@ -296,8 +305,7 @@ class EdgeProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.transport.close()  # a pipelined head behind a response under way
             return
-        error = "uri_too_long" if status == 414 else "request_headers_too_large"
-        self.transport.write(_answer(status, error, detail))
+        self.transport.write(_answer(status, _ERRORS[status], detail))
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
