@@ -251,6 +251,16 @@ def _constant(name: str) -> NoReturn:
     _not_json(f"{name} is not a JSON value")
 
 
+def _object(pairs: list[tuple[str, JSON]]) -> JSON:
+    found = dict(pairs)
+    if len(found) != len(pairs):  # RFC 8259: names SHOULD be unique; which one counts is
+        # up to the reader, so a client's {"version": 9, "version": 2} is refused, not guessed
+        names = [name for name, _ in pairs]
+        twice = next(name for name in names if names.count(name) > 1)
+        _not_json(f"a JSON object names {twice!r} twice")
+    return found
+
+
 def read_json(raw: bytes) -> JSON:
     """A request body as JSON text (RFC 8259: UTF-8, no NaN or Infinity), or a 422.
 
@@ -258,15 +268,16 @@ def read_json(raw: bytes) -> JSON:
     as every other refusal (app/errors.py): invalid UTF-8 (json.loads alone would also
     take UTF-16 and UTF-32, and encoded surrogates), escapes of a lone surrogate (no
     database can store one), nesting past the parser's recursion limit and integers past
-    Python's digit limit (which FastAPI answered 400), and plain syntax errors, worded as
-    FastAPI words them (loc ["body", offset], msg "JSON decode error").
+    Python's digit limit (which FastAPI answered 400), an object naming a member twice,
+    and plain syntax errors, worded as FastAPI words them (loc ["body", offset], msg
+    "JSON decode error").
     """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         _not_json(f"the body is not UTF-8 text (byte {exc.start})")
     try:
-        value: JSON = json.loads(text, parse_constant=_constant)
+        value: JSON = json.loads(text, parse_constant=_constant, object_pairs_hook=_object)
     except json.JSONDecodeError as exc:
         _not_json("JSON decode error", ("body", exc.pos))
     except RecursionError:

@@ -41,7 +41,10 @@ assert set(PaymentStatus.__args__) == set(PAYMENT_STATUSES)  # type: ignore[attr
 # PostgreSQL text cannot hold NUL: refused here rather than in the driver, by a pattern the
 # OpenAPI document publishes (a validator alone would refuse what the schema allows).
 _NO_NUL = r"^[^\x00]*$"
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_NO_NUL)]
+# A name says something: at least one character that is not white space.
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")
+]
 Phone = Annotated[str, StringConstraints(max_length=40, pattern=_NO_NUL)]
 Notes = Annotated[str, StringConstraints(max_length=2000, pattern=_NO_NUL)]
 

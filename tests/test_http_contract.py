@@ -182,6 +182,8 @@ def unparsable(example: dict[str, Any]) -> Iterator[tuple[bytes, list[Any], str]
     yield placed(b"7" * 5000), ["body"], "a JSON number has too many digits"
     yield placed(b"NaN"), ["body"], "NaN is not a JSON value"
     yield placed(b"-Infinity"), ["body"], "-Infinity is not a JSON value"
+    member = b'"' + name.encode() + b'": ' + value
+    yield good[:-1] + b", " + member + b"}", ["body"], f"a JSON object names {name!r} twice"
     yield good[:-1], ["body", len(good) - 1], "JSON decode error"
     yield b"\xef\xbb\xbf" + good, ["body", 0], "JSON decode error"  # a byte order mark
 
@@ -241,7 +243,8 @@ NOT_DIGITS = [
     "1%20",
     "%091",
     "+1",
-    "-1",
+    "--1",
+    "-",
     "1_0",
     "%D9%A1",
     "%EF%BC%91",
@@ -270,7 +273,11 @@ async def test_path_ids_are_decimal_ascii_digits_else_422(
             response = await send(client, op, url=op.url(**{name: raw}), body=op.body())
             seen = (op.method, op.path, raw)
             assert refused(response) == [("path", name, "int_parsing")], seen
-        for raw, kind in (("0", "greater_than_equal"), (str(INT64_MAX + 1), "less_than_equal")):
+        for raw, kind in (
+            ("0", "greater_than_equal"),
+            ("-1", "greater_than_equal"),
+            (str(INT64_MAX + 1), "less_than_equal"),
+        ):
             response = await send(client, op, url=op.url(**{name: raw}), body=op.body())
             assert refused(response) == [("path", name, kind)], (op.method, op.path, raw)
     assert len(tried) == 8

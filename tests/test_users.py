@@ -87,6 +87,8 @@ async def test_create_user(client: httpx.AsyncClient) -> None:
         {"email": "a@b.c", "name": ""},
         {"email": "a@b.c", "name": "x" * 201},
         {"email": "a@b.c", "name": "nul\x00byte"},
+        {"email": "a@b.c", "name": "   "},
+        {"email": "a@b.c", "name": "\t\n"},
         {"email": "a@b.c", "name": "X", "unified_role": "wizard"},
         {"email": "a@b.c", "name": "X", "location_id": 0},
         {"email": "a@b.c", "name": "X", "location_id": 2**63},
@@ -220,6 +222,9 @@ async def test_list_users_search_and_keyset_pages(client: httpx.AsyncClient) -> 
     [
         {"limit": 0},
         {"limit": 101},
+        {"limit": "+1"},
+        {"limit": " 1"},
+        {"after": "+0"},
         {"after": -1},
         {"after": 2**63},
         {"role": "x"},

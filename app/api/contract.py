@@ -2,9 +2,10 @@
 
 A query string names only the route's declared parameters, and each scalar one at most
 once; anything else is a 422 naming the parameter. A path id is decimal ASCII digits
-(PathId); a JSON body that does not parse is a 422 like any other (read_json); a method
-the path does not serve is a 405 whose Allow lists every method it does (ContractRoute).
-HEAD works wherever GET does.
+(PathId; a minus sign is read, for its bound to refuse), as is an integer in a query
+string (DECIMAL); a JSON body that does not parse
+is a 422 like any other (read_json); a method the path does not serve is a 405 whose
+Allow lists every method it does (ContractRoute). HEAD works wherever GET does.
 
 Derived from what a route declares (its dependant's query parameters, query models
 expanded), never from a hand-kept list, so it holds on every route and follows any
@@ -37,17 +38,22 @@ from app.schemas import INT64_MAX
 
 
 def _decimal_digits(value: object) -> object:
-    # int() and pydantic's lax mode also read " 1", "+1", "1_0" and other scripts' digits.
-    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+    # int() and pydantic's lax mode also read " 1", "+1", "1_0" and other scripts' digits;
+    # a minus sign is kept for the bound to name ("-1": greater_than_equal).
+    digits = value.removeprefix("-") if isinstance(value, str) else ""
+    if isinstance(value, str) and not (digits.isascii() and digits.isdigit()):
         raise PydanticCustomError(
             "int_parsing", "Input should be a valid integer, unable to parse string as an integer"
         )
     return value
 
 
+# An integer in a path or a query string is decimal ASCII digits (a minus sign allowed), else
+# 422.
+DECIMAL = BeforeValidator(_decimal_digits)
 # A row's id in a path: decimal ASCII digits, 1..2**63-1, else 422 (an id that is not
 # one is bad input, README "API"); the read lane's path pattern takes the same digits.
-PathId = Annotated[int, Path(ge=1, le=INT64_MAX), BeforeValidator(_decimal_digits)]
+PathId = Annotated[int, Path(ge=1, le=INT64_MAX), DECIMAL]
 
 # RFC 9110's methods in its order, for a stable Allow header.
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
-from app.api.contract import ContractRoute, PathId
+from app.api.contract import DECIMAL, ContractRoute, PathId
 from app.api.deps import ReadStatements, answered, get_router
 from app.api.reads import JSON
 from app.api.responses import errors_doc
@@ -83,8 +83,8 @@ async def list_user_payments(
     user_id: UserId,
     db: ReadStatements,
     after: Annotated[
-        int, Query(ge=0, le=INT64_MAX, description="Last id of the previous page")
+        int, Query(ge=0, le=INT64_MAX, description="Last id of the previous page"), DECIMAL
     ] = 0,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    limit: Annotated[int, Query(ge=1, le=100), DECIMAL] = 50,
 ) -> Response:
     return Response(await reads.list_user_payments(db, user_id, after, limit), media_type=JSON)

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from app.api.contract import ContractRoute, PathId
+from app.api.contract import DECIMAL, ContractRoute, PathId
 from app.api.deps import ReadSession, ReadStatements, answered, get_router
 from app.api.reads import JSON, UserQuery, user_body
 from app.api.responses import errors_doc
@@ -51,9 +51,9 @@ async def list_users(
         str | None, Query(max_length=320, description="The account with this email, any case")
     ] = None,
     after: Annotated[
-        int, Query(ge=0, le=INT64_MAX, description="Last id of the previous page")
+        int, Query(ge=0, le=INT64_MAX, description="Last id of the previous page"), DECIMAL
     ] = 0,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    limit: Annotated[int, Query(ge=1, le=100), DECIMAL] = 50,
 ) -> UserPage:
     for name, value in (("q", q), ("email", email)):
         if value is not None and "\x00" in value:
