@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from app.db.lsn import WRITE_LSN
 from app.db.models import APPOINTMENT_STATUSES
 from app.queries.reads import USER_RELATIONS
 from tests.conftest import Postgres, pg_fetch
@@ -53,8 +54,10 @@ async def _world(postgres: Postgres, **overrides: Any) -> AsyncIterator[World]:
         pair.lane.client.headers.update(headers)
         shop = await _shop(pair)
         # Both sides may read from the replica: it must hold the whole shop first, i.e.
-        # have replayed past where the primary's WAL was once the shop was made.
-        made = (await pg_fetch(postgres.primary_url, "SELECT pg_current_wal_lsn()::text"))[0][0]
+        # have replayed past where the primary's WAL was once the shop was made. Its insert
+        # position: with synchronous_commit off (the test clusters), pg_current_wal_lsn()
+        # may not have reached the shop's commits yet (app/db/lsn.py).
+        made = (await pg_fetch(postgres.primary_url, WRITE_LSN))[0][0]
         for replica in postgres.replica_urls:
             await until(partial(_replayed_past, replica, made), what="the replica to hold the shop")
         transports = [httpx.ASGITransport(app=side.app) for side in (pair.lane, pair.routes)]
