@@ -288,6 +288,16 @@ async def _on_postgresql_without_sync(db: live.Databases, tmp_path: Path) -> Non
         assert sync.stop() == 0, sync.text()
 
 
+# A booking PostgreSQL took that nothing carried (say, committed after it answered 503).
+PG_BOOKING = (
+    "INSERT INTO appointments (user_id, barber_id, service_id, location_id, "
+    "appointment_date, start_time, end_time, status) SELECT user_id, barber_id, "
+    "service_id, location_id, DATE '2031-01-01', TIMESTAMPTZ '2031-01-01 10:00Z', "
+    "TIMESTAMPTZ '2031-01-01 11:00Z', 'pending' FROM appointments WHERE id = 1 "
+    "RETURNING id"
+)
+
+
 def _roll_back_by_hand(path: Path) -> tuple[int, int]:
     """The rollback a worker makes, as its SQL says: SQLite serves from the next block,
     PostgreSQL's leftovers noted. (PostgreSQL's block end, SQLite's block start.)"""
@@ -362,14 +372,8 @@ async def test_conflicting_changes_are_kept_and_reported(
             "('only-pg@example.test', 'only-pg@example.test', 'only on postgresql', 'client') "
             "RETURNING id"
         )
-        # A booking PostgreSQL took (say, committed after it answered 503) ...
-        pg_booking = await conn.fetchval(
-            "INSERT INTO appointments (user_id, barber_id, service_id, location_id, "
-            "appointment_date, start_time, end_time, status) SELECT user_id, barber_id, "
-            "service_id, location_id, DATE '2031-01-01', TIMESTAMPTZ '2031-01-01 10:00Z', "
-            "TIMESTAMPTZ '2031-01-01 11:00Z', 'pending' FROM appointments WHERE id = 1 "
-            "RETURNING id"
-        )
+        # A booking PostgreSQL took ...
+        pg_booking = await conn.fetchval(PG_BOOKING)
     finally:
         await conn.close()
     block_end, start = _roll_back_by_hand(db.path)
@@ -440,13 +444,7 @@ async def test_writes_paused_until_drained_answer_the_pause(
     await _on_postgresql_without_sync(db, tmp_path)
     conn = await asyncpg.connect(_plain(db.pg))
     try:
-        pg_booking = await conn.fetchval(
-            "INSERT INTO appointments (user_id, barber_id, service_id, location_id, "
-            "appointment_date, start_time, end_time, status) SELECT user_id, barber_id, "
-            "service_id, location_id, DATE '2031-01-01', TIMESTAMPTZ '2031-01-01 10:00Z', "
-            "TIMESTAMPTZ '2031-01-01 11:00Z', 'pending' FROM appointments WHERE id = 1 "
-            "RETURNING id"
-        )
+        pg_booking = await conn.fetchval(PG_BOOKING)
     finally:
         await conn.close()
     _roll_back_by_hand(db.path)
