@@ -664,6 +664,36 @@ ODDITIES = [
         "orders.placed_at at key 5: value '20",
     ),
     (
+        "finer-than-a-microsecond",
+        "UPDATE appointments SET created_at = '9999-12-31 23:59:59.9999995' WHERE id = 14",
+        "appointments.created_at: declared timestamptz holds 1 values",
+        "appointments.created_at at key 14: value '9999-12-31 23:59:59.9999995'",
+    ),
+    (
+        "offset-in-time-of-day",
+        "UPDATE barber_availability SET starts = '10:00+02:00' WHERE id = 2",
+        "barber_availability.starts: declared time holds 1 values",
+        "barber_availability.starts at key 2: value '10:00+02:00'",
+    ),
+    (
+        "json-member-twice",
+        """UPDATE users SET preferences = '{"a": 1, "a": 2}' WHERE id = 6""",
+        "users.preferences: declared jsonb holds 1 values",
+        'users.preferences at key 6: value \'{"a": 1, "a": 2}\'',
+    ),
+    (
+        "number-in-blob",
+        "UPDATE users SET avatar = 12 WHERE id = 7",
+        "users.avatar: 1 values of bytea are numbers",
+        "users.avatar at key 7: value 12",
+    ),
+    (
+        "other-digits-in-integer",
+        "UPDATE services SET duration_minutes = '\u0663' WHERE id = 7",
+        "services.duration_minutes: declared bigint holds 1 values",
+        "services.duration_minutes at key 7: value '\u0663'",
+    ),
+    (
         "varchar-too-long",
         "UPDATE users SET phone = '+33 6 00 00 00 00 extension 1234567890' WHERE id = 4",
         "users.phone: declared varchar(32) holds 1 values",

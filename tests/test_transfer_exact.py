@@ -170,6 +170,30 @@ async def test_oddity_gets_a_home_or_strict_refuses(
     assert "(--strict)" in str(refusal.value)
 
 
+async def test_instants_outside_pythons_years_are_copied_as_they_are(
+    databases: Callable[[], object], tmp_path: Path
+) -> None:
+    """Text naming an instant in 1 BC or 10000 once in UTC: PostgreSQL keeps it, Python's
+    datetime cannot (the report's sample shows it as written; the copy once crashed there)."""
+    source = tmp_path / "edges.db"
+    build_backend(source, appointments=120)
+    edges = {13: "0001-01-01 00:00:00+01:00", 14: "9999-12-31T23:30:00-01:00"}
+    with sqlite3.connect(source) as conn:
+        for key, text in edges.items():
+            conn.execute("UPDATE appointments SET created_at = ? WHERE id = ?", (text, key))
+    target = await databases()  # type: ignore[misc]
+    report = await transfer.copy(url(source), target, transfer.CopyOptions(strict=True), quiet())
+    assert report.ok
+    for key, text in edges.items():
+        rows = await pg_fetch(
+            target,
+            "SELECT created_at = $1::text::timestamptz FROM appointments WHERE id = $2",
+            text,
+            key,
+        )
+        assert rows[0][0] is True, (key, text)
+
+
 async def test_infinity_in_real_fits_double_precision(
     databases: Callable[[], object], tmp_path: Path
 ) -> None:

@@ -141,12 +141,15 @@ def candidates(q: str, t: Type) -> str:
             f"AND substr({q}, 10) GLOB '[0-9][0-9][0-9][0-9][0-9][0-9]')) AND {_ascii(q)})"
         )
     if k in ("json", "jsonb"):
+        # json_valid() takes an object naming a member twice, which jsonb keeps once: any
+        # object with two members or more is looked at.
         return (
             f"typeof({q}) <> 'text' OR NOT json_valid({q}) OR instr({q}, '\\u') > 0 "
-            f"OR {_text_suspect(q)}"
+            f"OR (instr({q}, '{{') > 0 AND instr({q}, ',') > 0) OR {_text_suspect(q)}"
         )
     if k == "bytea":
-        return "0"
+        # A number is stored as the bytes of its text: looked at, and reported.
+        return f"typeof({q}) IN ('integer', 'real')"
     return "1"
 
 

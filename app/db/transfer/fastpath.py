@@ -73,7 +73,7 @@ def fast(q: str, t: Type, clean: bool = False) -> str:
                 f"AND abs({q}) < 1e{15 - (t.scale or 0)}))"
             )
     elif k == "bytea":
-        extra = f" AND typeof({q}) IN ('blob', 'text', 'integer')"
+        extra = f" AND typeof({q}) IN ('blob', 'text')"
     elif k in ("uuid", "any"):
         return "0"
     if clean:

@@ -59,7 +59,19 @@ def _reinterpreted(t: Type, value: object) -> str | None:
         return "text read as a boolean"
     if t.kind in ("timestamptz", "timestamp", "date") and isinstance(value, int | float):
         return "a number read as Unix seconds"
+    if t.kind == "bytea" and isinstance(value, int | float):
+        return "a number stored as the bytes of its text"
     return None
+
+
+def _shown(convert: Converter, value: object) -> object:
+    """A value SQL vouched for, as the report shows it converted: Python may not hold it
+    (0001-01-01 00:00+01:00 is a time in 1 BC once in UTC, which PostgreSQL keeps), and
+    then it is shown as written."""
+    try:
+        return convert(value)
+    except Unfit:
+        return value
 
 
 def _is_number(value: object) -> bool:
@@ -195,7 +207,7 @@ def _count_sure(
         f"SELECT {', '.join(keys)}, {q} FROM {name} WHERE {where} "
         f"ORDER BY {', '.join(keys)} LIMIT {SAMPLES}"
     ).fetchall()
-    result.conversions += [(_key(r, len(keys)), r[-1], convert(r[-1])) for r in sample]
+    result.conversions += [(_key(r, len(keys)), r[-1], _shown(convert, r[-1])) for r in sample]
     if t.kind == "bool":
         result.reinterpreted_count += n
         result.reinterpreted += [
@@ -264,11 +276,11 @@ def home(
     if strict and p.reinterpreted:
         p.failures, p.failed = p.reinterpreted, p.reinterpreted_count
         return t, findings, [_refusal(table.name, column, t, p, " (--strict)")], False
-    findings += _converted(table.name, column, t, p)
+    findings += _converted(table.name, column, t, p, widened=t != declared)
     return t, findings, [], p.converted == p.sure
 
 
-def _converted(table: str, column: str, t: Type, p: Probe) -> list[Finding]:
+def _converted(table: str, column: str, t: Type, p: Probe, widened: bool) -> list[Finding]:
     if p.nul_removed:
         return [
             Finding(
@@ -278,6 +290,19 @@ def _converted(table: str, column: str, t: Type, p: Probe) -> list[Finding]:
                 f"NUL bytes removed from {len(p.nul_removed)} values (--strip-nul)",
                 len(p.nul_removed),
                 p.nul_removed[:SAMPLES],
+            )
+        ]
+    if t.kind == "bytea" and p.reinterpreted and not widened:  # widened: said already
+        _key0, value, why = p.reinterpreted[0]
+        return [
+            Finding(
+                "converted",
+                table,
+                column,
+                f"{p.reinterpreted_count} values of bytea are numbers, each stored as the "
+                f"bytes of its text (e.g. {describe(value)}): {why}",
+                p.reinterpreted_count,
+                [r[0] for r in p.reinterpreted],
             )
         ]
     if not p.converted or t.kind in ("text", "bytea", "any"):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Never, NoReturn, cast
 
+from app.db.transfer.clock import date_of, datetime_of, naive_datetime_of, time_of
 from app.db.transfer.types import INT_RANGES, Kind, Type, Unfit
 
 TRUE = {"1", "true", "t", "yes", "y", "on"}
@@ -61,7 +62,10 @@ def _decimal(value: object) -> Decimal:
     if isinstance(value, int | Decimal):
         return Decimal(value)
     try:
-        result = Decimal(value.decode() if isinstance(value, bytes) else str(value).strip())
+        text = value.decode() if isinstance(value, bytes) else str(value).strip()
+        if not text.isascii():  # Decimal() also reads other scripts' digits
+            raise InvalidOperation
+        result = Decimal(text)
     except (InvalidOperation, UnicodeDecodeError) as exc:
         raise Unfit("not a number") from exc
     if not result.is_finite():
@@ -108,7 +112,10 @@ def _float(value: object) -> float:
             raise Unfit("not exactly a double precision number")
         return result
     try:
-        result = float(value.decode() if isinstance(value, bytes) else str(value).strip())
+        written = value.decode() if isinstance(value, bytes) else str(value).strip()
+        if not written.isascii():  # float() also reads other scripts' digits
+            raise ValueError(written)
+        result = float(written)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Unfit("not a number") from exc
     text = str(value).strip()
@@ -134,57 +141,23 @@ def _bool(value: object) -> bool:
     raise Unfit("not a boolean")
 
 
-def _datetime(value: object) -> dt.datetime:
-    result: dt.datetime
-    if isinstance(value, dt.datetime):
-        result = value
-    elif isinstance(value, dt.date):
-        result = dt.datetime(value.year, value.month, value.day)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            return dt.datetime.fromtimestamp(value, dt.UTC)  # unix seconds
-        except (OverflowError, OSError, ValueError) as exc:
-            raise Unfit("not a date and time") from exc
-    else:
-        try:
-            result = dt.datetime.fromisoformat(str(value).strip())
-        except ValueError as exc:
-            raise Unfit("not a date and time") from exc
-    # Naive times in SQLite are UTC, as this service and most ORMs store them.
-    return result.replace(tzinfo=dt.UTC) if result.tzinfo is None else result.astimezone(dt.UTC)
-
-
-def _date(value: object) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(str(value).strip())
-    except ValueError:
-        moment = _datetime(value)
-        if moment.time() != dt.time(0):
-            raise Unfit("a date with a time of day") from None
-        return moment.date()
-
-
-def _time(value: object) -> dt.time:
-    if isinstance(value, dt.time):
-        return value
-    try:
-        return dt.time.fromisoformat(str(value).strip())
-    except ValueError as exc:
-        raise Unfit("not a time of day") from exc
-
-
 def _no_constant(name: str) -> NoReturn:
     raise Unfit(f"{name} is not JSON")
+
+
+def _members(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise Unfit("a JSON object names a member twice, which jsonb keeps once")
+    return found
 
 
 def _json(value: object, opts: Options) -> str:
     text = _text(value, opts)
     try:
-        json.loads(text, parse_constant=_no_constant)
+        json.loads(text, parse_constant=_no_constant, object_pairs_hook=_members)
+    except Unfit:
+        raise
     except ValueError as exc:
         raise Unfit("not JSON") from exc
     if "\\u" in text and _BAD_ESCAPE.search(text):
@@ -211,10 +184,6 @@ def _uuid(value: object) -> uuid.UUID:
 
 
 Converter = Callable[[object], object]
-
-
-def _naive_datetime(value: object) -> dt.datetime:
-    return _datetime(value).replace(tzinfo=None)
 
 
 def _integer_for(t: Type, opts: Options) -> Converter:
@@ -258,10 +227,10 @@ _TO_PYTHON: dict[str, Callable[[Type, Options], Converter]] = {
     "varchar": _varchar_for,
     "text": _text_for,
     "any": _text_for,
-    "timestamptz": _always(_datetime),
-    "timestamp": _always(_naive_datetime),
-    "date": _always(_date),
-    "time": _always(_time),
+    "timestamptz": _always(datetime_of),
+    "timestamp": _always(naive_datetime_of),
+    "date": _always(date_of),
+    "time": _always(time_of),
     "json": _json_for,
     "jsonb": _json_for,
     "bytea": _always(_bytes),
@@ -304,7 +273,7 @@ def _sqlite_stamp(v: object) -> str:
     are the text."""
     if type(v) is dt.datetime and (v.tzinfo is None or v.tzinfo is dt.UTC):
         return v.isoformat(" ", "microseconds")[:26]
-    return _datetime(v).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return datetime_of(v).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _plain_json(value: object) -> object:
