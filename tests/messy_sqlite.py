@@ -618,7 +618,7 @@ ODDITIES = [
     (
         "nul-in-text",
         "UPDATE reviews SET comment = 'a' || char(0) || 'b' WHERE id = 3",
-        "reviews.comment: declared text holds 1 values that do not fit text (text holds NUL",
+        "reviews.comment: declared text holds 1 values that do not fit text (e.g. 'a\\x00b': text",
         "reviews.comment at key 3: value 'a\\x00b'",
     ),
     (

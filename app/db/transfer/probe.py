@@ -235,7 +235,7 @@ def _refusal(table: str, column: str, t: Type, p: Probe, what: str) -> str:
     key, value, reason = p.failures[0]
     return (
         f"{table}.{column} at key {describe(key)}: value {describe(value)} does not fit "
-        f"{t.pg()} ({reason}; {p.failed} such values){what}"
+        f"{t.pg()} ({reason}; {p.failed} values in all do not fit){what}"
     )
 
 
@@ -265,7 +265,7 @@ def home(
                 table.name,
                 column,
                 f"declared {declared.pg()} holds {p.failed} values that do not fit {t.pg()} "
-                f"({p.failures[0][2]}, e.g. {describe(p.failures[0][1])}); created as "
+                f"(e.g. {describe(p.failures[0][1])}: {p.failures[0][2]}); created as "
                 f"{new.pg()} to keep them exact",
                 p.failed,
                 [f[0] for f in p.failures],
