@@ -52,6 +52,14 @@ def env(**extra: str) -> dict[str, str]:
     return clean | {"DEMO_SEED": "false", "LOG_LEVEL": "warning", **extra}
 
 
+def service_env(db: Databases, **extra: str) -> dict[str, str]:
+    """A service on the file with PostgreSQL as its migration target, watching the switch
+    every 50 ms."""
+    return env(
+        DATABASE_URL=db.lite, MIGRATION_TARGET_URL=db.pg, MIGRATION_POLL_SECONDS="0.05", **extra
+    )
+
+
 @dataclass
 class Process:
     proc: subprocess.Popen[bytes]

@@ -71,11 +71,7 @@ async def test_serving_sqlite_moves_to_postgresql_and_back_under_load(
     sync = live.cli(tmp_path, "sync", "db", "sync", db.lite, db.pg, "--interval", "0.05")
     server = launch(
         tmp_path,
-        live.env(
-            DATABASE_URL=db.lite,
-            MIGRATION_TARGET_URL=db.pg,
-            MIGRATION_POLL_SECONDS="0.05",
-        ),
+        live.service_env(db),
         "--no-access-log",
         "--workers",
         str(workers),

@@ -174,10 +174,8 @@ async def test_rollback_keeps_every_acknowledged_write(
     sync = live.cli(tmp_path, "sync", "db", "sync", db.lite, db.pg, "--interval", "0.05")
     server = launch(
         tmp_path,
-        live.env(
-            DATABASE_URL=db.lite,
-            MIGRATION_TARGET_URL=db.pg,
-            MIGRATION_POLL_SECONDS="0.05",
+        live.service_env(
+            db,
             MIGRATION_AUTO_ROLLBACK="true",
             MIGRATION_ROLLBACK_WINDOW_SECONDS=str(WINDOW),
             MIGRATION_ROLLBACK_ERROR_RATE="1",
@@ -457,10 +455,8 @@ async def test_writes_paused_until_drained_answer_the_pause(
         lite.close()
     server = launch(
         tmp_path,
-        live.env(
-            DATABASE_URL=db.lite,
-            MIGRATION_TARGET_URL=db.pg,
-            MIGRATION_POLL_SECONDS="0.05",
+        live.service_env(
+            db,
             MIGRATION_ROLLBACK_UNDRAINED="wait",
         ),
         "--no-access-log",
