@@ -98,8 +98,7 @@ async def no_database(db: Database) -> Case:
 
     async def create() -> None:
         # The test's database as the template: its schema and grants come along.
-        await db.end_sessions("datname", db.name)
-        await db.admin.execute(f'CREATE DATABASE "{missing}" TEMPLATE "{db.name}"')
+        await db.copy_as(missing)
 
     return Case(url, "3D000", "no_such_database", create, (db.password,))
 
@@ -342,10 +341,7 @@ async def test_a_replica_refusing_the_login_leaves_rotation_with_its_reason(
             if reason == "login_refused":
                 await set_password(database, role, wrong)
             else:
-                await database.end_sessions("datname", database.name)
-                await database.admin.execute(
-                    f'CREATE DATABASE "{database.name}_later" TEMPLATE "{database.name}"'
-                )
+                await database.copy_as(f"{database.name}_later")
 
             async def back() -> bool:
                 report = (await service.client.get("/health/replicas")).json()
@@ -388,8 +384,7 @@ async def test_the_analytics_replica_refusing_leaves_service_and_heals(
             assert entry["connection"] == {"status": "refused", "reason": "no_such_database"}
             began = captured.messages(REFUSES)
             assert [(r.database, r.reason) for r in began] == [("analytics", "no_such_database")]  # type: ignore[attr-defined]
-            await database.end_sessions("datname", database.name)
-            await database.admin.execute(f'CREATE DATABASE "{missing}" TEMPLATE "{database.name}"')
+            await database.copy_as(missing)
 
             async def back() -> bool:
                 entry = (await service.client.get("/health/replicas")).json()["analytics"]
