@@ -17,7 +17,7 @@ import hmac
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any, NoReturn, TypeAlias
+from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.security.utils import get_authorization_scheme_param
@@ -27,6 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import errors
 from app.db.lsn import parse_lsn
 from app.http_metrics import ANSWER
+
+if TYPE_CHECKING:  # app/edges.py imports this module
+    from app.edges import Answer
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +177,7 @@ class _Refused(errors.Answered):
 class _GuardedBody:
     """One request's body as BodyGuard lets the application read it."""
 
-    def __init__(self, guard: BodyGuard, receive: Receive, send: Send, answer: Any) -> None:
+    def __init__(self, guard: BodyGuard, receive: Receive, send: Send, answer: Answer) -> None:
         self.guard, self._receive, self._send = guard, receive, send
         self.answer = answer  # app/edges.py Answer: told when the client leaves
         self.received = 0

@@ -42,7 +42,9 @@ def mask(text: str, secrets: Sequence[str]) -> str:
 def mask_target(target: str, secrets: Sequence[str]) -> str:
     """A request target as a log may show it: as it came, or, where a secret or a password
     shows in it once percent-decoded (a client may encode it any way it likes), decoded
-    and masked."""
+    and masked. Nothing encoded (most targets): the line's own masking sees it as it is."""
+    if "%" not in target and "+" not in target:
+        return target
     for decoded in (unquote(target), unquote_plus(target)):
         shown = mask(decoded, secrets)
         if shown != decoded:

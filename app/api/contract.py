@@ -3,9 +3,9 @@
 A query string names only the route's declared parameters, and each scalar one at most
 once; anything else is a 422 naming the parameter. A path id is decimal ASCII digits
 (PathId; a minus sign is read, for its bound to refuse), as is an integer in a query
-string (DECIMAL); a JSON body that does not parse
-is a 422 like any other (read_json); a method the path does not serve is a 405 whose
-Allow lists every method it does (ContractRoute). HEAD works wherever GET does.
+string (DECIMAL); a JSON body that does not parse is a 422 like any other (read_json); a
+method the path does not serve is a 405 whose Allow lists every method it does
+(ContractRoute). HEAD works wherever GET does.
 
 Derived from what a route declares (its dependant's query parameters, query models
 expanded), never from a hand-kept list, so it holds on every route and follows any
@@ -40,11 +40,13 @@ from app.schemas import INT64_MAX
 def _decimal_digits(value: object) -> object:
     # int() and pydantic's lax mode also read " 1", "+1", "1_0" and other scripts' digits;
     # a minus sign is kept for the bound to name ("-1": greater_than_equal).
-    digits = value.removeprefix("-") if isinstance(value, str) else ""
-    if isinstance(value, str) and not (digits.isascii() and digits.isdigit()):
-        raise PydanticCustomError(
-            "int_parsing", "Input should be a valid integer, unable to parse string as an integer"
-        )
+    if isinstance(value, str):
+        digits = value.removeprefix("-")
+        if not (digits.isascii() and digits.isdigit()):
+            raise PydanticCustomError(
+                "int_parsing",
+                "Input should be a valid integer, unable to parse string as an integer",
+            )
     return value
 
 
