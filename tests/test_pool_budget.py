@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from app.config import DEFAULT_POOL_CAP, Settings
 from app.db.budget import check_budget
+from app.db.engine import MONITOR_CONNECTIONS
 from app.db.metrics import DatabaseMetrics
 from app.db.router import DatabaseRouter
 from app.main import create_app
@@ -111,7 +112,7 @@ async def test_start_up_warns_when_pools_exceed_max_connections(
     [row] = await pg_fetch(postgres.primary_url, "SHOW max_connections")
     limit = int(row[0])
     # Two workers, each with half the server's connections on the primary: over the limit
-    # once the reserved superuser slots and the monitor's connection are counted.
+    # once the reserved superuser slots and the monitor's connections are counted.
     settings = make_settings(
         postgres.primary_url, postgres.replica_urls, workers=2, pool_size=limit // 2
     )
@@ -124,7 +125,7 @@ async def test_start_up_warns_when_pools_exceed_max_connections(
     # Only the primary's server is over: the replica's pools are the defaults.
     [over] = found
     assert over["max_connections"] == limit
-    assert over["connections"] == 2 * (limit // 2 + 1)
+    assert over["connections"] == 2 * (limit // 2 + MONITOR_CONNECTIONS)
     assert over["connections"] > over["available"]
     assert over["server"] == f"127.0.0.1:{make_url(settings.primary_url).port}"
     assert "password" not in caplog.text.lower()

@@ -24,7 +24,7 @@ from app.db.engine import create_engine
 from app.db.migrate import upgrade
 from app.db.seed import seed_demo
 from tests import pgcluster
-from tests.conftest import make_settings
+from tests.conftest import make_settings, pg_fetch
 from tests.test_metrics import value
 from tests.test_routing import db, serving, until
 
@@ -329,3 +329,86 @@ async def test_a_healthy_replica_under_steady_writes_stays_consistent(
         assert state.ratio == 1.0
         assert "diverged" not in reasons
         assert state.diverged is None
+
+
+async def test_a_replica_url_naming_another_database_never_serves(
+    cluster: pgcluster.PgCluster,
+) -> None:
+    """A physical standby holds every database of its cluster under the primary's OIDs: one
+    its URL names by mistake (here an empty one, created on the primary and replayed) is
+    not a copy of the primary's database, though cluster and timeline are."""
+    ours = cluster.replicas[0]
+    cluster.primary.psql("CREATE DATABASE elsewhere")
+    try:
+        cluster.wait_replica_caught_up(ours)
+        settings = make_settings(
+            cluster.primary.url(), [ours.url(), ours.url(database="elsewhere")], **FAST
+        )
+        async with serving(settings) as (app, client):
+            router = db(app)
+            stranger = router.replicas[1]
+            assert stranger.up
+            assert stranger.identity == "other_database"
+            assert stranger.reason == "other_database"
+            assert not stranger.in_rotation
+            # Reads (the hot lane's and the routes') go to the primary's database only: the
+            # empty one has no table, where each would have been a 500.
+            users = [r[0] for r in await pg_fetch(cluster.primary.url(), "SELECT id FROM users")]
+            for user_id in users[:20]:
+                for path in (f"/api/v1/users/{user_id}", f"/api/v1/users?limit=1&after={user_id}"):
+                    answer = await client.get(path)
+                    assert answer.status_code == 200, (path, answer.text)
+            report = (await client.get("/health/replicas")).json()
+            assert _entry(report, "replica-1")["reason"] == "other_database"
+            metrics = (await client.get("/metrics")).text
+            assert 'database_replica_excluded{reason="other_database",replica="replica-1"} 1.0' in (
+                metrics
+            )
+            await until(lambda: router.replicas[0].consistency.rows_total > 0, what="a sample")
+            assert stranger.consistency.rows_total == 0
+    finally:
+        cluster.primary.psql("DROP DATABASE elsewhere WITH (FORCE)")
+
+
+async def test_a_replica_behind_never_holds_up_the_primarys_probe_or_health(
+    cluster: pgcluster.PgCluster,
+) -> None:
+    """The content sampler waits (up to MAX_REPLICA_LAG_SECONDS, 30 s here) for a replica
+    to replay to the primary's position, holding a monitor connection to each. Meanwhile
+    the primary's probe, /health/db and /health/ready (CONNECT_TIMEOUT 2 s here) answer on
+    the monitor's other connection."""
+    ours = cluster.replicas[0]
+    settings = make_settings(
+        cluster.primary.url(),
+        [ours.url()],
+        **{**FAST, "max_replica_lag_seconds": 30.0, "connect_timeout": 2},
+    )
+    async with serving(settings) as (app, client):
+        router = db(app)
+        replica = router.replicas[0]
+        await until(lambda: replica.consistency.rows_total > 0, what="a sample")
+        ours.psql("SELECT pg_wal_replay_pause()")
+        try:
+            # WAL the paused replica cannot replay: the next sample waits for it.
+            cluster.primary.psql("SELECT pg_current_xact_id()")
+
+            async def waiting() -> bool:
+                seen = replica.consistency.checked_at
+                await asyncio.sleep(1.0)  # five periods: a round that ends changes it
+                return replica.consistency.checked_at == seen
+
+            await until(waiting, what="the sampler waiting on the paused replica")
+            held_since = replica.consistency.checked_at
+            answers = []
+            for _ in range(4):
+                answers.append(await client.get("/health/db"))
+                answers.append(await client.get("/health/ready"))
+                await router.monitor.probe()
+                assert router.monitor.primary_lsn is not None  # the primary's probe answered
+            assert [a.status_code for a in answers] == [200] * len(answers), [
+                a.text for a in answers if a.status_code != 200
+            ]
+            # The sampler was waiting all along: no round ended in between.
+            assert replica.consistency.checked_at == held_since
+        finally:
+            ours.psql("SELECT pg_wal_replay_resume()")

@@ -5,7 +5,7 @@ Two warnings at start-up, neither of which stops the service:
 - churn: a pool with overflow (MAX_OVERFLOW, REPLICA_MAX_OVERFLOW) closes every
   connection beyond its size as soon as it comes back, so a steady load above the size
   opens a connection (a TCP and SCRAM handshake, a backend fork) per request;
-- budget: WORKERS x (size + overflow) per database, plus the monitor's connection,
+- budget: WORKERS x (size + overflow) per database, plus the monitor's connections,
   more than the server accepts (max_connections less superuser_reserved_connections):
   under load requests fail with "too many clients" instead of waiting for the pool.
 """

@@ -1,8 +1,10 @@
 """Is a replica a copy of this primary? Its identity, and sampled rows compared at a common point.
 
 Identity: a replica serves only if its `system_identifier` is the primary's (a standby of
-another cluster has its own) and it follows the primary's timeline (one left on the old
-timeline after a promotion does not). Content: each period, per replica and table, the
+another cluster has its own), its URL names the primary's database (a physical standby
+holds every database of its cluster under the primary's OIDs: another of them is another
+schema, or none) and it follows the primary's timeline (one left on the old timeline
+after a promotion does not). Content: each period, per replica and table, the
 next range of keys (a cursor walks every table, so in time every row is compared) is
 checksummed on the primary (each row's values and the transaction that wrote them); the
 replica is waited for until it has replayed past the primary's WAL position at that
@@ -28,7 +30,7 @@ from app.db.lsn import parse_lsn
 if TYPE_CHECKING:
     from app.db.replicas import Replica
 
-Identity = Literal["foreign_cluster", "old_timeline"]
+Identity = Literal["foreign_cluster", "other_database", "old_timeline"]
 
 # Tables of the current schema keyed by one integer column: what the sampler walks.
 _TABLES = text(
@@ -50,12 +52,16 @@ def timeline_of(walfile: str | None) -> int | None:
     return int(walfile[:8], 16) if walfile else None
 
 
-def identity(system: str | None, timeline: int | None, primary: Primary) -> Identity | None:
+def identity(
+    system: str | None, database: int | None, timeline: int | None, primary: Primary
+) -> Identity | None:
     """Why a replica is not a copy of this primary; None when it is (or cannot be told yet)."""
     if primary.system is None or system is None:
         return None
     if system != primary.system:
         return "foreign_cluster"
+    if None not in (primary.database, database) and database != primary.database:
+        return "other_database"
     if None not in (primary.timeline, timeline) and timeline != primary.timeline:
         return "old_timeline"
     return None
@@ -66,6 +72,7 @@ class Primary:
     """What the primary's last probe said of its identity (kept while it does not answer)."""
 
     system: str | None = None
+    database: int | None = None  # the OID of the database its URL names
     timeline: int | None = None
 
 
@@ -108,6 +115,10 @@ async def _digest(
 async def _hashes(conn: AsyncConnection, table: str, key: str, lo: int, hi: int) -> dict[int, int]:
     result = await conn.execute(text(_range_sql(table, key, True)), {"lo": lo, "hi": hi})
     return {int(k): int(h) for k, h in result.all()}
+
+
+class _Behind(Exception):
+    """The replica did not replay to the primary's position within the wait."""
 
 
 @dataclass
@@ -177,7 +188,11 @@ class Sampler:
         found: Mismatch | None = None
         settled = True
         for table, key in tables:
-            outcome = await self._range(replica, primary, standby, table, key)
+            try:
+                outcome = await self._range(replica, primary, standby, table, key)
+            except _Behind:  # the other tables would wait as long: next period
+                settled = False
+                break
             if outcome is None:
                 settled = False
                 continue
@@ -251,7 +266,7 @@ class Sampler:
         """(rows, keys that differ) of the range, at a common point; None if it moved."""
         count, before, lsn = await _digest(primary, table, key, lo, hi, primary=True)
         if not await self._replayed(primary, standby, parse_lsn(lsn)):
-            return None
+            raise _Behind
         _, seen, _ = await _digest(standby, table, key, lo, hi)
         if (await _digest(primary, table, key, lo, hi))[:2] != (count, before):
             return None

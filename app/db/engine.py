@@ -29,6 +29,10 @@ def application_name(role: Role, index: int | None = None) -> str:
     return f"bookedbarber_{role}" if index is None else f"bookedbarber_{role}_{index}"
 
 
+# Per database, per worker: a probe (or a health check) and the content sampler at once.
+MONITOR_CONNECTIONS = 2
+
+
 def create_engine(
     url: str,
     settings: Settings,
@@ -40,9 +44,11 @@ def create_engine(
 ) -> AsyncEngine:
     """One factory for every role and both backends.
 
-    `monitor` makes the replica monitor's own one-connection engine: its probes
+    `monitor` makes the replica monitor's own engine of MONITOR_CONNECTIONS: its probes
     never queue behind requests for a pooled connection, so a busy pool is not
-    mistaken for a slow or dead database.
+    mistaken for a slow or dead database; the content sampler holds at most one of
+    them, for as long as it waits on a replica's replay, and the probes and health
+    checks take the other.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -54,9 +60,9 @@ def create_engine(
         name = name.replace("bookedbarber_", "bookedbarber_monitor_", 1)
         settings = settings.model_copy(
             update={
-                "pool_size": 1,
+                "pool_size": MONITOR_CONNECTIONS,
                 "max_overflow": 0,
-                "replica_pool_size": 1,
+                "replica_pool_size": MONITOR_CONNECTIONS,
                 "replica_max_overflow": 0,
             }
         )

@@ -127,7 +127,8 @@ class DatabaseMetrics:
         )
         self.replica_excluded = Gauge(
             "database_replica_excluded",
-            "1 while the replica is kept out: foreign_cluster, old_timeline or diverged",
+            "1 while the replica is kept out: foreign_cluster, other_database, old_timeline"
+            " or diverged",
             ["replica", "reason"],
             multiprocess_mode="livemostrecent",
             registry=registry,

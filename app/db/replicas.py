@@ -8,6 +8,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import get_args
 
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -28,7 +29,8 @@ from app.db.metrics import DatabaseMetrics
 
 log = logging.getLogger("app.db.router")
 
-# Identity: the cluster's system_identifier, and the timeline the replica is on: the one
+# Identity: the cluster's system_identifier, the OID of the database the URL names, and
+# the timeline the replica is on: the one
 # its WAL receiver streams (shown to roles with pg_read_all_stats), else its last
 # restartpoint's; a server out of recovery is on the timeline it writes.
 _REPLICA_PROBE = text(
@@ -36,16 +38,18 @@ _REPLICA_PROBE = text(
     "pg_last_wal_receive_lsn()::text, "
     "extract(epoch FROM now() - pg_last_xact_replay_timestamp()), "
     "(SELECT system_identifier::text FROM pg_control_system()), "
+    "(SELECT oid::int8 FROM pg_database WHERE datname = current_database()), "
     "CASE WHEN pg_is_in_recovery() THEN coalesce("
     "(SELECT received_tli FROM pg_stat_wal_receiver), "
     "(SELECT timeline_id FROM pg_control_checkpoint())) "
     "ELSE ('x' || left(pg_walfile_name(pg_current_wal_insert_lsn()), 8))::bit(32)::int END"
 )
 # What _REPLICA_PROBE answers, column by column.
-ProbeRow = Row[bool, str | None, str | None, float | None, str, int]
+ProbeRow = Row[bool, str | None, str | None, float | None, str, int, int]
 _PRIMARY_PROBE = text(
     "SELECT pg_current_wal_lsn()::text, "
     "(SELECT system_identifier::text FROM pg_control_system()), "
+    "(SELECT oid::int8 FROM pg_database WHERE datname = current_database()), "
     "pg_walfile_name(pg_current_wal_insert_lsn())"
 )
 
@@ -69,6 +73,7 @@ class Replica:
     probed_once: bool = False
     role: str = "replica"  # or "analytics": the analytics replica, never in read rotation
     system: str | None = None
+    database: int | None = None
     timeline: int | None = None
     identity: Identity | None = None
     consistency: Consistency = field(default_factory=Consistency)
@@ -82,7 +87,7 @@ class Replica:
 
     def record(self, row: ProbeRow, primary_lsn: int | None, history: WalHistory) -> None:
         """A probe's answer: replay position and lag in bytes and seconds."""
-        in_recovery, replay, receive, since_replay, self.system, self.timeline = row
+        in_recovery, replay, receive, since_replay, self.system, self.database, self.timeline = row
         if not in_recovery:
             # A promoted standby is a primary now: fully caught up with itself.
             self.replay_lsn, self.lag_seconds, self.lag_bytes = None, 0.0, 0
@@ -193,10 +198,11 @@ class ReplicaMonitor:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout), self.primary_probe.connect() as conn:
-                lsn, system, walfile = (await conn.execute(_PRIMARY_PROBE)).one()
+                lsn, system, database, walfile = (await conn.execute(_PRIMARY_PROBE)).one()
             self.primary_lsn = parse_lsn(str(lsn))
             self.primary_response_time = time.perf_counter() - started
-            self.primary.system, self.primary.timeline = str(system), timeline_of(walfile)
+            self.primary.system, self.primary.database = str(system), int(database)
+            self.primary.timeline = timeline_of(walfile)
             self.wal_history.add(self.primary_lsn)
         except Exception as exc:  # the primary being down must not stop replica probes
             if refusal(exc) is None:  # a refusal is told once, when it begins (app/db/access.py)
@@ -226,7 +232,7 @@ class ReplicaMonitor:
 
     def _identify(self, replica: Replica) -> None:
         """Identity from the last probes of both; one log line when it changes."""
-        found = identity(replica.system, replica.timeline, self.primary)
+        found = identity(replica.system, replica.database, replica.timeline, self.primary)
         if found == replica.identity:
             return
         if found is not None:
@@ -244,7 +250,7 @@ class ReplicaMonitor:
                 "replica identity confirmed",
                 extra={"replica": replica.name, "was": replica.identity},
             )
-        for reason in ("foreign_cluster", "old_timeline"):
+        for reason in get_args(Identity):
             value = 1 if found == reason else 0
             self.metrics.replica_excluded.labels(replica.name, reason).set(value)
         replica.identity = found

@@ -81,7 +81,7 @@ class DatabaseRouter:
             for i, url in enumerate(settings.replica_urls)
             for engine in [create_engine(url.get_secret_value(), settings, "replica", index=i)]
         ]
-        # The monitor's own connections (one per database): a saturated pool must not
+        # The monitor's own connections (two per database): a saturated pool must not
         # look like a slow replica, or a busy service would eject its replicas.
         self.analytics: AsyncEngine | None = None
         self.analytics_replica: Replica | None = None
