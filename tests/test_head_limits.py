@@ -331,3 +331,29 @@ def test_limits_follow_the_settings_in_every_worker(tmp_path: Path) -> None:
         assert len(answered) == 2, answered
         assert all(len(done) == len(checks) for done in answered.values()), answered
         assert server.proc.pid not in answered
+
+
+def test_a_body_read_after_its_head_is_no_head(server: Server) -> None:
+    """A body that comes in reads of its own, as most clients send one (the head, then
+    the body), is answered, and none of it counts toward the next head on the connection.
+    Its last read (the message's end) once did: from 64 KiB on, a write that committed got
+    no answer at all (the connection closed as a 431), and smaller ends were carried into
+    the next request's budget."""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.settimeout(30)
+        for i in range(5):
+            email = f"late-body-{os.getpid()}-{time.monotonic_ns()}-{i}@example.com"
+            body = f'{{"email": "{email}", "name": "Late Body", "unified_role": "client"}}'
+            padded = body.encode() + b" " * 100_000  # JSON white space: a valid body
+            sock.sendall(
+                b"POST /api/v1/users HTTP/1.1\r\nHost: test\r\nContent-Type: application/json"
+                b"\r\nContent-Length: %d\r\n\r\n" % len(padded)
+            )
+            time.sleep(0.2)  # the head read and the request begun before the body comes
+            sock.sendall(padded)
+            answer = read_response(sock)
+            assert status_of(answer) == 201, answer[:300]
+            assert email.encode() in answer
+            # A head of 40 KB next on the same connection: within its own budget.
+            sock.sendall(head(*[line(b"X-P%d" % n, 8000) for n in range(5)]))
+            assert status_of(read_response(sock)) == 200

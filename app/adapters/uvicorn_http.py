@@ -176,7 +176,7 @@ class EdgeProtocol(HttpToolsProtocol):
                 # header it may be accumulating) never holds more.
                 room = limit - self._head_bytes
                 piece, data = (data, b"") if len(data) <= room else (data[:room], data[room:])
-            heads, self._piece = self._heads, len(piece)
+            heads, in_body, self._piece = self._heads, self._in_body, len(piece)
             super().data_received(piece)
             if self._refused:
                 # A refusal mid-read: uvicorn took the rest of the read's header lines.
@@ -185,9 +185,10 @@ class EdgeProtocol(HttpToolsProtocol):
                 return
             if self.transport.is_closing():
                 return
-            if heads != self._heads:
-                # A head ended in this piece. Should another one start after its body in
-                # the same read (pipelining), its bytes there go uncounted: one read at most.
+            if heads != self._heads or in_body:
+                # A head ended in this piece, or the piece was (the end of) a body: none
+                # of it is head. Should another head start after a body in the same read
+                # (pipelining), its bytes there go uncounted: one read at most.
                 self._head_bytes = 0
             elif not self._in_body:
                 self._head_bytes += len(piece)
