@@ -8,6 +8,7 @@ import uuid
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -20,7 +21,8 @@ from app.main import create_app
 from app.operations import reads as operations
 from app.schemas import DailyRevenueRead, RevenueReport
 from tests import factories, races
-from tests.conftest import ConsistentClient, make_settings
+from tests.conftest import ConsistentClient, Postgres, make_settings
+from tests.test_health import until
 
 API = "/api/v1"
 
@@ -164,6 +166,62 @@ async def test_concurrent_retries_make_one_payment(app: FastAPI, client: httpx.A
             select(func.count()).where(Payment.idempotency_key == headers["Idempotency-Key"])
         )
     assert rows == 1
+
+
+async def test_retries_let_loose_at_once_are_retries(postgres: Postgres) -> None:
+    """Retries of one payment held back together (by a lock on the appointment that
+    paying share-locks) and let go at once: ON CONFLICT settles the key's own race, but a
+    retry can meet the first call's payment on the appointment's one payment instead.
+    That too is the first call's result (200), not a 409 "already has a payment"."""
+    # The retries wait on the lock for as long as the test takes to see them all there.
+    settings = make_settings(postgres.primary_url, lock_timeout_ms=120_000)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            ids = await shop(app, client)
+            body = {**ids, "amount": "25.00"}
+            dsn = postgres.primary_url.replace("+asyncpg", "")
+            holder, watcher = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+            try:
+                for _ in range(4):
+                    headers = key()
+                    tx = holder.transaction()
+                    await tx.start()
+                    await holder.execute(
+                        "SELECT 1 FROM appointments WHERE id = $1 FOR UPDATE",
+                        ids["appointment_id"],
+                    )
+                    racers = [
+                        asyncio.create_task(
+                            client.post(f"{API}/payments", json=body, headers=headers)
+                        )
+                        for _ in range(12)
+                    ]
+
+                    async def held(n: int = len(racers)) -> bool:
+                        # Not on the holder: in a transaction, pg_stat_activity is a snapshot.
+                        waiting = await watcher.fetchval(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                        )
+                        return bool(waiting >= n)
+
+                    await until(held, what="every retry waiting on the appointment")
+                    await tx.commit()
+                    responses = await asyncio.gather(*racers)
+                    assert races.statuses(responses, {200, 201})[201] == 1
+                    assert len({r.content for r in responses if r.status_code != 503}) == 1
+                    made = await holder.fetchval(
+                        "SELECT id FROM payments WHERE idempotency_key = $1",
+                        headers["Idempotency-Key"],
+                    )
+                    assert made is not None
+                    # The next round pays the appointment afresh.
+                    await holder.execute("DELETE FROM payments WHERE id = $1", made)
+            finally:
+                await holder.close()
+                await watcher.close()
 
 
 async def test_list_user_payments_by_keyset(app: FastAPI, client: httpx.AsyncClient) -> None:

@@ -24,6 +24,7 @@ async def pay(router: DatabaseRouter, body: PaymentCreate, key: str) -> Written[
     """
     arguments = (body.user_id, body.appointment_id, body.location_id, body.amount, key)
     async with router.statements("write") as db:
+        created = True
         try:
             row = await db.fetchrow(PAY, *arguments)
         except Exception as exc:
@@ -38,9 +39,15 @@ async def pay(router: DatabaseRouter, body: PaymentCreate, key: str) -> Written[
             )
             if error is None:
                 raise
-            raise error from None
-        created = row is not None
+            # ON CONFLICT settles the key's own race, not that of the appointment's one
+            # payment: a retry racing the first call with this key can find the first's
+            # payment on the appointment instead. Then it is the first call's result.
+            row = await db.fetchrow(BY_KEY, key) if isinstance(error, Conflict) else None
+            if row is None:
+                raise error from None
+            created = False
         if row is None:
+            created = False
             row = await _earlier(db, body, key, arguments)
         payment = PaymentRead.model_validate(dict(row))
         same = (payment.user_id, payment.appointment_id, payment.location_id, payment.amount)
