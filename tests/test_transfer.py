@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -284,6 +285,49 @@ async def test_service_schema_into_upgraded_database(target: str, tmp_path: Path
         target, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'public_before_%'"
     )
     assert len(kept) == 1
+
+
+async def test_the_way_back_into_a_new_file_has_the_migrations_schema(
+    target: str, tmp_path: Path
+) -> None:
+    """Rolling back to SQLite (the runbook's step 7: a new file) gives the file this
+    service's schema as `db upgrade` makes it, judged against a file the migrations made:
+    keys AUTOINCREMENT (the live migration's key blocks need them), CHECKs, every index,
+    the stamp at the source's revision. Before, the file was derived from PostgreSQL's
+    tables: no AUTOINCREMENT, no CHECK, three indexes fewer, stamped at the head."""
+    await upgrade_async(target)
+    settings = Settings(database_url=target, demo_seed=False, replica_urls=[])
+    engine = create_engine(target, settings)
+    try:
+        await seed_demo(engine, 0.002)
+    finally:
+        await engine.dispose()
+    back = tmp_path / "rollback.db"
+    report = await transfer.copy(target, lite_url(back), transfer.CopyOptions(), quiet())
+    assert report.ok
+    assert (await transfer.verify(target, lite_url(back))).ok
+    reference = tmp_path / "reference.db"
+    await upgrade_async(f"sqlite+aiosqlite:///{reference}")
+
+    def schema(path: Path) -> list[tuple[str, str, str | None]]:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            rows = conn.execute(
+                "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+                "ORDER BY type, name"
+            ).fetchall()
+        return [(t, n, s) for t, n, s in rows]
+
+    assert schema(back) == schema(reference)
+    with contextlib.closing(sqlite3.connect(back)) as conn:
+        [[stamp]] = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        [[source_stamp]] = await pg_fetch(target, "SELECT version_num FROM alembic_version")
+        assert stamp == source_stamp
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+            conn.execute("UPDATE payments SET status = 'bogus' WHERE id = 1")
+        # AUTOINCREMENT: the sequence holds each table's highest key, as copied.
+        sequences = dict(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
+        [[top_user]] = await pg_fetch(target, "SELECT max(id) FROM users")
+        assert sequences["users"] == top_user
 
 
 def test_an_older_sqlite_library_is_refused_in_one_line() -> None:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.db.migrate import upgrade
+from app.db.models import Base
+from app.db.schema_head import head, root
 from app.db.transfer import lite, pg, workers
 from app.db.transfer.defaults import pg_to_sqlite
 from app.db.transfer.load import collector_paused, progress
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 LITE_PROGRESS = "_bookedbarber_transfer_progress"
+# The migrations' stamp: a source holding it holds this service's schema.
+SCHEMA_STAMP = "alembic_version"
 # A row of LITE_PROGRESS: table_name, last_key (JSON), rows, done, action.
 _Progress = tuple[str, str | None, int, int, str]
 
@@ -58,6 +63,7 @@ def _start(
     order: list[str],
     opts: CopyOptions,
     report: Report,
+    migrated: bool = False,
 ) -> None:
     existing = lite.reflect(dst)
     problems = []
@@ -66,7 +72,8 @@ def _start(
             for column in tables[name].columns:
                 if existing[name].column(column.name) is None:
                     problems.append(f"{name}.{column.name}: the target table has no such column")
-            if not opts.truncate and lite.count(dst, name):
+            # A file the copy has just migrated holds its stamp only (the source's revision).
+            if not (opts.truncate or migrated) and lite.count(dst, name):
                 problems.append(f"{name}: the target table already has rows (--truncate)")
     if problems:
         raise TransferError("refused before copying any row:\n  " + "\n  ".join(problems))
@@ -268,6 +275,22 @@ class _Loading:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _service_schema(conn: asyncpg.Connection, tables: dict[str, Table]) -> bool:
+    """Whether the source holds this service's schema at the migrations' head: stamped
+    with the head, and every table of the models there with the same columns (a file of
+    another application may carry an Alembic stamp too)."""
+    if SCHEMA_STAMP not in tables:
+        return False
+    stamps = [r[0] for r in await conn.fetch(f"SELECT version_num FROM {SCHEMA_STAMP}")]
+    if stamps != [head(root() / "alembic" / "versions")]:
+        return False
+    for model in Base.metadata.sorted_tables:
+        found = tables.get(model.name)
+        if found is None or {c.name for c in found.columns} != set(model.columns.keys()):
+            return False
+    return True
+
+
 async def to_sqlite(
     source_url: str, target_url: str, opts: CopyOptions, console: Console
 ) -> Report:
@@ -281,7 +304,15 @@ async def to_sqlite(
         try:
             with _writing(dst):
                 return await _to_sqlite(
-                    conn, dst, path, asyncpg_dsn(source_url), opts, console, report, executor
+                    conn,
+                    dst,
+                    path,
+                    target_url,
+                    asyncpg_dsn(source_url),
+                    opts,
+                    console,
+                    report,
+                    executor,
                 )
         finally:
             dst.close()
@@ -292,6 +323,7 @@ async def _to_sqlite(
     conn: asyncpg.Connection,
     dst: sqlite3.Connection,
     path: Path,
+    target_url: str,
     dsn: str,
     opts: CopyOptions,
     console: Console,
@@ -308,7 +340,14 @@ async def _to_sqlite(
         console.print(f"resuming the copy into {path}")
         report.resumed = True
     else:
-        _start(dst, tables, order, opts, report)
+        migrated = False
+        if not lite.reflect(dst) and await _service_schema(conn, tables):
+            # A new file for this service's data gets the migrations' schema (keys
+            # AUTOINCREMENT, CHECKs, indexes as `db upgrade` makes them), not one derived
+            # from PostgreSQL's; then the rows are copied into it.
+            await asyncio.to_thread(upgrade, target_url)
+            migrated = True
+        _start(dst, tables, order, opts, report, migrated)
     existing = lite.reflect(dst)
     state: dict[str, _Progress] = {r[0]: r for r in dst.execute(f"SELECT * FROM {LITE_PROGRESS}")}
     report.actions = {name: state[name][4] for name in order}
