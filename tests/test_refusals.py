@@ -27,7 +27,7 @@ from app.db import errors as db_errors
 from app.db.access import REFUSED_RETRY_SECONDS
 from app.db.errors import Refused
 from app.logs import JsonFormatter, TextFormatter
-from tests.conftest import Postgres, collect_earlier_garbage
+from tests.conftest import Postgres, _plain, collect_earlier_garbage
 from tests.leaks import leaks, secret
 from tests.test_health import until
 from tests.test_unavailable import (
@@ -295,20 +295,51 @@ async def set_password(db: Database, role: str, password: str) -> None:
     await db.admin.execute(statement)
 
 
+class Replay:
+    """The standby's replay, paused and resumed: what the primary does meanwhile is not
+    there yet (a database created on the primary is missing on the standby until then)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def pause(self) -> None:
+        await self.conn.execute("SELECT pg_wal_replay_pause()")
+
+    async def resume(self) -> None:
+        await self.conn.execute("SELECT pg_wal_replay_resume()")
+
+
+@asynccontextmanager
+async def replay(postgres: Postgres) -> AsyncIterator[Replay]:
+    conn = await asyncpg.connect(
+        _plain(postgres.with_database(postgres.replica_urls[0], "postgres"))
+    )
+    try:
+        yield Replay(conn)
+    finally:
+        await conn.execute("SELECT pg_wal_replay_resume()")
+        await conn.close()
+
+
 @pytest.mark.parametrize("reason", ["login_refused", "no_such_database"])
 async def test_a_replica_refusing_the_login_leaves_rotation_with_its_reason(
     database: Database, postgres: Postgres, captured: Captured, reason: str
 ) -> None:
     # A login of its own: changing its password leaves the primary's login alone.
     role, given, wrong = f"{database.role}_r", secret(), secret()
+    later = f"{database.name}_later"
     await database.admin.execute(f'CREATE ROLE "{role}"')
     await set_password(database, role, given)
     standby = make_url(database.on(postgres.replica_urls[0])).set(username=role, password=given)
     known = standby.render_as_string(hide_password=False)
+    primary = database.url
     if reason == "login_refused":
         standby = standby.set(password=wrong)
     else:
-        standby = standby.set(database=f"{database.name}_later")
+        # The primary's database created while the standby does not replay: missing there
+        # until it does (the same database, OID and all: a copy of this primary's).
+        standby = standby.set(database=later)
+        primary = make_url(database.url).set(database=later).render_as_string(hide_password=False)
     replica_url = standby.render_as_string(hide_password=False)
     sqlstate = "28P01" if reason == "login_refused" else "3D000"
 
@@ -317,45 +348,48 @@ async def test_a_replica_refusing_the_login_leaves_rotation_with_its_reason(
     async def replayed() -> bool:
         return await answer_to(known) is None
 
-    try:
-        await until(replayed, what="the standby to replay the role")
-        assert await answer_to(replica_url) == sqlstate
-        async with served(primary=database.url, replicas=[replica_url]) as service:
-            response = await service.client.get("/health/replicas")
-            assert response.status_code == 503
-            (entry,) = response.json()["replicas"]
-            assert (entry["status"], entry["in_rotation"], entry["reason"]) == (
-                "unhealthy",
-                False,
-                reason,
-            )
-            assert not leaks(response.text, database.password, given, wrong)
-            ids = await shop(service.app)
-            for _ in range(3):  # reads go to the primary meanwhile
-                for door in doors(ids, slot=0)[:1] + doors(ids, slot=0)[3:]:
-                    got = await service.send(door)
-                    assert got.status_code == 200, (door.url, got.status_code)
-            began = captured.messages(REFUSES)
-            assert [(r.database, r.reason) for r in began] == [("replica-0", reason)]  # type: ignore[attr-defined]
+    async with replay(postgres) as standby_replay:
+        try:
+            await until(replayed, what="the standby to replay the role")
+            if reason == "no_such_database":
+                await standby_replay.pause()
+                await database.copy_as(later)
+            assert await answer_to(replica_url) == sqlstate
+            async with served(primary=primary, replicas=[replica_url]) as service:
+                response = await service.client.get("/health/replicas")
+                assert response.status_code == 503
+                (entry,) = response.json()["replicas"]
+                assert (entry["status"], entry["in_rotation"], entry["reason"]) == (
+                    "unhealthy",
+                    False,
+                    reason,
+                )
+                assert not leaks(response.text, database.password, given, wrong)
+                ids = await shop(service.app)
+                for _ in range(3):  # reads go to the primary meanwhile
+                    for door in doors(ids, slot=0)[:1] + doors(ids, slot=0)[3:]:
+                        got = await service.send(door)
+                        assert got.status_code == 200, (door.url, got.status_code)
+                began = captured.messages(REFUSES)
+                assert [(r.database, r.reason) for r in began] == [("replica-0", reason)]  # type: ignore[attr-defined]
 
-            if reason == "login_refused":
-                await set_password(database, role, wrong)
-            else:
-                await database.copy_as(f"{database.name}_later")
+                if reason == "login_refused":
+                    await set_password(database, role, wrong)
+                else:
+                    await standby_replay.resume()
 
-            async def back() -> bool:
-                report = (await service.client.get("/health/replicas")).json()
-                return bool(report["replicas"][0]["in_rotation"])
+                async def back() -> bool:
+                    report = (await service.client.get("/health/replicas")).json()
+                    return bool(report["replicas"][0]["in_rotation"])
 
-            await until(back, what="the replica back in rotation")
-            assert [(r.database, r.was) for r in captured.messages(TAKES)] == [  # type: ignore[attr-defined]
-                ("replica-0", reason)
-            ]
-    finally:
-        await database.admin.execute(
-            f'DROP DATABASE IF EXISTS "{database.name}_later" WITH (FORCE)'
-        )
-        await database.admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+                await until(back, what="the replica back in rotation")
+                assert [(r.database, r.was) for r in captured.messages(TAKES)] == [  # type: ignore[attr-defined]
+                    ("replica-0", reason)
+                ]
+        finally:
+            await standby_replay.resume()
+            await database.admin.execute(f'DROP DATABASE IF EXISTS "{later}" WITH (FORCE)')
+            await database.admin.execute(f'DROP ROLE IF EXISTS "{role}"')
     logged = "\n".join(captured.rendered)
     assert not leaks(logged, database.password, given, wrong)
 
@@ -366,37 +400,45 @@ async def test_the_analytics_replica_refusing_leaves_service_and_heals(
     missing = f"{database.name}_later"
     analytics = make_url(database.on(postgres.replica_urls[0])).set(database=missing)
     url = analytics.render_as_string(hide_password=False)
+    primary = make_url(database.url).set(database=missing).render_as_string(hide_password=False)
     revenue = f"{API}/locations/1/revenue?start=2026-01-01&end=2026-01-31"
 
     async def replayed() -> bool:  # the standby knows the test's role
         return await answer_to(url) == "3D000"
 
-    try:
-        await until(replayed, what="the standby to replay the role")
-        async with served(primary=database.url, analytics_database_url=url) as service:
-            # Held to a replica's rules: out of service with its reason, its queries are
-            # answered elsewhere (location 1 does not exist: a database answered).
-            for _ in range(3):
-                assert (await service.client.get(revenue)).status_code == 404
-            entry = (await service.client.get("/health/replicas")).json()["analytics"]
-            assert entry["reason"] == "no_such_database"
-            assert entry["in_rotation"] is False
-            assert entry["connection"] == {"status": "refused", "reason": "no_such_database"}
-            began = captured.messages(REFUSES)
-            assert [(r.database, r.reason) for r in began] == [("analytics", "no_such_database")]  # type: ignore[attr-defined]
+    async with replay(postgres) as standby_replay:
+        try:
+            await until(replayed, what="the standby to replay the role")
+            # The primary's database created while the standby does not replay (see above).
+            await standby_replay.pause()
             await database.copy_as(missing)
-
-            async def back() -> bool:
+            async with served(primary=primary, analytics_database_url=url) as service:
+                # Held to a replica's rules: out of service with its reason, its queries are
+                # answered elsewhere (location 1 does not exist: a database answered).
+                for _ in range(3):
+                    assert (await service.client.get(revenue)).status_code == 404
                 entry = (await service.client.get("/health/replicas")).json()["analytics"]
-                return bool(entry["in_rotation"])
+                assert entry["reason"] == "no_such_database"
+                assert entry["in_rotation"] is False
+                assert entry["connection"] == {"status": "refused", "reason": "no_such_database"}
+                began = captured.messages(REFUSES)
+                assert [(r.database, r.reason) for r in began] == [
+                    ("analytics", "no_such_database")
+                ]  # type: ignore[attr-defined]
+                await standby_replay.resume()
 
-            await until(back, what="analytics on the created database")
-            entry = (await service.client.get("/health/replicas")).json()["analytics"]
-            assert entry["connection"] == {"status": "connected", "reason": None}
-            assert (await service.client.get(revenue)).status_code == 404
-            assert len(captured.messages(TAKES)) == 1
-    finally:
-        await database.admin.execute(f'DROP DATABASE IF EXISTS "{missing}" WITH (FORCE)')
+                async def back() -> bool:
+                    entry = (await service.client.get("/health/replicas")).json()["analytics"]
+                    return bool(entry["in_rotation"])
+
+                await until(back, what="analytics on the created database")
+                entry = (await service.client.get("/health/replicas")).json()["analytics"]
+                assert entry["connection"] == {"status": "connected", "reason": None}
+                assert (await service.client.get(revenue)).status_code == 404
+                assert len(captured.messages(TAKES)) == 1
+        finally:
+            await standby_replay.resume()
+            await database.admin.execute(f'DROP DATABASE IF EXISTS "{missing}" WITH (FORCE)')
     assert not leaks("\n".join(captured.rendered), database.password)
 
 

@@ -305,6 +305,11 @@ async def test_a_healthy_replica_under_steady_writes_stays_consistent(
         finally:
             await conn.close()
 
+    # PostgreSQL's default: the primary prunes row versions whatever the replica's
+    # queries still see, and the replica's replay waits for those queries.
+    standby = cluster.replicas[0]
+    standby._append_conf({"hot_standby_feedback": "off"})
+    standby.psql("SELECT pg_reload_conf()")
     async with serving(settings) as (app, _client):
         router = db(app)
         replica = router.replicas[0]
@@ -322,12 +327,18 @@ async def test_a_healthy_replica_under_steady_writes_stays_consistent(
         finally:
             stop.set()
             await task
+            standby._append_conf({"hot_standby_feedback": "on"})
+            standby.psql("SELECT pg_reload_conf()")
         state = replica.consistency
         assert writes > 100
         assert state.rows_total > 0
         assert state.mismatched_total == 0
         assert state.ratio == 1.0
         assert "diverged" not in reasons
+        # Nor behind: the sampler holds no snapshot on the replica while it waits for
+        # replay (one would stop the replay of the writes' page pruning, a recovery
+        # conflict, until the wait ran out and the lag passed the limit).
+        assert "lagging" not in reasons, reasons
         assert state.diverged is None
 
 
@@ -412,3 +423,39 @@ async def test_a_replica_behind_never_holds_up_the_primarys_probe_or_health(
             assert replica.consistency.checked_at == held_since
         finally:
             ours.psql("SELECT pg_wal_replay_resume()")
+
+
+async def test_a_replica_serves_only_once_a_primary_has_vouched_for_it(
+    cluster: pgcluster.PgCluster,
+) -> None:
+    """Started while the primary is down, the service cannot tell whose copy a replica
+    is (another cluster's, another database's): it serves none (`unconfirmed`), not even
+    as REPLICA_FALLBACK=least_lagged's fallback, until the primary answers a probe."""
+    ours = cluster.replicas[0]
+    settings = make_settings(
+        cluster.primary.url(),
+        [ours.url()],
+        **{**FAST, "replica_fallback": "least_lagged", "startup_probe_wait_seconds": 0},
+    )
+    [[user_id]] = await pg_fetch(cluster.primary.url(), "SELECT min(id) FROM users")
+    cluster.primary.stop("immediate")
+    try:
+        async with serving(settings) as (app, client):
+            replica = db(app).replicas[0]
+            await until(lambda: replica.probed_once and replica.up, what="the replica probed")
+            assert replica.reason == "unconfirmed"
+            assert not replica.in_rotation
+            assert not replica.trusted
+            for _ in range(5):
+                read = await client.get(f"/api/v1/users/{user_id}")
+                assert read.status_code == 503, read.text
+            report = (await client.get("/health/replicas")).json()
+            assert _entry(report, "replica-0")["reason"] == "unconfirmed"
+            cluster.primary.start()
+            await until(lambda: replica.in_rotation, limit=30, what="the replica vouched for")
+            read = await client.get(f"/api/v1/users/{user_id}")
+            assert read.status_code == 200, read.text
+    finally:
+        if not cluster.primary.is_running():
+            cluster.primary.start()
+        cluster.wait_streaming(ours)

@@ -76,6 +76,9 @@ class Replica:
     database: int | None = None
     timeline: int | None = None
     identity: Identity | None = None
+    # Up and proven this primary's copy (identity confirmed against an answering primary,
+    # content not diverged): only such a replica serves, in rotation or as a fallback.
+    trusted: bool = False
     consistency: Consistency = field(default_factory=Consistency)
 
     @property
@@ -185,6 +188,7 @@ class ReplicaMonitor:
                 extra={"replica": replica.name, "reason": reason},
             )
         replica.up = replica.up and reason != "connection error" and reason not in REFUSALS
+        replica.trusted = replica.trusted and replica.up and reason != "diverged"
         replica.in_rotation = False
         replica.healthy_since = None
         replica.reason = reason
@@ -265,6 +269,12 @@ class ReplicaMonitor:
             self.metrics.replica_up.labels(replica.name).set(1 if replica.up else 0)
             if replica.lag_seconds is not None:
                 self.metrics.replica_lag.labels(replica.name).set(replica.lag_seconds)
+            replica.trusted = (
+                replica.up
+                and self.primary.system is not None
+                and replica.identity is None
+                and replica.consistency.diverged is None
+            )
             reason = self._exclusion(replica, fastest)
             if reason is not None:
                 self.eject(replica, reason)
@@ -292,6 +302,9 @@ class ReplicaMonitor:
             return replica.reason if probed else "down"
         if replica.identity is not None:
             return replica.identity
+        if self.primary.system is None:
+            # No primary has answered since start-up: whose copy this is cannot be told.
+            return "unconfirmed"
         if replica.consistency.diverged is not None:
             return "diverged"
         if (replica.lag_seconds or 0.0) > self.settings.max_replica_lag_seconds:
@@ -319,6 +332,10 @@ class ReplicaMonitor:
                     self.primary_probe.connect() as primary,
                     replica.probe.connect() as standby,
                 ):
+                    # Each statement on the replica its own transaction: a snapshot held
+                    # while waiting for replay would hold up the replay awaited (a recovery
+                    # conflict with the primary's pruning) until the wait ran out.
+                    await standby.execution_options(isolation_level="AUTOCOMMIT")
                     tables = await self.sampler.tables(primary)
                     rows, matched = await self.sampler.check(replica, primary, standby, tables)
             except Exception as exc:  # a replica that cannot be sampled now is judged by probes

@@ -198,9 +198,11 @@ class DatabaseRouter:
                 reason = "retry"
             elif any(r.up for r in self.replicas if r.index not in tried):
                 reason = "all_lagging"
-                if self.settings.replica_fallback == "least_lagged" and min_lsn is None:
-                    up = [r for r in self.replicas if r.up and r.index not in tried]
-                    best = min(up, key=lambda r: r.lag_seconds or 0.0)
+                # Behind, slow or recovering, but a proven copy: not another cluster's,
+                # another database's, a diverged one or one not confirmed yet.
+                trusted = [r for r in self.replicas if r.trusted and r.index not in tried]
+                if self.settings.replica_fallback == "least_lagged" and min_lsn is None and trusted:
+                    best = min(trusted, key=lambda r: r.lag_seconds or 0.0)
                     return self._to_replica(intent, best, tried)
             else:
                 reason = "all_down"
