@@ -71,6 +71,18 @@ async def test_create_payment_and_replay(app: FastAPI, client: httpx.AsyncClient
     assert fetched.status_code == 200
     assert fetched.json() == payment
 
+    # Completed since: a retry still answers the first call's result, byte for byte (as
+    # made: pending, version 1); the payment as it is now is GET's.
+    completed = await client.patch(
+        f"{API}/payments/{payment['id']}", json={"status": "completed", "version": 1}
+    )
+    assert completed.status_code == 200, completed.text
+    later = await client.post(f"{API}/payments", json=body, headers=headers)
+    assert later.status_code == 200
+    assert later.content == first.content
+    now = (await client.get(f"{API}/payments/{payment['id']}")).json()
+    assert (now["status"], now["version"]) == ("completed", 2)
+
     other_body = await client.post(
         f"{API}/payments", json={**body, "amount": "20.00"}, headers=headers
     )

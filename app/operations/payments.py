@@ -19,8 +19,9 @@ NO_SUCH = "the user, appointment or location does not exist"
 async def pay(router: DatabaseRouter, body: PaymentCreate, key: str) -> Written[PaymentRead]:
     """The payment for `key`: made now (created), or the first call's (a retry).
 
-    A retry is answered by the first result even if the rules would now refuse it,
-    but only for the same request: the key with another body is a conflict.
+    A retry is answered by the first result, the payment as it was made, even if the
+    rules would now refuse it, but only for the same request: the key with another body
+    is a conflict.
     """
     arguments = (body.user_id, body.appointment_id, body.location_id, body.amount, key)
     async with router.statements("write") as db:
@@ -53,6 +54,10 @@ async def pay(router: DatabaseRouter, body: PaymentCreate, key: str) -> Written[
         same = (payment.user_id, payment.appointment_id, payment.location_id, payment.amount)
         if same != (body.user_id, body.appointment_id, body.location_id, body.amount):
             raise Conflict("this Idempotency-Key was used with a different request body")
+        if not created:
+            # The first call's answer, as it was made: what happened to the payment since
+            # (completed, refunded) is GET /payments/{id}'s to say.
+            payment = payment.model_copy(update=payments.MADE)
         token = await db.commit()
     return Written(payment, token, created)
 

@@ -52,6 +52,9 @@ _REQUEST = (
 )
 _PARAMS = (None, None, None, _TABLE.c.amount, None)
 
+# What a payment is made as: the first call's answer, which a retry with its key repeats.
+MADE = {"status": "pending", "version": 1}
+
 # A payment in one statement: the appointment's terms checked (on PostgreSQL
 # share-locked: it cannot be cancelled before the insert commits), the insert, and the
 # idempotency key's race settled by ON CONFLICT: the loser's insert does nothing (on
@@ -61,7 +64,8 @@ PAY = statement(
     f"""
 INSERT INTO payments (user_id, appointment_id, location_id, amount, currency, status, version,
                       idempotency_key, created_at)
-SELECT k.user_id, k.appointment_id, k.location_id, k.amount, 'usd', 'pending', 1,
+SELECT k.user_id, k.appointment_id, k.location_id, k.amount, 'usd', '{MADE["status"]}',
+       {MADE["version"]},
        k.idempotency_key, {{now}}
 FROM {_REQUEST}
 WHERE k.appointment_id IS NULL OR EXISTS (
