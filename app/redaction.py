@@ -22,7 +22,14 @@ def scrub(text: str, secrets: Iterable[str] | None = None) -> str:
 
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    head, items = lines[0], [line.strip() for line in lines[1:]]
+    # A message that lists what to fix under its first line (a migration's refusal: the
+    # accounts, the appointments), each item indented: the items on the same line.
+    if head.endswith(":") and items and all(line.startswith("  ") for line in lines[1:]):
+        head = f"{head} {'; '.join(items)}"
+    return f"{type(exc).__name__}: {head}"
 
 
 def _cause(exc: BaseException) -> BaseException:

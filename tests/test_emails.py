@@ -23,6 +23,7 @@ from app.db import transfer
 from app.db.migrate import upgrade_async
 from app.db.models import User, email_key
 from app.main import create_app
+from app.redaction import failure_line
 from tests.conftest import database_at, make_settings, pg_fetch
 from tests.test_booking_migration import revision, run
 from tests.test_transfer import quiet
@@ -130,6 +131,10 @@ async def test_0007_reports_accounts_one_under_the_new_folding(at_0006: str) -> 
     assert f"user {ids[2]} <straße@x.com>, user {ids[3]} <STRASSE@x.com>" in report
     assert "solo@x.com" not in report
     assert report.startswith("2 email address(es)")
+    # The command's one line of failure names them too, not only --debug's traceback.
+    line = failure_line(refused.value)
+    assert "\n" not in line
+    assert f"user {ids[0]} <zoë@x.com>, user {ids[1]} <zoe\u0308@x.com>; user {ids[2]}" in line
     # Nothing changed: still 0006, the rows as they were, no new column.
     assert await revision(at_0006) == "0006"
     rows = await run(at_0006, "SELECT id, email FROM users ORDER BY id")
