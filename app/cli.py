@@ -253,7 +253,7 @@ def _one_line(what: str, exc: Exception) -> str:
     return f"{what} failed: {failure_line(exc)}"
 
 
-def _finish(report: Report, as_json: bool, error: str | None, console: Console) -> None:
+def _finish(report: Report | None, as_json: bool, error: str | None, console: Console) -> None:
     """The report (a table, or JSON on stdout), then one line; a non-zero exit on failure."""
     from app.db import transfer
 
@@ -262,11 +262,23 @@ def _finish(report: Report, as_json: bool, error: str | None, console: Console) 
 
         error = scrub(error)
     if as_json:
-        click.echo(transfer.to_json(report, error))
+        click.echo(transfer.to_json(report or transfer.Report(), error))
     elif report is not None:
         transfer.render(report, console)
     if error is not None:
         raise click.ClickException(error)
+
+
+def _unserved(source_url: str, target_url: str) -> str | None:
+    """The line refusing a URL whose scheme the service cannot serve, as serve's does."""
+    from app.config import checked_url
+
+    for name, url in (("SOURCE_URL", source_url), ("TARGET_URL", target_url)):
+        try:
+            checked_url(name, url)
+        except ValueError as exc:
+            return str(exc)
+    return None
 
 
 @db.command(name="copy")
@@ -304,6 +316,9 @@ def copy_data(
     opts = transfer.CopyOptions(
         truncate, round_money, strip_nul, batch_size, strict, ServiceRules(), jobs
     )
+    if (refused := _unserved(source_url, target_url)) is not None:
+        _finish(None, as_json, refused, console)
+        return
     try:
         report = asyncio.run(transfer.copy(source_url, target_url, opts, console))
     except transfer.TransferError as exc:
@@ -339,6 +354,9 @@ def verify_data(
 
     console = Console(stderr=True)
     opts = transfer.CopyOptions(round_money=round_money, strip_nul=strip_nul)
+    if (refused := _unserved(source_url, target_url)) is not None:
+        _finish(None, as_json, refused, console)
+        return
     try:
         report = asyncio.run(transfer.verify(source_url, target_url, opts))
     except transfer.TransferError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -166,6 +167,24 @@ def test_an_unserved_url_option_is_one_line() -> None:
         f"Error: --url uses mysql://, which this service cannot serve; it accepts {ACCEPTED}"
     )
     assert leaks(result.output, password) == []
+
+
+@pytest.mark.parametrize("command", ["copy", "verify"])
+def test_copy_and_verify_refuse_an_unserved_url_as_serve_does(command: str, tmp_path: Path) -> None:
+    password = secret()
+    unserved = f"mysql://u:{quote(password, safe='')}@h/db"
+    target = tmp_path / "x.db"
+    for args, name in (
+        ([unserved, f"sqlite:///{target}"], "SOURCE_URL"),
+        ([f"sqlite:///{target}", unserved], "TARGET_URL"),
+    ):
+        result = CliRunner().invoke(main, ["db", command, *args])
+        assert result.exit_code == 1
+        assert result.output.strip() == (
+            f"Error: {name} uses mysql://, which this service cannot serve; it accepts {ACCEPTED}"
+        )
+        assert leaks(result.output, password) == []
+    assert not target.exists()
 
 
 # -- the settings' URLs, as SQLAlchemy writes them ----------------------------------------------
