@@ -330,6 +330,61 @@ async def test_the_way_back_into_a_new_file_has_the_migrations_schema(
         assert sequences["users"] == top_user
 
 
+async def test_types_without_a_sqlite_kind_go_back_as_postgresql_writes_them(
+    target: str, tmp_path: Path
+) -> None:
+    """Intervals, arrays, points, XML, bit strings, ranges: the way back keeps each as the
+    text PostgreSQL writes (and reads back), reported; --strict refuses them. Before, they
+    were stored as asyncpg's Python reprs ('30 days, 0:00:00' for both '1 mon' and
+    '30 days'), and verify, reading both sides the same way, said they matched."""
+    columns = {
+        "iv": "interval",
+        "arr": "text[]",
+        "pt": "point",
+        "x": "xml",
+        "b": "bit varying",
+        "r": "int4range",
+    }
+    rows = [
+        (1, "1 mon", '{"a,b",NULL,""}', "(1,2)", "<a>1</a>", "101", "[1,5)"),
+        (2, "30 days", "{}", "(1.5,-2)", None, "", "empty"),
+        (3, "-1 year 2 mons 3 days 04:05:06.789", None, None, None, None, None),
+    ]
+    conn = await asyncpg.connect(target.replace("+asyncpg", ""))
+    try:
+        declared = ", ".join(f"{name} {kind}" for name, kind in columns.items())
+        await conn.execute(f"CREATE TABLE odd (id int PRIMARY KEY, {declared})")
+        casts = ", ".join(f"${i + 2}::text::{kind}" for i, kind in enumerate(columns.values()))
+        for row in rows:
+            await conn.execute(f"INSERT INTO odd VALUES ($1, {casts})", *row)
+        names = ", ".join(f"{name}::text" for name in columns)
+        written = [tuple(r) for r in await conn.fetch(f"SELECT id, {names} FROM odd ORDER BY id")]
+    finally:
+        await conn.close()
+
+    refused = cli("copy", "--strict", target, lite_url(tmp_path / "strict.db"))
+    assert refused.returncode == 1
+    for name, kind in columns.items():
+        assert f"odd.{name}: type {kind} has no SQLite kind (--strict)" in refused.stderr
+
+    back = tmp_path / "back.db"
+    report = await transfer.copy(target, lite_url(back), transfer.CopyOptions(), quiet())
+    assert report.ok
+    noted = {f.column: f.message for f in report.findings if f.kind == "as-text"}
+    assert set(noted) == set(columns)
+    with contextlib.closing(sqlite3.connect(back)) as db:
+        stored = db.execute(f"SELECT id, {', '.join(columns)} FROM odd ORDER BY id").fetchall()
+    assert stored == written
+    assert (await transfer.verify(target, lite_url(back))).ok
+    with contextlib.closing(sqlite3.connect(back)) as db:
+        db.execute("UPDATE odd SET iv = '30 days, 0:00:00' WHERE id = 2")
+        db.commit()
+    changed = await transfer.verify(target, lite_url(back))
+    assert not changed.ok
+    [check] = [c for c in changed.checks if c.table == "odd"]
+    assert check.differing_keys == ["2"], check
+
+
 def test_an_older_sqlite_library_is_refused_in_one_line() -> None:
     """The digests need unixepoch() (SQLite 3.38): an older library is named, not a
     'no such function' halfway through a copy."""

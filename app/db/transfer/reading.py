@@ -53,7 +53,12 @@ def _stamps(table: Table, stamps: list[int]) -> list[str]:
     the value (to_char() gives what isoformat() does, which cost about 2 us a value in
     Python); any other (infinite, past year 9999, before year 1) added at the end of the
     row as it is, for the Python converter."""
-    exprs = [quote(c.name) for c in table.columns]
+    # A type the copy has no kind for (interval, arrays, geometric, bit strings, xml,
+    # ranges...) as PostgreSQL writes it, the text its input reads back: asyncpg's Python
+    # objects would be stored by their repr, which neither PostgreSQL nor anyone reads.
+    exprs = [
+        f"{quote(c.name)}::text" if c.type.kind == "any" else quote(c.name) for c in table.columns
+    ]
     for i in stamps:
         column = table.columns[i]
         q = quote(column.name)

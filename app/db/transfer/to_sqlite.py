@@ -332,6 +332,20 @@ async def _to_sqlite(
 ) -> Report:
     tables = await pg.reflect(conn, "public")
     order, _cycles = load_order(tables)
+    as_text = [(t.name, c) for t in tables.values() for c in t.columns if c.type.kind == "any"]
+    if opts.strict and as_text:
+        refused = [
+            f"{table}.{c.name}: type {c.declared} has no SQLite kind (--strict)"
+            for table, c in as_text
+        ]
+        raise TransferError("refused before copying any row:\n  " + "\n  ".join(refused))
+    for table, c in as_text:
+        report.note(
+            "as-text",
+            table,
+            f"type {c.declared} has no SQLite kind: kept as PostgreSQL writes it",
+            column=c.name,
+        )
     resuming = (
         dst.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (LITE_PROGRESS,)).fetchone()
         is not None

@@ -15,7 +15,7 @@ from app.db.transfer.digest import Digest, pg_digest, sqlite_digest
 from app.db.transfer.options import CopyOptions, backend, pg_connect, sqlite_path
 from app.db.transfer.probe import fits
 from app.db.transfer.report import Check, Report, TransferError
-from app.db.transfer.schema import Table
+from app.db.transfer.schema import Table, quote
 from app.db.transfer.types import Type
 from app.db.transfer.values import Options, canonical
 
@@ -46,12 +46,26 @@ class Side:
                 )
             else:
                 assert self.pg is not None  # a side is SQLite or PostgreSQL
-                batch = await pg.read_batch(self.pg, self.schema, table, columns, after, BATCH)
+                exprs = _pg_exprs(table, columns)
+                batch = await pg.read_batch(
+                    self.pg, self.schema, table, columns, after, BATCH, exprs=exprs
+                )
             for row in batch:
                 yield row[nkeys:]
             if len(batch) < BATCH:
                 return
             after = list(batch[-1][:nkeys])
+
+
+def _pg_exprs(table: Table, columns: list[str]) -> list[str]:
+    """What to read of each column: a type the copy has no kind for as PostgreSQL writes
+    it (as the way back stores it, and as the digests take it), not as asyncpg's object."""
+    exprs = []
+    for name in columns:
+        column = table.column(name)
+        any_kind = column is not None and column.type.kind == "any"
+        exprs.append(f"{quote(name)}::text" if any_kind else quote(name))
+    return exprs
 
 
 def _hash(text: str) -> int:
