@@ -9,11 +9,11 @@ import os
 import sqlite3
 from pathlib import Path
 
-import asyncpg
+import pytest
 from rich.console import Console
 
 from app.db import transfer
-from app.db.transfer import checks, fastpath, pg, reading, values
+from app.db.transfer import checks, fastpath, values
 from app.db.transfer.types import Type
 from tests.conftest import pg_fetch
 
@@ -221,47 +221,36 @@ async def test_the_way_back_writes_each_instant_and_checks_it(
     assert [(c.table, c.differing_keys) for c in failed] == [("stamps", ["2"])]
 
 
-async def test_instants_python_cannot_hold_are_written_as_before(scratch_db: str) -> None:
-    """Infinite values pass PostgreSQL's writing by: the Python converter writes them, as
-    it did every value before (asyncpg reads infinity as the last microsecond of 9999)."""
+@pytest.mark.parametrize(
+    ("declared", "value", "shown"),
+    [
+        ("timestamptz", "infinity", "infinity"),
+        ("timestamptz", "-infinity", "-infinity"),
+        ("timestamp", "infinity", "infinity"),
+        ("timestamptz", "0044-03-15 12:00:00+00 BC", "0044-03-15 12:00:00+00 BC"),
+        ("timestamptz", "0001-01-01 00:00:00+01", "0001-12-31 23:00:00+00 BC"),
+        ("timestamptz", "10000-01-01 00:00:00+00", "10000-01-01 00:00:00+00"),
+        ("date", "infinity", "infinity"),
+        ("date", "0001-01-01 BC", "0001-01-01 BC"),
+        ("time", "24:00:00", "24:00:00"),
+    ],
+)
+async def test_values_sqlite_cannot_hold_are_refused_by_key(
+    scratch_db: str, tmp_path: Path, declared: str, value: str, shown: str
+) -> None:
+    """Values PostgreSQL holds beyond SQLite's dates (and Python's): the way back refuses
+    them, naming table, column, key and value, before their batch is written. Before, an
+    infinity was written as the last microsecond of 9999 (asyncpg reads it so) and the
+    verification then failed on it with no location; a date or time before year 1 or at
+    24:00 stopped the copy with Python's error alone."""
+    await pg_fetch(scratch_db, f"CREATE TABLE odd (id int PRIMARY KEY, at {declared})")
     await pg_fetch(
         scratch_db,
-        "CREATE TABLE odd (id int PRIMARY KEY, at timestamptz, local timestamp)",
+        f"INSERT INTO odd VALUES (1, NULL), (2, '{value}'::{declared}), (3, NULL)",
     )
-    await pg_fetch(
-        scratch_db,
-        "INSERT INTO odd VALUES (1, 'infinity', '-infinity'), (2, '-infinity', 'infinity'), "
-        "(3, '2024-01-01 00:00:00.25+01', NULL), (4, NULL, '2024-01-01 00:00:00')",
-    )
-    conn = await asyncpg.connect(scratch_db.replace("+asyncpg", ""))
-    try:
-        table = (await pg.reflect(conn, "public"))["odd"]
-        types = [(c.name, c.type) for c in table.columns]
-        names = [c.name for c in table.columns]
-        read = reading.Reading(scratch_db, table, types, [], [1, 2], values.Options(), 10)
-        exprs = reading._stamps(table, read.stamps)
-        written = reading._stamped(
-            await pg.read_batch(conn, "public", table, names, None, 10, exprs=exprs), 1, read
-        )
-        plain = await pg.read_batch(conn, "public", table, names, None, 10)
-    finally:
-        await conn.close()
-    # (the key, then the columns): the dates and times as the converter writes them.
-    by_python = [
-        (
-            row[0],
-            *(
-                v if v is None or i == 0 else values.to_sqlite(types[i][1], values.Options())(v)
-                for i, v in enumerate(row[1:])
-            ),
-        )
-        for row in plain
-    ]
-    assert written == by_python
-    last, first = "9999-12-31 23:59:59.999999", "0001-01-01 00:00:00.000000"
-    assert written == [
-        (1, 1, last, first),
-        (2, 2, first, last),
-        (3, 3, "2023-12-31 23:00:00.250000", None),
-        (4, 4, None, "2024-01-01 00:00:00.000000"),
-    ]
+    back = tmp_path / "back.db"
+    with pytest.raises(transfer.TransferError) as refused:
+        await transfer.copy(scratch_db, f"sqlite:///{back}", transfer.CopyOptions(), quiet())
+    assert str(refused.value).startswith(f"odd.at: key 2: {shown} is beyond what SQLite's")
+    with sqlite3.connect(back) as db:
+        assert db.execute("SELECT count(*) FROM odd").fetchone() == (0,)

@@ -3,13 +3,13 @@ for SQLite, in a worker process (to_sqlite.py writes them)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from app.db.transfer import pg, values, workers
+from app.db.transfer import pg, workers
 from app.db.transfer.load import collector_paused, convert_rows
-from app.db.transfer.schema import Table, quote
+from app.db.transfer.report import TransferError
+from app.db.transfer.schema import Column, Table, quote
 from app.db.transfer.types import INT_RANGES, Type
 from app.db.transfer.values import Options
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 _AS_READ = {*INT_RANGES, "text", "varchar", "bytea", "json", "jsonb"}
 # Kinds PostgreSQL writes out as SQLite keeps them (_stamps()).
 _STAMPS = ("timestamptz", "timestamp")
+# Kinds whose values PostgreSQL may hold beyond what SQLite's dates (and Python) hold:
+# infinity, years before 1 or after 9999 (in UTC), the time 24:00:00.
+_BOUNDED = (*_STAMPS, "date", "time")
 # A batch converted for SQLite, and its last key (None when it is empty).
 Rows = tuple[list[tuple[object, ...]], list[object] | None]
 
@@ -35,6 +38,7 @@ class Reading:
     types: list[tuple[str, Type]]  # (SQLite column, the PostgreSQL column's type)
     convert: list[int]  # the columns whose values need converting in Python
     stamps: list[int]  # the date and time columns PostgreSQL writes out (_stamps())
+    bounded: list[int]  # the columns whose values may lie beyond SQLite's (_BOUNDED)
     options: Options
     size: int
 
@@ -44,15 +48,29 @@ class Reading:
     ) -> Reading:
         stamps = [i for i, (_n, t) in enumerate(types) if t.kind in _STAMPS]
         convert = [i for i, (_n, t) in enumerate(types) if t.kind not in (*_AS_READ, *_STAMPS)]
-        return cls(dsn, table, types, convert, stamps, options, size)
+        bounded = [i for i, (_n, t) in enumerate(types) if t.kind in _BOUNDED]
+        return cls(dsn, table, types, convert, stamps, bounded, options, size)
 
 
-def _stamps(table: Table, stamps: list[int]) -> list[str]:
+def _within(column: Column) -> str:
+    """SQL true where the column's value is one SQLite's dates (and Python) hold."""
+    q = quote(column.name)
+    kind = column.type.kind
+    if kind in _STAMPS:
+        v = f"({q} AT TIME ZONE 'UTC')" if kind == "timestamptz" else q
+        return f"{v} >= '0001-01-01' AND {v} < '10000-01-01'"
+    if kind == "date":
+        return f"{q} >= '0001-01-01' AND {q} <= '9999-12-31'"
+    return f"{q} < '24:00:00'"
+
+
+def _stamps(table: Table, stamps: list[int], bounded: list[int]) -> list[str]:
     """What to select for each column: a date and time as the text SQLite keeps (UTC,
-    without an offset, to the microsecond), written by PostgreSQL where Python could hold
-    the value (to_char() gives what isoformat() does, which cost about 2 us a value in
-    Python); any other (infinite, past year 9999, before year 1) added at the end of the
-    row as it is, for the Python converter."""
+    without an offset, to the microsecond), written by PostgreSQL (to_char() gives what
+    isoformat() does, which cost about 2 us a value in Python). A value of a bounded
+    column beyond what SQLite's dates hold (infinite, past year 9999, before year 1,
+    24:00:00) is selected as NULL there and added at the end of the row as PostgreSQL's
+    text, for _beyond() to refuse by its key."""
     # A type the copy has no kind for (interval, arrays, geometric, bit strings, xml,
     # ranges...) as PostgreSQL writes it, the text its input reads back: asyncpg's Python
     # objects would be stored by their repr, which neither PostgreSQL nor anyone reads.
@@ -63,31 +81,34 @@ def _stamps(table: Table, stamps: list[int]) -> list[str]:
         column = table.columns[i]
         q = quote(column.name)
         utc = f"({q} AT TIME ZONE 'UTC')" if column.type.kind == "timestamptz" else q
-        within = f"{utc} >= '0001-01-01' AND {utc} < '10000-01-01'"
-        exprs[i] = f"CASE WHEN {within} THEN to_char({utc}, 'YYYY-MM-DD HH24:MI:SS.US') END"
-        exprs.append(f"CASE WHEN NOT ({within}) THEN {q} END")
+        exprs[i] = f"to_char({utc}, 'YYYY-MM-DD HH24:MI:SS.US')"
+    for i in bounded:
+        within = _within(table.columns[i])
+        exprs[i] = f"CASE WHEN {within} THEN {exprs[i]} END"
+        exprs.append(f"CASE WHEN NOT ({within}) THEN {quote(table.columns[i].name)}::text END")
     return exprs
 
 
-def _stamped(
+def _beyond(
     batch: list[tuple[object, ...]], nkeys: int, reading: Reading
 ) -> list[tuple[object, ...]]:
-    """The rows _stamps() selected, each date and time column's text filled in from the
-    value added at the end where PostgreSQL wrote none, those values then left off."""
-    if not reading.stamps or not batch:
+    """The rows _stamps() selected, without the values added at their end; a value there
+    (one SQLite's dates cannot hold) is refused, named by table, column, key and value,
+    before its batch is written."""
+    if not reading.bounded or not batch:
         return batch
     width = nkeys + len(reading.types)
-    columns: list[Sequence[object]] = list(zip(*batch, strict=True))
-    for j, i in enumerate(reading.stamps):
-        raw = columns[width + j]
-        if raw.count(None) == len(raw):
-            continue
-        convert = values.to_sqlite(reading.types[i][1], reading.options)
-        columns[nkeys + i] = [
-            text if value is None else convert(value)
-            for text, value in zip(columns[nkeys + i], raw, strict=True)
-        ]
-    return list(zip(*columns[:width], strict=True))
+    for row in batch:
+        for j, i in enumerate(reading.bounded):
+            text = row[width + j]
+            if text is not None:
+                column, key = reading.types[i][0], ", ".join(map(str, row[:nkeys]))
+                raise TransferError(
+                    f"{reading.table.name}.{column}: key {key}: {text} is beyond what "
+                    "SQLite's dates hold (years 1 to 9999, times before 24:00); change it "
+                    "on PostgreSQL, then copy again"
+                )
+    return [row[:width] for row in batch]
 
 
 def read_batch(reading: Reading, after: list[object] | None) -> Rows:
@@ -96,13 +117,13 @@ def read_batch(reading: Reading, after: list[object] | None) -> Rows:
 
     async def read(conn: asyncpg.Connection) -> Rows:
         columns = [c.name for c in table.columns]
-        exprs = _stamps(table, reading.stamps)
+        exprs = _stamps(table, reading.stamps, reading.bounded)
         batch = await pg.read_batch(
             conn, "public", table, columns, after, reading.size, exprs=exprs
         )
         nkeys = len(pg.key_columns(table))
         last = list(batch[-1][:nkeys]) if batch else None
-        batch = _stamped(batch, nkeys, reading)
+        batch = _beyond(batch, nkeys, reading)
         rows = convert_rows(
             table.name,
             reading.types,
