@@ -163,10 +163,17 @@ def _distinct_keys(load: Load) -> None:
     assert created["sign_up"] == len(load.users), (created, len(load.users))
 
 
-@pytest.mark.parametrize("kind", ["not_accepting", "stopped", "hung", "locked"])
+# A PostgreSQL that hangs, met with timeouts longer than the test waits for the switch
+# (30 s): only the watch's own ping can tell it before a statement gives up.
+PATIENT = {"STATEMENT_TIMEOUT_MS": "60000", "CONNECT_TIMEOUT": "30", "POOL_TIMEOUT": "30"}
+
+
+@pytest.mark.parametrize("kind", ["not_accepting", "stopped", "hung", "locked", "hung_patient"])
 async def test_rollback_keeps_every_acknowledged_write(
     own: pgcluster.PgCluster, tmp_path: Path, kind: str
 ) -> None:
+    patient = kind == "hung_patient"
+    kind = "hung" if patient else kind
     pg = Postgres(own.primary.url(), [], own)
     db = await live.databases(pg, tmp_path)
     database = db.pg.rsplit("/", 1)[1].split("?")[0]
@@ -176,14 +183,17 @@ async def test_rollback_keeps_every_acknowledged_write(
         tmp_path,
         live.service_env(
             db,
-            MIGRATION_AUTO_ROLLBACK="true",
-            MIGRATION_ROLLBACK_WINDOW_SECONDS=str(WINDOW),
-            MIGRATION_ROLLBACK_ERROR_RATE="1",
-            MIGRATION_ROLLBACK_DRAIN_SECONDS="2",
-            LOCK_TIMEOUT_MS="200",
-            STATEMENT_TIMEOUT_MS="500",
-            CONNECT_TIMEOUT="1",
-            POOL_TIMEOUT="1",
+            **{
+                "MIGRATION_AUTO_ROLLBACK": "true",
+                "MIGRATION_ROLLBACK_WINDOW_SECONDS": str(WINDOW),
+                "MIGRATION_ROLLBACK_ERROR_RATE": "1",
+                "MIGRATION_ROLLBACK_DRAIN_SECONDS": "2",
+                "LOCK_TIMEOUT_MS": "200",
+                "STATEMENT_TIMEOUT_MS": "500",
+                "CONNECT_TIMEOUT": "1",
+                "POOL_TIMEOUT": "1",
+                **(PATIENT if patient else {}),
+            },
         ),
         "--no-access-log",
     )
@@ -202,10 +212,16 @@ async def test_rollback_keeps_every_acknowledged_write(
             await fault.on()
             faulted = time.monotonic()
             try:
+                if patient:  # /health/db waits on the hung server as long as requests do
+                    while live.active(db.path) != "sqlite":
+                        assert time.monotonic() - faulted < 25, "no rollback while hung"
+                        await asyncio.sleep(0.05)
+                    await asyncio.sleep(1)  # the workers read the switch (0.2 s polls)
                 health = await _until(client, lambda b: b.get("active") == "sqlite", 30)
                 switched = time.monotonic() - faulted
                 # Writes are served again on SQLite (after the drain's bound at most).
                 served = None
+                signed_up: int | None = None
                 while served is None and time.monotonic() - faulted < 30:
                     await asyncio.sleep(0.1)
                     served = next(
@@ -216,6 +232,15 @@ async def test_rollback_keeps_every_acknowledged_write(
                         ),
                         None,
                     )
+                    if patient and served is None:
+                        # The load's writers all wait on the hung server (as long as their
+                        # statements may): a new client's write shows SQLite serving.
+                        email = f"after-{time.monotonic_ns()}@example.com"
+                        user = {"email": email, "name": "After", "unified_role": "client"}
+                        answer = await client.post("/api/v1/users", json=user)
+                        assert answer.status_code in (201, 503), answer.text
+                        if answer.status_code == 201:
+                            served, signed_up = time.monotonic(), int(answer.json()["id"])
                 assert served is not None, "no write served on SQLite after the rollback"
                 await asyncio.sleep(1)
                 during = (await client.get("/health/db")).json()["backend"]
@@ -240,6 +265,8 @@ async def test_rollback_keeps_every_acknowledged_write(
             assert "waiting for postgresql" in sync.text(), sync.text()
         _distinct_keys(load)
         _check_reflected(load, found)
+        if signed_up is not None:
+            assert signed_up in found["users"], signed_up
         # A write PostgreSQL committed but could not answer (its server stopped or hung
         # after the commit: the client saw 503) can clash with the client's retry on
         # SQLite: reported and kept aside, never the version a client was told it has.

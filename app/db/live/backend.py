@@ -41,6 +41,7 @@ from app.urls import asyncpg_dsn
 
 log = logging.getLogger(__name__)
 
+PING_SECONDS = 0.5  # how often the watch asks PostgreSQL, while it serves, for a sign of life
 GRACE_SECONDS = 30.0  # the old router closes once requests begun on it are surely done
 UNTIL_DRAINED = 1e12  # a rollback's freeze that only db sync lifts, once drained
 
@@ -107,6 +108,8 @@ class LiveBackend:
         self.epoch = 0
         self.switches: deque[Switch] = deque(maxlen=20)
         self.errors: deque[float] = deque(maxlen=100_000)
+        # When PostgreSQL last answered the watch's own `SELECT 1` (or began serving).
+        self.answered_at = time.monotonic()
         self.counts: dict[str, object] = {}
         self._counted = 0.0
         self._db: sqlite3.Connection | None = None
@@ -179,6 +182,8 @@ class LiveBackend:
     # -- watching -------------------------------------------------------------------
     def start(self, app: FastAPI) -> None:
         self._task = asyncio.create_task(self._watch(app), name="backend-watch")
+        if self.settings.migration_auto_rollback:
+            self._closing.add(asyncio.create_task(self._ping(), name="postgresql-ping"))
 
     def record_error(self) -> None:
         """A request answered a database fault (counted toward auto rollback on PostgreSQL)."""
@@ -204,6 +209,9 @@ class LiveBackend:
                     await self.swap(app, active, epoch, reason or "state changed")
                 elif self.active == "postgresql" and self.error_rate_exceeded():
                     await self.roll_back()
+                elif self.active == "postgresql" and self.silent():
+                    window = self.settings.migration_rollback_window_seconds
+                    await self.roll_back(f"postgresql answered nothing for {window:g} s")
             except Exception:
                 log.exception("backend watch failed")
 
@@ -216,6 +224,42 @@ class LiveBackend:
             self.errors.popleft()
         return len(self.errors) / window > self.settings.migration_rollback_error_rate
 
+    def silent(self) -> bool:
+        """PostgreSQL answered no `SELECT 1` for a whole MIGRATION_ROLLBACK_WINDOW_SECONDS.
+
+        A server that hangs (stopped, or a peer gone silent) answers no request with an
+        error until each one's own timeout (STATEMENT_TIMEOUT_MS, CONNECT_TIMEOUT,
+        POOL_TIMEOUT): tens of seconds of writes held before the error rate could tell.
+        """
+        if not self.settings.migration_auto_rollback:
+            return False
+        window = self.settings.migration_rollback_window_seconds
+        return time.monotonic() - self.answered_at > window
+
+    async def _ping(self) -> None:
+        """While PostgreSQL serves: `SELECT 1` each PING_SECONDS on a connection of its own
+        (past the pools, which hung requests may hold), waited for a window at most."""
+        window = self.settings.migration_rollback_window_seconds
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                await asyncio.sleep(PING_SECONDS)
+                if self.active != "postgresql":
+                    continue
+                try:
+                    async with asyncio.timeout(window):
+                        if conn is None or conn.is_closed():
+                            conn = await asyncpg.connect(asyncpg_dsn(self.target_url))
+                        await conn.fetchval("SELECT 1")
+                    self.answered_at = time.monotonic()
+                except Exception:  # no answer: silent() tells once the window has passed
+                    if conn is not None:
+                        conn.terminate()
+                    conn = None
+        finally:
+            if conn is not None:
+                conn.terminate()
+
     async def swap(self, app: FastAPI, to: Backend, epoch: int, reason: str) -> None:
         began = time.monotonic()
         new = self.router(to)
@@ -225,6 +269,7 @@ class LiveBackend:
         app.state.db = new
         self.active, self.epoch = to, epoch
         self.errors.clear()
+        self.answered_at = time.monotonic()
         self.switches.append(Switch(time.time(), to, reason, epoch))
         kind = "auto_rollback" if reason.startswith("auto rollback") else "cutover"
         self.switch_count.labels(to, kind).inc()
@@ -245,7 +290,7 @@ class LiveBackend:
         await asyncio.sleep(GRACE_SECONDS)
         await router.dispose()
 
-    async def roll_back(self) -> None:
+    async def roll_back(self, why: str | None = None) -> None:
         """Every worker back to SQLite: the file they watch says so; PostgreSQL refuses writes.
 
         One SQLite transaction: SQLite serves, from a block of keys PostgreSQL never hands
@@ -254,7 +299,8 @@ class LiveBackend:
         with "switch", until drained with "wait".
         """
         window = self.settings.migration_rollback_window_seconds
-        reason = f"auto rollback: {len(self.errors)} database errors in {window:g} s on postgresql"
+        why = why or f"{len(self.errors)} database errors in {window:g} s on postgresql"
+        reason = f"auto rollback: {why}"
         log.error("automatic rollback to sqlite", extra={"reason": reason})
         now = time.time()
         if self.settings.migration_rollback_undrained == "wait":
