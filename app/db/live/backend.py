@@ -249,8 +249,12 @@ class LiveBackend:
                 try:
                     async with asyncio.timeout(window):
                         if conn is None or conn.is_closed():
-                            conn = await asyncpg.connect(asyncpg_dsn(self.target_url))
-                        await conn.fetchval("SELECT 1")
+                            conn = await asyncpg.connect(
+                                asyncpg_dsn(self.target_url), statement_cache_size=0
+                            )
+                        # The simple query protocol: nothing prepared, as PgBouncer's
+                        # transaction pooling wants.
+                        await conn.execute("SELECT 1")
                     self.answered_at = time.monotonic()
                 except Exception:  # no answer: silent() tells once the window has passed
                     if conn is not None:
