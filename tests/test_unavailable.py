@@ -386,6 +386,8 @@ async def test_the_lanes_503s_count_toward_the_automatic_rollback(
         backend = (await service.client.get("/health/db")).json()["backend"]
         assert backend["active"] == "sqlite"
         assert backend["switches"][-1]["reason"].startswith("auto rollback")
+        # By the lane's errors, not by the watch's ping going unanswered for a window.
+        assert "database errors" in backend["switches"][-1]["reason"], backend["switches"]
         registry = app.state.metrics_registry
         switches = {"to": "sqlite", "reason": "auto_rollback"}
         assert registry.get_sample_value("bookedbarber_db_backend_switches_total", switches) == 1
