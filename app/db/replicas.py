@@ -269,12 +269,8 @@ class ReplicaMonitor:
             self.metrics.replica_up.labels(replica.name).set(1 if replica.up else 0)
             if replica.lag_seconds is not None:
                 self.metrics.replica_lag.labels(replica.name).set(replica.lag_seconds)
-            replica.trusted = (
-                replica.up
-                and self.primary.system is not None
-                and replica.identity is None
-                and replica.consistency.diverged is None
-            )
+            proven = replica.identity is None and replica.consistency.diverged is None
+            replica.trusted = replica.up and self.primary.system is not None and proven
             reason = self._exclusion(replica, fastest)
             if reason is not None:
                 self.eject(replica, reason)

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.db.migrate import upgrade
-from app.db.models import Base
-from app.db.schema_head import head, root
 from app.db.transfer import lite, pg, workers
 from app.db.transfer.defaults import pg_to_sqlite
 from app.db.transfer.load import collector_paused, progress
@@ -22,6 +20,7 @@ from app.db.transfer.options import CopyOptions, pg_connect, sqlite_path
 from app.db.transfer.reading import Reading, Rows, read_batch
 from app.db.transfer.report import Check, Report, TransferError
 from app.db.transfer.schema import Table, load_order, quote
+from app.db.transfer.stamp import service_schema
 from app.db.transfer.types import Type
 from app.db.transfer.values import Options
 from app.db.transfer.verify import Side, compare, digests
@@ -32,8 +31,6 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 LITE_PROGRESS = "_bookedbarber_transfer_progress"
-# The migrations' stamp: a source holding it holds this service's schema.
-SCHEMA_STAMP = "alembic_version"
 # A row of LITE_PROGRESS: table_name, last_key (JSON), rows, done, action.
 _Progress = tuple[str, str | None, int, int, str]
 
@@ -275,22 +272,6 @@ class _Loading:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _service_schema(conn: asyncpg.Connection, tables: dict[str, Table]) -> bool:
-    """Whether the source holds this service's schema at the migrations' head: stamped
-    with the head, and every table of the models there with the same columns (a file of
-    another application may carry an Alembic stamp too)."""
-    if SCHEMA_STAMP not in tables:
-        return False
-    stamps = [r[0] for r in await conn.fetch(f"SELECT version_num FROM {SCHEMA_STAMP}")]
-    if stamps != [head(root() / "alembic" / "versions")]:
-        return False
-    for model in Base.metadata.sorted_tables:
-        found = tables.get(model.name)
-        if found is None or {c.name for c in found.columns} != set(model.columns.keys()):
-            return False
-    return True
-
-
 async def to_sqlite(
     source_url: str, target_url: str, opts: CopyOptions, console: Console
 ) -> Report:
@@ -355,7 +336,7 @@ async def _to_sqlite(
         report.resumed = True
     else:
         migrated = False
-        if not lite.reflect(dst) and await _service_schema(conn, tables):
+        if not lite.reflect(dst) and await service_schema(conn, tables):
             # A new file for this service's data gets the migrations' schema (keys
             # AUTOINCREMENT, CHECKs, indexes as `db upgrade` makes them), not one derived
             # from PostgreSQL's; then the rows are copied into it.
