@@ -92,9 +92,12 @@ class Fault:
         elif self.kind == "hung":
             postmaster = node.pid
             assert postmaster is not None
-            self.stopped = _processes(postmaster)
-            for pid in self.stopped:
-                os.kill(pid, signal.SIGSTOP)
+            os.kill(postmaster, signal.SIGSTOP)  # first: no backend is forked meanwhile
+            self.stopped = [postmaster]
+            for pid in _processes(postmaster)[1:]:
+                with contextlib.suppress(ProcessLookupError):  # a backend that just ended
+                    os.kill(pid, signal.SIGSTOP)
+                    self.stopped.append(pid)
         else:  # every table the API writes locked: statements time out
             url = _plain(node.url(self.database))
             self.lock = await asyncpg.connect(url)
