@@ -146,9 +146,10 @@ async def _week_on_a_pool(url: str, path: str, n: int, rounds: int, clients: int
 
     class OnThePool:  # the one method of the statements handle the week's operation calls
         async def document(self, document: Document, *args: object) -> bytes | None:
-            async with pool.acquire() as conn:
-                found: str | None = await conn.fetchval(document.json.postgresql, *args)
-            return None if found is None else found.encode()
+            async with pool.acquire() as conn:  # the week's rows: no parent to ask for
+                rows = await conn.fetch(document.rows.postgresql, *args)
+            # An asyncpg Record is a read-only mapping, which its stubs do not declare.
+            return document.render(rows, args)  # type: ignore[arg-type]
 
     route, _, query = path.partition("?")
     barber = int(route.split("/")[4])

@@ -118,6 +118,16 @@ def statement(
     return Statement(postgres_text, sqlite, kinds, types)
 
 
+async def rendered(db: Statements, document: Document, args: tuple[object, ...]) -> bytes | None:
+    """`document`'s body written by the Shapes from its rows (None: no parent)."""
+    rows = await db.fetch(document.rows, *args)
+    # Only no rows can hide a missing parent (the rows name it by a foreign key).
+    parent = document.parent
+    if not rows and parent is not None and await db.fetchrow(parent, args[0]) is None:
+        return None
+    return document.render(rows, args)
+
+
 def _encoded(row: asyncpg.Record | None) -> bytes | None:
     """The `body` column of a JSON statement's row as bytes; None for NULL or no row."""
     text: str | None = row["body"] if row is not None else None
@@ -157,8 +167,8 @@ class Statements(Protocol):
     async def fetchrow(self, statement: Statement, *args: object) -> Row | None: ...
 
     async def document(self, document: Document, *args: object) -> bytes | None:
-        """A read's whole body (None: its parent does not exist), in one round trip on
-        PostgreSQL (the database writes the JSON); from the rows and the Shapes on SQLite."""
+        """A read's whole body (None: its parent does not exist): the Shapes write it from
+        the read's rows, or PostgreSQL writes it where the document says (its `json`)."""
 
     async def commit(self) -> str | None:
         """End the unit of work; a write's consistency token (PostgreSQL with replicas)."""
@@ -190,6 +200,8 @@ class PostgresStatements:
         return await self._connection.fetchrow(statement.postgresql, *args)  # type: ignore[return-value]
 
     async def document(self, document: Document, *args: object) -> bytes | None:
+        if document.json is None:
+            return await rendered(self, document, args)
         return _encoded(await self._connection.fetchrow(document.json.postgresql, *args))
 
     async def commit(self) -> str | None:
@@ -272,12 +284,7 @@ class TransactionStatements:
         return rows[0] if rows else None
 
     async def document(self, document: Document, *args: object) -> bytes | None:
-        rows = await self.fetch(document.rows, *args)
-        # Only no rows can hide a missing parent (the rows name it by a foreign key).
-        parent = document.parent
-        if not rows and parent is not None and await self.fetchrow(parent, args[0]) is None:
-            return None
-        return document.render(rows, args)
+        return await rendered(self, document, args)
 
     async def commit(self) -> str | None:
         connection = self._connection

@@ -3,8 +3,9 @@
 A route (app/api/*.py) and the hot-read lane (app/api/lane.py) parse and authorize,
 open the statements handle (app/db/statements.py) for the read's intent and call the
 function here. The three hot reads (user, schedule, revenue) ask the handle for their
-`Document` (app/queries/documents.py): PostgreSQL writes the body in one statement, SQLite's
-rows are written by the Shapes (app/queries/shapes.py), one shape, byte for byte. The
+`Document` (app/queries/documents.py): one statement's rows written by the Shapes
+(app/queries/shapes.py), or, for the revenue on PostgreSQL, the body PostgreSQL writes from
+the same Shapes; one shape, byte for byte. The
 other reads run their statements (app/queries/reads.py) and write the body with the Shape
 of the response model. A missing parent (user, barber, location) is a NotFound.
 """

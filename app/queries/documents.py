@@ -1,11 +1,13 @@
-"""The hot reads' documents: each read's JSON statement and its rows, one Shape for both.
+"""The hot reads' documents: each read's rows statement and its body, one Shape for both.
 
-A read (app/operations/reads.py) asks the handle for a `Document`: on PostgreSQL the
-handle runs `json`, one statement whose result is the body (one round trip, nothing per
-row in Python); on SQLite it runs `rows` (app/queries/reads.py) and `render` writes the
-body with the Shapes. The JSON statements wrap or reuse the rows statements' FROM and
-WHERE and write each value as the Shape's model says (app/queries/json_sql.py), so both
-bodies are one shape, byte for byte.
+A read (app/operations/reads.py) asks the handle for a `Document`: the handle runs its
+`rows` (app/queries/reads.py) and `render` writes the body with the Shapes, on SQLite
+and on PostgreSQL alike. The revenue's month also has a JSON statement, which
+PostgreSQL runs instead: it wraps the rows statement and writes each value as the
+Shape's model says (app/queries/json_sql.py), so both bodies are one shape, byte for
+byte. Its days cost PostgreSQL no more as JSON than as rows, while rendering them in
+Python (Decimals) costs the service more; the user's and the week's rows cost
+PostgreSQL a quarter less than their JSON (README, Performance).
 """
 
 from __future__ import annotations
@@ -17,27 +19,9 @@ from typing import cast
 
 from app.db.statements import statement
 from app.queries import reads
-from app.queries.json_sql import Json, agg, array, in_subquery, json_object
+from app.queries.json_sql import Json, array, in_subquery, json_object
 from app.queries.shapes import Document, Row, Shape, body
 from app.schemas import RevenueReport
-
-
-def _user_json(relations: frozenset[str]) -> str:
-    apart: dict[str, Json] = {}
-    for part in reads.USER_PARTS[1:]:
-        if part.name not in relations:
-            continue
-        columns = {part.shape.prefix + f: f"{a}.{c.name}" for f, (a, c) in part.columns.items()}
-        element = json_object(part.shape, columns.__getitem__)
-        if part.many:
-            order = ", ".join(o for o in part.order if o != "NULL")
-            apart[part.name] = agg(element, part.source, order)
-        else:
-            apart[part.name] = Json(f"(SELECT {element} {part.source})")
-    user = reads.USER_PARTS[0]
-    columns = {f: f"{a}.{c.name}" for f, (a, c) in user.columns.items()}
-    document = json_object(reads.USER_SHAPE, columns.__getitem__, apart)
-    return f"SELECT {document} AS body {user.source}"
 
 
 @functools.cache
@@ -60,28 +44,15 @@ def user_document(relations: frozenset[str]) -> Document:
                 document[part.name] = part.shape(row)
         return body(document)
 
-    return Document(statement(_user_json(relations)), reads.user_statement(relations), render)
+    return Document(reads.user_statement(relations), render)
 
 
 def _schedule(rows: Sequence[Row], args: tuple[object, ...]) -> bytes:
     return body(reads.SCHEDULE_SHAPE.rows(rows))
 
 
-_ITEMS = array(
-    json_object(reads.SCHEDULE_SHAPE, in_subquery), "r.appointment_date, r.start_time, r.id"
-)
-# `[]` for a barber with no such appointments, NULL (404) when no such user exists.
-SCHEDULE = Document(
-    statement(
-        f"""SELECT coalesce(
-    (SELECT {_ITEMS} FROM ({reads.SCHEDULE.postgresql}) r),
-    CASE WHEN EXISTS (SELECT 1 FROM users WHERE id = $1) THEN '[]' END
-) AS body"""
-    ),
-    reads.SCHEDULE,
-    _schedule,
-    reads.USER_EXISTS,
-)
+# `[]` for a barber with no such appointments, None (404) when no such user exists.
+SCHEDULE = Document(reads.SCHEDULE, _schedule, reads.USER_EXISTS)
 
 REPORT_SHAPE = Shape(RevenueReport)
 _DAY = json_object(reads.DAY_SHAPE, in_subquery)
@@ -109,10 +80,10 @@ def _revenue(rows: Sequence[Row], args: tuple[object, ...]) -> bytes:
 # A location's days of revenue for payments created in [$2, $3); NULL (404) when no such
 # location exists.
 REVENUE = Document(
-    statement(f"SELECT {_REPORT} AS body FROM barbershop_locations l WHERE l.id = $1"),
     reads.REVENUE,
     _revenue,
     reads.LOCATION_EXISTS,
+    statement(f"SELECT {_REPORT} AS body FROM barbershop_locations l WHERE l.id = $1"),
 )
 
 

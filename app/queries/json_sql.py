@@ -5,9 +5,10 @@ and writes, field by field in the model's order, SQL that builds the object as t
 compact, as FastAPI writes a model (`{"id":1,"name":"Ana"}`). PostgreSQL's
 json_build_object and json_agg write `"id" : 1` and `}, \n {`, so objects and arrays are
 put together as text, each value its cheapest way by its annotation: numbers and booleans
-by their ::text, timestamps in UTC with `Z` and microseconds only when not zero (as
-orjson writes them), money by its serializer's scale and dates quoted, other text by
-to_json (whose escapes are those of orjson).
+by their ::text, money by its serializer's scale and dates quoted, other text by
+to_json (whose escapes are those of orjson). It writes the revenue's month
+(app/queries/documents.py); the reads with timestamps are rendered from their rows, and a
+model with one is refused here.
 """
 
 from __future__ import annotations
@@ -20,14 +21,6 @@ from pydantic import PlainSerializer
 from pydantic.fields import FieldInfo
 
 from app.queries.shapes import Shape, nested_model
-
-
-def ts(column: str) -> str:
-    """A timestamptz as the API writes it: 2024-05-01T09:30:00Z, or ...09:30:00.000123Z."""
-    return (
-        f"replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-        "'.000000Z', 'Z')"
-    )
 
 
 class Json(str):
@@ -68,11 +61,6 @@ def array(element: Json, order: str) -> Json:
     return Json(f"'[' || string_agg({element}, ',' ORDER BY {order}) || ']'")
 
 
-def agg(element: Json, rest: str, order: str) -> Json:
-    """A JSON array of `element` over `rest` (FROM ... WHERE ...), `[]` when empty."""
-    return Json(f"(SELECT coalesce({array(element, order)}, '[]') {rest})")
-
-
 def _money_scale(info: FieldInfo) -> int | None:
     """The decimals a field's JSON serializer writes a Decimal with (money), else None."""
     for item in info.metadata:
@@ -88,8 +76,8 @@ def _typed(info: FieldInfo, sql: str) -> str:
     if scale is not None:
         return Quoted(f"round({sql}, {scale})::text")
     kinds = [a for a in (info.annotation, *getattr(info.annotation, "__args__", ())) if a]
-    if dt.datetime in kinds:
-        return Quoted(ts(sql))
+    if dt.datetime in kinds:  # a Document with timestamps renders its rows (the user's, the week's)
+        raise TypeError(f"{info.annotation}: PostgreSQL's JSON here writes no timestamps")
     if dt.date in kinds:
         return Quoted(f"({sql})::text")
     if int in kinds or bool in kinds:

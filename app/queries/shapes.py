@@ -134,17 +134,19 @@ def select_list(alias: str, fields: Sequence[str], prefix: str = "") -> str:
 class Document:
     """A response body read in one call of the handle (app/db/statements.py `document`).
 
-    `json`: PostgreSQL's statement whose one column `body` is the whole JSON text (NULL
-    where the parent does not exist), written from the Shapes by app/queries/json_sql.py.
-    `rows`: the rows statement of the same read, `render` the body the Shapes write from
-    its rows and the read's arguments (None: no parent), `parent` (its first argument)
-    asked for only when there are no rows.
+    `rows`: the read's rows statement, `render` the body the Shapes write from its rows
+    and the read's arguments (None: no parent), `parent` (its first argument) asked for
+    only when there are no rows. `json`, where PostgreSQL writes the body for less of its
+    own CPU than the rows cost it (the revenue's days; README, Performance): its statement
+    whose one column `body` is the whole JSON text (NULL where the parent does not exist),
+    written from the same Shapes by app/queries/json_sql.py. Without one, PostgreSQL
+    returns the rows and the Shapes write the body, as on SQLite.
     """
 
-    json: Statement
     rows: Statement
     render: Callable[[Sequence[Row], tuple[object, ...]], bytes | None]
     parent: Statement | None = None
+    json: Statement | None = None
 
 
 def body(document: object) -> bytes:
