@@ -487,6 +487,61 @@ class Sample:
     sessions: int | None = None  # backend connections opened on both databases
 
 
+def merged(parts: list[Result]) -> Result:
+    """One server's slices of an endpoint as one result: requests, time, statuses, bytes,
+    errors, CPU and sessions summed; each latency percentile the slices' own, weighted by
+    their requests (wrk's Lua gives percentiles, not the histogram to merge), the maximum
+    the largest; pool and RSS peaks the highest."""
+    first = parts[0]
+    found = Result(
+        first.scenario,
+        first.server,
+        first.workers,
+        first.endpoint,
+        first.connections,
+        _merged_stats([p.stats for p in parts]),
+        _merged_sample([p.sample for p in parts]),
+    )
+    found.tails = parts[-1].tails
+    return found
+
+
+def _merged_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    stats: dict[str, Any] = {"statuses": {}}
+    for part in parts:
+        for key, value in part.items():
+            if key == "statuses":
+                for status, n in value.items():
+                    stats["statuses"][status] = stats["statuses"].get(status, 0) + n
+            elif key == "max_ms":
+                stats[key] = max(stats.get(key, 0.0), value)
+            elif not key.endswith("_ms"):
+                stats[key] = stats.get(key, 0) + value
+    weights = [int(p["requests"]) for p in parts]
+    for key in (k for k in parts[0] if k.endswith("_ms") and k != "max_ms"):
+        weighted = sum(p[key] * w for p, w in zip(parts, weights, strict=True))
+        stats[key] = weighted / (sum(weights) or 1)
+    return stats
+
+
+def _merged_sample(parts: list[Sample]) -> Sample:
+    sample = Sample(
+        pool_size=dict(parts[0].pool_size),
+        scraped=any(p.scraped for p in parts),
+        cpu_seconds=sum(p.cpu_seconds for p in parts),
+    )
+    for part in parts:
+        for role, peak in part.pool_peak.items():
+            sample.pool_peak[role] = max(sample.pool_peak.get(role, 0.0), peak)
+        for pid, rss in part.rss_peak.items():
+            sample.rss_peak[pid] = max(sample.rss_peak.get(pid, 0.0), rss)
+        if part.pool_timeouts is not None:  # a counter: its last value is its highest
+            sample.pool_timeouts = max(sample.pool_timeouts or 0.0, part.pool_timeouts)
+        if part.sessions is not None:
+            sample.sessions = (sample.sessions or 0) + part.sessions
+    return sample
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of these processes (/proc/PID/stat), in seconds."""
     total = 0
@@ -667,11 +722,19 @@ class Bench:
         """bench/loadgen.c for scenario c's user reads, where wrk would run."""
         return self.client(load.args(loadgen.build()))
 
-    def closed_loop(self, scenario: str, server: Server, endpoint: str) -> Result:
-        c, d = self.args.connections, self.args.duration
-        self.collect(self.wrk(server, endpoint, c, self.args.warmup), self.args.warmup + 60)
+    def closed_loop(
+        self,
+        scenario: str,
+        server: Server,
+        endpoint: str,
+        duration: int | None = None,
+        warm: bool = True,
+    ) -> Result:
+        c, d = self.args.connections, duration or self.args.duration
+        if warm:
+            self.collect(self.wrk(server, endpoint, c, self.args.warmup), self.args.warmup + 60)
         metrics = server.name.startswith("service")
-        if server.tails:
+        if server.tails and warm:
             http_get(server.url + "/_tails/reset")
         with sampling(server, metrics, self.cluster) as sample:
             stats = self.collect(self.wrk(server, endpoint, c, d), d + 60)
@@ -685,6 +748,32 @@ class Bench:
             f"statuses {stats['statuses']}"
         )
         return result
+
+    def side_by_side(self, scenario: str, servers: list[Server], endpoint: str) -> list[Result]:
+        """Each server's closed loop on one endpoint, for ratios between them.
+
+        With --slices N the measured --duration is cut into N slices, and the servers take
+        turns slice by slice (each one first in as many turns as the others), so that a
+        neighbour's load on a shared machine falls on all of them alike instead of on
+        whichever window it met. A server's slices make its one result (`merged`).
+        """
+        slices = self.args.slices
+        if slices <= 1 or len(servers) == 1:
+            return [self.closed_loop(scenario, s, endpoint) for s in servers]
+        length = max(1, self.args.duration // slices)
+        parts: dict[str, list[Result]] = {s.name: [] for s in servers}
+        for i in range(slices):
+            turn = servers[i % len(servers) :] + servers[: i % len(servers)]
+            for server in turn:
+                part = self.closed_loop(scenario, server, endpoint, length, warm=not i)
+                parts[server.name].append(part)
+        found = [merged(parts[s.name]) for s in servers]
+        for r in found:
+            log(
+                f"  {r.server} {r.workers}w {endpoint}, {slices} slices: {r.rps:,.0f} req/s, "
+                f"p99 {r.stats['p99_ms']:.1f} ms, CPU {r.cpu_ms:.2f} ms/request"
+            )
+        return found
 
     def many_connections(self, server: Server) -> list[Result]:
         """10k mostly idle keep-alive connections, each sending at a slow random rate.
@@ -1237,6 +1326,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--duration", type=int, default=20, help="measured seconds per closed-loop run")
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument(
+        "--slices",
+        type=int,
+        default=1,
+        help="cut each measured window of scenario a into this many slices, the service, "
+        "the reference and the PgBouncer profiles taking turns slice by slice",
+    )
     p.add_argument("--workers", default="1,2", help="service worker counts; 1 runs scenario a")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--endpoints", default=",".join(ENDPOINTS))
@@ -1397,7 +1493,7 @@ def _profiles(
             ]
         log(f"scenario a: 1 worker each, {' then '.join(s.name for s in beside)}")
         for e in endpoints:
-            results.extend(bench.closed_loop("a: 64 conns", server, e) for server in beside)
+            results.extend(bench.side_by_side("a: 64 conns", beside, e))
         for server in beside[1:]:
             procs.stop(server.proc)
         if args.profile and not number:
@@ -1519,8 +1615,15 @@ def main() -> int:
         f"Machine: {header}\n\n"
         f"Placement: {PINNED if pin else 'unpinned'}. "
         f"Scale {args.scale:g} demo data; closed-loop runs: {args.connections} keep-alive "
-        f"connections, {args.warmup} s warm-up, {args.duration} s measured. "
-        "Latencies from wrk (scenario c's user reads: bench/loadgen.c, from each request's "
+        f"connections, {args.warmup} s warm-up, {args.duration} s measured"
+        + (
+            f" in {args.slices} slices of {max(1, args.duration // args.slices)} s, the "
+            "servers compared taking turns slice by slice (a server's percentiles: its "
+            "slices', weighted by their requests). "
+            if args.slices > 1
+            else ". "
+        )
+        + "Latencies from wrk (scenario c's user reads: bench/loadgen.c, from each request's "
         "write, as bench/lua/timed.lua times them); RSS is the peak VmRSS sampled each second; "
         "pool numbers are the "
         "peak `database_connection_pool_checked_out` against `database_connection_pool_size` "
