@@ -11,7 +11,8 @@ month of revenue) `--calls` times in a row on one connection, three ways, for
   whose result is the body (PostgreSQL writes the JSON);
 - "use case: JSON in SQL": the use cases of app/operations/reads.py on a handle that
   answers `document` as PostgresStatements does: this checkout's JSON statement
-  (app/queries/documents.py, derived from the Shapes), its text encoded;
+  (app/queries/documents.py, derived from the Shapes), its text encoded, where the
+  document has one (the revenue's month), else as below;
 - "use case: rows + shape": the same use cases, the handle answering `document` as
   TransactionStatements does on SQLite: the rows statements (app/queries/reads.py) and
   the body written in Python by app/queries/shapes.py;
@@ -50,7 +51,6 @@ from app.db.migrate import upgrade  # noqa: E402
 from app.db.seed import seed_demo  # noqa: E402
 from app.db.statements import Statement  # noqa: E402
 from app.operations import reads as operations  # noqa: E402
-from app.queries import documents  # noqa: E402
 from app.queries.analytics import utc_days  # noqa: E402
 from app.queries.shapes import Document  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
@@ -148,12 +148,6 @@ class _Connection:
         return document.render(rows, args)
 
 
-def _document(case: str, relations: frozenset[str]) -> Document:
-    if case == "user":
-        return documents.user(relations)
-    return documents.SCHEDULE if case == "week" else documents.REVENUE
-
-
 def _use_case(case: str, args: tuple[Any, ...], relations: frozenset[str], *, rows: bool) -> Answer:
     """The use cases themselves (app/operations/reads.py) on the bench's connection."""
 
@@ -223,8 +217,6 @@ async def _measure(url: str, rounds: int, calls: int, before: str) -> None:
                     "use case: rows + shape": _use_case(name, args, relations, rows=True),
                     "reference": _reference(name, args, relations),
                 }
-                if _document(name, relations).json is None:  # the service renders its rows
-                    del ways["use case: JSON in SQL"]
                 for label, answer in ways.items():
                     body = await answer(conn)  # prepared, warm
                     ticks, cpu, started = (
