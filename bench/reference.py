@@ -306,10 +306,23 @@ async def _body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
+def from_environment() -> Reference:
+    """The server main() describes in the environment: what each worker process builds."""
+    return Reference(
+        os.environ["DATABASE_URL"],
+        os.environ["REPLICA_URL"],
+        int(os.environ["REFERENCE_POOL_SIZE"]),
+        reset=os.environ["REFERENCE_POOL_RESET"] == "1",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8100)
-    parser.add_argument("--pool-size", type=int, default=30)
+    parser.add_argument("--pool-size", type=int, default=30, help="per worker")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port (uvicorn's)"
+    )
     parser.add_argument("--keep-alive", type=int, default=75)
     parser.add_argument(
         "--no-pool-reset",
@@ -317,10 +330,13 @@ def main() -> None:
         help="give connections back without asyncpg's reset statement",
     )
     args = parser.parse_args()
-    dsns = os.environ["DATABASE_URL"], os.environ["REPLICA_URL"]
-    app = Reference(*dsns, args.pool_size, reset=not args.no_pool_reset)
+    os.environ["REFERENCE_POOL_SIZE"] = str(args.pool_size)
+    os.environ["REFERENCE_POOL_RESET"] = "0" if args.no_pool_reset else "1"
     uvicorn.run(
-        app,
+        # An import string, so that each of uvicorn's workers builds its own.
+        "reference:from_environment",
+        factory=True,
+        workers=args.workers,
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",

@@ -441,6 +441,7 @@ def start_reference(
     cpus: str | None,
     out: Path,
     reset: bool = True,
+    workers: int = 1,
 ) -> Server:
     port = free_port()
     env = {
@@ -449,12 +450,13 @@ def start_reference(
         "REPLICA_URL": cluster.replicas[0].url(driver="postgresql"),
     }
     args = [sys.executable, str(ROOT / "bench" / "reference.py"), "--port", str(port)]
-    args += ["--keep-alive", str(KEEP_ALIVE)] + ([] if reset else ["--no-pool-reset"])
+    args += ["--keep-alive", str(KEEP_ALIVE), "--workers", str(workers)]
+    args += [] if reset else ["--no-pool-reset"]
     if cpus:
         args = ["taskset", "-c", cpus, *args]
     log_path = out / f"reference-{port}.log"
     name = "reference" if reset else NO_RESET
-    server = Server(name, procs.start(args, env, log_path), port, 1, log_path)
+    server = Server(name, procs.start(args, env, log_path), port, workers, log_path)
     wait_ready(server)
     return server
 
@@ -552,6 +554,74 @@ def cpu_seconds(pids: list[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+# What each node logs during a run, kept with the run's logs (`keep_server_logs`): a
+# statement the replica held (log_min_duration_statement), lock waits, a standby's
+# replay waiting on its queries, autovacuum's work and checkpoints, with millisecond times.
+DIAGNOSTIC_LOGGING: dict[str, str | int] = {
+    "log_line_prefix": "%m [%p] %b ",
+    "log_min_duration_statement": 250,
+    "log_lock_waits": "on",
+    "deadlock_timeout": "100ms",
+    "log_recovery_conflict_waits": "on",
+    "log_autovacuum_min_duration": 0,
+    "log_checkpoints": "on",
+}
+
+
+def diagnostic_logging(cluster: PgCluster) -> None:
+    for node in (cluster.primary, *cluster.replicas):
+        node._append_conf(DIAGNOSTIC_LOGGING)
+        node.psql("SELECT pg_reload_conf()")
+
+
+def keep_server_logs(cluster: PgCluster, out: Path) -> None:
+    for node in (cluster.primary, *cluster.replicas):
+        with contextlib.suppress(OSError):
+            shutil.copyfile(node.logfile, out / f"postgres-{node.name}.log")
+
+
+@contextlib.contextmanager
+def cpu_series(path: Path) -> Iterator[None]:
+    """Each CPU's busy, system, steal and iowait shares per second (/proc/stat) to a TSV:
+    whether a stall was the machine's (steal, a full CPU) or one process's."""
+    stop = threading.Event()
+
+    def read() -> dict[str, list[int]]:
+        lines = Path("/proc/stat").read_text().splitlines()
+        return {
+            f[0]: [int(v) for v in f[1:9]]
+            for f in (line.split() for line in lines)
+            if f[0].startswith("cpu") and f[0] != "cpu"
+        }
+
+    def loop() -> None:
+        with path.open("w") as tsv:
+            tsv.write("t_s\tcpu\tbusy_pct\tsystem_pct\tsteal_pct\tiowait_pct\n")
+            start, before = time.monotonic(), read()
+            while not stop.wait(1.0):
+                now = read()
+                for cpu, fields in now.items():
+                    d = [a - b for a, b in zip(fields, before.get(cpu, fields), strict=True)]
+                    total = sum(d) or 1
+                    _user, _nice, system, idle, iowait, _irq, _soft, steal = d
+                    busy = total - idle - iowait
+                    tsv.write(
+                        f"{time.monotonic() - start:.1f}\t{cpu}\t{100 * busy / total:.0f}"
+                        f"\t{100 * system / total:.0f}\t{100 * steal / total:.0f}"
+                        f"\t{100 * iowait / total:.0f}\n"
+                    )
+                tsv.flush()
+                before = now
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def sessions_opened(cluster: PgCluster) -> int:
@@ -793,7 +863,7 @@ class Bench:
         same connections, pacing, windows and JSON, at a tenth of wrk's CPU per response.
         """
         total, writers = self.args.c10k_connections, self.args.c10k_writers
-        workers = server.workers if server.name.startswith("service") else 1
+        workers = server.workers
         interval = total / (self.args.c10k_rate * workers)
         parts = [(self.args.c10k_mix, total - writers)] + ([("writes", writers)] if writers else [])
         warm, d = self.args.c10k_warmup, self.args.c10k_duration
@@ -848,18 +918,19 @@ class Bench:
         # it scans every pending delay timer of a thread on each event, on the CPU it
         # shares with PostgreSQL.
         client = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if steady:
-            procs = launch(warm + d, True)
-            time.sleep(warm)
-        else:
-            for proc in launch(warm, False):
-                self.collect(proc, warm + 120)
-            procs = launch(d, True)
-        if server.tails:
-            # Asked under load in steady mode: behind up to a second of queued requests.
-            http_get(server.url + "/_tails/reset", timeout=60)
-        with sampling(server, server.name.startswith("service"), self.cluster) as sample:
-            stats = [self.collect(proc, d + 120) for proc in procs]
+        with cpu_series(self.out / f"c10k-{tag}-cpus.tsv"):
+            if steady:
+                procs = launch(warm + d, True)
+                time.sleep(warm)
+            else:
+                for proc in launch(warm, False):
+                    self.collect(proc, warm + 120)
+                procs = launch(d, True)
+            if server.tails:
+                # Asked under load in steady mode: behind up to a second of queued requests.
+                http_get(server.url + "/_tails/reset", timeout=60)
+            with sampling(server, server.name.startswith("service"), self.cluster) as sample:
+                stats = [self.collect(proc, d + 120) for proc in procs]
         tails = json.loads(http_get(server.url + "/_tails")[1]) if server.tails else {}
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         client_s = after.ru_utime + after.ru_stime - client.ru_utime - client.ru_stime
@@ -1380,7 +1451,7 @@ def parse_args() -> argparse.Namespace:
         "--c10k-reference",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="run the reference through scenario c too (one process, --c10k-rate)",
+        help="run the reference through scenario c too, with each --c10k-workers count",
     )
     p.add_argument(
         "--pools",
@@ -1531,16 +1602,17 @@ def _reference_alone(
 def _scenario_c(
     bench: Bench, procs: Processes, server_cpus: str | None, results: list[Result]
 ) -> None:
-    """10k connections: the reference (one process), then the service per worker count."""
+    """10k connections per worker count: the reference with as many processes, then the
+    service."""
     args, cluster, out = bench.args, bench.cluster, bench.out
-    if args.c10k_reference:
-        log(f"scenario c: {args.c10k_connections:,} connections, the reference")
-        reference = start_reference(procs, cluster, server_cpus, out)
-        results.extend(bench.many_connections(reference))
-        procs.stop(reference.proc)
     for w in [int(w) for w in args.c10k_workers.split(",") if w]:
-        log(f"scenario c: {args.c10k_connections:,} connections, service, {w} workers")
         cpus = server_cpus if w == 1 else None
+        if args.c10k_reference:
+            log(f"scenario c: {args.c10k_connections:,} connections, the reference, {w} workers")
+            reference = start_reference(procs, cluster, cpus, out, workers=w)
+            results.extend(bench.many_connections(reference))
+            procs.stop(reference.proc)
+        log(f"scenario c: {args.c10k_connections:,} connections, service, {w} workers")
         service = start_service(procs, cluster, w, cpus, out, tails=args.tails)
         results.extend(bench.many_connections(service))
         procs.stop(service.proc)
@@ -1575,6 +1647,7 @@ def main() -> int:
             cluster, meta = restore_cluster(cache, work)
         else:
             cluster, meta = seed_cluster(args.scale, work, cache)
+        diagnostic_logging(cluster)
         if pin:
             pin_postgres(cluster, "1")
         size = Scale.of(args.scale)
@@ -1607,7 +1680,8 @@ def main() -> int:
     finally:
         procs.stop_all()
         if cluster is not None:
-            cluster.stop()
+            cluster.stop(keep_files=True)
+            keep_server_logs(cluster, out)
         shutil.rmtree(work, ignore_errors=True)
 
     elapsed = time.monotonic() - started
