@@ -851,8 +851,9 @@ class Bench:
     def many_connections(self, server: Server) -> list[Result]:
         """10k mostly idle keep-alive connections, each sending at a slow random rate.
 
-        The readers offer --c10k-rate reads per second per worker of the service; with
-        --c10k-writers some connections book instead, as a second wrk process so each
+        The readers offer --c10k-rate reads per second per worker process (the service's
+        or the reference's); with --c10k-writers some connections book instead, as a
+        second wrk process so each
         gets its own percentiles. By default (--c10k-mode steady) one wrk process per part
         runs the warm-up and the measured window on the same 10k connections; bench/lua/
         timed.lua times the requests and keeps the measured ones, and those sent in the
@@ -863,8 +864,7 @@ class Bench:
         same connections, pacing, windows and JSON, at a tenth of wrk's CPU per response.
         """
         total, writers = self.args.c10k_connections, self.args.c10k_writers
-        workers = server.workers
-        interval = total / (self.args.c10k_rate * workers)
+        interval = total / (self.args.c10k_rate * server.workers)
         parts = [(self.args.c10k_mix, total - writers)] + ([("writes", writers)] if writers else [])
         warm, d = self.args.c10k_warmup, self.args.c10k_duration
         steady = self.args.c10k_mode == "steady"
