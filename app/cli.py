@@ -107,7 +107,7 @@ def serve(
     import uvicorn
 
     from app import logs
-    from app.adapters import uvicorn_http
+    from app.adapters import uvicorn_http, uvloop_accept
 
     settings = _settings()
     path = _sqlite_path(settings.primary_url)
@@ -133,7 +133,8 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         workers=workers,
-        loop="uvloop",
+        # uvloop, accepting every waiting connection at each wakeup.
+        loop=uvloop_accept.UVICORN_LOOP,
         # httptools with limits on a request's head: its time and its size.
         http=uvicorn_http.protocol(settings),
         timeout_keep_alive=keep_alive or settings.keep_alive_timeout,

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.sqlalchemy_pool import CountingPool
 from app.adapters.uvicorn_http import protocol
+from app.adapters.uvloop_accept import UVICORN_LOOP
 from app.boot import freeze_live_heap
 from app.config import load_settings
 from app.main import create_app
@@ -196,12 +196,11 @@ def main() -> None:
     settings = load_settings()
     app = Tails(create_app(settings))
     freeze_live_heap()  # as `bookedbarber serve` does once the service is loaded
-    uvloop.install()
     uvicorn.run(
         app,
         host="127.0.0.1",
         port=args.port,
-        loop="uvloop",
+        loop=UVICORN_LOOP,
         http=protocol(settings),
         timeout_keep_alive=args.keep_alive,
         # The listen queue of `bookedbarber serve` (app/cli.py LISTEN_BACKLOG): uvicorn's
