@@ -1,13 +1,14 @@
 """uvloop's event loop with TCP servers that take every waiting connection at each wakeup.
 
-libuv accepts one connection per turn of the event loop (libuv/libuv#3696, "don't accept()
-connections in a loop", in every libuv uvloop has bundled since 0.18), relying on the
-listening socket staying readable for the next one. A turn runs every callback that became
-ready, and under load that is several milliseconds of requests: a burst of N new
-connections waits N turns. 64 connections opened at once beside 64 busy ones were accepted
-over up to 400 ms, and each one's first request waited for its accept (bench/HISTORY.md,
-"New connections wait for their accept"). asyncio's own loop accepts up to `backlog`
-connections per wakeup; this does the same on uvloop.
+libuv accepts one connection per turn of the event loop (libuv/libuv#3696, "don't
+accept() connections in a loop", in libuv since 1.45; the uvloop pinned here bundles a
+later one), relying on the listening socket staying readable for the next one. A turn runs
+every callback that became ready, and once requests flow that is milliseconds of work: a
+burst of N new connections waits N turns. 64 connections a load client opened at once were
+accepted over up to 330 ms, the first ones' requests filling the turns, and each of the
+others' first request waited for its accept (bench/HISTORY.md, "New connections wait for
+their accept"). asyncio's own loop accepts up to `backlog` connections per wakeup; this
+does the same on uvloop.
 
 `create_server` for TCP (a host and port, or a listening socket as uvicorn's workers get
 it) listens and watches the socket with add_reader; each wakeup accepts up to
