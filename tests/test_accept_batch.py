@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -155,3 +158,66 @@ def test_a_port_taken_is_a_clear_error() -> None:
             runner.run(main())
     finally:
         taken.close()
+
+
+_SERVER = """
+import asyncio, resource, sys
+sys.path.insert(0, {root!r})
+from app.adapters.uvloop_accept import Loop
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+    def data_received(self, data):
+        self.transport.write(data.upper())
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", 0, backlog=64)
+    import os
+    used = len(os.listdir("/proc/self/fd"))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (used + {spare}, hard))
+    print(server.sockets[0].getsockname()[1], flush=True)  # once the limit holds
+    await asyncio.sleep(60)
+
+with asyncio.Runner(loop_factory=Loop) as runner:
+    runner.run(main())
+"""
+
+
+def test_out_of_descriptors_pauses_accepting_and_keeps_the_rest_waiting(
+    tmp_path: Path,
+) -> None:
+    """A real EMFILE: the server may hold a few descriptors more than it has open. It pauses
+    accepting (the rest wait in the listen queue, nobody is reset) and takes them once
+    connections close."""
+    spare, clients = 4, 12
+    script = tmp_path / "server.py"
+    script.write_text(_SERVER.format(root=str(Path(__file__).resolve().parents[1]), spare=spare))
+    server = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        sockets = [
+            socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(clients)
+        ]
+        answered: list[socket.socket] = []
+        for number, client in enumerate(sockets):
+            client.sendall(b"ping %d" % number)
+        # The first few are served; the others wait, connected but not yet accepted.
+        for client in sockets[:spare]:
+            assert client.recv(64).startswith(b"PING")
+            answered.append(client)
+        for client in answered:
+            client.close()
+        for number, client in enumerate(sockets[spare:], start=spare):
+            # Each answered once descriptors are free again, some after a pause (a second).
+            assert client.recv(64) == b"PING %d" % number
+            client.close()
+    finally:
+        server.terminate()
+        _, errors = server.communicate(timeout=30)
+    assert "accepting connections paused" in errors
+    assert "Traceback" not in errors
