@@ -107,15 +107,14 @@ class BatchAcceptServer(asyncio.AbstractServer):
         self._loop, self._factory = loop, protocol_factory
         self._sockets = tuple(sockets)
         self._opening: set[asyncio.Task[None]] = set()
-        self._serving = True
-        self._closed: asyncio.Future[None] = loop.create_future()
+        self._closed: asyncio.Future[None] = loop.create_future()  # done once closed
         for listening in self._sockets:
             listening.setblocking(False)
             loop.add_reader(listening.fileno(), self._accept, listening)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
-        return self._sockets if self._serving else ()
+        return () if self._closed.done() else self._sockets
 
     def _accept(self, listening: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
@@ -148,13 +147,12 @@ class BatchAcceptServer(asyncio.AbstractServer):
             log.warning("a new connection could not be opened: %r", exc)
 
     def _resume(self, listening: socket.socket) -> None:
-        if self._serving:
+        if not self._closed.done():
             self._loop.add_reader(listening.fileno(), self._accept, listening)
 
     def close(self) -> None:
-        if not self._serving:
+        if self._closed.done():
             return
-        self._serving = False
         for listening in self._sockets:
             self._loop.remove_reader(listening.fileno())
             listening.close()
@@ -165,7 +163,7 @@ class BatchAcceptServer(asyncio.AbstractServer):
             await asyncio.gather(*self._opening, return_exceptions=True)
 
     def is_serving(self) -> bool:
-        return self._serving
+        return not self._closed.done()
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
